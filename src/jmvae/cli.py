@@ -1,0 +1,159 @@
+"""The `jmvae` command: train | evaluate | figures | report | generate.
+
+Bad input ends in one line, `jmvae: error: <what> (<allowed>)`, and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import figures, report
+from .data.attributes import PRESETS, parse_assignments
+from .errors import UserError
+from .evaluate import evaluate
+from .models import MODELS
+from .runs import FINISHED, load_run, require_run, write_json
+from .train import TrainConfig, train
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UserError(message)
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def finish_run(run_dir: Path, model, data, log=print) -> dict:
+    """Figures, metrics, report; metrics.json last, because it marks the run finished."""
+    config = json.loads((run_dir / "config.json").read_text())
+    history = read_history(run_dir)
+    infos = figures.make_figures(model, data, history, run_dir / "figures")
+    metrics = evaluate(model, data)
+    report.write_report(run_dir, config, metrics, infos, history)
+    write_json(run_dir / FINISHED, metrics)
+    log(f"wrote {run_dir / 'report.html'}")
+    return metrics
+
+
+def cmd_train(args) -> None:
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    cfg = TrainConfig(**overrides)
+    cfg.validate()
+    run_dir = Path(args.out) if args.out else Path(args.runs_dir) / (args.name or f"{cfg.preset}-{cfg.model}-z{cfg.z_dim}-seed{cfg.seed}")
+    data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
+    finish_run(run_dir, model.cpu(), data)
+
+
+def cmd_evaluate(args) -> None:
+    run_dir = require_run(args.run)
+    _, data, model = load_run(run_dir)
+    metrics = evaluate(model, data)
+    write_json(run_dir / FINISHED, metrics)
+    print(json.dumps(metrics, indent=2))
+
+
+def cmd_figures(args) -> None:
+    run_dir = require_run(args.run)
+    _, data, model = load_run(run_dir)
+    for info in figures.make_figures(model, data, read_history(run_dir), run_dir / "figures"):
+        print(run_dir / "figures" / info.file)
+
+
+def cmd_report(args) -> None:
+    run_dir = require_run(args.run, finished=True)
+    _, data, model = load_run(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / FINISHED).read_text())
+    history = read_history(run_dir)
+    infos = figures.make_figures(model, data, history, run_dir / "figures")
+    print(report.write_report(run_dir, config, metrics, infos, history))
+
+
+def cmd_generate(args) -> None:
+    run_dir = require_run(args.run)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".npz"):
+        raise UserError(f"--out {out} (allowed: a .png or .npz file)")
+    if args.n < 1:
+        raise UserError(f"--n {args.n} (allowed: an integer >= 1)")
+    cfg, data, model = load_run(run_dir)
+    given = parse_assignments(data, args.given)
+    torch.manual_seed(args.seed)
+    samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, args.n)
+    images = samples[data.image.name][:, 0].reshape(args.n, *data.image.shape).numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npz":
+        np.savez(out, images=images, **{f"given_{k}": np.array(v) for k, v in given.items()},
+                 **{k: samples[k][:, 0].numpy() for k in (a.name for a in data.attributes)})
+    else:
+        title = ", ".join(f"{k}={data.attribute(k).classes[v]}" for k, v in given.items()) or "prior p(z)"
+        figures.save_image_grid(images, out, title=f"generated from {title}")
+    print(out)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="jmvae", description="Joint multimodal VAEs: train, evaluate, draw and generate.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    d = TrainConfig()
+    t = sub.add_parser("train", help="train a model and write its run directory with figures and report")
+    t.add_argument("--preset", choices=list(PRESETS), help=f"dataset (default {d.preset})")
+    t.add_argument("--model", choices=list(MODELS), help=f"objective (default {d.model})")
+    t.add_argument("--z-dim", type=int, help=f"latent dimensions (default {d.z_dim})")
+    t.add_argument("--hidden", type=int, help=f"width of every hidden layer (default {d.hidden})")
+    t.add_argument("--alpha", type=float, help=f"JMVAE weight of the two KL terms; 0 is JMVAE-zero (default {d.alpha})")
+    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    t.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
+    t.add_argument("--seed", type=int, help=f"default {d.seed}")
+    t.add_argument("--epochs", type=int, help="epochs (default: as many steps as 10 epochs of full MNIST)")
+    t.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
+    t.add_argument("--mnist-dir", help="directory with the four MNIST IDX files (gzipped or not)")
+    t.add_argument("--test-fraction", type=float, help="test share of the bundled subset (default 0.2)")
+    t.add_argument("--hold-out", action="append", metavar="A=V,B=W", help="leave this combination out of training")
+    t.add_argument("--device", help="auto (default: cuda if available), cpu, cuda, cuda:N")
+    t.add_argument("--name", help="run name under --runs-dir (default: <preset>-<model>-z<z>-seed<seed>)")
+    t.add_argument("--runs-dir", default="runs", help="parent of run directories (default runs)")
+    t.add_argument("--out", help="run directory (instead of --runs-dir/--name)")
+    t.add_argument("--resume", action="store_true", help="continue the unfinished run in the run directory")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    t.set_defaults(func=cmd_train)
+    for name, func, text in (("evaluate", cmd_evaluate, "compute metrics.json of a trained run"),
+                             ("figures", cmd_figures, "draw every figure of a trained run"),
+                             ("report", cmd_report, "rewrite report.html of a finished run")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("run", help="run directory")
+        s.set_defaults(func=func)
+    g = sub.add_parser("generate", help="generate images from given attributes (or the prior)")
+    g.add_argument("run", help="run directory")
+    g.add_argument("--given", nargs="*", default=[], metavar="A=V", help="attribute values, e.g. position=left digit=2")
+    g.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    g.add_argument("--out", required=True, help="output .png (grid) or .npz (arrays)")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except UserError as e:
+        print(f"jmvae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jmvae: interrupted (resume a training run with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Attribute datasets built from MNIST digits: the presets of DESIGN.md.
+
+Images are kept as uint8 (N, H*W) tensors and attributes as int64 class indices; a batch turns the image
+into floats in [0, 1] only when it is used (`to_batch`). Train and test are split by *source digit*, so
+the two placements of one MNIST digit never straddle the split.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..modalities import Categorical, Image, Modality
+from .mnist import MnistData, load_mnist
+
+
+@dataclass
+class AttributeDataset:
+    name: str
+    image: Image
+    attributes: list[Categorical]
+    train: dict[str, torch.Tensor]
+    test: dict[str, torch.Tensor]
+    source: str
+
+    @property
+    def modalities(self) -> list[Modality]:
+        return [self.image, *self.attributes]
+
+    def attribute(self, name: str) -> Categorical:
+        for a in self.attributes:
+            if a.name == name:
+                return a
+        raise UserError(f"unknown attribute {name} (allowed: {', '.join(a.name for a in self.attributes)})")
+
+
+def to_batch(data: dict[str, torch.Tensor], idx: torch.Tensor | slice, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Rows `idx` of a split as a model batch: the image as floats in [0, 1], attributes as they are."""
+    return {k: (v[idx].to(device, non_blocking=True).float().div_(255) if v.dtype == torch.uint8 else v[idx].to(device))
+            for k, v in data.items()}
+
+
+def split_sources(mnist: MnistData, digits: tuple[int, ...], seed: int, test_fraction: float):
+    """(train images, train labels, test images, test labels) of the chosen digits.
+
+    Full MNIST keeps its official split; the bundled subset is split at random (seeded) by source digit.
+    """
+    def pick(images, labels):
+        keep = np.isin(labels, digits)
+        return images[keep], labels[keep]
+
+    if mnist.test_images is not None:
+        return (*pick(mnist.images, mnist.labels), *pick(mnist.test_images, mnist.test_labels))
+    images, labels = pick(mnist.images, mnist.labels)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_test = int(round(test_fraction * len(labels)))
+    test, train = order[:n_test], order[n_test:]
+    return images[train], labels[train], images[test], labels[test]
+
+
+def _position_digit_split(images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    n = len(images)
+    canvas = np.zeros((2 * n, 28, 56), dtype=np.uint8)
+    canvas[:n, :, :28] = images          # left
+    canvas[n:, :, 28:] = images          # right
+    return {"x": torch.from_numpy(canvas.reshape(2 * n, -1)),
+            "position": torch.cat([torch.zeros(n), torch.ones(n)]).long(),
+            "digit": torch.from_numpy(np.concatenate([labels, labels]) - 1).long()}
+
+
+def position_digit(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> AttributeDataset:
+    """The founding experiment: a 28x56 canvas with a 1 or a 2 in its left or right half.
+
+    Every source digit appears in both positions, in the same split.
+    """
+    tr_x, tr_y, te_x, te_y = split_sources(mnist, (1, 2), seed, test_fraction)
+    return AttributeDataset("position-digit", Image("x", (28, 56)),
+                            [Categorical("position", ("left", "right")), Categorical("digit", ("1", "2"))],
+                            _position_digit_split(tr_x, tr_y), _position_digit_split(te_x, te_y), mnist.source)
+
+
+def mnist_label(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> AttributeDataset:
+    """The JMVAE paper's MNIST: a 28x28 digit and its label (10 classes)."""
+    tr_x, tr_y, te_x, te_y = split_sources(mnist, tuple(range(10)), seed, test_fraction)
+
+    def split(images, labels):
+        return {"x": torch.from_numpy(images.reshape(len(images), -1).copy()), "digit": torch.from_numpy(labels).long()}
+
+    return AttributeDataset("mnist-label", Image("x", (28, 28)), [Categorical("digit", tuple(map(str, range(10))))],
+                            split(tr_x, tr_y), split(te_x, te_y), mnist.source)
+
+
+PRESETS: dict[str, Callable[..., AttributeDataset]] = {"position-digit": position_digit, "mnist-label": mnist_label}
+
+
+def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, int]:
+    """["position=left", "digit=2"] -> {"position": 0, "digit": 1}; UserError names what is allowed."""
+    out: dict[str, int] = {}
+    for item in items:
+        for part in item.split(","):
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise UserError(f"{part!r} is not name=value (e.g. {data.attributes[0].name}={data.attributes[0].classes[0]})")
+            attribute = data.attribute(name.strip())
+            try:
+                out[attribute.name] = attribute.index(value.strip())
+            except ValueError as e:
+                raise UserError(str(e)) from None
+    return out
+
+
+def hold_out(data: AttributeDataset, combination: dict[str, int]) -> AttributeDataset:
+    """Remove one attribute combination from the training split (it stays in the test split)."""
+    match = torch.ones(len(data.train["x"]), dtype=torch.bool)
+    for name, value in combination.items():
+        match &= data.train[name] == value
+    data.train = {k: v[~match] for k, v in data.train.items()}
+    return data
+
+
+def load_dataset(preset: str, mnist_dir: str | None = None, seed: int = 0, test_fraction: float = 0.2,
+                 held_out: list[str] | None = None) -> AttributeDataset:
+    if preset not in PRESETS:
+        raise UserError(f"preset {preset} (allowed: {', '.join(PRESETS)})")
+    data = PRESETS[preset](load_mnist(mnist_dir), seed, test_fraction)
+    if held_out:
+        data = hold_out(data, parse_assignments(data, held_out))
+    return data

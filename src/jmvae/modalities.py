@@ -1,0 +1,67 @@
+"""Modalities: what one kind of observation looks like and how its decoder scores it.
+
+An `Image` is a flattened grid of intensities in [0, 1] scored as independent Bernoullis (grey values are
+used as soft targets, as in the founding experiment). A `Categorical` attribute is a class index scored by
+a softmax. Both score from logits so that the loss never builds a validating `Distribution` in the hot loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import Bernoulli, Categorical as CategoricalDist, Distribution
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    shape: tuple[int, int]  # (height, width)
+
+    @property
+    def size(self) -> int:
+        """Input width of a network reading this modality."""
+        return self.shape[0] * self.shape[1]
+
+    def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) summed over pixels: one number per example."""
+        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+    def distribution(self, logits: torch.Tensor) -> Distribution:
+        # validate_args=False: grey-valued targets are legitimate soft Bernoulli targets here.
+        return Bernoulli(logits=logits, validate_args=False)
+
+    def encode_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@dataclass(frozen=True)
+class Categorical:
+    name: str
+    classes: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.classes)
+
+    def log_likelihood(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log p(y|z) for class indices y."""
+        return -F.cross_entropy(logits, y, reduction="none")
+
+    def distribution(self, logits: torch.Tensor) -> Distribution:
+        return CategoricalDist(logits=logits)
+
+    def encode_input(self, y: torch.Tensor) -> torch.Tensor:
+        """Class indices -> one-hot floats, the input of the attribute encoders."""
+        return F.one_hot(y, len(self.classes)).to(torch.get_default_dtype())
+
+    def index(self, value: str | int) -> int:
+        """A class given by name (or index) -> its index; ValueError names the allowed values."""
+        if isinstance(value, int) and 0 <= value < len(self.classes):
+            return value
+        if str(value) in self.classes:
+            return self.classes.index(str(value))
+        raise ValueError(f"{self.name}={value} (allowed: {', '.join(self.classes)})")
+
+
+Modality = Image | Categorical

@@ -1,0 +1,214 @@
+"""The training loop: batches from in-memory tensors, a progress bar, history.csv, a checkpoint per epoch.
+
+Every epoch reseeds its shuffling and its reparameterisation noise from (seed, epoch), and the checkpoint
+holds the optimizer state, so a run resumed after epoch k ends with the same weights as one never stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data.attributes import PRESETS, AttributeDataset, load_dataset, to_batch
+from .errors import UserError
+from .models import MODELS, MultimodalVAE, build_model
+from .runs import FINISHED, is_finished, save_torch, write_json, write_text
+
+# 10 epochs over full MNIST's training set of the preset, at batch 128 (position-digit: 2 x 12,700 images).
+FULL_TRAIN_SIZE = {"position-digit": 25_400, "mnist-label": 60_000}
+DEFAULT_EPOCHS_OF_FULL_MNIST = 10
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run; the CLI flags map onto these one to one."""
+    preset: str = "position-digit"
+    model: str = "jmvae"
+    z_dim: int = 2
+    hidden: int = 512
+    alpha: float = 1.0
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    epochs: int | None = None   # None and steps None: as many steps as 10 epochs of full MNIST
+    steps: int | None = None
+    mnist_dir: str | None = None
+    test_fraction: float = 0.2
+    hold_out: list[str] = field(default_factory=list)
+    device: str = "auto"
+
+    def validate(self) -> None:
+        def check(ok: bool, what: str, allowed: str) -> None:
+            if not ok:
+                raise UserError(f"{what} (allowed: {allowed})")
+        check(self.preset in PRESETS, f"preset {self.preset}", ", ".join(PRESETS))
+        check(self.model in MODELS, f"model {self.model}", ", ".join(MODELS))
+        check(self.z_dim >= 1, f"z-dim {self.z_dim}", "an integer >= 1")
+        check(self.hidden >= 1, f"hidden {self.hidden}", "an integer >= 1")
+        check(self.alpha >= 0 and math.isfinite(self.alpha), f"alpha {self.alpha}", "a number >= 0")
+        check(self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
+        check(0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
+        check(self.epochs is None or self.epochs >= 1, f"epochs {self.epochs}", "an integer >= 1")
+        check(self.steps is None or self.steps >= 1, f"steps {self.steps}", "an integer >= 1")
+        check(self.epochs is None or self.steps is None, f"both epochs {self.epochs} and steps {self.steps}",
+              "one of them")
+        check(0 < self.test_fraction < 1, f"test-fraction {self.test_fraction}", "a number in (0, 1)")
+        check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"device {self.device}",
+              "auto, cpu, cuda, cuda:N")
+        if self.device.startswith("cuda"):
+            check(torch.cuda.is_available(), f"device {self.device}", "cpu: no CUDA device is available here")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def plan(self, n_train: int) -> tuple[int, int, int]:
+        """(steps per epoch, epochs, total steps); every step is a full batch."""
+        per_epoch = n_train // self.batch_size
+        if per_epoch == 0:
+            raise UserError(f"batch-size {self.batch_size} (allowed: at most the {n_train} training examples)")
+        if self.steps is not None:
+            total = self.steps
+        elif self.epochs is not None:
+            total = self.epochs * per_epoch
+        else:
+            total = DEFAULT_EPOCHS_OF_FULL_MNIST * (FULL_TRAIN_SIZE[self.preset] // self.batch_size)
+        return per_epoch, math.ceil(total / per_epoch), total
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, MultimodalVAE]:
+    """The dataset and a freshly initialised model (seeded) for a config."""
+    cfg.validate()
+    with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+        data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, cfg.alpha)
+    return data, model
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+@torch.no_grad()
+def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: int, chunk: int = 2048) -> dict[str, float]:
+    """Mean loss and terms over a whole split, with fixed noise so epochs compare fairly."""
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    n, device = len(split["x"]), next(model.parameters()).device
+    total: dict[str, float] = {}
+    for start in range(0, n, chunk):
+        batch = to_batch(split, slice(start, start + chunk), device)
+        loss, terms = model.loss(batch)
+        weight = len(batch["x"]) / n
+        for k, v in {"loss": loss, **terms}.items():
+            total[k] = total.get(k, 0.0) + float(v) * weight
+    model.train(was_training)
+    return total
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a run by accident; clear it when asked to."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        if resume:
+            raise UserError(f"--resume: run directory {run_dir} does not exist (allowed: a run that was started)")
+        return
+    if resume:
+        if not (run_dir / "checkpoint.pt").exists():
+            raise UserError(f"--resume: {run_dir} has no checkpoint.pt (allowed: a run that finished an epoch)")
+        return
+    if not overwrite:
+        state = "a finished run" if is_finished(run_dir) else "an unfinished run (use --resume to continue it)"
+        raise UserError(f"{run_dir} already holds {state}; pass --overwrite or choose another --name")
+    for name in ("config.json", "model.pt", "checkpoint.pt", "history.csv", FINISHED, "report.html"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
+          progress: bool | None = None, log=print) -> tuple[AttributeDataset, MultimodalVAE]:
+    """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model."""
+    run_dir = Path(run_dir)
+    prepare_run_dir(run_dir, resume, overwrite)
+    if resume:
+        cfg = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text())["train"])
+    data, model = build(cfg)
+    device = cfg.resolved_device()
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    train_split = {k: v.to(device) for k, v in data.train.items()}
+    n_train = len(train_split["x"])
+    per_epoch, epochs, total_steps = cfg.plan(n_train)
+
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        ckpt = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = ckpt["epoch"], ckpt["history"]
+        log(f"resuming {run_dir} after epoch {start_epoch} of {epochs}")
+    else:
+        write_json(run_dir / "config.json", {
+            "train": asdict(cfg), "mnist_source": data.source, "objective": model.describe(),
+            "n_train": n_train, "n_test": len(data.test["x"]), "device": str(device),
+            "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps})
+        log(f"{model.describe()}\ndata: {data.name}, {n_train} train / {len(data.test['x'])} test images "
+            f"from {data.source}\ntraining {total_steps} steps ({epochs} epochs of {per_epoch}) on {device} -> {run_dir}")
+
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    log_every = max(1, epochs // 20)
+    model.train()
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        steps = min(per_epoch, total_steps - epoch * per_epoch)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        order = torch.randperm(n_train, device=device)
+        sums = None
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not show_bar)
+        for i in bar:
+            batch = to_batch(train_split, order[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+            loss, terms = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step_terms = torch.stack([loss.detach(), *terms.values()])
+            sums = step_terms if sums is None else sums + step_terms
+        train_means = dict(zip(["loss", *terms], (sums / steps).tolist()))
+        test_means = evaluate_loss(model, data.test, seed=cfg.seed)
+        row = {"epoch": epoch + 1, "step": epoch * per_epoch + steps, "seconds": round(time.perf_counter() - t0, 3)}
+        row |= {f"train_{k}": round(v, 5) for k, v in train_means.items()}
+        row |= {f"test_{k}": round(v, 5) for k, v in test_means.items()}
+        history.append(row)
+        write_history(run_dir / "history.csv", history)
+        save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "epoch": epoch + 1, "history": history})
+        if (epoch + 1) % log_every == 0 or epoch + 1 == epochs:
+            log(f"epoch {epoch + 1}/{epochs}  step {row['step']}  train loss {train_means['loss']:.2f}  "
+                f"test loss {test_means['loss']:.2f}  ({row['seconds']:.2f}s)")
+    save_torch(run_dir / "model.pt", model.state_dict())
+    model.eval()
+    return data, model

@@ -1,0 +1,47 @@
+import math
+
+import torch
+from torch.distributions import Normal
+
+from jmvae.gaussian import kl, log_density, product_of_experts, standard_normal
+
+
+def test_analytic_kl_matches_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    q = Normal(torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) + 0.3)
+    p = Normal(torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) + 0.5)
+    torch.manual_seed(1)
+    z = q.sample((200_000,))
+    mc = (log_density(q, z) - log_density(p, z)).mean(0)
+    assert torch.allclose(kl(q, p), mc, atol=0.03, rtol=0.01)
+    assert kl(q, q).abs().max() < 1e-6
+    assert (kl(q, standard_normal(q.loc)) > 0).all()
+
+
+def test_product_of_experts_equals_normalised_product_of_densities():
+    # 1-D experts with the prior: compare with the product of densities normalised on a fine grid.
+    a = Normal(torch.tensor([1.5]), torch.tensor([0.7]))
+    b = Normal(torch.tensor([-0.5]), torch.tensor([1.3]))
+    poe = product_of_experts([a, b], prior=True)
+    grid = torch.linspace(-8, 8, 200_001).unsqueeze(-1)
+    log_prod = a.log_prob(grid) + b.log_prob(grid) + Normal(0.0, 1.0).log_prob(grid)
+    dens = torch.softmax(log_prod.squeeze(-1).double(), 0)
+    mean = (dens * grid.squeeze(-1)).sum()
+    var = (dens * (grid.squeeze(-1) - mean) ** 2).sum()
+    assert math.isclose(poe.loc.item(), mean.item(), abs_tol=1e-4)
+    assert math.isclose(poe.scale.item() ** 2, var.item(), rel_tol=1e-4)
+
+
+def test_product_of_experts_is_exact_gaussian_product_in_many_dims():
+    g = torch.Generator().manual_seed(3)
+    experts = [Normal(torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g) + 0.2) for _ in range(3)]
+    poe = product_of_experts(experts, prior=False)
+    # The log of a product of Gaussians is the PoE log-density up to a constant independent of z.
+    z = torch.randn(7, 5, 3, generator=g)
+    diff = sum(e.log_prob(z) for e in experts) - poe.log_prob(z)
+    assert torch.allclose(diff, diff[0:1].expand_as(diff), atol=1e-4)
+    # A single expert without the prior is itself; with the prior, variances shrink below both.
+    one = product_of_experts(experts[:1], prior=False)
+    assert torch.allclose(one.loc, experts[0].loc) and torch.allclose(one.scale, experts[0].scale)
+    with_prior = product_of_experts(experts[:1], prior=True)
+    assert (with_prior.scale < experts[0].scale).all() and (with_prior.scale < 1).all()

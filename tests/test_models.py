@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch.distributions import Normal
+
+from jmvae.gaussian import kl, product_of_experts, standard_normal
+from jmvae.modalities import Categorical, Image
+from jmvae.models import JMVAE, TELBO, build_model
+
+MODALITIES = [Image("x", (4, 6)), Categorical("position", ("left", "right")), Categorical("digit", ("1", "2", "3"))]
+
+
+def batch(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"x": torch.rand(n, 24, generator=g), "position": torch.randint(0, 2, (n,), generator=g),
+            "digit": torch.randint(0, 3, (n,), generator=g)}
+
+
+def same(a: Normal, b: Normal):
+    return torch.allclose(a.loc, b.loc, atol=1e-6) and torch.allclose(a.scale, b.scale, atol=1e-6)
+
+
+@pytest.mark.parametrize("z_dim", [1, 2, 7])
+def test_posterior_rules(z_dim):
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=z_dim, hidden=16)
+    b = batch()
+    onehot = {"position": torch.nn.functional.one_hot(b["position"], 2).float(),
+              "digit": torch.nn.functional.one_hot(b["digit"], 3).float()}
+    q_pos, q_dig, q_x = m.encoders["position"](onehot["position"]), m.encoders["digit"](onehot["digit"]), m.encoders["x"](b["x"])
+    joint = m.joint_encoder(torch.cat([b["x"], onehot["position"], onehot["digit"]], -1))
+    assert same(m.posterior(b), joint)
+    assert same(m.posterior({"x": b["x"]}), q_x)
+    assert same(m.posterior({"position": b["position"]}), product_of_experts([q_pos], prior=True))
+    assert same(m.posterior({"position": b["position"], "digit": b["digit"]}), product_of_experts([q_pos, q_dig], prior=True))
+    assert same(m.posterior({"x": b["x"], "digit": b["digit"]}), product_of_experts([q_x, q_dig], prior=False))
+    assert m.posterior(b).loc.shape == (5, z_dim)
+    with pytest.raises(ValueError, match="allowed"):
+        m.posterior({})
+    with pytest.raises(ValueError, match="colour"):
+        m.posterior({"colour": b["digit"]})
+
+
+def test_jmvae_loss_is_the_founding_equation():
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16, alpha=0.5)
+    b = batch()
+    torch.manual_seed(5)
+    loss, terms = m.loss(b)
+    # By hand, with the same reparameterisation noise.
+    torch.manual_seed(5)
+    q = m.posterior(b)
+    z = q.rsample()
+    logits = m.logits(z)
+    nll = (torch.nn.functional.binary_cross_entropy_with_logits(logits["x"], b["x"], reduction="none").sum(-1)
+           + torch.nn.functional.cross_entropy(logits["position"], b["position"], reduction="none")
+           + torch.nn.functional.cross_entropy(logits["digit"], b["digit"], reduction="none"))
+    q_y = m.posterior({"position": b["position"], "digit": b["digit"]})
+    expected = nll + kl(q, standard_normal(q.loc)) + 0.5 * (kl(q, m.posterior({"x": b["x"]})) + kl(q, q_y))
+    assert torch.allclose(loss, expected.mean(), atol=1e-5)
+    assert set(terms) == {"nll_x", "nll_position", "nll_digit", "kl_prior", "kl_x", "kl_y"}
+    assert "0.5" in m.describe() and "q(z|x)" in m.describe()
+
+
+def test_jmvae_zero_leaves_unimodal_encoders_untrained():
+    torch.manual_seed(0)
+    m = build_model("jmvae", MODALITIES, z_dim=2, hidden=16, alpha=0.0)
+    m.loss(batch())[0].backward()
+    for name in ("x", "position", "digit"):
+        assert all(p.grad is None or p.grad.abs().max() == 0 for p in m.encoders[name].parameters())
+    assert m.joint_encoder.head.weight.grad.abs().max() > 0
+
+
+def test_telbo_is_three_elbos():
+    torch.manual_seed(0)
+    m = TELBO(MODALITIES, z_dim=3, hidden=16)
+    b = batch()
+    torch.manual_seed(9)
+    loss, terms = m.loss(b)
+    assert torch.allclose(loss, (terms["elbo_xy"] + terms["elbo_x"] + terms["elbo_y"]), atol=1e-5)
+    # The y-ELBO scores only the attributes, the x-ELBO only the image.
+    assert "nll_x|y" not in terms and "nll_position|x" not in terms
+    assert {"nll_x|x", "nll_position|y", "nll_digit|y"} <= set(terms)
+    loss.backward()
+    for name in ("x", "position", "digit"):  # every encoder is trained by some ELBO
+        assert m.encoders[name].head.weight.grad.abs().max() > 0
+
+
+def test_generate_shapes_and_prior():
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16)
+    out = m.generate({"position": torch.tensor([0, 1, 1])}, n=4)
+    assert out["x"].shape == (4, 3, 24) and out["position"].shape == (4, 3) and out["z"].shape == (4, 3, 2)
+    assert 0 <= out["x"].min() and out["x"].max() <= 1
+    prior = m.generate({}, n=6)
+    assert prior["x"].shape == (6, 1, 24)
+    dists = m.decode(out["z"])
+    assert dists["digit"].probs.shape == (4, 3, 3)
+
+
+def test_build_model_rejects_unknown():
+    with pytest.raises(ValueError, match="allowed: jmvae, telbo"):
+        build_model("vae", MODALITIES)

@@ -1,0 +1,79 @@
+import csv
+
+import pytest
+import torch
+
+from jmvae.errors import UserError
+from jmvae.evaluate import attribute_accuracy
+from jmvae.train import TrainConfig, evaluate_loss, train
+
+
+@pytest.mark.parametrize("model", ["jmvae", "telbo"])
+def test_short_training_learns(tmp_path, model, founding_data):
+    cfg = TrainConfig(model=model, steps=150, hidden=256, seed=0)
+    data, m = train(cfg, tmp_path / model, log=lambda *a: None)
+    rows = list(csv.DictReader(open(tmp_path / model / "history.csv")))
+    assert int(rows[-1]["step"]) == 150
+    # The untrained model's test loss, measured the same way.
+    from jmvae.train import build
+    _, fresh = build(cfg)
+    start = evaluate_loss(fresh, data.test, seed=0)["loss"]
+    end = float(rows[-1]["test_loss"])
+    assert end < 0.5 * start, (start, end)
+    acc = attribute_accuracy(m, data, ("x",))
+    assert acc["position"] > 0.9, acc  # p(position|z), z from q(z|x): right on most test images
+    assert acc["digit"] > 0.75, acc    # chance is 0.5
+    assert (tmp_path / model / "model.pt").exists() and (tmp_path / model / "checkpoint.pt").exists()
+
+
+def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch):
+    cfg = TrainConfig(epochs=4, hidden=32, batch_size=256, seed=3)  # 6 steps per epoch on 1,600 images
+    train(cfg, tmp_path / "straight", log=lambda *a: None)
+
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def dying_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2 * 6 + 3:  # killed in the middle of epoch 3, after the epoch-2 checkpoint
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", log=lambda *a: None)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert not (tmp_path / "killed" / "model.pt").exists()
+
+    with pytest.raises(UserError, match="unfinished run"):
+        train(cfg, tmp_path / "killed", log=lambda *a: None)
+    train(TrainConfig(), tmp_path / "killed", resume=True, log=lambda *a: None)  # the run's own config is used
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    straight = list(csv.DictReader(open(tmp_path / "straight" / "history.csv")))
+    resumed = list(csv.DictReader(open(tmp_path / "killed" / "history.csv")))
+    assert [r["test_loss"] for r in straight] == [r["test_loss"] for r in resumed] and len(resumed) == 4
+
+
+def test_plan_keeps_the_steps_of_ten_full_mnist_epochs():
+    per_epoch, epochs, total = TrainConfig().plan(1600)
+    assert (per_epoch, total) == (12, 10 * (25_400 // 128)) and epochs * per_epoch >= total
+    assert TrainConfig(epochs=3).plan(1600) == (12, 3, 36)
+    assert TrainConfig(steps=30).plan(1600) == (12, 3, 30)
+    with pytest.raises(UserError, match="batch-size 4000"):
+        TrainConfig(batch_size=4000).plan(1600)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("z_dim", 0, "z-dim 0 (allowed: an integer >= 1)"),
+    ("epochs", 0, "epochs 0 (allowed: an integer >= 1)"),
+    ("batch_size", -1, "batch-size -1 (allowed: an integer >= 1)"),
+    ("lr", 0.0, "lr 0.0 (allowed: a number in (0, 1])"),
+    ("lr", 5.0, "lr 5.0 (allowed: a number in (0, 1])"),
+    ("model", "vae", "model vae (allowed: jmvae, telbo)"),
+])
+def test_config_validation(field, value, message):
+    with pytest.raises(UserError) as e:
+        TrainConfig(**{field: value}).validate()
+    assert str(e.value) == message
