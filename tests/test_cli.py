@@ -121,3 +121,16 @@ def test_console_entry_exits_2_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "jmvae.cli", "train", "--out", str(tmp_path / "r"), "--z-dim", "-3"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr == "jmvae: error: z-dim -3 (allowed: an integer >= 1)\n"
+
+
+def test_hold_out_reports_the_held_out_combination(tmp_path, capsys):
+    out = tmp_path / "held"
+    assert main(["train", "--out", str(out), *TINY, "--hold-out", "digit=2,position=right"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["held_out_correctness"]) == ["position=right,digit=2"]
+    assert 0 <= metrics["held_out_correctness"]["position=right,digit=2"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    # Every training 2 is left out in the right half, none elsewhere: 1,600 minus the number of training 2s.
+    from jmvae.data.attributes import load_dataset
+    full = load_dataset("position-digit", seed=0)
+    assert config["n_train"] == 1600 - int((full.train["digit"] == 1).sum()) // 2

@@ -1,4 +1,4 @@
-"""The `jmvae` command: train | evaluate | figures | report | generate.
+"""The `jmvae` command: train | evaluate | figures | report | generate | compare.
 
 Bad input ends in one line, `jmvae: error: <what> (<allowed>)`, and exit status 2.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import figures, report
+from . import compare, figures, report
 from .data.attributes import PRESETS, parse_assignments
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline
@@ -109,6 +109,13 @@ def cmd_generate(args) -> None:
     print(out)
 
 
+def cmd_compare(args) -> None:
+    rows = compare.group(args.runs)
+    print(compare.format_table(rows))
+    compare.write_csv(rows, Path(args.csv))
+    print(f"wrote {args.csv}")
+
+
 def build_parser() -> Parser:
     p = Parser(prog="jmvae", description="Joint multimodal VAEs: train, evaluate, draw and generate.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -156,6 +163,10 @@ def build_parser() -> Parser:
     g.add_argument("--out", required=True, help="output .png (grid) or .npz (arrays)")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_generate)
+    c = sub.add_parser("compare", help="one table of headline metrics across runs (mean ± std over seeds)")
+    c.add_argument("runs", nargs="+", help="finished run directories")
+    c.add_argument("--csv", default="compare.csv", help="where to write the table as CSV (default compare.csv)")
+    c.set_defaults(func=cmd_compare)
     return p
 
 

@@ -1,0 +1,56 @@
+"""`jmvae compare`: one table of headline metrics across runs, mean ± std over seeds of one config."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+from .evaluate import headline
+from .runs import FINISHED, require_run
+
+IGNORED = {"seed", "device"}  # settings that do not make a different experiment
+
+
+def load(run: str | Path) -> tuple[dict, dict]:
+    run_dir = require_run(run, finished=True)
+    config = json.loads((run_dir / "config.json").read_text())["train"]
+    return config, headline(json.loads((run_dir / FINISHED).read_text()))
+
+
+def group(runs: list[str | Path]) -> list[dict]:
+    """Rows: one per config (seeds pooled), with n, and mean and std of every headline metric."""
+    groups: dict[str, list[tuple[dict, dict]]] = {}
+    for run in runs:
+        config, metrics = load(run)
+        key = json.dumps({k: v for k, v in config.items() if k not in IGNORED}, sort_keys=True)
+        groups.setdefault(key, []).append((config, metrics))
+    configs = [json.loads(k) for k in groups]
+    varying = [k for k in configs[0] if len({json.dumps(c[k]) for c in configs}) > 1] or ["model"]
+    rows = []
+    for config, members in zip(configs, groups.values()):
+        row = {"config": " ".join(f"{k}={config[k]}" for k in varying), "n": len(members),
+               "seeds": ",".join(str(c["seed"]) for c, _ in members)}
+        for name in members[0][1]:
+            values = [m[name] for _, m in members if name in m]
+            row[name] = statistics.fmean(values)
+            row[name + " std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    metrics = [k for k in rows[0] if k not in ("config", "n", "seeds") and not k.endswith(" std")]
+    header = ["metric"] + [f"{r['config']} (n={r['n']})" for r in rows]
+    body = [[m] + [f"{r[m]:.4g} ± {r[m + ' std']:.2g}" if r["n"] > 1 else f"{r[m]:.4g}" for r in rows] for m in metrics]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    fmt = lambda line: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
