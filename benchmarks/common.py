@@ -1,0 +1,162 @@
+"""Shared pieces of the benchmarks: the pixyz reference, the FLOP count and the matmul ceiling.
+
+The pixyz reference is written the way pixyz's own JMVAE example (examples/jmvae.ipynb) writes it: one
+`Normal`/`Bernoulli`/`Categorical` subclass per network (fc1, fc2, then fc31/fc32 for loc/scale),
+`ProductOfNormal` for q(z|y) = p(z) q(z|position) q(z|digit), `KullbackLeibler` terms, and the `VAE` model
+(TELBO, which pixyz has no model class for, is a `Model` over `pixyz.losses` expressions). Its networks
+are the founding experiment's, layer for layer the same as jmvae's (jmvae's 512 -> 2z head is pixyz's two
+512 -> z heads; same shapes, same FLOPs), and `copy_weights` maps one onto the other.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+X_DIM, Z_DIM, HIDDEN = 28 * 56, 2, 512
+ATTRIBUTES = {"position": 2, "digit": 2}   # name -> number of classes, in jmvae's modality order
+
+
+# -- the pixyz reference --------------------------------------------------------------------------------
+def pixyz_reference(kind: str, lr: float = 1e-3):
+    """(pixyz model, {name: distribution}) for kind "jmvae" or "telbo"; batches are {"x", "position", "digit"}
+    with the attributes one-hot (as the example feeds `torch.eye(10)[y]`)."""
+    from pixyz.distributions import Bernoulli, Categorical, Normal, ProductOfNormal
+    from pixyz.losses import KullbackLeibler
+    from pixyz.models import VAE, Model
+
+    class Inference(Normal):                       # q(z | cond_var): input -> 512 -> 512 -> (loc, scale)
+        def __init__(self, cond_var, in_dim):
+            super().__init__(cond_var=cond_var, var=["z"], name="q")
+            self.fc1, self.fc2 = nn.Linear(in_dim, HIDDEN), nn.Linear(HIDDEN, HIDDEN)
+            self.fc31, self.fc32 = nn.Linear(HIDDEN, Z_DIM), nn.Linear(HIDDEN, Z_DIM)
+
+        def forward(self, **inputs):
+            h = inputs[self.cond_var[0]] if len(self.cond_var) == 1 else torch.cat([inputs[v] for v in self.cond_var], 1)
+            h = F.relu(self.fc2(F.relu(self.fc1(h))))
+            return {"loc": self.fc31(h), "scale": F.softplus(self.fc32(h))}
+
+    class GeneratorX(Bernoulli):                   # p(x|z): z -> 512 -> 512 -> 1568
+        def __init__(self):
+            super().__init__(cond_var=["z"], var=["x"], name="p")
+            self.fc1, self.fc2, self.fc3 = nn.Linear(Z_DIM, HIDDEN), nn.Linear(HIDDEN, HIDDEN), nn.Linear(HIDDEN, X_DIM)
+
+        def forward(self, z):
+            return {"probs": torch.sigmoid(self.fc3(F.relu(self.fc2(F.relu(self.fc1(z))))))}
+
+    class GeneratorY(Categorical):                 # p(attribute|z): z -> 512 -> 512 -> classes
+        def __init__(self, name, classes):
+            super().__init__(cond_var=["z"], var=[name], name="p")
+            self.fc1, self.fc2, self.fc3 = nn.Linear(Z_DIM, HIDDEN), nn.Linear(HIDDEN, HIDDEN), nn.Linear(HIDDEN, classes)
+
+        def forward(self, z):
+            return {"probs": F.softmax(self.fc3(F.relu(self.fc2(F.relu(self.fc1(z))))), dim=1)}
+
+    prior = Normal(loc=torch.tensor(0.), scale=torch.tensor(1.), var=["z"], features_shape=[Z_DIM], name="p_{prior}")
+    names = list(ATTRIBUTES)
+    q = Inference(["x", *names], X_DIM + sum(ATTRIBUTES.values()))
+    q_x = Inference(["x"], X_DIM)
+    q_attr = {n: Inference([n], c) for n, c in ATTRIBUTES.items()}
+    q_y = ProductOfNormal(list(q_attr.values()), name="q")        # p(z) q(z|position) q(z|digit)
+    p_x = GeneratorX()
+    p_attr = {n: GeneratorY(n, c) for n, c in ATTRIBUTES.items()}
+    p_y = p_attr[names[0]] * p_attr[names[1]]
+    p = p_x * p_y
+    opt = dict(optimizer=torch.optim.Adam, optimizer_params={"lr": lr})
+    if kind == "jmvae":
+        regularizer = KullbackLeibler(q, prior) + KullbackLeibler(q, q_x) + KullbackLeibler(q, q_y)
+        model = VAE(q, p, other_distributions=[q_x, q_y], regularizer=regularizer, **opt)
+    elif kind == "telbo":
+        elbo_xy = -p.log_prob().expectation(q) + KullbackLeibler(q, prior)
+        elbo_x = -p_x.log_prob().expectation(q_x) + KullbackLeibler(q_x, prior)
+        elbo_y = -p_y.log_prob().expectation(q_y) + KullbackLeibler(q_y, prior)
+        model = Model(loss=(elbo_xy + elbo_x + elbo_y).mean(), distributions=[q, q_x, q_y, p_x, *p_attr.values()], **opt)
+    else:
+        raise ValueError(f"kind {kind} (allowed: jmvae, telbo)")
+    return model, {"q": q, "q_x": q_x, **{f"q_{n}": d for n, d in q_attr.items()},
+                   "p_x": p_x, **{f"p_{n}": d for n, d in p_attr.items()}}
+
+
+def pixyz_batch(split: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
+    """Rows idx as a pixyz batch: the image as floats in [0, 1] (like jmvae's to_batch), attributes one-hot."""
+    return {"x": split["x"][idx].float().div_(255), **{n: F.one_hot(split[n][idx], c).float() for n, c in ATTRIBUTES.items()}}
+
+
+@torch.no_grad()
+def copy_weights(jm, dists: dict, to: str) -> None:
+    """Copy weights between a jmvae model and the pixyz reference's networks (to="pixyz" or "jmvae")."""
+    pairs = []                                     # (jmvae Linear, pixyz Linear, rows of the jmvae weight)
+    encoders = {"q": jm.joint_encoder, "q_x": jm.encoders["x"], **{f"q_{n}": jm.encoders[n] for n in ATTRIBUTES}}
+    for key, enc in encoders.items():
+        d = dists[key]
+        pairs += [(enc.body[0], d.fc1, None), (enc.body[2], d.fc2, None),
+                  (enc.head, d.fc31, slice(0, Z_DIM)), (enc.head, d.fc32, slice(Z_DIM, 2 * Z_DIM))]
+    for name in ["x", *ATTRIBUTES]:
+        dec, d = jm.decoders[name], dists[f"p_{name}"]
+        pairs += [(dec[0], d.fc1, None), (dec[2], d.fc2, None), (dec[4], d.fc3, None)]
+    for a, b, rows in pairs:
+        rows = rows or slice(None)
+        for jw, pw in ((a.weight[rows], b.weight), (a.bias[rows], b.bias)):
+            pw.copy_(jw) if to == "pixyz" else jw.copy_(pw)
+
+
+# -- what one training step computes ----------------------------------------------------------------------
+def step_layers(kind: str) -> list[tuple[int, int, bool]]:
+    """Every Linear layer one training step executes: (in, out, whether its input needs a gradient).
+
+    An encoder's first layer reads data, so autograd computes no gradient for its input; every decoder
+    reads z, which does need one.
+    """
+    def enc(i):
+        return [(i, HIDDEN, False), (HIDDEN, HIDDEN, True), (HIDDEN, 2 * Z_DIM, True)]
+
+    def dec(o):
+        return [(Z_DIM, HIDDEN, True), (HIDDEN, HIDDEN, True), (HIDDEN, o, True)]
+
+    attrs = list(ATTRIBUTES.values())
+    layers = enc(X_DIM + sum(attrs)) + enc(X_DIM) + [l for c in attrs for l in enc(c)]  # q(z|x,y), q(z|x), q(z|y_i)
+    layers += dec(X_DIM) + [l for c in attrs for l in dec(c)]                          # p(x,y|z), z ~ q(z|x,y)
+    if kind == "telbo":
+        layers += dec(X_DIM) + [l for c in attrs for l in dec(c)]   # p(x|z), z ~ q(z|x); p(y|z), z ~ q(z|y)
+    elif kind != "jmvae":
+        raise ValueError(f"kind {kind} (allowed: jmvae, telbo)")
+    return layers
+
+
+def flops_per_sample(kind: str, executed: bool = False) -> float:
+    """Matmul FLOPs of one training step per example: 2*in*out per layer forward, x3 for forward+backward.
+
+    executed=True leaves out the input gradients autograd never computes (the encoders' first layers).
+    """
+    return sum(2 * i * o * (3 if grad or not executed else 2) for i, o, grad in step_layers(kind))
+
+
+def matmul_ceiling(layers: list[tuple[int, int, bool]], batch: int, seconds: float = 0.3, chunks: int = 7) -> float:
+    """Samples/s if a step were nothing but its matrix products: every layer's forward (B,in)@(in,out),
+    input gradient (B,out)@(out,in) (when autograd computes one) and weight gradient (in,B)@(B,out), as bare
+    torch.mm into preallocated outputs; median over `chunks` timings of about `seconds` each."""
+    g = torch.Generator().manual_seed(0)
+    shapes = []                                    # (m, k, n): (m,k) @ (k,n)
+    for i, o, grad in layers:
+        shapes += [(batch, i, o)] + ([(batch, o, i)] if grad else []) + [(i, batch, o)]
+    products = [(torch.rand(m, k, generator=g), torch.rand(k, n, generator=g), torch.empty(m, n)) for m, k, n in shapes]
+
+    def step():
+        for a, b, out in products:
+            torch.mm(a, b, out=out)
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    step()
+    reps = max(1, int(seconds / max(time.perf_counter() - t0, 1e-6)))
+    times = []
+    for _ in range(chunks):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            step()
+        times.append((time.perf_counter() - t0) / reps)
+    return batch / statistics.median(times)

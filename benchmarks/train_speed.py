@@ -1,0 +1,178 @@
+"""Training speed of jmvae against the pixyz reference and against the matmul ceiling of the same step.
+
+For each model and batch size: jmvae's own model and optimizer (stepped exactly as jmvae.train.train steps
+them) and the pixyz reference (benchmarks/common.py, stepped with pixyz's `model.train(batch)`) start from
+the same weights and see the same batches and the same reparameterisation noise. They alternate for
+--rounds rounds of --steps timed steps each, with the matmul ceiling (every matrix product of one step as
+bare torch.mm) timed in the same rounds; medians over rounds are reported. Then both are scored on the full
+test set with one loss definition: jmvae's objective, each trained set of weights loaded into a jmvae
+model, under the same fixed noise.
+
+    JMVAE_OFFLINE=1 python benchmarks/train_speed.py                     # the full measurement
+    JMVAE_OFFLINE=1 python benchmarks/train_speed.py --steps 20 --rounds 1   # a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
+
+import torch  # noqa: E402
+
+from common import copy_weights, flops_per_sample, matmul_ceiling, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
+from jmvae.train import TrainConfig, build, evaluate_loss, make_optimizer, train_steps  # noqa: E402
+
+WARMUP = 5
+
+
+def machine() -> str:
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu}, {os.cpu_count()} cores ({usable} usable), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, python {platform.python_version()}")
+
+
+def batch_indices(n: int, batch: int, steps: int, seed: int) -> list[torch.Tensor]:
+    """Row indices of `steps` batches, as the trainer draws them: a randperm per epoch, full batches only."""
+    if n // batch == 0:
+        raise SystemExit(f"--batch {batch} (allowed: at most the {n} training examples)")
+    g = torch.Generator().manual_seed(seed)
+    out: list[torch.Tensor] = []
+    while len(out) < steps:
+        order = torch.randperm(n, generator=g)
+        out += [order[i * batch:(i + 1) * batch] for i in range(n // batch)]
+    return out[:steps]
+
+
+def jmvae_steps(model, optimizer, split, batch):
+    def run(indices) -> float:
+        t0 = time.perf_counter()
+        sums, _ = train_steps(model, optimizer, split, torch.cat(indices), batch, len(indices))  # jmvae's hot loop
+        (sums / len(indices)).tolist()             # the trainer reads its means back once per epoch
+        return time.perf_counter() - t0
+    return run
+
+
+def pixyz_steps(model, split):
+    def run(indices) -> float:
+        t0, total = time.perf_counter(), 0.0
+        for idx in indices:                        # as pixyz's example: loss = model.train(batch); sum it
+            total = total + model.train(pixyz_batch(split, idx)).detach()
+        float(total)
+        return time.perf_counter() - t0
+    return run
+
+
+def measure(kind: str, batch: int, args) -> dict:
+    data, jm = build(TrainConfig(model=kind, batch_size=batch, seed=args.seed), quiet=True)  # seeded init
+    optimizer = make_optimizer(jm, lr=1e-3)         # the trainer's own optimizer
+    px, dists = pixyz_reference(kind, lr=1e-3)
+    copy_weights(jm, dists, to="pixyz")            # the reference starts from jmvae's initial weights
+    jm.train()
+    split = data.train
+    idx = batch_indices(len(split["x"]), batch, WARMUP + args.rounds * args.steps, args.seed)
+    runs = {"jmvae": jmvae_steps(jm, optimizer, split, batch), "pixyz": pixyz_steps(px, split)}
+    torch.manual_seed(args.seed)                   # each draws its noise from its own copy of one stream
+    rng = {name: torch.get_rng_state() for name in runs}
+
+    def timed(name: str, chunk) -> float:
+        torch.set_rng_state(rng[name])
+        seconds = runs[name](chunk)
+        rng[name] = torch.get_rng_state()
+        return seconds
+
+    for name in runs:
+        timed(name, idx[:WARMUP])
+    rates: dict[str, list[float]] = {"jmvae": [], "pixyz": [], "ceiling": []}
+    layers = step_layers(kind)
+    for r in range(args.rounds):
+        chunk = idx[WARMUP + r * args.steps:WARMUP + (r + 1) * args.steps]
+        for name in (["jmvae", "pixyz"] if r % 2 == 0 else ["pixyz", "jmvae"]):
+            rates[name].append(batch * len(chunk) / timed(name, chunk))
+        rates["ceiling"].append(matmul_ceiling(layers, batch, seconds=0.2, chunks=5))
+
+    # the test loss both reach: jmvae's objective, each set of weights in a jmvae model, same noise seed
+    mapped = copy.deepcopy(jm)
+    copy_weights(mapped, dists, to="jmvae")
+    torch.manual_seed(args.seed)
+    own = float(px.test(pixyz_batch(data.test, slice(None))))    # pixyz's own loss of the same objective
+    return {"kind": kind, "batch": batch, "describe": jm.describe(), "data": data,
+            "rates": rates, "median": {k: statistics.median(v) for k, v in rates.items()},
+            "flops": flops_per_sample(kind), "flops_executed": flops_per_sample(kind, executed=True),
+            "test": {"jmvae": evaluate_loss(jm, data.test, seed=args.seed)["loss"],
+                     "pixyz": evaluate_loss(mapped, data.test, seed=args.seed)["loss"], "pixyz_own": own},
+            "steps": WARMUP + args.rounds * args.steps, "n_test": len(data.test["x"])}
+
+
+def report(m: dict, args) -> None:
+    med, rates = m["median"], m["rates"]
+    share = {k: 100 * med[k] / med["ceiling"] for k in ("jmvae", "pixyz")}
+    print(f"\n== {m['kind'].upper()}, batch {m['batch']}: {WARMUP} warm-up + {args.rounds} x {args.steps} timed steps "
+          f"each, alternating; same initial weights, batches and noise ==")
+    print(f"   {m['describe']}")
+    print(f"   {'':16}{'samples/s':>10}  {'share of ceiling':>16}   per round")
+    for name, label in (("jmvae", "jmvae"), ("pixyz", "pixyz"), ("ceiling", "matmul ceiling")):
+        s = f"{share[name]:15.0f}%" if name in share else " " * 16
+        print(f"   {label:16}{med[name]:10.0f}  {s}   " + " ".join(f"{v:.0f}" for v in rates[name]))
+    print(f"   jmvae / pixyz   {med['jmvae'] / med['pixyz']:.2f}x")
+    print(f"   FLOP/sample     {m['flops'] / 1e6:.1f} M (3 x the forward matmuls); the ceiling replays the "
+          f"{m['flops_executed'] / 1e6:.1f} M autograd executes (no input gradient for the encoders' first layers)")
+    t = m["test"]
+    print(f"   test loss       jmvae {t['jmvae']:.1f}   pixyz {t['pixyz']:.1f}   after {m['steps']} steps each: "
+          f"jmvae's objective in nats/example, mean over the {m['n_test']} test examples, noise seed {args.seed}"
+          f" (pixyz's own model.test on its weights: {t['pixyz_own']:.1f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=200, help="timed training steps per round (default 200)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (default 3)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[128], help="batch sizes (default 128)")
+    ap.add_argument("--models", nargs="+", default=["jmvae", "telbo"], choices=["jmvae", "telbo"])
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.steps < 1 or args.rounds < 1:
+        ap.error("--steps and --rounds must be >= 1")
+    torch.set_num_threads(args.threads)
+    import pixyz
+
+    print(f"machine: {machine()}")
+    print(f"pixyz {pixyz.__version__}; Adam lr 1e-3 for both; float32 on CPU")
+    results = []
+    for kind in args.models:
+        for batch in args.batch:
+            m = measure(kind, batch, args)
+            if not results:
+                d = m["data"]
+                print(f"data: {d.name}, {len(d.train['x'])} train / {len(d.test['x'])} test images from {d.source}")
+            results.append(m)
+            report(m, args)
+
+    print("\n== summary (samples/s, medians) ==")
+    print(f"   {'model':6} {'batch':>5} {'jmvae':>8} {'pixyz':>8} {'ratio':>6} {'ceiling':>8} {'jmvae%':>7} "
+          f"{'pixyz%':>7} {'test jmvae':>11} {'test pixyz':>11}")
+    for m in results:
+        med, t = m["median"], m["test"]
+        print(f"   {m['kind']:6} {m['batch']:5} {med['jmvae']:8.0f} {med['pixyz']:8.0f} {med['jmvae'] / med['pixyz']:5.2f}x "
+              f"{med['ceiling']:8.0f} {100 * med['jmvae'] / med['ceiling']:6.0f}% {100 * med['pixyz'] / med['ceiling']:6.0f}% "
+              f"{t['jmvae']:11.1f} {t['pixyz']:11.1f}")
+    head = next((m for m in results if m["kind"] == "jmvae" and m["batch"] == 128), results[0])
+    med, t = head["median"], head["test"]
+    print(f"{head['kind'].upper()} b{head['batch']}: {100 * med['jmvae'] / med['ceiling']:.0f}% of matmul ceiling, "
+          f"{med['jmvae'] / med['pixyz']:.2f}x pixyz, test loss {t['jmvae']:.1f} vs {t['pixyz']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
