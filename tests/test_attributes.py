@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from jmvae.data.attributes import hold_out, load_dataset, parse_assignments, position_digit, to_batch
+from jmvae.data.attributes import load_dataset, parse_assignments, position_digit, to_batch
 from jmvae.data.mnist import MnistData
 from jmvae.errors import UserError
 
