@@ -9,7 +9,6 @@ are the founding experiment's, layer for layer the same as jmvae's (jmvae's 512 
 """
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
@@ -89,8 +88,14 @@ def pixyz_batch(split: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
 def copy_weights(jm, dists: dict, to: str) -> None:
     """Copy weights between a jmvae model and the pixyz reference's networks (to="pixyz" or "jmvae")."""
     pairs = []                                     # (jmvae Linear, pixyz Linear, rows of the jmvae weight)
-    encoders = {"q": jm.joint_encoder, "q_x": jm.encoders["x"], **{f"q_{n}": jm.encoders[n] for n in ATTRIBUTES}}
-    for key, enc in encoders.items():
+    joint, q = jm.joint_encoder, dists["q"]        # jmvae splits q(z|x,y)'s first layer: image + one row table per attribute
+    if to == "pixyz":
+        weight, bias = joint.first_layer()
+        q.fc1.weight.copy_(weight), q.fc1.bias.copy_(bias)
+    else:
+        joint.set_first_layer(q.fc1.weight, q.fc1.bias)
+    pairs += [(joint.body[1], q.fc2, None), (joint.head, q.fc31, slice(0, Z_DIM)), (joint.head, q.fc32, slice(Z_DIM, 2 * Z_DIM))]
+    for key, enc in {"q_x": jm.encoders["x"], **{f"q_{n}": jm.encoders[n] for n in ATTRIBUTES}}.items():
         d = dists[key]
         pairs += [(enc.body[0], d.fc1, None), (enc.body[2], d.fc2, None),
                   (enc.head, d.fc31, slice(0, Z_DIM)), (enc.head, d.fc32, slice(Z_DIM, 2 * Z_DIM))]
@@ -104,20 +109,27 @@ def copy_weights(jm, dists: dict, to: str) -> None:
 
 
 # -- what one training step computes ----------------------------------------------------------------------
-def step_layers(kind: str) -> list[tuple[int, int, bool]]:
-    """Every Linear layer one training step executes: (in, out, whether its input needs a gradient).
+Layer = tuple[int, int, bool, int | None]   # (in, out, whether its input needs a gradient, rows: None = the batch)
 
-    An encoder's first layer reads data, so autograd computes no gradient for its input; every decoder
-    reads z, which does need one.
+
+def step_layers(kind: str, own: bool = False) -> list[Layer]:
+    """Every Linear layer of one training step.
+
+    own=False: the founding architecture as written (and as pixyz runs it): every encoder and decoder on
+    the whole batch. An encoder's first layer reads data, so autograd computes no gradient for its input;
+    every decoder reads z, which does need one.
+    own=True: the products jmvae's step actually runs: q(z|x,y)'s attribute columns are row lookups, not
+    products, and each attribute encoder runs on its C classes (networks.JointEncoder, ClassEncoder).
     """
-    def enc(i):
-        return [(i, HIDDEN, False), (HIDDEN, HIDDEN, True), (HIDDEN, 2 * Z_DIM, True)]
+    def enc(i, rows=None):
+        return [(i, HIDDEN, False, rows), (HIDDEN, HIDDEN, True, rows), (HIDDEN, 2 * Z_DIM, True, rows)]
 
     def dec(o):
-        return [(Z_DIM, HIDDEN, True), (HIDDEN, HIDDEN, True), (HIDDEN, o, True)]
+        return [(Z_DIM, HIDDEN, True, None), (HIDDEN, HIDDEN, True, None), (HIDDEN, o, True, None)]
 
     attrs = list(ATTRIBUTES.values())
-    layers = enc(X_DIM + sum(attrs)) + enc(X_DIM) + [l for c in attrs for l in enc(c)]  # q(z|x,y), q(z|x), q(z|y_i)
+    joint_in = X_DIM if own else X_DIM + sum(attrs)
+    layers = enc(joint_in) + enc(X_DIM) + [l for c in attrs for l in enc(c, c if own else None)]  # q(z|x,y), q(z|x), q(z|y_i)
     layers += dec(X_DIM) + [l for c in attrs for l in dec(c)]                          # p(x,y|z), z ~ q(z|x,y)
     if kind == "telbo":
         layers += dec(X_DIM) + [l for c in attrs for l in dec(c)]   # p(x|z), z ~ q(z|x); p(y|z), z ~ q(z|y)
@@ -126,42 +138,38 @@ def step_layers(kind: str) -> list[tuple[int, int, bool]]:
     return layers
 
 
-def flops_per_sample(kind: str, executed: bool = False) -> float:
-    """Matmul FLOPs of one training step per example: 2*in*out per layer forward, x3 for forward+backward.
+def flops_per_sample(layers: list[Layer], batch: int, executed: bool = False) -> float:
+    """Matmul FLOPs of one training step per example: 2*in*out*rows per product, three products per layer.
 
     executed=True leaves out the input gradients autograd never computes (the encoders' first layers).
     """
-    return sum(2 * i * o * (3 if grad or not executed else 2) for i, o, grad in step_layers(kind))
+    return sum(2 * i * o * (rows or batch) / batch * (3 if grad or not executed else 2) for i, o, grad, rows in layers)
 
 
-def matmul_ceiling(layers: list[tuple[int, int, bool]], batch: int, seconds: float = 0.3, chunks: int = 7,
-                   executed_only: bool = False) -> float:
-    """Samples/s if a step were nothing but its matrix products, replayed as bare torch.mm into preallocated
-    outputs in the layouts nn.Linear's autograd uses: forward x @ W.t(), input gradient g @ W, weight
-    gradient g.t() @ x, for every layer (the issue's definition). executed_only=True drops the input
-    gradients autograd never computes (the encoders' first layers read data). Median over `chunks` timings."""
-    g = torch.Generator().manual_seed(0)
-    products = []
-    for i, o, grad in layers:
-        x, w, gout = torch.rand(batch, i, generator=g), torch.rand(o, i, generator=g), torch.rand(batch, o, generator=g)
-        products.append((x, w.t(), torch.empty(batch, o)))
-        if grad or not executed_only:
-            products.append((gout, w, torch.empty(batch, i)))
-        products.append((gout.t(), x, torch.empty(o, i)))
+class MatmulReplay:
+    """One training step's matrix products as bare torch.mm into preallocated outputs, in the layouts
+    nn.Linear's autograd uses: forward x @ W.t(), input gradient g @ W, weight gradient g.t() @ x.
 
-    def step():
-        for a, b, out in products:
-            torch.mm(a, b, out=out)
+    executed=False replays all three products of every layer (the issue's ceiling); executed=True only
+    those autograd runs (no input gradient where the input needs none). Calling it with n replays n steps
+    and returns the seconds taken, so a benchmark can interleave it with the training it is compared to.
+    """
 
-    for _ in range(3):
-        step()
-    t0 = time.perf_counter()
-    step()
-    reps = max(1, int(seconds / max(time.perf_counter() - t0, 1e-6)))
-    times = []
-    for _ in range(chunks):
+    def __init__(self, layers: list[Layer], batch: int, executed: bool = False):
+        g = torch.Generator().manual_seed(0)
+        self.products = []
+        for i, o, grad, rows in layers:
+            rows = rows or batch
+            x, w, gout = torch.rand(rows, i, generator=g), torch.rand(o, i, generator=g), torch.rand(rows, o, generator=g)
+            self.products.append((x, w.t(), torch.empty(rows, o)))
+            if grad or not executed:
+                self.products.append((gout, w, torch.empty(rows, i)))
+            self.products.append((gout.t(), x, torch.empty(o, i)))
+        self(2)                                     # warm up: first calls pay for page faults and thread start
+
+    def __call__(self, steps: int) -> float:
         t0 = time.perf_counter()
-        for _ in range(reps):
-            step()
-        times.append((time.perf_counter() - t0) / reps)
-    return batch / statistics.median(times)
+        for _ in range(steps):
+            for a, b, out in self.products:
+                torch.mm(a, b, out=out)
+        return time.perf_counter() - t0

@@ -2,9 +2,10 @@
 
 For each model and batch size: jmvae's own model and optimizer (stepped exactly as jmvae.train.train steps
 them) and the pixyz reference (benchmarks/common.py, stepped with pixyz's `model.train(batch)`) start from
-the same weights and see the same batches and the same reparameterisation noise. They alternate for
---rounds rounds of --steps timed steps each, with the matmul ceiling (every matrix product of one step as
-bare torch.mm) timed in the same rounds; medians over rounds are reported. Then both are scored on the full
+the same weights and see the same batches and the same reparameterisation noise. They run --rounds rounds
+of --steps timed steps each, interleaved every --slot steps with two replays of bare torch.mm products: the
+matmul ceiling (every product of the founding architecture's step) and jmvae's own products; shares are
+taken per round and their medians reported. Then both are scored on the full
 test set with one loss definition: jmvae's objective, each trained set of weights loaded into a jmvae
 model, under the same fixed noise.
 
@@ -27,7 +28,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 
-from common import copy_weights, flops_per_sample, matmul_ceiling, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
+from common import MatmulReplay, copy_weights, flops_per_sample, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
 from jmvae.train import TrainConfig, build, evaluate_loss, make_optimizer, train_steps  # noqa: E402
 
 WARMUP = 5
@@ -82,8 +83,11 @@ def measure(kind: str, batch: int, args) -> dict:
     jm.train()
     split = data.train
     idx = batch_indices(len(split["x"]), batch, WARMUP + args.rounds * args.steps, args.seed)
-    runs = {"jmvae": jmvae_steps(jm, optimizer, split, batch), "pixyz": pixyz_steps(px, split)}
-    torch.manual_seed(args.seed)                   # each draws its noise from its own copy of one stream
+    arch, own = step_layers(kind), step_layers(kind, own=True)
+    replays = {"ceiling": MatmulReplay(arch, batch), "own": MatmulReplay(own, batch, executed=True)}
+    runs = {"jmvae": jmvae_steps(jm, optimizer, split, batch), "pixyz": pixyz_steps(px, split),
+            **{name: (lambda chunk, r=r: r(len(chunk))) for name, r in replays.items()}}
+    torch.manual_seed(args.seed)                   # jmvae and pixyz draw noise from copies of one stream
     rng = {name: torch.get_rng_state() for name in runs}
 
     def timed(name: str, chunk) -> float:
@@ -94,46 +98,55 @@ def measure(kind: str, batch: int, args) -> dict:
 
     for name in runs:
         timed(name, idx[:WARMUP])
-    rates: dict[str, list[float]] = {"jmvae": [], "pixyz": [], "ceiling": [], "executed": []}
-    layers = step_layers(kind)
+    # Interleave finely: every slot of --slot steps runs all four, in rotating order, so that the machine's
+    # drifts in speed (+-15% from minute to minute here) fall on all of them alike; ratios are per round.
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
     for r in range(args.rounds):
         chunk = idx[WARMUP + r * args.steps:WARMUP + (r + 1) * args.steps]
-        for name in (["jmvae", "pixyz"] if r % 2 == 0 else ["pixyz", "jmvae"]):
-            rates[name].append(batch * len(chunk) / timed(name, chunk))
-        rates["ceiling"].append(matmul_ceiling(layers, batch, seconds=0.2, chunks=5))
-        rates["executed"].append(matmul_ceiling(layers, batch, seconds=0.2, chunks=5, executed_only=True))
+        seconds = dict.fromkeys(runs, 0.0)
+        for k, i in enumerate(range(0, len(chunk), args.slot)):
+            for name in order[k % 4:] + order[:k % 4]:
+                seconds[name] += timed(name, chunk[i:i + args.slot])
+        for name in runs:
+            rates[name].append(batch * len(chunk) / seconds[name])
+    share = {name: [a / c for a, c in zip(rates[name], rates["ceiling"])] for name in ("jmvae", "pixyz")}
+    share["jmvae_own"] = [a / c for a, c in zip(rates["jmvae"], rates["own"])]
+    ratio = [a / b for a, b in zip(rates["jmvae"], rates["pixyz"])]
 
     # the test loss both reach: jmvae's objective, each set of weights in a jmvae model, same noise seed
     mapped = copy.deepcopy(jm)
     copy_weights(mapped, dists, to="jmvae")
     torch.manual_seed(args.seed)
-    own = float(px.test(pixyz_batch(data.test, slice(None))))    # pixyz's own loss of the same objective
-    return {"kind": kind, "batch": batch, "describe": jm.describe(), "data": data,
-            "rates": rates, "median": {k: statistics.median(v) for k, v in rates.items()},
-            "flops": flops_per_sample(kind), "flops_executed": flops_per_sample(kind, executed=True),
+    own_loss = float(px.test(pixyz_batch(data.test, slice(None))))    # pixyz's own loss of the same objective
+    med = statistics.median
+    return {"kind": kind, "batch": batch, "describe": jm.describe(), "data": data, "rates": rates,
+            "median": {k: med(v) for k, v in rates.items()}, "share": {k: med(v) for k, v in share.items()},
+            "shares": share, "ratio": med(ratio), "flops": flops_per_sample(arch, batch),
+            "flops_own": flops_per_sample(own, batch, executed=True),
             "test": {"jmvae": evaluate_loss(jm, data.test, seed=args.seed)["loss"],
-                     "pixyz": evaluate_loss(mapped, data.test, seed=args.seed)["loss"], "pixyz_own": own},
+                     "pixyz": evaluate_loss(mapped, data.test, seed=args.seed)["loss"], "pixyz_own": own_loss},
             "steps": WARMUP + args.rounds * args.steps, "n_test": len(data.test["x"])}
 
 
 def report(m: dict, args) -> None:
-    med, rates = m["median"], m["rates"]
-    share = {k: 100 * med[k] / med["ceiling"] for k in ("jmvae", "pixyz")}
-    print(f"\n== {m['kind'].upper()}, batch {m['batch']}: {WARMUP} warm-up + {args.rounds} x {args.steps} timed steps "
-          f"each, alternating; same initial weights, batches and noise ==")
+    med, rates, share = m["median"], m["rates"], m["share"]
+    print(f"\n== {m['kind'].upper()}, batch {m['batch']}: {WARMUP} warm-up + {args.rounds} rounds x {args.steps} timed "
+          f"steps, interleaved every {args.slot} steps; same initial weights, batches and noise ==")
     print(f"   {m['describe']}")
-    print(f"   {'':16}{'samples/s':>10}  {'share of ceiling':>16}   per round")
-    for name, label in (("jmvae", "jmvae"), ("pixyz", "pixyz"), ("ceiling", "matmul ceiling"),
-                        ("executed", "  executed only")):
-        s = f"{share[name]:15.0f}%" if name in share else " " * 16
-        print(f"   {label:16}{med[name]:10.0f}  {s}   " + " ".join(f"{v:.0f}" for v in rates[name]))
-    print(f"   jmvae / pixyz   {med['jmvae'] / med['pixyz']:.2f}x")
-    print(f"   FLOP/sample     {m['flops'] / 1e6:.1f} M (3 x the forward matmuls), which the matmul ceiling replays; "
-          f"autograd executes {m['flops_executed'] / 1e6:.1f} M of them (no input gradient for the encoders' first "
-          f"layers): against that stricter ceiling jmvae is at {100 * med['jmvae'] / med['executed']:.0f}%, "
-          f"pixyz at {100 * med['pixyz'] / med['executed']:.0f}%")
+    print(f"   {'':22}{'samples/s':>10}  {'share of ceiling':>16}   per round")
+    for name, label, sh in (("jmvae", "jmvae", share["jmvae"]), ("pixyz", "pixyz", share["pixyz"]),
+                            ("ceiling", "matmul ceiling", None), ("own", "jmvae's own products", None)):
+        s = f"{100 * sh:15.0f}%" if sh is not None else " " * 16
+        print(f"   {label:22}{med[name]:10.0f}  {s}   " + " ".join(f"{v:.0f}" for v in rates[name]))
+    print(f"   jmvae / pixyz         {m['ratio']:.2f}x (median of per-round ratios); jmvae's share per round: "
+          + " ".join(f"{100 * v:.0f}%" for v in m["shares"]["jmvae"]))
+    print(f"   FLOP/sample           {m['flops'] / 1e6:.1f} M in the founding architecture (3 products per Linear), "
+          f"which the matmul ceiling replays; jmvae's step runs {m['flops_own'] / 1e6:.1f} M of them (attribute encoders "
+          f"on their classes, no input gradients for data): against the replay of those alone jmvae is at "
+          f"{100 * share['jmvae_own']:.0f}%")
     t = m["test"]
-    print(f"   test loss       jmvae {t['jmvae']:.1f}   pixyz {t['pixyz']:.1f}   after {m['steps']} steps each: "
+    print(f"   test loss             jmvae {t['jmvae']:.1f}   pixyz {t['pixyz']:.1f}   after {m['steps']} steps each: "
           f"jmvae's objective in nats/example, mean over the {m['n_test']} test examples, noise seed {args.seed}"
           f" (pixyz's own model.test on its weights: {t['pixyz_own']:.1f})")
 
@@ -141,14 +154,15 @@ def report(m: dict, args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=200, help="timed training steps per round (default 200)")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (default 3)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; medians over rounds are reported (default 3)")
+    ap.add_argument("--slot", type=int, default=5, help="steps each runs before the next takes over (default 5)")
     ap.add_argument("--batch", type=int, nargs="+", default=[128], help="batch sizes (default 128)")
     ap.add_argument("--models", nargs="+", default=["jmvae", "telbo"], choices=["jmvae", "telbo"])
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    if args.steps < 1 or args.rounds < 1:
-        ap.error("--steps and --rounds must be >= 1")
+    if min(args.steps, args.rounds, args.slot) < 1:
+        ap.error("--steps, --rounds and --slot must be >= 1")
     torch.set_num_threads(args.threads)
     import pixyz
 
@@ -164,18 +178,18 @@ def main() -> None:
             results.append(m)
             report(m, args)
 
-    print("\n== summary (samples/s, medians) ==")
+    print("\n== summary (samples/s and shares: medians over rounds) ==")
     print(f"   {'model':6} {'batch':>5} {'jmvae':>8} {'pixyz':>8} {'ratio':>6} {'ceiling':>8} {'jmvae%':>7} "
-          f"{'pixyz%':>7} {'exec%':>6} {'test jmvae':>11} {'test pixyz':>11}")
+          f"{'pixyz%':>7} {'own%':>6} {'test jmvae':>11} {'test pixyz':>11}")
     for m in results:
-        med, t = m["median"], m["test"]
-        print(f"   {m['kind']:6} {m['batch']:5} {med['jmvae']:8.0f} {med['pixyz']:8.0f} {med['jmvae'] / med['pixyz']:5.2f}x "
-              f"{med['ceiling']:8.0f} {100 * med['jmvae'] / med['ceiling']:6.0f}% {100 * med['pixyz'] / med['ceiling']:6.0f}% "
-              f"{100 * med['jmvae'] / med['executed']:5.0f}% {t['jmvae']:11.1f} {t['pixyz']:11.1f}")
+        med, sh, t = m["median"], m["share"], m["test"]
+        print(f"   {m['kind']:6} {m['batch']:5} {med['jmvae']:8.0f} {med['pixyz']:8.0f} {m['ratio']:5.2f}x "
+              f"{med['ceiling']:8.0f} {100 * sh['jmvae']:6.0f}% {100 * sh['pixyz']:6.0f}% {100 * sh['jmvae_own']:5.0f}% "
+              f"{t['jmvae']:11.1f} {t['pixyz']:11.1f}")
     head = next((m for m in results if m["kind"] == "jmvae" and m["batch"] == 128), results[0])
-    med, t = head["median"], head["test"]
-    print(f"{head['kind'].upper()} b{head['batch']}: {100 * med['jmvae'] / med['ceiling']:.0f}% of matmul ceiling, "
-          f"{med['jmvae'] / med['pixyz']:.2f}x pixyz, test loss {t['jmvae']:.1f} vs {t['pixyz']:.1f}")
+    t = head["test"]
+    print(f"{head['kind'].upper()} b{head['batch']}: {100 * head['share']['jmvae']:.0f}% of matmul ceiling, "
+          f"{head['ratio']:.2f}x pixyz, test loss {t['jmvae']:.1f} vs {t['pixyz']:.1f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import math
 import torch
 from torch.distributions import Normal
 
-from jmvae.gaussian import kl, log_density, product_of_experts, standard_normal
+from jmvae.gaussian import kl, log_density, product_of_experts, stack, standard_normal
 
 
 def test_analytic_kl_matches_monte_carlo():
@@ -45,3 +45,14 @@ def test_product_of_experts_is_exact_gaussian_product_in_many_dims():
     assert torch.allclose(one.loc, experts[0].loc) and torch.allclose(one.scale, experts[0].scale)
     with_prior = product_of_experts(experts[:1], prior=True)
     assert (with_prior.scale < experts[0].scale).all() and (with_prior.scale < 1).all()
+
+
+def test_kl_against_a_stack_is_each_kl_in_turn():
+    g = torch.Generator().manual_seed(4)
+    q = Normal(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1)
+    others = [standard_normal(q.loc)] + [Normal(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1)
+                                         for _ in range(2)]
+    together = kl(q, stack(others))
+    assert together.shape == (3, 6)
+    for row, p in zip(together, others):
+        assert torch.allclose(row, kl(q, p), atol=1e-6)

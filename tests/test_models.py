@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Normal
 
 from jmvae.gaussian import kl, product_of_experts, standard_normal
@@ -19,16 +20,59 @@ def same(a: Normal, b: Normal):
     return torch.allclose(a.loc, b.loc, atol=1e-6) and torch.allclose(a.scale, b.scale, atol=1e-6)
 
 
+def plain_mlp_posterior(m, name: str, b) -> Normal:
+    """The founding experiment's encoder written out: an MLP on the one-hot (joint: on [x, one-hots])."""
+    one_hot = {a: F.one_hot(b[a], m.modalities[a].size).float() for a in ("position", "digit")}
+    if name == "joint":
+        enc = m.joint_encoder
+        weight, bias = enc.first_layer()
+        h = F.linear(torch.cat([b["x"], one_hot["position"], one_hot["digit"]], -1), weight, bias)
+        out = enc.head(enc.body(h))
+    else:
+        enc = m.encoders[name]
+        out = enc.head(F.relu(enc.body(one_hot[name])))
+    loc, s = out.chunk(2, -1)
+    return Normal(loc, F.softplus(s))
+
+
+def test_attribute_encoders_match_the_plain_mlp_in_value_and_gradient():
+    """JointEncoder's split first layer and ClassEncoder's per-class table are only a cheaper way to run
+    the MLP on one-hot inputs: same posteriors, same gradients for every weight."""
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=3, hidden=16)
+    b = batch(n=40, seed=2)
+    for name, fast in (("joint", lambda: m.posterior(b)), ("digit", lambda: m.encoders["digit"](b["digit"]))):
+        enc = m.joint_encoder if name == "joint" else m.encoders[name]
+        grads = []
+        for q in (fast(), plain_mlp_posterior(m, name, b)):
+            m.zero_grad()
+            (q.loc.square().sum() + q.scale.log().sum() * 0.3).backward()
+            grads.append([p.grad.clone() for p in enc.parameters()])
+        assert same(fast(), plain_mlp_posterior(m, name, b))
+        assert all(torch.allclose(g1, g2, atol=1e-5) for g1, g2 in zip(*grads))
+        assert all(g.abs().max() > 0 for g in grads[0])
+
+
+def test_joint_encoder_starts_as_the_single_linear_it_stands_for():
+    """Same weights as nn.Linear(image + classes, hidden) drawn from the same seed, W and b round-trip."""
+    torch.manual_seed(3)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16)
+    torch.manual_seed(3)
+    first = torch.nn.Linear(24 + 2 + 3, 16)
+    weight, bias = m.joint_encoder.first_layer()
+    assert torch.equal(weight, first.weight) and torch.equal(bias, first.bias)
+    m.joint_encoder.set_first_layer(2 * weight, bias + 1)
+    assert torch.equal(m.joint_encoder.first_layer()[0], 2 * weight)
+
+
 @pytest.mark.parametrize("z_dim", [1, 2, 7])
 def test_posterior_rules(z_dim):
     torch.manual_seed(0)
     m = JMVAE(MODALITIES, z_dim=z_dim, hidden=16)
     b = batch()
-    onehot = {"position": torch.nn.functional.one_hot(b["position"], 2).float(),
-              "digit": torch.nn.functional.one_hot(b["digit"], 3).float()}
-    q_pos, q_dig, q_x = m.encoders["position"](onehot["position"]), m.encoders["digit"](onehot["digit"]), m.encoders["x"](b["x"])
-    joint = m.joint_encoder(torch.cat([b["x"], onehot["position"], onehot["digit"]], -1))
-    assert same(m.posterior(b), joint)
+    q_pos, q_dig, q_joint = (plain_mlp_posterior(m, name, b) for name in ("position", "digit", "joint"))
+    q_x = m.encoders["x"](b["x"])
+    assert same(m.posterior(b), q_joint)
     assert same(m.posterior({"x": b["x"]}), q_x)
     assert same(m.posterior({"position": b["position"]}), product_of_experts([q_pos], prior=True))
     assert same(m.posterior({"position": b["position"], "digit": b["digit"]}), product_of_experts([q_pos, q_dig], prior=True))

@@ -24,6 +24,15 @@ def kl(q: Normal, p: Normal) -> torch.Tensor:
     return kl_divergence(q, p).sum(-1)
 
 
+def stack(dists: list[Normal]) -> Normal:
+    """Gaussians of one shape stacked along a new leading dimension.
+
+    kl(q, stack([p1, p2, ...])) evaluates KL(q || p_i) for every i in one pass of a dozen ops instead of a
+    dozen per KL, which counts in a training step made of many small ops.
+    """
+    return Normal(torch.stack([d.loc for d in dists]), torch.stack([d.scale for d in dists]), validate_args=False)
+
+
 def log_density(dist: Normal, z: torch.Tensor) -> torch.Tensor:
     """log N(z; loc, scale) summed over the latent dimensions."""
     return dist.log_prob(z).sum(-1)

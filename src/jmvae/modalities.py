@@ -31,9 +31,6 @@ class Image:
         # validate_args=False: grey-valued targets are legitimate soft Bernoulli targets here.
         return Bernoulli(logits=logits, validate_args=False)
 
-    def encode_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
 
 @dataclass(frozen=True)
 class Categorical:
@@ -50,10 +47,6 @@ class Categorical:
 
     def distribution(self, logits: torch.Tensor) -> Distribution:
         return CategoricalDist(logits=logits)
-
-    def encode_input(self, y: torch.Tensor) -> torch.Tensor:
-        """Class indices -> one-hot floats, the input of the attribute encoders."""
-        return F.one_hot(y, len(self.classes)).to(torch.get_default_dtype())
 
     def index(self, value: str | int) -> int:
         """A class given by name (or index) -> its index; ValueError names the allowed values."""

@@ -1,13 +1,20 @@
 """Encoder and decoder networks, as in the pixyz JMVAE example: MLPs 512-512 with ReLU.
 
 Encoders end in a Gaussian head (mean, softplus scale); decoders end in the logits of their modality.
+Two encoders compute the same function as a plain MLP on one-hot inputs, only cheaper:
+`JointEncoder`'s first layer reads the image with a Linear and each attribute with a row lookup (a Linear
+on a one-hot vector picks one column of its weight), and `ClassEncoder` evaluates its MLP once per class
+and looks the posterior up, since q(z|y) depends on y only through its class.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
+from torch.nn.utils import skip_init
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -20,6 +27,12 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def gaussian(head_out: torch.Tensor) -> Normal:
+    """A head's 2*z_dim outputs -> N(loc, softplus(s))."""
+    loc, s = head_out.chunk(2, dim=-1)
+    return Normal(loc, F.softplus(s), validate_args=False)
+
+
 class GaussianEncoder(nn.Module):
     """input -> hidden -> hidden -> N(loc, softplus(s))."""
 
@@ -29,8 +42,60 @@ class GaussianEncoder(nn.Module):
         self.head = nn.Linear(hidden, 2 * z_dim)
 
     def forward(self, h: torch.Tensor) -> Normal:
-        loc, s = self.head(F.relu(self.body(h))).chunk(2, dim=-1)
-        return Normal(loc, F.softplus(s), validate_args=False)
+        return gaussian(self.head(F.relu(self.body(h))))
+
+
+class ClassEncoder(GaussianEncoder):
+    """q(z | a class index): a GaussianEncoder on the one-hot vector, evaluated on the C classes only.
+
+    The batch's posteriors are rows of that C-row table, so a step costs C rows of MLP instead of B, and
+    the gradient (summed over the batch's rows of each class) is the same.
+    """
+
+    def __init__(self, classes: int, z_dim: int, hidden: int = 512):
+        super().__init__(classes, z_dim, hidden)
+        self.register_buffer("one_hot", torch.eye(classes), persistent=False)
+
+    def forward(self, y: torch.Tensor) -> Normal:
+        table = self.head(F.relu(self.body(self.one_hot)))   # (C, 2 z_dim): every class's posterior
+        return gaussian(F.embedding(y, table))
+
+
+class JointEncoder(nn.Module):
+    """q(z | image, attributes): the same network as a GaussianEncoder on [x, one-hot(y_1), ...].
+
+    Its first layer W [x, y_1, ...] + b is kept as one Linear for the image and one weight per attribute
+    (an nn.Embedding: W_i one-hot(y_i) is the y_i-th column of W_i), so no one-hot or concatenated input is
+    built and the image product keeps its aligned width.
+    """
+
+    def __init__(self, image_size: int, classes: Sequence[int], z_dim: int, hidden: int = 512):
+        super().__init__()
+        first = nn.Linear(image_size + sum(classes), hidden)  # drawn as the single Linear it stands for
+        self.image = skip_init(nn.Linear, image_size, hidden)
+        self.attributes = nn.ModuleList(skip_init(nn.Embedding, c, hidden) for c in classes)
+        self.set_first_layer(first.weight, first.bias)
+        self.body = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, 2 * z_dim)
+
+    @torch.no_grad()
+    def set_first_layer(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Load W (hidden, image + sum of classes) and b of the equivalent single Linear."""
+        parts = weight.split([self.image.in_features, *(e.num_embeddings for e in self.attributes)], dim=1)
+        self.image.weight.copy_(parts[0])
+        self.image.bias.copy_(bias)
+        for emb, w in zip(self.attributes, parts[1:]):
+            emb.weight.copy_(w.t())
+
+    def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W and b of the equivalent single Linear on [x, one-hot(y_1), ...]."""
+        return torch.cat([self.image.weight, *(e.weight.t() for e in self.attributes)], 1), self.image.bias
+
+    def forward(self, x: torch.Tensor, ys: Sequence[torch.Tensor]) -> Normal:
+        h = self.image(x)
+        for emb, y in zip(self.attributes, ys):
+            h = h + emb(y)
+        return gaussian(self.head(self.body(h)))
 
 
 def decoder(z_dim: int, out_dim: int, hidden: int = 512) -> nn.Sequential:

@@ -2,8 +2,9 @@
 
 It owns the networks and the posterior rules; a subclass only writes its objective (`loss`) and says it
 in words (`describe`). Networks, as in the founding experiment:
-  q(z|x,y)  joint encoder reading the image and the one-hot of every attribute,
-  q(z|m)    one encoder per modality (image and each attribute),
+  q(z|x,y)  joint encoder reading the image and the one-hot of every attribute (networks.JointEncoder),
+  q(z|m)    one encoder per modality: an MLP on the image, an MLP on the one-hot for each attribute
+            (networks.ClassEncoder),
   p(m|z)    one decoder per modality.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch.distributions import Distribution, Normal
 
 from ..gaussian import kl, product_of_experts, standard_normal
 from ..modalities import Categorical, Image, Modality
-from ..networks import GaussianEncoder, decoder
+from ..networks import ClassEncoder, GaussianEncoder, JointEncoder, decoder
 
 Batch = dict[str, torch.Tensor]
 
@@ -31,9 +32,9 @@ class MultimodalVAE(nn.Module):
         self.attributes: list[Categorical] = [m for m in modalities if isinstance(m, Categorical)]
         self.modalities: dict[str, Modality] = {m.name: m for m in [self.image, *self.attributes]}
         self.z_dim = z_dim
-        joint_in = sum(m.size for m in self.modalities.values())
-        self.joint_encoder = GaussianEncoder(joint_in, z_dim, hidden)
-        self.encoders = nn.ModuleDict({n: GaussianEncoder(m.size, z_dim, hidden) for n, m in self.modalities.items()})
+        self.joint_encoder = JointEncoder(self.image.size, [a.size for a in self.attributes], z_dim, hidden)
+        self.encoders = nn.ModuleDict({n: (GaussianEncoder(m.size, z_dim, hidden) if m is self.image
+                                           else ClassEncoder(m.size, z_dim, hidden)) for n, m in self.modalities.items()})
         self.decoders = nn.ModuleDict({n: decoder(z_dim, m.size, hidden) for n, m in self.modalities.items()})
 
     # -- views: the groups of modalities whose posteriors the objective compares ------------------------
@@ -50,8 +51,8 @@ class MultimodalVAE(nn.Module):
         if unknown or not names:
             raise ValueError(f"posterior given {sorted(given)} (allowed: a non-empty subset of {list(self.modalities)})")
         if len(names) == len(self.modalities):
-            return self.joint_encoder(torch.cat([m.encode_input(given[n]) for n, m in self.modalities.items()], -1))
-        experts = [self.encoders[n](self.modalities[n].encode_input(given[n])) for n in names]
+            return self.joint_encoder(given[self.image.name], [given[a.name] for a in self.attributes])
+        experts = [self.encoders[n](given[n]) for n in names]
         if self.image.name in given:
             # q(z|x) already carries the prior: q(z|x) prod_i q(z|y_i)
             return experts[0] if len(experts) == 1 else product_of_experts(experts, prior=False)
@@ -106,5 +107,6 @@ class MultimodalVAE(nn.Module):
 
 
 def terms(**values: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-example terms -> their batch means, detached (for logging)."""
-    return {k: v.detach().mean() for k, v in values.items()}
+    """Per-example terms -> their batch means, detached (for logging), in one stack and one mean."""
+    means = torch.stack(list(values.values())).detach().mean(-1)
+    return dict(zip(values, means.unbind()))

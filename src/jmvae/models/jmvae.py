@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from ..gaussian import kl
+from ..gaussian import kl, stack, standard_normal
 from ..modalities import Modality
 from .base import Batch, MultimodalVAE, terms
 
@@ -25,10 +25,11 @@ class JMVAE(MultimodalVAE):
         q = self.posterior(batch)                       # q(z|x,y)
         z = q.rsample()
         log_p = self.log_likelihood(z, batch)           # log p(m|z) for every modality
-        kl_prior = self.kl_prior(q)                     # KL(q(z|x,y) || p(z))
         x_view, y_view = self.views
-        kl_x = kl(q, self.posterior({n: batch[n] for n in x_view}))  # KL(q(z|x,y) || q(z|x))
-        kl_y = kl(q, self.posterior({n: batch[n] for n in y_view}))  # KL(q(z|x,y) || q(z|y))
+        q_x = self.posterior({n: batch[n] for n in x_view})
+        q_y = self.posterior({n: batch[n] for n in y_view})
+        # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y)), evaluated together
+        kl_prior, kl_x, kl_y = kl(q, stack([standard_normal(q.loc), q_x, q_y]))
         recon = torch.stack(list(log_p.values())).sum(0)
         per_example = -recon + kl_prior + self.alpha * (kl_x + kl_y)
         named = {f"nll_{n}": -v for n, v in log_p.items()}
