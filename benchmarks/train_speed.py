@@ -5,12 +5,13 @@ them) and the pixyz reference (benchmarks/common.py, stepped with pixyz's `model
 the same weights and see the same batches and the same reparameterisation noise. They run --rounds rounds
 of --steps timed steps each, interleaved every --slot steps with two replays of bare torch.mm products: the
 matmul ceiling (every product of the founding architecture's step) and jmvae's own products; shares are
-taken per round and their medians reported. Then both are scored on the full
-test set with one loss definition: jmvae's objective, each trained set of weights loaded into a jmvae
-model, under the same fixed noise.
+taken per round and their medians reported. Then both are scored on the full test set with one loss
+definition (jmvae's objective, each trained set of weights loaded into a jmvae model, fixed noise), for the
+timed pair and for --loss-seeds - 1 more pairs trained the same number of steps from other seeds.
 
-    JMVAE_OFFLINE=1 python benchmarks/train_speed.py                     # the full measurement
-    JMVAE_OFFLINE=1 python benchmarks/train_speed.py --steps 20 --rounds 1   # a smoke run
+    JMVAE_OFFLINE=1 python benchmarks/train_speed.py --steps 100 --rounds 5                    # the headline
+    JMVAE_OFFLINE=1 python benchmarks/train_speed.py --steps 30 --rounds 5 --batch 512 --models jmvae
+    JMVAE_OFFLINE=1 python benchmarks/train_speed.py --steps 20 --rounds 1 --loss-seeds 1      # a smoke run
 """
 from __future__ import annotations
 
@@ -75,58 +76,79 @@ def pixyz_steps(model, split):
     return run
 
 
-def measure(kind: str, batch: int, args) -> dict:
-    data, jm = build(TrainConfig(model=kind, batch_size=batch, seed=args.seed), quiet=True)  # seeded init
-    optimizer = make_optimizer(jm, lr=1e-3)         # the trainer's own optimizer
-    px, dists = pixyz_reference(kind, lr=1e-3)
-    copy_weights(jm, dists, to="pixyz")            # the reference starts from jmvae's initial weights
-    jm.train()
-    split = data.train
-    idx = batch_indices(len(split["x"]), batch, WARMUP + args.rounds * args.steps, args.seed)
-    arch, own = step_layers(kind), step_layers(kind, own=True)
-    replays = {"ceiling": MatmulReplay(arch, batch), "own": MatmulReplay(own, batch, executed=True)}
-    runs = {"jmvae": jmvae_steps(jm, optimizer, split, batch), "pixyz": pixyz_steps(px, split),
-            **{name: (lambda chunk, r=r: r(len(chunk))) for name, r in replays.items()}}
-    torch.manual_seed(args.seed)                   # jmvae and pixyz draw noise from copies of one stream
-    rng = {name: torch.get_rng_state() for name in runs}
+class Pair:
+    """jmvae (its own model, optimizer and hot loop) and the pixyz reference, from the same initial weights,
+    fed the same batches and the same reparameterisation noise (each draws from its own copy of one stream)."""
 
-    def timed(name: str, chunk) -> float:
-        torch.set_rng_state(rng[name])
-        seconds = runs[name](chunk)
-        rng[name] = torch.get_rng_state()
+    def __init__(self, kind: str, batch: int, seed: int, steps: int):
+        self.data, self.jm = build(TrainConfig(model=kind, batch_size=batch, seed=seed), quiet=True)  # seeded init
+        optimizer = make_optimizer(self.jm, lr=1e-3)                 # the trainer's own optimizer
+        self.px, self.dists = pixyz_reference(kind, lr=1e-3)
+        copy_weights(self.jm, self.dists, to="pixyz")
+        self.jm.train()
+        split, self.seed = self.data.train, seed
+        self.batches = batch_indices(len(split["x"]), batch, steps, seed)
+        self.runs = {"jmvae": jmvae_steps(self.jm, optimizer, split, batch), "pixyz": pixyz_steps(self.px, split)}
+        torch.manual_seed(seed)
+        self.rng = {name: torch.get_rng_state() for name in self.runs}
+
+    def run(self, name: str, chunk) -> float:
+        torch.set_rng_state(self.rng[name])
+        seconds = self.runs[name](chunk)
+        self.rng[name] = torch.get_rng_state()
         return seconds
 
+    def test_losses(self) -> dict[str, float]:
+        """jmvae's objective on the whole test set, each trained set of weights in a jmvae model, same noise."""
+        mapped = copy.deepcopy(self.jm)
+        copy_weights(mapped, self.dists, to="jmvae")
+        torch.manual_seed(self.seed)
+        own = float(self.px.test(pixyz_batch(self.data.test, slice(None))))   # pixyz's own loss, same objective
+        test = self.data.test
+        return {"jmvae": evaluate_loss(self.jm, test, seed=self.seed)["loss"],
+                "pixyz": evaluate_loss(mapped, test, seed=self.seed)["loss"], "pixyz_own": own}
+
+
+def measure(kind: str, batch: int, args) -> dict:
+    steps = WARMUP + args.rounds * args.steps
+    pair = Pair(kind, batch, args.seed, steps)
+    arch, own = step_layers(kind), step_layers(kind, own=True)
+    replays = {"ceiling": MatmulReplay(arch, batch), "own": MatmulReplay(own, batch, executed=True)}
+    runs = {"jmvae": lambda c: pair.run("jmvae", c), "pixyz": lambda c: pair.run("pixyz", c),
+            **{name: (lambda c, r=r: r(len(c))) for name, r in replays.items()}}
     for name in runs:
-        timed(name, idx[:WARMUP])
+        runs[name](pair.batches[:WARMUP])
     # Interleave finely: every slot of --slot steps runs all four, in rotating order, so that the machine's
     # drifts in speed (+-15% from minute to minute here) fall on all of them alike; ratios are per round.
     rates: dict[str, list[float]] = {name: [] for name in runs}
     order = list(runs)
     for r in range(args.rounds):
-        chunk = idx[WARMUP + r * args.steps:WARMUP + (r + 1) * args.steps]
+        chunk = pair.batches[WARMUP + r * args.steps:WARMUP + (r + 1) * args.steps]
         seconds = dict.fromkeys(runs, 0.0)
         for k, i in enumerate(range(0, len(chunk), args.slot)):
             for name in order[k % 4:] + order[:k % 4]:
-                seconds[name] += timed(name, chunk[i:i + args.slot])
+                seconds[name] += runs[name](chunk[i:i + args.slot])
         for name in runs:
             rates[name].append(batch * len(chunk) / seconds[name])
     share = {name: [a / c for a, c in zip(rates[name], rates["ceiling"])] for name in ("jmvae", "pixyz")}
     share["jmvae_own"] = [a / c for a, c in zip(rates["jmvae"], rates["own"])]
     ratio = [a / b for a, b in zip(rates["jmvae"], rates["pixyz"])]
 
-    # the test loss both reach: jmvae's objective, each set of weights in a jmvae model, same noise seed
-    mapped = copy.deepcopy(jm)
-    copy_weights(mapped, dists, to="jmvae")
-    torch.manual_seed(args.seed)
-    own_loss = float(px.test(pixyz_batch(data.test, slice(None))))    # pixyz's own loss of the same objective
+    # Test loss: the timed pair, then --loss-seeds - 1 more pairs (other initial weights, batches and noise,
+    # untimed), since the two implementations sum in different orders and so drift apart like two seeds would.
+    losses = [pair.test_losses()]
+    for seed in range(args.seed + 1, args.seed + args.loss_seeds):
+        extra = Pair(kind, batch, seed, steps)
+        for name in extra.runs:
+            extra.run(name, extra.batches)
+        losses.append(extra.test_losses())
     med = statistics.median
-    return {"kind": kind, "batch": batch, "describe": jm.describe(), "data": data, "rates": rates,
+    return {"kind": kind, "batch": batch, "describe": pair.jm.describe(), "data": pair.data, "rates": rates,
             "median": {k: med(v) for k, v in rates.items()}, "share": {k: med(v) for k, v in share.items()},
             "shares": share, "ratio": med(ratio), "flops": flops_per_sample(arch, batch),
-            "flops_own": flops_per_sample(own, batch, executed=True),
-            "test": {"jmvae": evaluate_loss(jm, data.test, seed=args.seed)["loss"],
-                     "pixyz": evaluate_loss(mapped, data.test, seed=args.seed)["loss"], "pixyz_own": own_loss},
-            "steps": WARMUP + args.rounds * args.steps, "n_test": len(data.test["x"])}
+            "flops_own": flops_per_sample(own, batch, executed=True), "losses": losses,
+            "test": {k: statistics.fmean(l[k] for l in losses) for k in losses[0]},
+            "steps": steps, "n_test": len(pair.data.test["x"])}
 
 
 def report(m: dict, args) -> None:
@@ -145,10 +167,14 @@ def report(m: dict, args) -> None:
           f"which the matmul ceiling replays; jmvae's step runs {m['flops_own'] / 1e6:.1f} M of them (attribute encoders "
           f"on their classes, no input gradients for data): against the replay of those alone jmvae is at "
           f"{100 * share['jmvae_own']:.0f}%")
-    t = m["test"]
-    print(f"   test loss             jmvae {t['jmvae']:.1f}   pixyz {t['pixyz']:.1f}   after {m['steps']} steps each: "
-          f"jmvae's objective in nats/example, mean over the {m['n_test']} test examples, noise seed {args.seed}"
-          f" (pixyz's own model.test on its weights: {t['pixyz_own']:.1f})")
+    t, losses = m["test"], m["losses"]
+    diffs = [l["jmvae"] - l["pixyz"] for l in losses]
+    spread = f" ± {statistics.stdev(diffs):.2f} (std over seeds)" if len(diffs) > 1 else ""
+    print(f"   test loss             jmvae {t['jmvae']:.1f}   pixyz {t['pixyz']:.1f}   after {m['steps']} steps each, mean over "
+          f"{len(losses)} seed(s): jmvae's objective in nats/example on the {m['n_test']} test examples, fixed noise")
+    print("     per seed            " + "   ".join(f"{l['jmvae']:.1f} vs {l['pixyz']:.1f}" for l in losses)
+          + f";  jmvae - pixyz = {statistics.fmean(diffs):+.2f}{spread}"
+          f" (pixyz's own model.test on its weights: {statistics.fmean(l['pixyz_own'] for l in losses):.1f})")
 
 
 def main() -> None:
@@ -160,9 +186,11 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["jmvae", "telbo"], choices=["jmvae", "telbo"])
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--loss-seeds", type=int, default=3,
+                    help="seeds whose pairs are trained (the first one timed) to compare test losses (default 3)")
     args = ap.parse_args()
-    if min(args.steps, args.rounds, args.slot) < 1:
-        ap.error("--steps, --rounds and --slot must be >= 1")
+    if min(args.steps, args.rounds, args.slot, args.loss_seeds) < 1:
+        ap.error("--steps, --rounds, --slot and --loss-seeds must be >= 1")
     torch.set_num_threads(args.threads)
     import pixyz
 

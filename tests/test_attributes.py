@@ -53,6 +53,14 @@ def test_to_batch_scales_images_only(founding_data):
     assert b["position"].dtype == torch.int64
 
 
+def test_to_batch_keeps_a_resident_split_on_its_device(founding_data):
+    """The training loop indexes a split already on the GPU: the batch must stay there (no host copy).
+    The meta device stands in for a GPU on a machine without one."""
+    resident = {k: v.to("meta") for k, v in founding_data.train.items()}
+    b = to_batch(resident, torch.arange(5, device="meta"))
+    assert all(v.device.type == "meta" for v in b.values()) and b["x"].dtype == torch.float32
+
+
 def test_assignments_and_hold_out(founding_data):
     d = founding_data
     assert parse_assignments(d, ["position=right,digit=2"]) == {"position": 1, "digit": 1}
