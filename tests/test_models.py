@@ -144,3 +144,19 @@ def test_generate_shapes_and_prior():
 def test_build_model_rejects_unknown():
     with pytest.raises(ValueError, match="allowed: jmvae, telbo"):
         build_model("vae", MODALITIES)
+
+
+def test_log_likelihoods_are_bce_and_cross_entropy_and_broadcast_over_draws():
+    """Image: minus BCE-with-logits per example; Categorical: minus cross-entropy. With K draws of logits per
+    example (importance sampling) each draw scores the same observation."""
+    g = torch.Generator().manual_seed(1)
+    image, digit = MODALITIES[0], MODALITIES[2]
+    x, y = torch.rand(5, 24, generator=g), torch.randint(0, 3, (5,), generator=g)
+    lx, ly = 8 * torch.randn(4, 5, 24, generator=g), 3 * torch.randn(4, 5, 3, generator=g)
+    for k in range(4):
+        bce = F.binary_cross_entropy_with_logits(lx[k], x, reduction="none").sum(-1)
+        assert torch.allclose(image.log_likelihood(lx[k], x), -bce, atol=1e-4)
+        assert torch.allclose(image.log_likelihood(lx, x)[k], -bce, atol=1e-4)
+        ce = F.cross_entropy(ly[k], y, reduction="none")
+        assert torch.allclose(digit.log_likelihood(ly[k], y), -ce, atol=1e-5)
+        assert torch.allclose(digit.log_likelihood(ly, y)[k], -ce, atol=1e-5)

@@ -136,12 +136,10 @@ def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_p
     totals: dict[str, float] = {}
     for start in range(0, n, per_chunk):
         batch = to_batch(data.test, slice(start, start + per_chunk), device)
-        b = len(batch[x])
 
         def log_p(z: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-            """log p(m|z) for z of shape (k, b, d), with the observations repeated k times."""
-            repeated = {m: batch[m].expand(k, *batch[m].shape).reshape(k * b, *batch[m].shape[1:]) for m in names}
-            return {m: v.reshape(k, b) for m, v in model.log_likelihood(z.reshape(k * b, -1), repeated, names).items()}
+            """log p(m|z) for z of shape (k, b, d): the observations broadcast over the k draws."""
+            return model.log_likelihood(z, batch, names)
 
         q_y = model.posterior({a: batch[a] for a in attrs})
 

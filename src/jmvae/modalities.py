@@ -24,8 +24,13 @@ class Image:
         return self.shape[0] * self.shape[1]
 
     def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) summed over pixels: one number per example."""
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        """log p(x|z) summed over pixels: one number per example.
+
+        sum_d x_d l_d - softplus(l_d), the Bernoulli log-density from logits (the same value as minus the
+        BCE-with-logits). Logits may carry leading sample dimensions (K draws of z per example) that x
+        broadcasts over, so importance sampling never copies the observations K times.
+        """
+        return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
 
     def distribution(self, logits: torch.Tensor) -> Distribution:
         # validate_args=False: grey-valued targets are legitimate soft Bernoulli targets here.
@@ -42,8 +47,11 @@ class Categorical:
         return len(self.classes)
 
     def log_likelihood(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """log p(y|z) for class indices y."""
-        return -F.cross_entropy(logits, y, reduction="none")
+        """log p(y|z) for class indices y; logits may carry leading sample dimensions that y broadcasts over."""
+        if logits.dim() == 2 and y.dim() == 1:
+            return -F.cross_entropy(logits, y, reduction="none")
+        index = y.expand(logits.shape[:-1]).unsqueeze(-1)
+        return logits.log_softmax(-1).gather(-1, index).squeeze(-1)
 
     def distribution(self, logits: torch.Tensor) -> Distribution:
         return CategoricalDist(logits=logits)
