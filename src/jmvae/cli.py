@@ -79,11 +79,13 @@ def cmd_figures(args) -> None:
 
 def cmd_report(args) -> None:
     run_dir = require_run(args.run, finished=True)
-    _, data, model = load_run(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     metrics = json.loads((run_dir / FINISHED).read_text())
     history = read_history(run_dir)
-    infos = figures.make_figures(model, data, history, run_dir / "figures")
+    infos = figures.read_figures(run_dir / "figures")
+    if infos is None:                              # figures missing or drawn before figures.json existed
+        _, data, model = load_run(run_dir)
+        infos = figures.make_figures(model, data, history, run_dir / "figures")
     print(report.write_report(run_dir, config, metrics, infos, history))
 
 

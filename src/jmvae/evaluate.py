@@ -21,7 +21,7 @@ import torch
 from torch.distributions import Normal
 
 from .classifier import AttributeClassifier, classifier_for
-from .data.attributes import AttributeDataset, parse_assignments, to_batch
+from .data.attributes import AttributeDataset, batches, parse_assignments
 from .gaussian import log_density, standard_normal
 from .models import MultimodalVAE
 
@@ -41,8 +41,7 @@ def attribute_accuracy(model: MultimodalVAE, data: AttributeDataset, given: tupl
     split, device = data.test, next(model.parameters()).device
     n = len(split["x"])
     correct = {a.name: 0 for a in data.attributes}
-    for start in range(0, n, chunk):
-        batch = to_batch(split, slice(start, start + chunk), device)
+    for batch in batches(split, chunk, device):
         z = model.posterior({k: batch[k] for k in given}).loc
         for name, logits in model.logits(z, list(correct)).items():
             correct[name] += int((logits.argmax(-1) == batch[name]).sum())
@@ -128,14 +127,17 @@ def importance_log_means(proposal: Normal, k: int, log_targets: Callable[[torch.
 
 
 @torch.no_grad()
-def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_per_chunk: int = 8192) -> dict[str, float]:
-    """Importance-sampled log-likelihoods in nats per test example (the whole test split)."""
+def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_per_chunk: int = 2048) -> dict[str, float]:
+    """Importance-sampled log-likelihoods in nats per test example (the whole test split).
+
+    Chunks of about `rows_per_chunk` decoded draws keep memory flat; 2048 rows keep a chunk's image logits
+    (13 MB) near the cache and were the fastest here (benchmarks/eval_speed.py).
+    """
     device = next(model.parameters()).device
     x, attrs = data.image.name, [a.name for a in data.attributes]
     n, per_chunk = len(data.test[x]), max(1, rows_per_chunk // k)
     totals: dict[str, float] = {}
-    for start in range(0, n, per_chunk):
-        batch = to_batch(data.test, slice(start, start + per_chunk), device)
+    for batch in batches(data.test, per_chunk, device):
 
         def log_p(z: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
             """log p(m|z) for z of shape (k, b, d): the observations broadcast over the k draws."""

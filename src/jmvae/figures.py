@@ -14,7 +14,8 @@ always gives the same pictures.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,7 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from .data.attributes import AttributeDataset, to_batch
 from .modalities import Categorical
+from .runs import write_text
 
 DPI = 110
 MAX_COMBINATIONS = 20      # rows/colours for attribute combinations: enough to read, few enough to tell apart
@@ -36,6 +38,9 @@ GRID_TILES = 11            # p(x|z) grid: tiles per axis
 GRID_LIMIT = 3.0           # p(x|z) grid spans [-3, 3]: nearly all of the prior's mass per dimension
 BOUNDARY_RESOLUTION = 150  # p(a|z) evaluated on a 150 x 150 lattice
 OTHER_COLOUR = "0.6"       # points of combinations beyond MAX_COMBINATIONS
+
+
+INDEX = "figures.json"   # written last by make_figures: the files and captions, in reading order
 
 
 @dataclass
@@ -487,4 +492,15 @@ def make_figures(model, data: AttributeDataset, history: list[dict], out_dir: Pa
                 infos.append(info)
     finally:
         model.train(was_training)
+    write_text(out_dir / INDEX, json.dumps([asdict(i) for i in infos], indent=1) + "\n")
     return infos
+
+
+def read_figures(out_dir: Path) -> list[FigureInfo] | None:
+    """The figures a run already drew, with their captions (None if it has no index): the report needs
+    only these, so `jmvae report` rebuilds its page without redrawing."""
+    path = Path(out_dir) / INDEX
+    if not path.exists():
+        return None
+    infos = [FigureInfo(**d) for d in json.loads(path.read_text())]
+    return infos if all((Path(out_dir) / i.file).exists() for i in infos) else None

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .data.attributes import PRESETS, AttributeDataset, load_dataset, to_batch
+from .data.attributes import PRESETS, AttributeDataset, batches, load_dataset, to_batch
 from .errors import UserError
 from .models import MODELS, MultimodalVAE, build_model
 from .runs import FINISHED, is_finished, save_torch, write_json, write_text
@@ -122,8 +122,7 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
     torch.manual_seed(seed)
     n, device = len(split["x"]), next(model.parameters()).device
     total: dict[str, float] = {}
-    for start in range(0, n, chunk):
-        batch = to_batch(split, slice(start, start + chunk), device)
+    for batch in batches(split, chunk, device):
         loss, terms = model.loss(batch)
         weight = len(batch["x"]) / n
         for k, v in {"loss": loss, **terms}.items():

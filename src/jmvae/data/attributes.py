@@ -51,6 +51,13 @@ def to_batch(data: dict[str, torch.Tensor], idx: torch.Tensor | slice,
     return out
 
 
+def batches(split: dict[str, torch.Tensor], size: int, device: torch.device | str | None = None):
+    """The whole split in order, `size` rows at a time, as model batches (for evaluation passes)."""
+    n = len(next(iter(split.values())))
+    for start in range(0, n, size):
+        yield to_batch(split, slice(start, start + size), device)
+
+
 def split_sources(mnist: MnistData, digits: tuple[int, ...], seed: int, test_fraction: float):
     """(train images, train labels, test images, test labels) of the chosen digits.
 
