@@ -9,28 +9,28 @@ from __future__ import annotations
 
 import torch
 
+from ..gaussian import kl, stack, standard_normal
 from .base import Batch, MultimodalVAE, terms
 
 
 class TELBO(MultimodalVAE):
-    def _elbo(self, batch: Batch, names: tuple[str, ...]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Negative ELBO of the named modalities under q(z|those modalities)."""
-        q = self.posterior({n: batch[n] for n in names})
-        log_p = self.log_likelihood(q.rsample(), batch, names)
-        kl_prior = self.kl_prior(q)
-        return -torch.stack(list(log_p.values())).sum(0) + kl_prior, log_p, kl_prior
-
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x_view, y_view = self.views
-        joint, log_p, kl_joint = self._elbo(batch, tuple(self.modalities))
-        only_x, log_px, kl_x = self._elbo(batch, x_view)
-        only_y, log_py, kl_y = self._elbo(batch, y_view)
-        named = {f"nll_{n}": -v for n, v in log_p.items()}
-        named |= {f"nll_{n}|{n}": -v for n, v in log_px.items()}
-        named |= {f"nll_{n}|y": -v for n, v in log_py.items()}
-        per_example = joint + only_x + only_y
-        return per_example.mean(), terms(**named, kl_prior=kl_joint, kl_x_prior=kl_x, kl_y_prior=kl_y,
-                                         elbo_xy=joint, elbo_x=only_x, elbo_y=only_y)
+        views = {"xy": tuple(self.modalities), "x": x_view, "y": y_view}   # what each ELBO observes
+        q = {v: self.posterior({n: batch[n] for n in names}) for v, names in views.items()}
+        z = {v: q[v].rsample() for v in views}
+        kl_prior = dict(zip(views, kl(stack(list(q.values())), standard_normal(z["xy"]))))  # KL(q || p(z))
+        # log p(m|z) of every ELBO that scores m, each decoder run once on those ELBOs' latents stacked
+        log_p = {}
+        for m in self.modalities:
+            scoring = [v for v, names in views.items() if m in names]
+            rows = self.log_likelihood(torch.stack([z[v] for v in scoring]), batch, [m])[m]
+            log_p |= {(v, m): row for v, row in zip(scoring, rows)}
+        elbo = {v: -torch.stack([log_p[v, m] for m in names]).sum(0) + kl_prior[v] for v, names in views.items()}
+        named = {f"nll_{m}" if v == "xy" else f"nll_{m}|{v}": -lp for (v, m), lp in log_p.items()}
+        per_example = elbo["xy"] + elbo["x"] + elbo["y"]
+        return per_example.mean(), terms(**named, kl_prior=kl_prior["xy"], kl_x_prior=kl_prior["x"],
+                                         kl_y_prior=kl_prior["y"], elbo_xy=elbo["xy"], elbo_x=elbo["x"], elbo_y=elbo["y"])
 
     def describe(self) -> str:
         x, y = self.image.name, self._y()
