@@ -174,7 +174,6 @@ def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalCo
     model.eval()
     torch.manual_seed(eval_cfg.seed)
     clf, clf_accuracy = classifier_for(data, dataset_key(cfg) | {"source": data.source})
-    log(f"attribute classifier accuracy on real test images: {clf_accuracy}")
     names = tuple(m.name for m in data.modalities)
     metrics = {"classifier_test_accuracy": clf_accuracy}
     metrics |= correctness_coverage(model, data, clf, eval_cfg.n_per_query)
