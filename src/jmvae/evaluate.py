@@ -138,20 +138,15 @@ def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_p
     n, per_chunk = len(data.test[x]), max(1, rows_per_chunk // k)
     totals: dict[str, float] = {}
     for batch in batches(data.test, per_chunk, device):
-
-        def log_p(z: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
-            """log p(m|z) for z of shape (k, b, d): the observations broadcast over the k draws."""
-            return model.log_likelihood(z, batch, names)
-
         q_y = model.posterior({a: batch[a] for a in attrs})
 
         def via_joint(z: torch.Tensor) -> dict[str, torch.Tensor]:
-            lp = log_p(z, [x, *attrs])
+            lp = model.log_likelihood(z, batch, [x, *attrs])   # z: (k, b, d); observations broadcast
             lx, ly, lz = lp[x], sum(lp[a] for a in attrs), log_density(standard_normal(z), z)
             return {"log p(x,y)": lx + ly + lz, "log p(x)": lx + lz, "log p(x|y)": lx + log_density(q_y, z)}
 
         def via_image(z: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"log p(x) [proposal q(z|x)]": log_p(z, [x])[x] + log_density(standard_normal(z), z)}
+            return {"log p(x) [proposal q(z|x)]": model.log_likelihood(z, batch, [x])[x] + log_density(standard_normal(z), z)}
 
         est = importance_log_means(model.posterior(batch), k, via_joint)
         est |= importance_log_means(model.posterior({x: batch[x]}), k, via_image)

@@ -41,8 +41,12 @@ class GaussianEncoder(nn.Module):
         self.body = mlp([in_dim, hidden, hidden])
         self.head = nn.Linear(hidden, 2 * z_dim)
 
+    def params(self, h: torch.Tensor) -> torch.Tensor:
+        """The head's 2*z_dim outputs (loc, pre-softplus scale) for input h."""
+        return self.head(F.relu(self.body(h)))
+
     def forward(self, h: torch.Tensor) -> Normal:
-        return gaussian(self.head(F.relu(self.body(h))))
+        return gaussian(self.params(h))
 
 
 class ClassEncoder(GaussianEncoder):
@@ -57,7 +61,7 @@ class ClassEncoder(GaussianEncoder):
         self.register_buffer("one_hot", torch.eye(classes), persistent=False)
 
     def forward(self, y: torch.Tensor) -> Normal:
-        table = self.head(F.relu(self.body(self.one_hot)))   # (C, 2 z_dim): every class's posterior
+        table = self.params(self.one_hot)                    # (C, 2 z_dim): every class's posterior
         return gaussian(F.embedding(y, table))
 
 

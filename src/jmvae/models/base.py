@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Normal
 
-from ..gaussian import kl, product_of_experts, standard_normal
+from ..gaussian import product_of_experts
 from ..modalities import Categorical, Image, Modality
 from ..networks import ClassEncoder, GaussianEncoder, JointEncoder, decoder
 
@@ -88,9 +88,6 @@ class MultimodalVAE(nn.Module):
         return out
 
     # -- training -----------------------------------------------------------------------------------------
-    def kl_prior(self, q: Normal) -> torch.Tensor:
-        return kl(q, standard_normal(q.loc))
-
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The scalar to minimise (mean over the batch) and its named terms (detached, per-example means).
 
