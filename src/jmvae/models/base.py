@@ -72,16 +72,18 @@ class MultimodalVAE(nn.Module):
         return {n: self.modalities[n].log_likelihood(l, batch[n]) for n, l in self.logits(z, names).items()}
 
     @torch.no_grad()
-    def generate(self, given: Batch, n: int) -> dict[str, torch.Tensor]:
+    def generate(self, given: Batch, n: int, temperature: float = 1.0) -> dict[str, torch.Tensor]:
         """Draw n latents per query from q(z|given) (from p(z) if nothing is given) and decode them.
 
         Each given value is a (B,) tensor of B queries; outputs have leading shape (n, B): "z", the image's
-        mean p(x|z) in [0, 1], and each attribute's most probable class under p(a|z).
+        mean p(x|z) in [0, 1], and each attribute's most probable class under p(a|z). A temperature T < 1
+        draws z = mean + T * std * eps: fewer images from the posterior's tails, and less variety.
         """
         if given:
-            z = self.posterior(given).sample((n,))
+            q = self.posterior(given)
+            z = Normal(q.loc, q.scale * temperature, validate_args=False).sample((n,))
         else:
-            z = torch.randn(n, 1, self.z_dim, device=next(self.parameters()).device)
+            z = temperature * torch.randn(n, 1, self.z_dim, device=next(self.parameters()).device)
         out = {"z": z}
         for name, logit in self.logits(z).items():
             out[name] = logit.sigmoid() if name == self.image.name else logit.argmax(-1)
