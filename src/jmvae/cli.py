@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -34,11 +35,19 @@ def read_history(run_dir: Path) -> list[dict]:
         return [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def positive_temperature(flag: str, value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"--{flag} {value} (allowed: a number > 0)")
+    return value
+
+
 def eval_config(args) -> EvalConfig:
-    for flag in ("k", "n_per_query", "coherence_draws"):
+    for flag in ("k", "n_per_query", "coherence_draws", "likelihood_examples"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} (allowed: an integer >= 1)")
-    return EvalConfig(n_per_query=args.n_per_query, k=args.k, coherence_draws=args.coherence_draws)
+    return EvalConfig(n_per_query=args.n_per_query, k=args.k, coherence_draws=args.coherence_draws,
+                      low_temperature=positive_temperature("low-temperature", args.low_temperature),
+                      likelihood_examples=args.likelihood_examples)
 
 
 def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print) -> dict:
@@ -97,17 +106,20 @@ def cmd_generate(args) -> None:
         raise UserError(f"--out {out} (allowed: a .png or .npz file)")
     if args.n < 1:
         raise UserError(f"--n {args.n} (allowed: an integer >= 1)")
+    temperature = positive_temperature("temperature", args.temperature)
     cfg, data, model = load_run(run_dir)
     given = parse_assignments(data, args.given)
     torch.manual_seed(args.seed)
-    samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, args.n)
+    samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, args.n, temperature=temperature)
     images = samples[data.image.name][:, 0].reshape(args.n, *data.image.shape).numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":
-        np.savez(out, images=images, **{f"given_{k}": np.array(v) for k, v in given.items()},
+        np.savez(out, images=images, temperature=np.array(temperature),
+                 **{f"given_{k}": np.array(v) for k, v in given.items()},
                  **{k: samples[k][:, 0].numpy() for k in (a.name for a in data.attributes)})
     else:
         title = ", ".join(f"{k}={data.attribute(k).classes[v]}" for k, v in given.items()) or "prior p(z)"
+        title += f", T = {temperature:g}" if temperature != 1 else ""
         figures.save_image_grid(images, out, title=f"generated from {title}")
     print(out)
 
@@ -161,6 +173,11 @@ def build_parser() -> Parser:
                        help=f"images per correctness/coverage query (default {d_eval.n_per_query})")
         s.add_argument("--coherence-draws", type=int, default=d_eval.coherence_draws,
                        help=f"z ~ p(z) draws for joint coherence (default {d_eval.coherence_draws})")
+        s.add_argument("--low-temperature", type=float, default=d_eval.low_temperature,
+                       help=f"second temperature T of correctness/coverage, z = mean + T std eps; 1 skips it "
+                            f"(default {d_eval.low_temperature})")
+        s.add_argument("--likelihood-examples", type=int, default=d_eval.likelihood_examples,
+                       help=f"test images (seeded subsample) for the K-sample likelihoods (default {d_eval.likelihood_examples})")
     for name, func, text in (("figures", cmd_figures, "draw every figure of a trained run"),
                              ("report", cmd_report, "rewrite report.html of a finished run")):
         s = sub.add_parser(name, help=text)
@@ -172,6 +189,8 @@ def build_parser() -> Parser:
     g.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     g.add_argument("--out", required=True, help="output .png (grid) or .npz (arrays)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=1.0,
+                   help="z = mean + T std eps: below 1, fewer images from the posterior's tails (default 1)")
     g.set_defaults(func=cmd_generate)
     c = sub.add_parser("compare", help="one table of headline metrics across runs (mean ± std over seeds)")
     c.add_argument("runs", nargs="+", help="finished run directories")

@@ -2,35 +2,47 @@
 
 - Correctness and coverage: Vedantam et al. 2018 ("Generative Models of Visually Grounded Imagination",
   section 4, the "3 C's"): for every query y_O (a non-empty subset O of attributes with values seen in the
-  test set) draw images from q(z|y_O), read them with an attribute classifier; correctness = 1 - mean share
-  of wrong given attributes; coverage = 1 - JSD(histogram of each unspecified attribute, uniform).
+  test set) draw images from q(z|y_O), read them with an attribute classifier; correctness = mean over
+  images of the share of the given attributes read back; coverage = 1 - JSD(histogram of each unspecified
+  attribute, uniform), averaged over those attributes. Every query gets enough images (500 by default) to
+  see a 1% failure, a 95% interval, and the classifier's full reading, so a failing query can be named.
 - Image -> attribute accuracy and joint coherence: cross-modal and joint generation read back by p(a|z)
   and by the classifier.
 - Likelihoods: Suzuki et al. 2016 ("Joint Multimodal Learning with Deep Generative Models", section 4.2),
   importance sampling with K samples: log p(x,y), log p(x) and log p(x|y) with proposal q(z|x,y), and
-  log p(x) with proposal q(z|x).
+  log p(x) with proposal q(z|x), on a seeded subsample of the test split: at ~40 ms per example on 2 idle
+  cores (twice that when the cores are shared) the whole 4,334-image split would take minutes.
 """
 from __future__ import annotations
 
 import itertools
 import math
+import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch.distributions import Normal
 
-from .classifier import AttributeClassifier, classifier_for
+from .classifier import AttributeClassifier, accuracy, classifier_for
 from .data.attributes import AttributeDataset, batches, parse_assignments
 from .gaussian import log_density, standard_normal
 from .models import MultimodalVAE
 
+CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible
+COVERAGE_TARGET = 0.95
+Z95 = 1.959963984540054     # standard normal 97.5% quantile: two-sided 95% intervals
+
 
 @dataclass
 class EvalConfig:
-    n_per_query: int = 10          # images drawn per correctness/coverage query
-    k: int = 1000                  # importance samples per test example
-    coherence_draws: int = 10_000  # z ~ p(z) for joint coherence
+    n_per_query: int = 500            # images per correctness/coverage query: a 1% failure is 5 images
+    k: int = 1000                     # importance samples per test example
+    coherence_draws: int = 10_000     # z ~ p(z) for joint coherence
+    low_temperature: float = 0.5      # second temperature for correctness/coverage (1: skip it)
+    likelihood_examples: int = 400    # test images for the likelihoods: evaluation stays < 60 s on 2 shared cores
+    resamples: int = 1000             # bootstrap resamples for the coverage intervals
     seed: int = 0
 
 
@@ -48,16 +60,69 @@ def attribute_accuracy(model: MultimodalVAE, data: AttributeDataset, given: tupl
     return {name: c / n for name, c in correct.items()}
 
 
+# -- intervals --------------------------------------------------------------------------------------------
+def wilson(p: float, n: int, z: float = Z95) -> list[float]:
+    """95% Wilson score interval [lo, hi] of a proportion p observed over n trials.
+
+    Its variance p(1 - p)/n is exact for a 0/1 score (one given attribute, or `all_correct`). For the mean
+    share of |O| > 1 given attributes it is conservative: a score in [0, 1] with mean p has variance at most
+    p(1 - p). Means over Q queries of n images each, taken with the pooled n = Q n, are conservative too:
+    the mean of p_q(1 - p_q) is at most p(1 - p) for their mean p (concavity).
+    """
+    if n < 1:
+        return [0.0, 1.0]
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def bootstrap_interval(estimate: float, replicates: torch.Tensor) -> list[float]:
+    """95% percentile interval of bootstrap replicates, shifted by the bootstrap's estimate of the bias.
+
+    Coverage is largest (1) at a uniform histogram, so resampled histograms are on average less uniform
+    than the sample and their coverage lower: near uniform the plain percentile interval lies below the
+    truth (it missed a true 1.0 in about half of simulated cases with 2 classes, in all with 4). Shifting
+    it by mean(replicates) - estimate gave 93-100% coverage across the histograms simulated (2 and 4
+    classes, from uniform to 95/5, 500 images).
+    """
+    bias = float(replicates.mean()) - estimate
+    lo, hi = torch.quantile(replicates.double(), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return [max(0.0, lo - bias), min(1.0, hi - bias)]
+
+
 # -- correctness and coverage -----------------------------------------------------------------------------
-def jsd(p: torch.Tensor, q: torch.Tensor) -> float:
-    """Jensen-Shannon divergence of two histograms, natural log (0 <= JSD <= log 2)."""
-    p, q = p / p.sum(), q / q.sum()
+def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence of histograms along the last dimension (any leading shape), natural log."""
+    p, q = p / p.sum(-1, keepdim=True), q / q.sum(-1, keepdim=True)
     m = (p + q) / 2
 
     def kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        mask = a > 0
-        return (a[mask] * (a[mask] / b[mask]).log()).sum()
-    return float((kl(p, m) + kl(q, m)) / 2)
+        return torch.where(a > 0, a * (a / b).log(), torch.zeros_like(a)).sum(-1)
+    return (kl(p, m) + kl(q, m)) / 2
+
+
+def jsd(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Jensen-Shannon divergence of two histograms, natural log (0 <= JSD <= log 2)."""
+    return float(js_divergence(p.float(), q.float()))
+
+
+def coverage_of(counts: torch.Tensor) -> torch.Tensor:
+    """1 - JSD(histogram, uniform) along the last dimension (float64: the bootstrap compares small differences)."""
+    return 1 - js_divergence(counts.double(), torch.ones(counts.shape[-1], dtype=torch.float64))
+
+
+def coverage_replicates(reads: list[tuple[torch.Tensor, int]], resamples: int, generator: torch.Generator) -> torch.Tensor:
+    """Coverage of `resamples` bootstrap resamples of one query's images, (resamples,).
+
+    reads: the classifier's reading (n,) of each free attribute, with its number of classes; every free
+    attribute is read from the same resampled images.
+    """
+    n = len(reads[0][0])
+    idx = torch.randint(n, (resamples, n), generator=generator)
+    ones = torch.ones(resamples, n, dtype=torch.float64)
+    return torch.stack([coverage_of(torch.zeros(resamples, size, dtype=torch.float64).scatter_add_(1, read[idx], ones))
+                        for read, size in reads]).mean(0)
 
 
 def queries(data: AttributeDataset) -> list[dict[str, int]]:
@@ -75,37 +140,73 @@ def query_label(data: AttributeDataset, query: dict[str, int]) -> str:
     return ",".join(f"{k}={data.attribute(k).classes[v]}" for k, v in query.items())
 
 
+def misses(row: dict) -> list[str]:
+    """Which targets a query row misses: "correctness" below 0.99, "coverage" below 0.95."""
+    out = ["correctness"] if row["correctness"] < CORRECTNESS_TARGET else []
+    return out + (["coverage"] if row.get("coverage", 1.0) < COVERAGE_TARGET else [])
+
+
 @torch.no_grad()
-def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: AttributeClassifier, n: int) -> dict:
-    """Correctness and coverage of every query, and their means per subset and per |O|."""
-    per_query: dict[str, dict] = {}
+def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: AttributeClassifier, n: int,
+                         temperature: float = 1.0, resamples: int = 1000, seed: int = 0) -> dict:
+    """Correctness and coverage of every query from n images each, with 95% intervals, and their means per
+    subset and per |O|.
+
+    Returns {"correctness": {by_size, by_subset, by_query, by_size_interval, by_subset_interval},
+    "coverage": {by_size, by_subset, by_size_interval, by_subset_interval}, "queries": [one row per query]}.
+    A row holds the label, subset, n, correctness, all_correct (share of images showing every given
+    attribute), coverage (if an attribute is free), each with its interval, and `readings`: the share of
+    images the classifier reads as each class of every attribute. Aggregate coverage intervals resample
+    every query's images jointly and average.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    rows: list[dict] = []
+    replicates: dict[str, torch.Tensor] = {}
     subsets: dict[tuple[str, ...], list[dict[str, int]]] = {}
     for q in queries(data):
         subsets.setdefault(tuple(q), []).append(q)
     for subset, qs in subsets.items():
         given = {a: torch.tensor([q[a] for q in qs]) for a in subset}
-        pred = clf.predict(model.generate(given, n)[data.image.name])  # each (n, len(qs))
-        wrong = sum((pred[a] != given[a]).float() for a in subset) / len(subset)
-        correct = 1 - wrong.mean(0)
+        images = model.generate(given, n, temperature=temperature)[data.image.name]
+        read = {a: v.cpu() for a, v in clf.predict(images).items()}  # each (n, len(qs))
         free = [a for a in data.attributes if a.name not in subset]
         for j, q in enumerate(qs):
-            row = {"subset": subset, "correctness": float(correct[j])}
+            shown = torch.stack([read[a][:, j] == v for a, v in q.items()])    # (|O|, n)
+            correctness, all_correct = float(shown.double().mean()), float(shown.all(0).double().mean())
+            row = {"label": query_label(data, q), "subset": list(subset), "n": n,
+                   "correctness": correctness, "correctness_interval": wilson(correctness, n),
+                   "all_correct": all_correct, "all_correct_interval": wilson(all_correct, n)}
             if free:
-                row["coverage"] = sum(1 - jsd(torch.bincount(pred[a.name][:, j], minlength=a.size).float(),
-                                              torch.ones(a.size)) for a in free) / len(free)
-            per_query[query_label(data, q)] = row
+                row["coverage"] = float(sum(coverage_of(torch.bincount(read[a.name][:, j], minlength=a.size))
+                                            for a in free) / len(free))
+                replicates[row["label"]] = coverage_replicates([(read[a.name][:, j], a.size) for a in free],
+                                                               resamples, generator)
+                row["coverage_interval"] = bootstrap_interval(row["coverage"], replicates[row["label"]])
+            row["readings"] = {a.name: dict(zip(a.classes, (torch.bincount(read[a.name][:, j], minlength=a.size)
+                                                            .double() / n).tolist())) for a in data.attributes}
+            rows.append(row)
 
-    def means(metric: str, key: Callable[[dict], str]) -> dict[str, float]:
-        groups: dict[str, list[float]] = {}
-        for row in per_query.values():
-            if metric in row:
-                groups.setdefault(key(row), []).append(row[metric])
-        return {k: sum(v) / len(v) for k, v in groups.items()}
+    def aggregate(key: Callable[[dict], str]) -> tuple[dict, dict, dict, dict]:
+        groups: dict[str, list[dict]] = {}
+        for row in rows:
+            groups.setdefault(key(row), []).append(row)
+        corr = {k: statistics.fmean(r["correctness"] for r in g) for k, g in groups.items()}
+        corr_int = {k: wilson(corr[k], sum(r["n"] for r in g)) for k, g in groups.items()}
+        covered = {k: [r for r in g if "coverage" in r] for k, g in groups.items()}
+        cov = {k: statistics.fmean(r["coverage"] for r in g) for k, g in covered.items() if g}
+        cov_int = {k: bootstrap_interval(cov[k], torch.stack([replicates[r["label"]] for r in covered[k]]).mean(0))
+                   for k in cov}
+        return corr, corr_int, cov, cov_int
 
     by_size, by_subset = (lambda r: str(len(r["subset"]))), (lambda r: "{" + ",".join(r["subset"]) + "}")
-    return {"correctness": {"by_size": means("correctness", by_size), "by_subset": means("correctness", by_subset),
-                            "by_query": {k: r["correctness"] for k, r in per_query.items()}},
-            "coverage": {"by_size": means("coverage", by_size), "by_subset": means("coverage", by_subset)}}
+    size_c, size_ci, size_v, size_vi = aggregate(by_size)
+    subset_c, subset_ci, subset_v, subset_vi = aggregate(by_subset)
+    return {"correctness": {"by_size": size_c, "by_subset": subset_c,
+                            "by_query": {r["label"]: r["correctness"] for r in rows},
+                            "by_size_interval": size_ci, "by_subset_interval": subset_ci},
+            "coverage": {"by_size": size_v, "by_subset": subset_v,
+                         "by_size_interval": size_vi, "by_subset_interval": subset_vi},
+            "queries": rows}
 
 
 @torch.no_grad()
@@ -126,18 +227,30 @@ def importance_log_means(proposal: Normal, k: int, log_targets: Callable[[torch.
     return {name: torch.logsumexp(f - log_q, 0) - math.log(k) for name, f in log_targets(z).items()}
 
 
+def likelihood_subset(n_test: int, examples: int | None, seed: int) -> torch.Tensor:
+    """Indices of the test examples the likelihoods use: a seeded subsample of `examples` (sorted), or
+    all of them when the split has no more. The same seed picks the same examples for every model of a
+    dataset, so their likelihoods compare on the same images."""
+    if examples is None or examples >= n_test:
+        return torch.arange(n_test)
+    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:examples].sort().values
+
+
 @torch.no_grad()
-def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_per_chunk: int = 2048) -> dict[str, float]:
-    """Importance-sampled log-likelihoods in nats per test example (the whole test split).
+def log_likelihood_examples(model: MultimodalVAE, data: AttributeDataset, k: int, rows_per_chunk: int = 2048,
+                            examples: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Importance-sampled log-likelihoods of each test example used (see `likelihood_subset`), in nats.
 
     Chunks of about `rows_per_chunk` decoded draws keep memory flat; 2048 rows keep a chunk's image logits
     (13 MB) near the cache and were the fastest here (benchmarks/eval_speed.py).
     """
     device = next(model.parameters()).device
     x, attrs = data.image.name, [a.name for a in data.attributes]
-    n, per_chunk = len(data.test[x]), max(1, rows_per_chunk // k)
-    totals: dict[str, float] = {}
-    for batch in batches(data.test, per_chunk, device):
+    idx = likelihood_subset(len(data.test[x]), examples, seed)
+    split = {name: v[idx] for name, v in data.test.items()}
+    per_chunk, done = max(1, rows_per_chunk // k), 0
+    values: dict[str, torch.Tensor] = {}   # filled in place: small tensors kept per chunk fragment the heap
+    for batch in batches(split, per_chunk, device):
         q_y = model.posterior({a: batch[a] for a in attrs})
 
         def via_joint(z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -151,8 +264,16 @@ def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_p
         est = importance_log_means(model.posterior(batch), k, via_joint)
         est |= importance_log_means(model.posterior({x: batch[x]}), k, via_image)
         for name, v in est.items():
-            totals[name] = totals.get(name, 0.0) + float(v.sum())
-    return {name: v / n for name, v in totals.items()}
+            values.setdefault(name, torch.empty(len(idx), dtype=torch.float64))[done:done + len(v)] = v.cpu()
+        done += len(batch[x])
+    return values
+
+
+def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_per_chunk: int = 2048,
+                    examples: int | None = None, seed: int = 0) -> dict[str, float]:
+    """Importance-sampled log-likelihoods in nats per test example (mean over the examples used)."""
+    per_example = log_likelihood_examples(model, data, k, rows_per_chunk, examples, seed)
+    return {name: float(v.double().mean()) for name, v in per_example.items()}
 
 
 # -- all of it --------------------------------------------------------------------------------------------
@@ -164,23 +285,49 @@ def dataset_key(cfg) -> dict:
 
 def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalConfig | None = None,
              log=lambda *a: None) -> dict:
-    """Every metric of a trained run, as one JSON-able dict (what metrics.json holds)."""
+    """Every metric of a trained run, as one JSON-able dict (what metrics.json holds).
+
+    metrics["seconds"] records how long each part took, so the cost of a setting is visible in the run.
+    """
     eval_cfg = eval_cfg or EvalConfig()
     model.eval()
     torch.manual_seed(eval_cfg.seed)
-    clf, clf_accuracy = classifier_for(data, dataset_key(cfg) | {"source": data.source})
+    start, seconds = time.perf_counter(), {}
+
+    def timed(part: str, fn: Callable, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        seconds[part] = time.perf_counter() - t0
+        return out
+
+    clf, clf_accuracy = timed("classifier", classifier_for, data, dataset_key(cfg) | {"source": data.source})
     names = tuple(m.name for m in data.modalities)
-    metrics = {"classifier_test_accuracy": clf_accuracy}
-    metrics |= correctness_coverage(model, data, clf, eval_cfg.n_per_query)
-    metrics["image_to_attribute_accuracy"] = {"q(z|x)": attribute_accuracy(model, data, (data.image.name,)),
-                                              "q(z|x,y)": attribute_accuracy(model, data, names)}
-    metrics["joint_coherence"] = joint_coherence(model, data, clf, eval_cfg.coherence_draws)
-    metrics["log_likelihood"] = log_likelihoods(model, data, eval_cfg.k)
+    metrics = {"classifier_test_accuracy": clf_accuracy,
+               "classifier_degraded_accuracy": accuracy(clf, data.test, degraded=True)}
+    queries_cfg = {"n": eval_cfg.n_per_query, "resamples": eval_cfg.resamples, "seed": eval_cfg.seed}
+    metrics |= timed("correctness_coverage", correctness_coverage, model, data, clf, **queries_cfg)
+    if eval_cfg.low_temperature != 1:
+        t = f"{eval_cfg.low_temperature:g}"
+        metrics["at_temperature"] = {t: timed(f"correctness_coverage T={t}", correctness_coverage, model, data, clf,
+                                              temperature=eval_cfg.low_temperature, **queries_cfg)}
+    metrics["image_to_attribute_accuracy"] = timed(
+        "image_to_attribute_accuracy", lambda: {"q(z|x)": attribute_accuracy(model, data, (data.image.name,)),
+                                                "q(z|x,y)": attribute_accuracy(model, data, names)})
+    metrics["joint_coherence"] = timed("joint_coherence", joint_coherence, model, data, clf, eval_cfg.coherence_draws)
+    per_example = timed("log_likelihood", log_likelihood_examples, model, data, eval_cfg.k,
+                        examples=eval_cfg.likelihood_examples, seed=eval_cfg.seed)
+    metrics["log_likelihood"] = {name: float(v.double().mean()) for name, v in per_example.items()}
+    used = len(next(iter(per_example.values())))
+    # Spread of the subsample mean over which test images were drawn (importance-sampling noise aside).
+    metrics["log_likelihood_standard_error"] = {name: float(v.double().std() / math.sqrt(used)) if used > 1 else 0.0
+                                                for name, v in per_example.items()}
     if cfg.hold_out:
         held = [query_label(data, {a.name: v[a.name] for a in data.attributes if a.name in v})
                 for v in (parse_assignments(data, [h]) for h in cfg.hold_out)]
         metrics["held_out_correctness"] = {h: metrics["correctness"]["by_query"].get(h) for h in held}
-    metrics["settings"] = asdict(eval_cfg) | {"test_examples": len(data.test[data.image.name])}
+    metrics["settings"] = asdict(eval_cfg) | {"test_examples": len(data.test[data.image.name]), "likelihood_examples": used}
+    metrics["seconds"] = seconds | {"total": time.perf_counter() - start}
+    log(f"evaluation: {metrics['seconds']['total']:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()) + ")")
     return metrics
 
 
@@ -195,8 +342,65 @@ def headline(metrics: dict) -> dict[str, float]:
     return row
 
 
+# -- text shared by the terminal and the report -----------------------------------------------------------
+def with_interval(value: float, interval: list[float] | None) -> str:
+    """0.9213 [0.9103, 0.9311]; the bare value where no interval was stored (runs from before them)."""
+    return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
+
+def percent(share: float) -> str:
+    """A share as a whole percentage that never rounds a rare class away: <1%, >99%."""
+    if 0 < share < 0.005:
+        return "<1%"
+    if 0.995 <= share < 1:
+        return ">99%"
+    return f"{100 * share:.0f}%"
+
+
+def readings_text(row: dict) -> str:
+    """What the classifier read, e.g. "position: left 100%; digit: 1 56%, 2 44%" (classes never read left out)."""
+    return "; ".join(f"{a}: " + ", ".join(f"{c} {percent(s)}" for c, s in shares.items() if s > 0)
+                     for a, shares in row["readings"].items())
+
+
+def size_rows(metrics: dict) -> list[tuple[str, dict[str, str]]]:
+    """("correctness |O|=1", {"1": "0.92 [..]", "0.5": ...}) per metric and |O|, at every temperature evaluated."""
+    runs = {"1": metrics} | metrics.get("at_temperature", {})
+    out = []
+    for metric in ("correctness", "coverage"):
+        for size, value in metrics[metric]["by_size"].items():
+            cells = {t: with_interval(m[metric]["by_size"][size], m[metric].get("by_size_interval", {}).get(size))
+                     for t, m in runs.items() if size in m[metric]["by_size"]}
+            out.append((f"{metric} |O|={size}", cells))
+    return out
+
+
+def classifier_text(metrics: dict) -> str:
+    """"position 1.000, digit 0.998 (blurred and dimmed: position 1.000, digit 0.996)"."""
+    text = ", ".join(f"{k} {v:.3f}" for k, v in metrics["classifier_test_accuracy"].items())
+    if "classifier_degraded_accuracy" in metrics:
+        text += " (blurred and dimmed: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                     metrics["classifier_degraded_accuracy"].items()) + ")"
+    return text
+
+
 def format_headline(metrics: dict) -> str:
-    clf = ", ".join(f"{k} {v:.3f}" for k, v in metrics["classifier_test_accuracy"].items())
-    lines = [f"attribute classifier on real test images: {clf}"]
-    lines += [f"{k:>32}: {v:.4g}" for k, v in headline(metrics).items()]
+    lines = [f"attribute classifier on real test images: {classifier_text(metrics)}"]
+    settings, rows = metrics.get("settings", {}), metrics.get("queries", [])
+    if "n_per_query" in settings:
+        lines.append(f"correctness and coverage: {settings['n_per_query']} images per query, 95% intervals")
+    for name, cells in size_rows(metrics):
+        lines.append(f"{name:>32}: " + "   ".join(v if t == "1" else f"T={t}: {v}" for t, v in cells.items()))
+    if rows:
+        worst = min(rows, key=lambda r: (r["correctness"], r["all_correct"]))
+        lines.append(f"{'worst query':>32}: {worst['label']}: correctness "
+                     f"{with_interval(worst['correctness'], worst.get('correctness_interval'))}; read {readings_text(worst)}")
+        failing = [r for r in rows if misses(r)]
+        lines.append(f"{'queries missing the targets':>32}: {len(failing)} of {len(rows)} "
+                     f"(correctness >= {CORRECTNESS_TARGET}, coverage >= {COVERAGE_TARGET})"
+                     + (": " + ", ".join(r["label"] for r in failing) if failing else ""))
+    lines += [f"{k:>32}: {v:.4g}" for k, v in headline(metrics).items() if not k.startswith(("correctness", "coverage"))]
+    if "likelihood_examples" in settings and settings["likelihood_examples"] < settings["test_examples"]:
+        lines.append(f"(likelihoods on {settings['likelihood_examples']:,} of {settings['test_examples']:,} test images, "
+                     f"seeded subsample)")
     return "\n".join(lines)

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .evaluate import headline
+from .evaluate import (CORRECTNESS_TARGET, COVERAGE_TARGET, classifier_text, headline, misses, percent,
+                       readings_text, size_rows, with_interval)
 from .runs import write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -15,10 +16,16 @@ h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #d
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#444;margin-top:.3em}
-code,pre{background:#f6f6f6;padding:.1em .3em}pre{padding:.6em;overflow-x:auto;white-space:pre-wrap}"""
+code,pre{background:#f6f6f6;padding:.1em .3em}pre{padding:.6em;overflow-x:auto;white-space:pre-wrap}
+tr.fails td{background:#fde8e8}td.status{font-weight:bold}tr.fails td.status{color:#b00020}"""
 
 
 def _cell(v: Any) -> str:
+    """One <td>: numbers right-aligned, a (text, css class) pair with its class, anything else as text."""
+    if isinstance(v, tuple):
+        return f'<td class="{v[1]}">{html.escape(str(v[0]))}</td>'
+    if isinstance(v, list) and all(isinstance(x, float) for x in v):
+        return f'<td class="num">[{", ".join(f"{x:.4g}" for x in v)}]</td>'
     if isinstance(v, float):
         return f'<td class="num">{v:.4g}</td>'
     if isinstance(v, int):
@@ -31,12 +38,70 @@ def table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("name", "value
     return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{body}</table>"
 
 
+def grid(header: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
+    """A table with a header row; classes[i], if given, is the class of row i (e.g. "fails")."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join((f'<tr class="{c}">' if c else "<tr>") + "".join(map(_cell, row)) + "</tr>"
+                   for row, c in zip(rows, classes or [""] * len(rows)))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def headline_table(metrics: dict) -> str:
+    """Correctness and coverage per |O| with 95% intervals (beside the low temperature, if evaluated), then
+    the other headline numbers; likelihoods with the standard error of their subsample mean."""
+    temps = ["1", *metrics.get("at_temperature", {})]
+    header = ["metric", "T = 1 [95% interval]"] + [f"T = {t} [95% interval]" for t in temps[1:]]
+    rows = [[name, *(cells.get(t, "") for t in temps)] for name, cells in size_rows(metrics)]
+    se = metrics.get("log_likelihood_standard_error", {})
+    for name, value in headline(metrics).items():
+        if not name.startswith(("correctness", "coverage")):
+            cell = f"{value:.4g} ± {se[name]:.2g}" if name in se else value
+            rows.append([name, cell, *[""] * (len(temps) - 1)])
+    return grid(header, rows)
+
+
+def queries_section(metrics: dict) -> str:
+    """Every query: what it asked for, what the classifier read back, and whether it misses the targets."""
+    rows = metrics.get("queries")
+    if not rows:
+        return ""
+    low = metrics.get("at_temperature", {})
+    failing = [r for r in rows if misses(r)]
+    header = ["status", "query", "n", "correctness [95%]", "all given shown [95%]", "classifier read", "coverage [95%]"]
+    header += [f"correctness at T = {t}" for t in low]
+    table_rows, classes = [], []
+    for r in rows:
+        missed = misses(r)
+        at_low = [next((q for q in m.get("queries", []) if q["label"] == r["label"]), None) for m in low.values()]
+        table_rows.append([(f"fails: {', '.join(missed)}" if missed else "ok", "status"), r["label"], r["n"],
+                           with_interval(r["correctness"], r["correctness_interval"]),
+                           f"{percent(r['all_correct'])} [{percent(r['all_correct_interval'][0])}, "
+                           f"{percent(r['all_correct_interval'][1])}]",
+                           readings_text(r),
+                           with_interval(r["coverage"], r["coverage_interval"]) if "coverage" in r else "(none free)",
+                           *(with_interval(q["correctness"], q["correctness_interval"]) if q else "" for q in at_low)])
+        classes.append("fails" if missed else "ok")
+    n = sorted({r["n"] for r in rows})
+    return ("<h2>Queries</h2>"
+            f"<p><b>{len(failing)} of {len(rows)} queries miss the targets</b> (correctness &ge; {CORRECTNESS_TARGET}, "
+            f"coverage &ge; {COVERAGE_TARGET}) at {' / '.join(map(str, n))} images per query (T = 1); their rows say "
+            f"<b>fails</b>. Each query draws its images from q(z|given) and the attribute classifier reads them: "
+            f"correctness is the mean share of the given attributes it reads back, with a 95% Wilson interval; "
+            f"&ldquo;all given shown&rdquo; is the share of images that show every given attribute; "
+            f"&ldquo;classifier read&rdquo; is how it read each attribute in those images; coverage (1 - JSD between "
+            f"the spread of the attributes not given and uniform) has a 95% bootstrap interval.</p>"
+            + grid(header, table_rows, classes))
+
+
 def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested metrics -> (dotted name, value) rows."""
+    """Nested metrics -> (dotted name, value) rows; a list of rows (the queries) is named by their labels."""
     rows: list[tuple[str, Any]] = []
     for k, v in d.items():
         if isinstance(v, dict):
             rows += flatten(v, f"{prefix}{k}.")
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for i, item in enumerate(v):
+                rows += flatten({key: x for key, x in item.items() if key != "label"}, f"{prefix}{k}[{item.get('label', i)}].")
         else:
             rows.append((f"{prefix}{k}", v))
     return rows
@@ -55,16 +120,25 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
              f"{config['n_test']} test images.</p>",
              f"<h2>Objective</h2><pre>{html.escape(config['objective'])}</pre>"]
     if metrics:
-        clf = ", ".join(f"{k} {v:.3f}" for k, v in metrics["classifier_test_accuracy"].items())
+        clf = classifier_text(metrics)
+        settings = metrics["settings"]
+        n_test = settings.get("test_examples", 0)
+        used = settings.get("likelihood_examples", n_test)
+        on = (f"on {used:,} of {n_test:,} test images (seeded subsample)" if used < n_test
+              else f"on all {n_test:,} test images")
+        low = "".join(f" and at T = {t} (z = mean + T std eps: fewer images from the posterior's tails)"
+                      for t in metrics.get("at_temperature", {}))
         parts.append("<h2>Metrics</h2>"
                      f"<p>Read generated images with an attribute classifier whose accuracy on real test images is "
                      f"{html.escape(clf)}; no metric that uses it can be trusted beyond that. Correctness: share of "
-                     f"the given attributes that images generated from q(z|given) show (|O| = number given). "
-                     f"Coverage: 1 - JSD between the spread of the attributes not given and uniform. "
+                     f"the given attributes that images generated from q(z|given) show (|O| = number given), mean over "
+                     f"queries, {settings.get('n_per_query', '?')} images per query, at temperature T = 1{low}. "
+                     f"Coverage: 1 - JSD between the spread of the attributes not given and uniform. Intervals are 95%: "
+                     f"Wilson for correctness (conservative for |O| > 1), bootstrap for coverage. "
                      f"Image -> attribute: argmax p(a|z) at the mean of q(z|x). Joint coherence: z ~ p(z) whose image "
-                     f"the classifier reads as p(a|z) says. Likelihoods: importance sampled (K = "
-                     f"{metrics['settings']['k']}), nats per test example, higher is better.</p>"
-                     + table(list(headline(metrics).items()), ("metric", "value"))
+                     f"the classifier reads as p(a|z) says. Likelihoods {on}: importance sampled (K = {settings['k']}), "
+                     f"nats per test example, higher is better, &plusmn; the standard error of the mean over those images.</p>"
+                     + headline_table(metrics) + queries_section(metrics)
                      + "<details><summary>every number in metrics.json</summary>" + table(flatten(metrics)) + "</details>")
     if losses:
         parts.append(f"<h2>Final losses (epoch {last.get('epoch')}, step {last.get('step')}; nats per example)</h2>"
