@@ -81,7 +81,8 @@ class Pair:
     fed the same batches and the same reparameterisation noise (each draws from its own copy of one stream)."""
 
     def __init__(self, kind: str, batch: int, seed: int, steps: int):
-        self.data, self.jm = build(TrainConfig(model=kind, batch_size=batch, seed=seed), quiet=True)  # seeded init
+        # the published objective, which the pixyz reference writes (jmvae's own defaults add terms: see objectives())
+        self.data, self.jm = build(TrainConfig(model=kind, batch_size=batch, seed=seed, paper=True), quiet=True)
         optimizer = make_optimizer(self.jm, lr=1e-3)                 # the trainer's own optimizer
         self.px, self.dists = pixyz_reference(kind, lr=1e-3)
         copy_weights(self.jm, self.dists, to="pixyz")
@@ -177,6 +178,33 @@ def report(m: dict, args) -> None:
           f" (pixyz's own model.test on its weights: {statistics.fmean(l['pixyz_own'] for l in losses):.1f})")
 
 
+def objectives(batch: int, args) -> None:
+    """samples/s of jmvae's default objective against the published one: same batches, interleaved."""
+    models = {name: build(TrainConfig(batch_size=batch, seed=args.seed, paper=(name == "published")), quiet=True)
+              for name in ("published", "default")}
+    runs = {}
+    for name, (data, model) in models.items():
+        model.train()
+        runs[name] = jmvae_steps(model, make_optimizer(model, 1e-3), data.train, batch)
+    batches = batch_indices(len(models["default"][0].train["x"]), batch, WARMUP + args.rounds * args.steps, args.seed)
+    for run in runs.values():
+        run(batches[:WARMUP])
+    rates = {name: [] for name in runs}
+    for r in range(args.rounds):
+        chunk = batches[WARMUP + r * args.steps:WARMUP + (r + 1) * args.steps]
+        seconds = dict.fromkeys(runs, 0.0)
+        for k, i in enumerate(range(0, len(chunk), args.slot)):
+            for name in (list(runs) if k % 2 == 0 else list(runs)[::-1]):
+                seconds[name] += runs[name](chunk[i:i + args.slot])
+        for name in runs:
+            rates[name].append(batch * len(chunk) / seconds[name])
+    med = {name: statistics.median(v) for name, v in rates.items()}
+    print(f"\n== JMVAE objectives, batch {batch}: {args.rounds} rounds x {args.steps} steps, interleaved ==")
+    for name, (_, model) in models.items():
+        print(f"   {name:10} {med[name]:8.0f} samples/s   {model.describe()}")
+    print(f"   the default objective's step costs {med['published'] / med['default']:.2f}x the published one's")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=200, help="timed training steps per round (default 200)")
@@ -186,6 +214,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["jmvae", "telbo"], choices=["jmvae", "telbo"])
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--objectives", action="store_true",
+                    help="also time jmvae's default objective against the published one (no pixyz)")
     ap.add_argument("--loss-seeds", type=int, default=3,
                     help="seeds whose pairs are trained (the first one timed) to compare test losses (default 3)")
     args = ap.parse_args()
@@ -214,6 +244,9 @@ def main() -> None:
         print(f"   {m['kind']:6} {m['batch']:5} {med['jmvae']:8.0f} {med['pixyz']:8.0f} {m['ratio']:5.2f}x "
               f"{med['ceiling']:8.0f} {100 * sh['jmvae']:6.0f}% {100 * sh['pixyz']:6.0f}% {100 * sh['jmvae_own']:5.0f}% "
               f"{t['jmvae']:11.1f} {t['pixyz']:11.1f}")
+    if args.objectives:
+        for batch in args.batch:
+            objectives(batch, args)
     head = next((m for m in results if m["kind"] == "jmvae" and m["batch"] == 128), results[0])
     t = head["test"]
     print(f"{head['kind'].upper()} b{head['batch']}: {100 * head['share']['jmvae']:.0f}% of matmul ceiling, "

@@ -123,6 +123,13 @@ def test_generate_bad_input(run_dir, tmp_path, capsys):
     (["--n-per-query", "0"], "--n-per-query 0 (allowed: an integer >= 1)"),
     (["--likelihood-examples", "0"], "--likelihood-examples 0 (allowed: an integer >= 1)"),
     (["--low-temperature", "0"], "--low-temperature 0.0 (allowed: a number > 0)"),
+    (["--attribute-weight", "0"], "attribute-weight 0.0 (allowed: a number > 0)"),
+    (["--image-recon", "-1"], "image-recon -1.0 (allowed: a number >= 0)"),
+    (["--components", "0"], "components 0 (allowed: 1 to 16)"),
+    (["--model", "telbo", "--alpha", "0.5"], "--alpha with model telbo (allowed: options of telbo: --attribute-weight"),
+    (["--model", "telbo", "--components", "2"], "--components with model telbo"),
+    (["--image-target", "nearest"], "invalid choice: 'nearest'"),
+    (["--mnist", "full"], "--mnist full: full MNIST not found"),
 ])
 def test_train_bad_input(tmp_path, capsys, argv, expect):
     bad(capsys, "train", "--out", str(tmp_path / "r"), *argv, expect=expect)

@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
-from jmvae.gaussian import kl, product_of_experts, standard_normal
+from jmvae.posteriors import Mixture, divergences, kl, log_density, product_of_experts, standard_normal
 from jmvae.modalities import Categorical, Image
-from jmvae.models import JMVAE, TELBO, build_model
+from jmvae.models import JMVAE, PAPER, TELBO, build_model, options
 
 MODALITIES = [Image("x", (4, 6)), Categorical("position", ("left", "right")), Categorical("digit", ("1", "2", "3"))]
 
@@ -86,7 +86,7 @@ def test_posterior_rules(z_dim):
 
 def test_jmvae_loss_is_the_founding_equation():
     torch.manual_seed(0)
-    m = JMVAE(MODALITIES, z_dim=2, hidden=16, alpha=0.5)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16, **PAPER | {"alpha": 0.5})
     b = batch()
     torch.manual_seed(5)
     loss, terms = m.loss(b)
@@ -107,7 +107,7 @@ def test_jmvae_loss_is_the_founding_equation():
 
 def test_jmvae_zero_leaves_unimodal_encoders_untrained():
     torch.manual_seed(0)
-    m = build_model("jmvae", MODALITIES, z_dim=2, hidden=16, alpha=0.0)
+    m = build_model("jmvae", MODALITIES, z_dim=2, hidden=16, **PAPER | {"alpha": 0.0})
     m.loss(batch())[0].backward()
     for name in ("x", "position", "digit"):
         assert all(p.grad is None or p.grad.abs().max() == 0 for p in m.encoders[name].parameters())
@@ -182,3 +182,130 @@ def test_log_likelihoods_are_bce_and_cross_entropy_and_broadcast_over_draws():
         ce = F.cross_entropy(ly[k], y, reduction="none")
         assert torch.allclose(digit.log_likelihood(ly[k], y), -ce, atol=1e-5)
         assert torch.allclose(digit.log_likelihood(ly, y)[k], -ce, atol=1e-5)
+
+
+def nll_by_hand(logits, b, names, weights=None):
+    """-log p(m|z) written out: BCE-with-logits for the image, cross-entropy for attributes, each weighted."""
+    weights = weights or {}
+    return sum(weights.get(n, 1.0) * (F.binary_cross_entropy_with_logits(logits[n], b[n], reduction="none").sum(-1)
+                                      if n == "x" else F.cross_entropy(logits[n], b[n], reduction="none"))
+               for n in names)
+
+
+def test_jmvae_options_are_their_equation_by_hand():
+    """lambda, every attribute subset, and the two cross reconstructions, against the equation written out
+    with the same reparameterisation noise (the draws happen in the same order)."""
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16, alpha=0.7, attribute_weight=5.0, every_subset=True,
+              attribute_recon=2.0, image_recon=0.3, image_target="paired")
+    b = batch(n=6)
+    torch.manual_seed(5)
+    loss, terms = m.loss(b)
+    torch.manual_seed(5)
+    q = m.posterior(b)
+    z = q.rsample()
+    lam = {"position": 5.0, "digit": 5.0}
+    expected = nll_by_hand(m.logits(z), b, ["x", "position", "digit"], lam) + kl(q, standard_normal(q.loc))
+    subsets = [("position",), ("digit",), ("position", "digit")]
+    q_s = [m.posterior({a: b[a] for a in s}) for s in subsets]
+    expected = expected + 0.7 * (kl(q, m.posterior({"x": b["x"]})) + sum(kl(q, qs) for qs in q_s))
+    for s, qs in zip(subsets, q_s):
+        zs = qs.rsample()
+        names = list(s) + (["x"] if len(s) == 2 else [])
+        expected = expected + nll_by_hand(m.logits(zs), b, names, {a: 2.0 * 5.0 for a in s} | {"x": 0.3})
+    assert torch.allclose(loss, expected.mean(), atol=1e-4)
+    assert {"kl_position", "kl_digit", "kl_y", "nll_x|y", "nll_position|position", "nll_position|y"} <= set(terms)
+    text = m.describe()
+    assert "5 log p(position,digit|z)" in text and "q(z|position)) +" in text and "0.3 E_q(z|position,digit)[log p(x|z)]" in text
+
+
+def test_jmvae_defaults_that_match_the_paper_give_the_founding_loss():
+    """With the published options, the loss is the founding equation (the same value as before the options)."""
+    torch.manual_seed(0)
+    m = build_model("jmvae", MODALITIES, z_dim=2, hidden=16, **PAPER)
+    b = batch()
+    torch.manual_seed(2)
+    loss, terms = m.loss(b)
+    torch.manual_seed(2)
+    q = m.posterior(b)
+    z = q.rsample()
+    expected = (nll_by_hand(m.logits(z), b, ["x", "position", "digit"]) + kl(q, standard_normal(q.loc))
+                + kl(q, m.posterior({"x": b["x"]})) + kl(q, m.posterior({"position": b["position"], "digit": b["digit"]})))
+    assert torch.allclose(loss, expected.mean(), atol=1e-5)
+    assert set(terms) == {"nll_x", "nll_position", "nll_digit", "kl_prior", "kl_x", "kl_y"}
+
+
+def test_mixture_experts_posterior_and_monte_carlo_kl():
+    """With mixture attribute experts, q(z|y) is their product with the prior (a mixture), and the KL to it is
+    log q(z) - log q_y(z) at the objective's own draw: unbiased against a large Monte-Carlo average."""
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16, components=3)
+    b = batch(n=4)
+    q_y = m.posterior({"position": b["position"], "digit": b["digit"]})
+    assert isinstance(q_y, Mixture) and q_y.loc.shape == (4, 9, 2)
+    experts = [m.encoders[a](b[a]) for a in ("position", "digit")]
+    z = torch.randn(50, 4, 2)
+    direct = product_of_experts(experts, prior=True)
+    assert torch.allclose(log_density(q_y, z), log_density(direct, z), atol=1e-5)
+    q = m.posterior(b)
+    draws = q.sample((100_000,))
+    mc = (log_density(q, draws) - log_density(q_y, draws)).mean(0)
+    one = torch.stack([divergences(q, q.rsample(), [q_y])[0] for _ in range(2000)]).mean(0)
+    assert torch.allclose(one, mc, rtol=0.05, atol=0.05)
+    loss, _ = m.loss(b)
+    loss.backward()
+    assert m.encoders["digit"].head.weight.grad.abs().max() > 0
+    images = m.generate({"digit": torch.tensor([0, 2])}, 5, temperature=0.5)["x"]
+    assert images.shape == (5, 2, 24)
+
+
+def test_telbo_options_are_their_elbos_by_hand():
+    """lambda on every attribute term, an ELBO per attribute subset, and gamma_x log p(x|z) in ELBO(y)."""
+    torch.manual_seed(0)
+    m = TELBO(MODALITIES, z_dim=2, hidden=16, attribute_weight=3.0, every_subset=True, image_recon=0.5)
+    b = batch(n=6)
+    torch.manual_seed(4)
+    loss, terms = m.loss(b)
+    torch.manual_seed(4)
+    views = [(("x", "position", "digit"), {"x": 1.0, "position": 3.0, "digit": 3.0}), (("x",), {"x": 1.0}),
+             (("position",), {"position": 3.0}), (("digit",), {"digit": 3.0}),
+             (("position", "digit"), {"position": 3.0, "digit": 3.0, "x": 0.5})]
+    qs = [m.posterior({n: b[n] for n in given}) for given, _ in views]
+    expected = 0
+    for q, (_, weights) in zip(qs, views):
+        z = q.rsample()
+        expected = expected + nll_by_hand(m.logits(z), b, list(weights), weights) + kl(q, standard_normal(q.loc))
+    assert torch.allclose(loss, expected.mean(), atol=1e-4)
+    assert {"elbo_position", "elbo_digit", "elbo_y", "nll_x|y"} <= set(terms)
+    assert "ELBO(position | q(z|position))" in m.describe()
+
+
+def test_build_model_names_options_the_model_does_not_take():
+    with pytest.raises(ValueError, match="components for model telbo"):
+        build_model("telbo", MODALITIES, components=2)
+    assert "alpha" in options("jmvae") and "alpha" not in options("telbo")
+
+
+def test_matched_image_target_weights_the_batch_images_of_the_class_by_the_joint_posterior():
+    """At a draw z of q(z|y), the matched target scores every batch image with the same attributes, weighted
+    by q(z|x_j,y) normalised over them; an image alone in its class is its own target (as paired)."""
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16, image_recon=1.0, image_target="matched")
+    b = batch(n=9, seed=3)
+    b["position"][:4], b["digit"][:4] = 1, 2          # rows 0-3 share their attributes; row 8 is alone
+    b["position"][8], b["digit"][8] = 0, 0
+    b["position"][4:8] = 1
+    b["digit"][4:8] = torch.tensor([0, 0, 1, 1])
+    q = m.posterior(b)
+    z = torch.randn(2, 9, 2)                           # two draws per example (as for two mixture components)
+    got = m._image_from_attributes(z, b, q)
+    logits = m.decoders["x"](z)
+    for k in range(2):
+        for i in range(9):
+            same = [j for j in range(9) if b["position"][j] == b["position"][i] and b["digit"][j] == b["digit"][i]]
+            log_q = torch.stack([Normal(q.loc[j], q.scale[j]).log_prob(z[k, i]).sum() for j in same])
+            r = log_q.softmax(0)
+            lp = torch.stack([m.image.log_likelihood(logits[k, i], b["x"][j]) for j in same])
+            assert torch.allclose(got[k, i], (r * lp).sum(), atol=1e-3), (k, i)
+    assert torch.allclose(got[:, 8], m.image.log_likelihood(logits[:, 8], b["x"][8]), atol=1e-3)
+    assert "r_j(z)" in m.describe()

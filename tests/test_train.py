@@ -56,9 +56,9 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch):
     assert [r["test_loss"] for r in straight] == [r["test_loss"] for r in resumed] and len(resumed) == 4
 
 
-def test_plan_keeps_the_steps_of_ten_full_mnist_epochs():
+def test_plan_keeps_the_steps_of_twenty_full_mnist_epochs_whatever_the_data_size():
     per_epoch, epochs, total = TrainConfig().plan(1600)
-    assert (per_epoch, total) == (12, 10 * (25_400 // 128)) and epochs * per_epoch >= total
+    assert (per_epoch, total) == (12, 20 * (25_400 // 128)) and epochs * per_epoch >= total
     assert TrainConfig(epochs=3).plan(1600) == (12, 3, 36)
     assert TrainConfig(steps=30).plan(1600) == (12, 3, 30)
     with pytest.raises(UserError, match="batch-size 4000"):
@@ -77,3 +77,27 @@ def test_config_validation(field, value, message):
     with pytest.raises(UserError) as e:
         TrainConfig(**{field: value}).validate()
     assert str(e.value) == message
+
+
+def test_model_options_resolve_and_are_recorded(tmp_path):
+    """None means the model's default; --paper means the published objective; given values always win; an
+    option the model does not take is a one-line error; a run records the options it trained with."""
+    from jmvae.models import PAPER, options
+    default = TrainConfig().resolved()
+    assert {k: getattr(default, k) for k in options("jmvae")} == options("jmvae")
+    paper = TrainConfig(paper=True, attribute_weight=7.0).resolved()
+    assert {k: getattr(paper, k) for k in PAPER} == PAPER | {"attribute_weight": 7.0}
+    telbo = TrainConfig(model="telbo", paper=True).resolved()
+    assert telbo.alpha is None and telbo.components is None and telbo.every_subset is False
+    with pytest.raises(UserError, match="--alpha with model telbo"):
+        TrainConfig(model="telbo", alpha=0.5).validate()
+    with pytest.raises(UserError, match="attribute-weight 0"):
+        TrainConfig(attribute_weight=0.0).validate()
+    # a config.json written before the options existed trained the papers' objectives
+    old = TrainConfig.from_json({"model": "jmvae", "alpha": 0.5, "seed": 1})
+    assert old.alpha == 0.5 and old.every_subset is False and old.image_recon == 0.0 and old.components == 1
+    import json
+    train(TrainConfig(steps=2, hidden=16, every_subset=True, batch_size=64), tmp_path / "run", log=lambda *a: None)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["train"]["every_subset"] is True and recorded["train"]["attribute_weight"] is not None
+    assert "q(z|position))" in recorded["objective"]

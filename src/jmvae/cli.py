@@ -20,7 +20,7 @@ from .data.attributes import PRESETS, parse_assignments
 from .data.mnist import import_mnist
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline
-from .models import MODELS
+from .models import MODELS, options
 from .runs import FINISHED, load_run, require_run, write_json
 from .train import TrainConfig, train
 
@@ -146,14 +146,34 @@ def build_parser() -> Parser:
     t.add_argument("--model", choices=list(MODELS), help=f"objective (default {d.model})")
     t.add_argument("--z-dim", type=int, help=f"latent dimensions (default {d.z_dim})")
     t.add_argument("--hidden", type=int, help=f"width of every hidden layer (default {d.hidden})")
-    t.add_argument("--alpha", type=float, help=f"JMVAE weight of the two KL terms; 0 is JMVAE-zero (default {d.alpha})")
+    jm, te = options("jmvae"), options("telbo")
+    t.add_argument("--alpha", type=float, help=f"JMVAE: weight of its KL terms; 0 is JMVAE-zero (default {jm['alpha']:g})")
+    t.add_argument("--attribute-weight", type=float, metavar="LAMBDA",
+                   help=f"weight of every log p(y_i|z) (default jmvae {jm['attribute_weight']:g}, telbo {te['attribute_weight']:g})")
+    t.add_argument("--every-subset", action=argparse.BooleanOptionalAction, default=None,
+                   help="a KL term (JMVAE) or an ELBO (TELBO) for every non-empty attribute subset, not only all "
+                        f"attributes together (default jmvae {jm['every_subset']}, telbo {te['every_subset']})")
+    t.add_argument("--attribute-recon", type=float, metavar="GAMMA_Y",
+                   help=f"JMVAE: weight of the attributes reconstructed from q(z|y_S) (default {jm['attribute_recon']:g})")
+    t.add_argument("--image-recon", type=float, metavar="GAMMA_X",
+                   help=f"weight of the image reconstructed from q(z|y) (default jmvae {jm['image_recon']:g}, "
+                        f"telbo {te['image_recon']:g})")
+    t.add_argument("--image-target", choices=("matched", "paired"),
+                   help="JMVAE: the image that term scores at z ~ q(z|y): the batch's images of the class weighted by "
+                        f"q(z|x_j,y), or the example's own (default {jm['image_target']})")
+    t.add_argument("--components", type=int, help=f"JMVAE: Gaussians in each attribute expert (default {jm['components']})")
+    t.add_argument("--paper", action="store_true", default=None,
+                   help="the published objective: every option above at the paper's value unless given")
     t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     t.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
     t.add_argument("--seed", type=int, help=f"default {d.seed}")
-    t.add_argument("--epochs", type=int, help="epochs (default: as many steps as 10 epochs of full MNIST)")
+    t.add_argument("--epochs", type=int, help="epochs (default: as many steps as 20 epochs of full MNIST at batch 128)")
     t.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
     t.add_argument("--mnist-dir", help="directory with the four MNIST IDX files (gzipped or not) or mnist.pkl.gz; "
                                        "or an mnist.pkl.gz file")
+    t.add_argument("--mnist", choices=("auto", "full", "bundled"),
+                   help="which MNIST: auto (default: full MNIST if found, else the bundled 5,000 digits), full "
+                        "(stop if it is not found), bundled; a run records the one it used")
     t.add_argument("--test-fraction", type=float, help="test share of the bundled subset (default 0.2)")
     t.add_argument("--hold-out", action="append", metavar="A=V,B=W", help="leave this combination out of training")
     t.add_argument("--device", help="auto (default: cuda if available), cpu, cuda, cuda:N")

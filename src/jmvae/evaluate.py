@@ -27,7 +27,7 @@ from torch.distributions import Normal
 
 from .classifier import AttributeClassifier, accuracy, classifier_for
 from .data.attributes import AttributeDataset, batches, parse_assignments
-from .gaussian import log_density, standard_normal
+from .posteriors import log_density, standard_normal
 from .models import MultimodalVAE
 
 CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible

@@ -32,6 +32,13 @@ class Image:
         """
         return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
 
+    def log_likelihood_pairs(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x_j | z_i) for every decoded z_i (logits (..., I, D)) and every image x_j (x (J, D)): (..., I, J).
+
+        The same Bernoulli log-density, with sum_d x_jd l_id for all pairs as one matrix product.
+        """
+        return logits @ x.T - F.softplus(logits).sum(-1, keepdim=True)
+
     def distribution(self, logits: torch.Tensor) -> Distribution:
         # validate_args=False: grey-valued targets are legitimate soft Bernoulli targets here.
         return Bernoulli(logits=logits, validate_args=False)

@@ -16,6 +16,8 @@ from torch import nn
 from torch.distributions import Normal
 from torch.nn.utils import skip_init
 
+from .posteriors import Mixture
+
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers with ReLU between them (none after the last)."""
@@ -63,6 +65,29 @@ class ClassEncoder(GaussianEncoder):
     def forward(self, y: torch.Tensor) -> Normal:
         table = self.params(self.one_hot)                    # (C, 2 z_dim): every class's posterior
         return gaussian(F.embedding(y, table))
+
+
+class MixtureClassEncoder(nn.Module):
+    """q(z | a class index) as a mixture of K Gaussians: the same MLP on the C one-hot rows, with a head
+    giving every component's weight logit, mean and scale.
+
+    Component means start spread out (a unit-normal draw each, in the head's bias), so the components do
+    not begin as copies of one another and stay that way.
+    """
+
+    def __init__(self, classes: int, z_dim: int, components: int, hidden: int = 512):
+        super().__init__()
+        self.z_dim, self.components = z_dim, components
+        self.body = mlp([classes, hidden, hidden])
+        self.head = nn.Linear(hidden, components * (1 + 2 * z_dim))
+        with torch.no_grad():
+            self.head.bias.view(components, 1 + 2 * z_dim)[:, 1:1 + z_dim] = torch.randn(components, z_dim)
+        self.register_buffer("one_hot", torch.eye(classes), persistent=False)
+
+    def forward(self, y: torch.Tensor) -> Mixture:
+        table = self.head(F.relu(self.body(self.one_hot))).view(-1, self.components, 1 + 2 * self.z_dim)
+        rows = table[y]
+        return Mixture(rows[..., 0], rows[..., 1:1 + self.z_dim], F.softplus(rows[..., 1 + self.z_dim:]))
 
 
 class JointEncoder(nn.Module):

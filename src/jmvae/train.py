@@ -12,20 +12,24 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .data.attributes import PRESETS, AttributeDataset, batches, load_dataset, to_batch
+from .data.mnist import SOURCES
 from .errors import UserError
-from .models import MODELS, MultimodalVAE, build_model
+from .models import MODELS, PAPER, MultimodalVAE, build_model, options
+from .models.jmvae import IMAGE_TARGETS
 from .runs import FINISHED, is_finished, save_torch, write_json, write_text
 
-# 10 epochs over full MNIST's training set of the preset, at batch 128 (position-digit: 2 x 12,700 images).
+MODEL_OPTIONS = ("alpha", "attribute_weight", "every_subset", "attribute_recon", "image_recon", "image_target", "components")
+
+# The default length: 20 epochs over full MNIST's training set of the preset at batch 128 (position-digit: 2 x 12,700 images).
 FULL_TRAIN_SIZE = {"position-digit": 25_400, "mnist-label": 60_000}
-DEFAULT_EPOCHS_OF_FULL_MNIST = 10
+DEFAULT_EPOCHS_OF_FULL_MNIST = 20   # 10 in the founding experiment; the sweep (docs/results-queries.md) needed 20
 
 
 @dataclass
@@ -35,13 +39,22 @@ class TrainConfig:
     model: str = "jmvae"
     z_dim: int = 2
     hidden: int = 512
-    alpha: float = 1.0
+    # The model's options (see models/__init__.py): None is the model's own default; `resolved()` fills them in.
+    alpha: float | None = None             # JMVAE: weight of its KL terms; 0 is JMVAE-zero
+    attribute_weight: float | None = None  # lambda on every log p(y_i|z)
+    every_subset: bool | None = None       # a term for every non-empty attribute subset, not only all of them
+    attribute_recon: float | None = None   # JMVAE: gamma_y, attributes reconstructed from q(z|y_S)
+    image_recon: float | None = None       # gamma_x, the image reconstructed from q(z|y)
+    image_target: str | None = None        # JMVAE: what that image term scores, "matched" or "paired"
+    components: int | None = None          # JMVAE: Gaussians per attribute expert
+    paper: bool = False                    # options at the published objective's values, unless given
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    epochs: int | None = None   # None and steps None: as many steps as 10 epochs of full MNIST
+    epochs: int | None = None   # None and steps None: as many steps as 20 epochs of full MNIST
     steps: int | None = None
     mnist_dir: str | None = None
+    mnist: str = "auto"         # auto: full MNIST if found, else the bundled subset; full; bundled
     test_fraction: float = 0.2
     hold_out: list[str] = field(default_factory=list)
     device: str = "auto"
@@ -54,18 +67,41 @@ class TrainConfig:
         check(self.model in MODELS, f"model {self.model}", ", ".join(MODELS))
         check(self.z_dim >= 1, f"z-dim {self.z_dim}", "an integer >= 1")
         check(self.hidden >= 1, f"hidden {self.hidden}", "an integer >= 1")
-        check(self.alpha >= 0 and math.isfinite(self.alpha), f"alpha {self.alpha}", "a number >= 0")
+        for name in ("alpha", "attribute_recon", "image_recon"):
+            value = getattr(self, name)
+            check(value is None or (value >= 0 and math.isfinite(value)), f"{name.replace('_', '-')} {value}", "a number >= 0")
+        check(self.attribute_weight is None or (self.attribute_weight > 0 and math.isfinite(self.attribute_weight)),
+              f"attribute-weight {self.attribute_weight}", "a number > 0")
+        check(self.components is None or 1 <= self.components <= 16, f"components {self.components}", "1 to 16")
+        check(self.image_target in (None, *IMAGE_TARGETS), f"image-target {self.image_target}", ", ".join(IMAGE_TARGETS))
+        if self.model in MODELS:
+            takes = options(self.model)
+            for name in MODEL_OPTIONS:
+                check(getattr(self, name) is None or name in takes, f"--{name.replace('_', '-')} with model {self.model}",
+                      f"options of {self.model}: {', '.join('--' + o.replace('_', '-') for o in takes)}")
         check(self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
         check(0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
         check(self.epochs is None or self.epochs >= 1, f"epochs {self.epochs}", "an integer >= 1")
         check(self.steps is None or self.steps >= 1, f"steps {self.steps}", "an integer >= 1")
         check(self.epochs is None or self.steps is None, f"both epochs {self.epochs} and steps {self.steps}",
               "one of them")
+        check(self.mnist in SOURCES, f"mnist {self.mnist}", ", ".join(SOURCES))
         check(0 < self.test_fraction < 1, f"test-fraction {self.test_fraction}", "a number in (0, 1)")
         check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"device {self.device}",
               "auto, cpu, cuda, cuda:N")
         if self.device.startswith("cuda"):
             check(torch.cuda.is_available(), f"device {self.device}", "cpu: no CUDA device is available here")
+
+    def resolved(self) -> "TrainConfig":
+        """This config with every option of its model filled in: given values, else the paper's (--paper),
+        else the model's defaults; options the model does not take stay None."""
+        takes = options(self.model)
+        filled = {name: (getattr(self, name) if getattr(self, name) is not None
+                         else PAPER[name] if self.paper and name in PAPER else takes[name]) for name in takes}
+        return replace(self, **filled)
+
+    def model_options(self) -> dict:
+        return {name: getattr(self, name) for name in options(self.model)}
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -88,16 +124,20 @@ class TrainConfig:
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        if "attribute_weight" not in d:   # a run from before the options: it trained the papers' objectives
+            takes = options(d.get("model", "jmvae"))
+            d = {name: PAPER.get(name, default) for name, default in takes.items()} | d
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, MultimodalVAE]:
     """The dataset and a freshly initialised model (seeded) for a config."""
     cfg.validate()
+    cfg = cfg.resolved()
     with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
-        data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out)
+        data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, cfg.alpha)
+    model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
     return data, model
 
 
@@ -183,7 +223,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     prepare_run_dir(run_dir, resume, overwrite)
     if resume:
         cfg = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text())["train"])
+    cfg.validate()
+    cfg = cfg.resolved()                  # config.json records the options the model actually trained with
     data, model = build(cfg)
+    cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
     device = cfg.resolved_device()
     model.to(device)
     optimizer = make_optimizer(model, cfg.lr)

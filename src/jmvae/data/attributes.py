@@ -25,6 +25,7 @@ class AttributeDataset:
     train: dict[str, torch.Tensor]
     test: dict[str, torch.Tensor]
     source: str
+    mnist: str = "full"        # "full" or "bundled": which MNIST the digits came from (see mnist.load_mnist)
 
     @property
     def modalities(self) -> list[Modality]:
@@ -137,10 +138,12 @@ def hold_out(data: AttributeDataset, combination: dict[str, int]) -> AttributeDa
 
 
 def load_dataset(preset: str, mnist_dir: str | None = None, seed: int = 0, test_fraction: float = 0.2,
-                 held_out: list[str] | None = None) -> AttributeDataset:
+                 held_out: list[str] | None = None, mnist: str = "auto") -> AttributeDataset:
     if preset not in PRESETS:
         raise UserError(f"preset {preset} (allowed: {', '.join(PRESETS)})")
-    data = PRESETS[preset](load_mnist(mnist_dir), seed, test_fraction)
+    digits = load_mnist(mnist_dir, source=mnist)
+    data = PRESETS[preset](digits, seed, test_fraction)
+    data.mnist = digits.kind
     if held_out:
         data = hold_out(data, parse_assignments(data, held_out))
     return data

