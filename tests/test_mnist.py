@@ -148,6 +148,28 @@ def test_mismatched_counts_and_corrupt_file_are_errors(tmp_path, cache):
         mnist.load_mnist()
 
 
+@pytest.fixture(autouse=True)
+def fake_checksums(monkeypatch):
+    """The loopback mirrors serve fake MNIST: no published checksum applies (one test sets its own)."""
+    monkeypatch.setattr(mnist, "CHECKSUMS", {})
+
+
+def test_download_refuses_a_valid_file_with_the_wrong_checksum(server, cache, monkeypatch):
+    root, url, _ = server
+    write_mnist(root, fake_mnist())
+    monkeypatch.setattr(mnist, "CHECKSUMS", {"train-images-idx3-ubyte.gz": "0" * 32})
+    with pytest.raises(mnist.DownloadError, match="md5 .* is not MNIST's 0000"):
+        mnist.download(cache, mirrors=[url], timeout=5)
+    assert not (cache / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_images_of_another_size_are_refused(tmp_path):
+    arrays = fake_mnist()
+    arrays["train_images"] = np.zeros((12, 32, 32), np.uint8)
+    with pytest.raises(UserError, match=r"train images \(12, 32, 32\).*allowed: \(N, 28, 28\)"):
+        mnist.load_idx_dir(write_mnist(tmp_path / "a", arrays))
+
+
 def test_download_then_cache(server, cache, monkeypatch, capsys):
     root, url, shutdown = server
     arrays = fake_mnist()

@@ -105,10 +105,10 @@ def classifier_for(data: AttributeDataset, dataset_key: dict) -> tuple[Attribute
     key = hashlib.sha1(json.dumps(dataset_key | {"version": VERSION}, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "classifiers" / f"{data.name}-{key}.pt"
     clf = AttributeClassifier(data.image.shape, {a.name: a.size for a in data.attributes})
-    if path.exists():
+    try:
         clf.load_state_dict(torch.load(path, weights_only=True))
         clf.eval()
-    else:
+    except Exception:   # not cached yet, or a cache file cut short by a kill: train it (again)
         clf = train_classifier(data)
         save_torch(path, clf.state_dict())
     return clf, accuracy(clf, data.test)

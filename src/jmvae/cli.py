@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import sys
 from dataclasses import fields
@@ -21,8 +20,8 @@ from .data.mnist import import_mnist
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline
 from .models import MODELS, options
-from .runs import FINISHED, load_run, require_run, write_json
-from .train import TrainConfig, train
+from .runs import FINISHED, atomic_write, load_run, read_config, read_json, remove_temp_files, require_run, write_json
+from .train import TrainConfig, differing_flags, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,9 +49,30 @@ def eval_config(args) -> EvalConfig:
                       likelihood_examples=args.likelihood_examples)
 
 
+def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
+    """An output file path the user gave, checked before any work: right suffix, not a directory, parent not a file."""
+    path = Path(value)
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {value} (allowed: a {' or '.join(suffixes)} file)")
+    if path.is_dir():
+        raise UserError(f"{flag} {value} is a directory (allowed: a {' or '.join(suffixes)} file path)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {value}: {parent} is a file (allowed: a path in a directory)")
+            break
+    return path
+
+
 def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print) -> dict:
-    """Figures, metrics, report; metrics.json last, because it marks the run finished."""
-    config = json.loads((run_dir / "config.json").read_text())
+    """Figures, metrics, report; metrics.json last, because it marks the run finished.
+
+    The old metrics.json goes first: a kill midway leaves an unfinished run (figures and report may be new),
+    never a finished one whose report disagrees with its metrics.
+    """
+    config = read_config(run_dir)
+    (run_dir / FINISHED).unlink(missing_ok=True)
+    remove_temp_files(run_dir)
     history = read_history(run_dir)
     infos = figures.make_figures(model, data, history, run_dir / "figures")
     metrics = evaluate(model, data, TrainConfig.from_json(config["train"]), eval_cfg, log=log)
@@ -65,10 +85,21 @@ def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print) -> d
 
 def cmd_train(args) -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if "mnist_dir" in overrides:
+        overrides["mnist_dir"] = str(Path(overrides["mnist_dir"]).expanduser().resolve())   # stored absolute
     cfg = TrainConfig(**overrides)
     cfg.validate()
     eval_cfg = eval_config(args)
+    if args.resume and args.overwrite:
+        raise UserError("--resume with --overwrite (allowed: one of them)")
+    if args.name is not None and (args.name in ("", ".", "..") or Path(args.name).name != args.name or "\\" in args.name):
+        raise UserError(f"--name {args.name} (allowed: a plain name under --runs-dir, no / or ..; use --out for a path)")
     run_dir = Path(args.out) if args.out else Path(args.runs_dir) / (args.name or f"{cfg.preset}-{cfg.model}-z{cfg.z_dim}-seed{cfg.seed}")
+    if args.resume and (run_dir / "config.json").is_file():
+        recorded = TrainConfig.from_json(read_config(run_dir)["train"])
+        if diffs := differing_flags(overrides, recorded):
+            raise UserError(f"--resume continues {run_dir} with its own settings, but {'; '.join(diffs)} "
+                            "(allowed: no training flags, or the run's values)")
     data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
     finish_run(run_dir, model.cpu(), data, eval_cfg)
 
@@ -83,14 +114,18 @@ def cmd_evaluate(args) -> None:
 def cmd_figures(args) -> None:
     run_dir = require_run(args.run)
     _, data, model = load_run(run_dir)
+    remove_temp_files(run_dir)
     for info in figures.make_figures(model, data, read_history(run_dir), run_dir / "figures"):
         print(run_dir / "figures" / info.file)
 
 
 def cmd_report(args) -> None:
     run_dir = require_run(args.run, finished=True)
-    config = json.loads((run_dir / "config.json").read_text())
-    metrics = json.loads((run_dir / FINISHED).read_text())
+    config = read_config(run_dir)
+    metrics = read_json(run_dir / FINISHED, ": run `jmvae evaluate` again")
+    if not isinstance(metrics, dict) or "correctness" not in metrics:
+        raise UserError(f"{run_dir / FINISHED} is not jmvae metrics (allowed: the file `jmvae evaluate` writes)")
+    remove_temp_files(run_dir)
     history = read_history(run_dir)
     infos = figures.read_figures(run_dir / "figures")
     if infos is None:                              # figures missing or drawn before figures.json existed
@@ -99,11 +134,14 @@ def cmd_report(args) -> None:
     print(report.write_report(run_dir, config, metrics, infos, history))
 
 
+def write_npz(path: Path, **arrays) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def cmd_generate(args) -> None:
     run_dir = require_run(args.run)
-    out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".npz"):
-        raise UserError(f"--out {out} (allowed: a .png or .npz file)")
+    out = output_file("--out", args.out, (".png", ".npz"))
     if args.n < 1:
         raise UserError(f"--n {args.n} (allowed: an integer >= 1)")
     temperature = positive_temperature("temperature", args.temperature)
@@ -113,10 +151,10 @@ def cmd_generate(args) -> None:
     samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, args.n, temperature=temperature)
     images = samples[data.image.name][:, 0].reshape(args.n, *data.image.shape).numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npz":
-        np.savez(out, images=images, temperature=np.array(temperature),
+    if out.suffix.lower() == ".npz":   # through a file object: np.savez would add ".npz" to "X.NPZ"
+        atomic_write(out, lambda tmp: write_npz(tmp, images=images, temperature=np.array(temperature),
                  **{f"given_{k}": np.array(v) for k, v in given.items()},
-                 **{k: samples[k][:, 0].numpy() for k in (a.name for a in data.attributes)})
+                 **{k: samples[k][:, 0].numpy() for k in (a.name for a in data.attributes)}))
     else:
         title = ", ".join(f"{k}={data.attribute(k).classes[v]}" for k, v in given.items()) or "prior p(z)"
         title += f", T = {temperature:g}" if temperature != 1 else ""
@@ -125,9 +163,10 @@ def cmd_generate(args) -> None:
 
 
 def cmd_compare(args) -> None:
+    path = output_file("--csv", args.csv, (".csv",))
     rows = compare.group(args.runs)
     print(compare.format_table(rows))
-    compare.write_csv(rows, Path(args.csv))
+    compare.write_csv(rows, path)
     print(f"wrote {args.csv}")
 
 
@@ -205,7 +244,8 @@ def build_parser() -> Parser:
         s.set_defaults(func=func)
     g = sub.add_parser("generate", help="generate images from given attributes (or the prior)")
     g.add_argument("run", help="run directory")
-    g.add_argument("--given", nargs="*", default=[], metavar="A=V", help="attribute values, e.g. position=left digit=2")
+    g.add_argument("--given", nargs="*", action="extend", default=[], metavar="A=V",
+                   help="attribute values, e.g. position=left digit=2 (each attribute once)")
     g.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     g.add_argument("--out", required=True, help="output .png (grid) or .npz (arrays)")
     g.add_argument("--seed", type=int, default=0)
@@ -231,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as e:
         print(f"jmvae: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:   # a path the user gave that the OS refuses (permissions, a full disk, ...)
+        print(f"jmvae: error: {e.strerror or e}: {e.filename or ''} (allowed: a path this user can write)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jmvae: interrupted (resume a training run with --resume)", file=sys.stderr)

@@ -6,26 +6,38 @@ import json
 import statistics
 from pathlib import Path
 
+from .errors import UserError
 from .evaluate import headline
-from .runs import FINISHED, require_run
+from .runs import FINISHED, read_config, read_json, require_run
 
 IGNORED = {"seed", "device"}  # settings that do not make a different experiment
 
 
 def load(run: str | Path) -> tuple[dict, dict]:
     run_dir = require_run(run, finished=True)
-    config = json.loads((run_dir / "config.json").read_text())["train"]
-    return config, headline(json.loads((run_dir / FINISHED).read_text()))
+    metrics = read_json(run_dir / FINISHED, ": run `jmvae evaluate` again")
+    try:
+        return read_config(run_dir)["train"], headline(metrics)
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"{run_dir / FINISHED} is not jmvae metrics (allowed: the file `jmvae evaluate` writes)") from None
 
 
 def group(runs: list[str | Path]) -> list[dict]:
     """Rows: one per config (seeds pooled), with n, and mean and std of every headline metric."""
+    seen: dict[Path, str] = {}
+    for run in runs:
+        if Path(run).resolve() in seen:
+            raise UserError(f"run {run} given twice (as {seen[Path(run).resolve()]}; allowed: each run once)")
+        seen[Path(run).resolve()] = str(run)
     groups: dict[str, list[tuple[dict, dict]]] = {}
     for run in runs:
         config, metrics = load(run)
         key = json.dumps({k: v for k, v in config.items() if k not in IGNORED}, sort_keys=True)
         groups.setdefault(key, []).append((config, metrics))
     configs = [json.loads(k) for k in groups]
+    presets = sorted({c.get("preset") for c in configs})
+    if len(presets) > 1:
+        raise UserError(f"runs of presets {', '.join(presets)} (allowed: runs of one preset: their metrics differ)")
     varying = [k for k in configs[0] if len({json.dumps(c[k]) for c in configs}) > 1] or ["model"]
     rows = []
     for config, members in zip(configs, groups.values()):

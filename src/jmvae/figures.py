@@ -28,7 +28,7 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from .data.attributes import AttributeDataset, to_batch
 from .modalities import Categorical
-from .runs import write_text
+from .runs import atomic_write, write_text
 
 DPI = 110
 MAX_COMBINATIONS = 20      # rows/colours for attribute combinations: enough to read, few enough to tell apart
@@ -210,7 +210,8 @@ def _suptitle(fig: Figure, title: str, note: str = "") -> None:
 
 
 def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, facecolor="white")
+    """Atomically: a kill mid-draw leaves the old PNG or none, never an empty one the report would embed."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, facecolor="white", format="png"))
 
 
 def save_image_grid(images: np.ndarray, out: Path | str, title: str = "", ncols: int = 8) -> None:
@@ -500,7 +501,9 @@ def read_figures(out_dir: Path) -> list[FigureInfo] | None:
     """The figures a run already drew, with their captions (None if it has no index): the report needs
     only these, so `jmvae report` rebuilds its page without redrawing."""
     path = Path(out_dir) / INDEX
-    if not path.exists():
+    try:
+        infos = [FigureInfo(**d) for d in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):   # missing, or not the index jmvae wrote: redraw
         return None
-    infos = [FigureInfo(**d) for d in json.loads(path.read_text())]
-    return infos if all((Path(out_dir) / i.file).exists() for i in infos) else None
+    ok = all((Path(out_dir) / i.file).is_file() and (Path(out_dir) / i.file).stat().st_size > 0 for i in infos)
+    return infos if ok else None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 import sys
 import time
@@ -23,7 +22,8 @@ from .data.mnist import SOURCES
 from .errors import UserError
 from .models import MODELS, PAPER, MultimodalVAE, build_model, options
 from .models.jmvae import IMAGE_TARGETS
-from .runs import FINISHED, is_finished, save_torch, write_json, write_text
+from .runs import (FINISHED, check_data, fingerprint, is_finished, is_run_dir, load_torch, read_config, remove_temp_files, save_torch,
+                   write_json, write_text)
 
 MODEL_OPTIONS = ("alpha", "attribute_weight", "every_subset", "attribute_recon", "image_recon", "image_target", "components")
 
@@ -79,6 +79,7 @@ class TrainConfig:
             for name in MODEL_OPTIONS:
                 check(getattr(self, name) is None or name in takes, f"--{name.replace('_', '-')} with model {self.model}",
                       f"options of {self.model}: {', '.join('--' + o.replace('_', '-') for o in takes)}")
+        check(0 <= self.seed < 2**32, f"seed {self.seed}", "an integer from 0 to 4294967295")
         check(self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
         check(0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
         check(self.epochs is None or self.epochs >= 1, f"epochs {self.epochs}", "an integer >= 1")
@@ -86,6 +87,8 @@ class TrainConfig:
         check(self.epochs is None or self.steps is None, f"both epochs {self.epochs} and steps {self.steps}",
               "one of them")
         check(self.mnist in SOURCES, f"mnist {self.mnist}", ", ".join(SOURCES))
+        check(self.mnist != "bundled" or self.mnist_dir is None, f"--mnist-dir {self.mnist_dir} with --mnist bundled",
+              "one of them")
         check(0 < self.test_fraction < 1, f"test-fraction {self.test_fraction}", "a number in (0, 1)")
         check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"device {self.device}",
               "auto, cpu, cuda, cuda:N")
@@ -123,11 +126,19 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":
+        """The config a run recorded; a UserError if it is not one jmvae could have written."""
         known = {f.name for f in fields(cls)}
+        if d.get("model", "jmvae") not in MODELS:
+            raise UserError(f"config.json: model {d.get('model')!r} (allowed: {', '.join(MODELS)})")
         if "attribute_weight" not in d:   # a run from before the options: it trained the papers' objectives
             takes = options(d.get("model", "jmvae"))
             d = {name: PAPER.get(name, default) for name, default in takes.items()} | d
-        return cls(**{k: v for k, v in d.items() if k in known})
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            replace(cfg, device="cpu").validate()   # the device it trained on need not be here
+        except TypeError:
+            raise UserError("config.json: a setting of the wrong type (allowed: the config jmvae wrote)") from None
+        return cfg
 
 
 def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, MultimodalVAE]:
@@ -172,11 +183,13 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
 
 
 def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: dict[str, torch.Tensor],
-                order: torch.Tensor, batch_size: int, steps: int, on_step=lambda n: None) -> tuple[torch.Tensor, list[str]]:
+                order: torch.Tensor, batch_size: int, steps: int, on_step=lambda n: None,
+                losses: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
     """The hot loop: `steps` optimizer steps on the batches order[i*B:(i+1)*B] of an in-memory split.
 
-    Returns the sum over steps of [loss, *terms] as one tensor and their names; nothing in the loop waits
-    for the device (no .item(), no host copies).
+    Returns the sum over steps of [loss, *terms] as one tensor and their names; `losses`, if given, receives
+    each step's loss (for finding the first non-finite one). Nothing in the loop waits for the device (no
+    .item(), no host copies).
     """
     sums, names = None, ["loss"]
     for i in range(steps):
@@ -187,6 +200,8 @@ def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: d
         optimizer.step()
         step_terms = torch.stack([loss.detach(), *terms.values()])
         sums = step_terms if sums is None else sums + step_terms
+        if losses is not None:
+            losses[i] = step_terms[0]
         on_step(1)
     return sums, names + list(terms)
 
@@ -199,33 +214,73 @@ def write_history(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a run by accident; clear it when asked to."""
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        if resume:
-            raise UserError(f"--resume: run directory {run_dir} does not exist (allowed: a run that was started)")
-        return
+RUN_FILES = (FINISHED, "report.html", "model.pt", "checkpoint.pt", "history.csv")  # config.json goes last
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a run, or anything that is not one, by accident; touches nothing."""
+    for parent in run_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"run directory {run_dir}: {parent} is a file (allowed: a directory path)")
+            break
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} is a file (allowed: a directory, new or a jmvae run)")
+    started = run_dir.is_dir() and any(not p.name.endswith(".tmp") for p in run_dir.iterdir())
+    is_run = is_run_dir(run_dir)
     if resume:
-        if not (run_dir / "checkpoint.pt").exists():
-            raise UserError(f"--resume: {run_dir} has no checkpoint.pt (allowed: a run that finished an epoch)")
+        if not started:
+            raise UserError(f"--resume: run directory {run_dir} does not exist (allowed: a run that was started)")
+        if not is_run:
+            raise UserError(f"--resume: {run_dir} is not a jmvae run (no readable config.json of jmvae's)")
+        return
+    if not started:
         return
     if not overwrite:
         state = "a finished run" if is_finished(run_dir) else "an unfinished run (use --resume to continue it)"
         raise UserError(f"{run_dir} already holds {state}; pass --overwrite or choose another --name")
-    for name in ("config.json", "model.pt", "checkpoint.pt", "history.csv", FINISHED, "report.html"):
+    if not is_run:
+        raise UserError(f"--overwrite: {run_dir} is not a jmvae run (no readable config.json of jmvae's), so nothing in it is deleted "
+                        "(allowed: a jmvae run directory, or a new --out)")
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete a run's files, the finished mark first, so a kill midway never leaves a run that looks finished."""
+    for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+    figures_dir = run_dir / "figures"
+    if figures_dir.is_dir():
+        for f in [*figures_dir.glob("*.png"), figures_dir / "figures.json"]:
+            f.unlink(missing_ok=True)
+    remove_temp_files(run_dir)
+    (run_dir / "config.json").unlink(missing_ok=True)
+
+
+def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
+    """The flags of `given` whose values differ from the run's recorded config (for --resume)."""
+    return [f"--{k.replace('_', '-')} {v} (the run has {getattr(recorded, k)})" for k, v in given.items()
+            if getattr(recorded, k) != v]
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool | None = None, log=print) -> tuple[AttributeDataset, MultimodalVAE]:
-    """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model."""
+    """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model.
+
+    Every check (flags, data, hold-out, batch size, the checkpoint to resume) runs before a file is deleted or
+    written. With resume=True the run's own config is used and `cfg` is ignored.
+    """
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, resume, overwrite)
+    check_run_dir(run_dir, resume, overwrite)
     if resume:
-        cfg = TrainConfig.from_json(json.loads((run_dir / "config.json").read_text())["train"])
+        recorded = read_config(run_dir)
+        cfg = TrainConfig.from_json(recorded["train"])
     cfg.validate()
     cfg = cfg.resolved()                  # config.json records the options the model actually trained with
+    if cfg.mnist_dir is not None:
+        cfg = replace(cfg, mnist_dir=str(Path(cfg.mnist_dir).expanduser().resolve()))
     data, model = build(cfg)
+    if resume:
+        check_data(run_dir, recorded, data)
     cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
     device = cfg.resolved_device()
     model.to(device)
@@ -236,15 +291,27 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
 
     history: list[dict] = []
     start_epoch = 0
-    if resume:
-        ckpt = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, history = ckpt["epoch"], ckpt["history"]
+    ckpt = None
+    if resume and (run_dir / "checkpoint.pt").exists():
+        ckpt = load_torch(run_dir / "checkpoint.pt", device)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+        except Exception as e:
+            raise UserError(f"{run_dir / 'checkpoint.pt'} does not fit this run ({type(e).__name__}; allowed: the "
+                            "checkpoint this run wrote; start again with --overwrite)") from None
+    if overwrite:
+        clear_run(run_dir)
+    remove_temp_files(run_dir)
+    if ckpt is not None:
         log(f"resuming {run_dir} after epoch {start_epoch} of {epochs}")
     else:
+        if resume:
+            log(f"{run_dir} was stopped before its first checkpoint: training it from the start")
         write_json(run_dir / "config.json", {
             "train": asdict(cfg), "mnist_source": data.source, "objective": model.describe(),
+            "data_fingerprint": fingerprint(data),
             "n_train": n_train, "n_test": len(data.test["x"]), "device": str(device),
             "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps})
         log(f"{model.describe()}\ndata: {data.name}, {n_train} train / {len(data.test['x'])} test images "
@@ -258,9 +325,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         steps = min(per_epoch, total_steps - epoch * per_epoch)
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
         order = torch.randperm(n_train, device=device)
+        losses = torch.full((steps,), math.nan, device=device)   # a step that never ran reads as non-finite
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not show_bar)
-        sums, names = train_steps(model, optimizer, train_split, order, cfg.batch_size, steps, bar.update)
+        try:
+            sums, names = train_steps(model, optimizer, train_split, order, cfg.batch_size, steps, bar.update, losses)
+        except ValueError:   # torch.distributions refusing a nan location: the weights went non-finite first
+            if all(torch.isfinite(p).all() for p in model.parameters()):
+                raise
+            sums = torch.tensor([math.nan])
         bar.close()
+        if not torch.isfinite(sums).all():
+            bad = int((~torch.isfinite(losses)).nonzero()[0]) if not torch.isfinite(losses).all() else steps - 1
+            last = f"epoch {epoch}" if epoch > 0 else "none (stopped in the first epoch)"
+            raise UserError(f"loss is {float(losses[bad])} at step {epoch * per_epoch + bad + 1} (epoch {epoch + 1}); "
+                            f"last good checkpoint: {last} (try a lower --lr, with --overwrite)")
         train_means = dict(zip(names, (sums / steps).tolist()))
         test_means = evaluate_loss(model, data.test, seed=cfg.seed)
         row = {"epoch": epoch + 1, "step": epoch * per_epoch + steps, "seconds": round(time.perf_counter() - t0, 3)}

@@ -69,12 +69,18 @@ def split_sources(mnist: MnistData, digits: tuple[int, ...], seed: int, test_fra
         return images[keep], labels[keep]
 
     if mnist.test_images is not None:
-        return (*pick(mnist.images, mnist.labels), *pick(mnist.test_images, mnist.test_labels))
-    images, labels = pick(mnist.images, mnist.labels)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    n_test = int(round(test_fraction * len(labels)))
-    test, train = order[:n_test], order[n_test:]
-    return images[train], labels[train], images[test], labels[test]
+        out = (*pick(mnist.images, mnist.labels), *pick(mnist.test_images, mnist.test_labels))
+    else:
+        images, labels = pick(mnist.images, mnist.labels)
+        order = np.random.default_rng(seed).permutation(len(labels))
+        n_test = int(round(test_fraction * len(labels)))
+        test, train = order[:n_test], order[n_test:]
+        out = images[train], labels[train], images[test], labels[test]
+    for name, labels in (("train", out[1]), ("test", out[3])):
+        if len(labels) == 0:
+            raise UserError(f"the {name} split has no digits {', '.join(map(str, digits))} ({mnist.source}, "
+                            f"test-fraction {test_fraction}; allowed: data and a test fraction that leave both splits some)")
+    return out
 
 
 def _position_digit_split(images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
@@ -113,7 +119,10 @@ PRESETS: dict[str, Callable[..., AttributeDataset]] = {"position-digit": positio
 
 
 def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, int]:
-    """["position=left", "digit=2"] -> {"position": 0, "digit": 1}; UserError names what is allowed."""
+    """["position=left", "digit=2"] -> {"position": 0, "digit": 1}; UserError names what is allowed.
+
+    Naming an attribute twice is an error, not "the last one wins".
+    """
     out: dict[str, int] = {}
     for item in items:
         for part in item.split(","):
@@ -121,6 +130,8 @@ def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, int
             if not sep:
                 raise UserError(f"{part!r} is not name=value (e.g. {data.attributes[0].name}={data.attributes[0].classes[0]})")
             attribute = data.attribute(name.strip())
+            if attribute.name in out:
+                raise UserError(f"{attribute.name} given twice in {' '.join(items)!r} (allowed: each attribute once)")
             try:
                 out[attribute.name] = attribute.index(value.strip())
             except ValueError as e:
@@ -128,12 +139,18 @@ def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, int
     return out
 
 
-def hold_out(data: AttributeDataset, combination: dict[str, int]) -> AttributeDataset:
-    """Remove one attribute combination from the training split (it stays in the test split)."""
-    match = torch.ones(len(data.train["x"]), dtype=torch.bool)
-    for name, value in combination.items():
-        match &= data.train[name] == value
-    data.train = {k: v[~match] for k, v in data.train.items()}
+def hold_out(data: AttributeDataset, combinations: list[dict[str, int]]) -> AttributeDataset:
+    """Remove each attribute combination from the training split (they stay in the test split)."""
+    drop = torch.zeros(len(data.train["x"]), dtype=torch.bool)
+    for combination in combinations:
+        match = torch.ones(len(data.train["x"]), dtype=torch.bool)
+        for name, value in combination.items():
+            match &= data.train[name] == value
+        drop |= match
+    if drop.all():
+        raise UserError(f"--hold-out {' '.join(map(str, combinations))} leaves no training examples "
+                        "(allowed: combinations that leave some)")
+    data.train = {k: v[~drop] for k, v in data.train.items()}
     return data
 
 
@@ -145,5 +162,5 @@ def load_dataset(preset: str, mnist_dir: str | None = None, seed: int = 0, test_
     data = PRESETS[preset](digits, seed, test_fraction)
     data.mnist = digits.kind
     if held_out:
-        data = hold_out(data, parse_assignments(data, held_out))
+        data = hold_out(data, [parse_assignments(data, [h]) for h in held_out])
     return data

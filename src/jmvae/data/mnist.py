@@ -8,6 +8,7 @@ turns any full-MNIST source (IDX files, mnist.pkl.gz, a wheel holding one) into 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.resources
 import io
 import os
@@ -30,6 +31,12 @@ from ..runs import atomic_write
 FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+# md5 of each file as the mirrors serve it (the published digests; torchvision checks the same ones): an HTTP
+# mirror's file that parses but differs is refused.
+CHECKSUMS = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
 PICKLE = "mnist.pkl.gz"
 IMPORTABLE = (f"allowed: a directory with the four MNIST IDX files or {PICKLE}, an {PICKLE} file, "
               f"or a .whl/.zip holding one")
@@ -104,6 +111,9 @@ def load_idx_dir(directory: str | Path) -> MnistData:
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise UserError(f"MNIST files {paths[f'{split}_images']} and {paths[f'{split}_labels']} do not match "
                             f"(images {images.shape}, labels {labels.shape}; expected (N, H, W) and (N,))")
+        if images.shape[1:] != (28, 28) or (len(labels) and labels.max() > 9):
+            raise UserError(f"MNIST files {paths[f'{split}_images']}: {split} images {images.shape}, labels up to "
+                            f"{labels.max() if len(labels) else '-'} (allowed: (N, 28, 28) digits labelled 0-9)")
     return MnistData(arrays["train_images"], arrays["train_labels"].astype(np.int64),
                      arrays["test_images"], arrays["test_labels"].astype(np.int64), f"idx files in {directory}")
 
@@ -238,6 +248,10 @@ def download(dest: Path, mirrors: Sequence[str] = MIRRORS, timeout: float = 30.0
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
                 read_idx(tmp)
+                expected = CHECKSUMS.get(f"{name}.gz")
+                digest = hashlib.md5(Path(tmp).read_bytes()).hexdigest()
+                if expected is not None and digest != expected:
+                    raise ValueError(f"md5 {digest} is not MNIST's {expected}")
                 os.replace(tmp, dest / f"{name}.gz")
                 if mirror not in used:
                     used.append(mirror)

@@ -1,0 +1,331 @@
+"""Runs that never lose work and never misreport: bad input changes nothing, kills lose at most an epoch,
+data is pinned, non-finite losses stop the run, every file lands whole."""
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jmvae import figures
+from jmvae.cli import main
+from jmvae.data.attributes import load_dataset
+from jmvae.data.mnist import FILES
+from jmvae.errors import UserError
+from jmvae.models.jmvae import JMVAE
+from jmvae.runs import load_run
+from jmvae.train import TrainConfig, train
+
+TINY = ["--mnist", "bundled", "--steps", "24", "--hidden", "32", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]
+QUIET = dict(log=lambda *a: None)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root with the sha256 of its bytes: what "nothing changed" means."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_digits(directory: Path, seed: int = 0, n_train: int = 300, n_test: int = 60) -> Path:
+    """Fake full MNIST (random 28x28 pixels, labels 1 and 2 only) as gzipped IDX files."""
+    rng = np.random.default_rng(seed)
+    arrays = {"train_images": rng.integers(0, 256, (n_train, 28, 28)), "train_labels": rng.integers(1, 3, n_train),
+              "test_images": rng.integers(0, 256, (n_test, 28, 28)), "test_labels": rng.integers(1, 3, n_test)}
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, array in arrays.items():
+        array = np.asarray(array, np.uint8)
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        (directory / f"{FILES[key]}.gz").write_bytes(gzip.compress(header + array.tobytes()))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A finished tiny run and, beside it, the broken or foreign things a user may point the CLI at."""
+    root = tmp_path_factory.mktemp("world")
+    run = root / "run"
+    assert main(["train", "--out", str(run), *TINY]) == 0
+    (root / "notarun").mkdir()
+    (root / "notarun" / "model.pt").write_text("the user's own file\n")
+    (root / "notarun" / "notes.txt").write_text("keep me\n")
+    (root / "foreign").mkdir()
+    (root / "foreign" / "config.json").write_text('{"name": "another tool"}\n')
+    (root / "afile").write_text("a file, not a directory\n")
+    (root / "adir.png").mkdir()
+    (root / "adir.csv").mkdir()
+    for name, broken in {"badconfig": "config.json", "badmodel": "model.pt", "badmetrics": "metrics.json"}.items():
+        shutil.copytree(run, root / name)
+        path = root / name / broken
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    shutil.copytree(run, root / "foreignmodel")
+    torch.save({"weight": torch.zeros(3)}, root / "foreignmodel" / "model.pt")
+    shutil.copytree(run, root / "badckpt")
+    (root / "badckpt" / "metrics.json").unlink()
+    (root / "badckpt" / "model.pt").unlink()
+    (root / "badckpt" / "checkpoint.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    shutil.copytree(run, root / "otherpreset")
+    config = json.loads((root / "otherpreset" / "config.json").read_text())
+    config["train"]["preset"] = "mnist-label"
+    (root / "otherpreset" / "config.json").write_text(json.dumps(config))
+    big = write_digits(root / "bigdigits")
+    rng = np.random.default_rng(1)
+    array = rng.integers(0, 256, (300, 32, 32)).astype(np.uint8)
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    (big / f"{FILES['train_images']}.gz").write_bytes(gzip.compress(header + array.tobytes()))
+    hold_all = [f"--hold-out=position={p},digit={d}" for p in ("left", "right") for d in (1, 2)]
+    return root, hold_all
+
+
+BAD = [  # (argv with {root} for the world's directory, what the one line must say)
+    (["train", "--out", "{root}/run", "--overwrite", "--hold-out", "color=red", *TINY], "unknown attribute color"),
+    (["train", "--out", "{root}/run", "--overwrite", "--batch-size", "100000", *TINY], "batch-size 100000"),
+    (["train", "--out", "{root}/notarun", "--overwrite", *TINY], "is not a jmvae run"),
+    (["train", "--out", "{root}/foreign", "--overwrite", *TINY], "is not a jmvae run"),
+    (["train", "--out", "{root}/afile", *TINY], "is a file"),
+    (["train", "--out", "{root}/afile/run", *TINY], "is a file"),
+    (["train", "--out", "{root}/new", "--seed", "-1", *TINY], "seed -1"),
+    (["train", "--out", "{root}/new", "--seed", str(2**70), *TINY], "seed 1180591620717411303424"),
+    (["train", "--out", "{root}/new", "--mnist", "bundled", "--test-fraction", "0.9999", *TINY], "train split"),
+    (["train", "--out", "{root}/new", "--mnist", "bundled", "--test-fraction", "0.0001", *TINY], "test split"),
+    (["train", "--runs-dir", "{root}/runs", "--name", "../escaped", *TINY], "--name ../escaped"),
+    (["train", "--out", "{root}/run", "--resume", "--lr", "0.5"], "--lr 0.5 (the run has 0.001)"),
+    (["train", "--out", "{root}/run", "--resume", "--overwrite"], "--resume with --overwrite"),
+    (["train", "--out", "{root}/badckpt", "--resume"], "checkpoint.pt cannot be read"),
+    (["train", "--out", "{root}/badconfig", "--resume"], "config.json cannot be read"),
+    (["train", "--out", "{root}/new", "--hold-out", "position=left,position=right", *TINY], "position given twice"),
+    (["train", "--out", "{root}/new", "HOLD_ALL", *TINY], "leaves no training examples"),
+    (["train", "--out", "{root}/new", "--mnist-dir", "{root}/bigdigits", *TINY[2:]], "train images (300, 32, 32)"),
+    (["train", "--out", "{root}/new", "--mnist-dir", "{root}/bigdigits", *TINY], "with --mnist bundled (allowed: one of them)"),
+    (["generate", "{root}/run", "--given", "digit=1", "--given", "digit=2", "--out", "{root}/g.png"], "digit given twice"),
+    (["generate", "{root}/run", "--out", "{root}/adir.png"], "is a directory"),
+    (["generate", "{root}/run", "--out", "{root}/afile/g.png"], "is a file"),
+    (["generate", "{root}/badmodel", "--out", "{root}/g.png"], "model.pt cannot be read"),
+    (["generate", "{root}/foreignmodel", "--out", "{root}/g.png"], "does not fit the model"),
+    (["figures", "{root}/badconfig"], "config.json cannot be read"),
+    (["evaluate", "{root}/notarun"], "not a jmvae run"),
+    (["evaluate", "{root}/badmodel"], "model.pt cannot be read"),
+    (["report", "{root}/badmetrics"], "metrics.json cannot be read"),
+    (["compare", "{root}/run", "{root}/run", "--csv", "{root}/c.csv"], "given twice"),
+    (["compare", "{root}/run", "--csv", "{root}/run/metrics.json"], "allowed: a .csv file"),
+    (["compare", "{root}/run", "--csv", "{root}/adir.csv"], "is a directory"),
+    (["compare", "{root}/run", "{root}/otherpreset", "--csv", "{root}/c.csv"], "runs of presets"),
+    (["compare", "{root}/badmetrics", "--csv", "{root}/c.csv"], "metrics.json cannot be read"),
+]
+
+
+@pytest.mark.parametrize("argv,expect", BAD, ids=[f"{a[0]}-{i}" for i, (a, _) in enumerate(BAD)])
+def test_bad_input_is_one_line_and_changes_nothing(world, capsys, argv, expect):
+    root, hold_all = world
+    argv = [a.format(root=root) for a in argv]
+    argv = [h for a in argv for h in (hold_all if a == "HOLD_ALL" else [a])]
+    before = snapshot(root)
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("jmvae: error: "), err
+    assert expect in err[0], err[0]
+    assert snapshot(root) == before                           # nothing written, nothing deleted
+    assert not (root / "new").exists() and not (root / "escaped").exists()
+
+
+def test_overwrite_replaces_a_run_only_after_every_check(world, tmp_path, capsys):
+    root, _ = world
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    (run / ".checkpoint.pt.x1.tmp").write_bytes(b"left by a kill")
+    assert main(["train", "--out", str(run), "--overwrite", "--mnist", "bundled", "--steps", "12", "--hidden", "32", "--k", "5",
+                 "--n-per-query", "5", "--coherence-draws", "100"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 12
+    assert not list(run.glob(".*.tmp")) and (run / "metrics.json").exists()
+
+
+def test_each_hold_out_flag_is_its_own_combination():
+    data = load_dataset("position-digit", held_out=["position=left,digit=1", "position=right,digit=2"])
+    pairs = set(zip(data.train["position"].tolist(), data.train["digit"].tolist()))
+    assert pairs == {(0, 1), (1, 0)}                        # left/1 and right/2 are both gone
+    assert len(set(zip(data.test["position"].tolist(), data.test["digit"].tolist()))) == 4
+
+
+def test_data_is_pinned_and_paths_are_absolute(tmp_path, monkeypatch):
+    write_digits(tmp_path / "digits")
+    monkeypatch.chdir(tmp_path)
+    train(TrainConfig(mnist_dir="digits", steps=2, hidden=16, batch_size=64), tmp_path / "run", **QUIET)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["mnist_dir"] == str(tmp_path / "digits") and config["train"]["mnist"] == "full"
+    monkeypatch.chdir("/")
+    load_run(tmp_path / "run")                              # works from anywhere
+    write_digits(tmp_path / "digits", seed=1)                # the files change under the run
+    with pytest.raises(UserError, match=f"run {tmp_path / 'run'} trained on data {config['data_fingerprint']}"):
+        load_run(tmp_path / "run")
+    with pytest.raises(UserError, match="trained on data"):
+        train(TrainConfig(), tmp_path / "run", resume=True, **QUIET)
+
+
+def test_a_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    real_loss, calls = JMVAE.loss, {"n": 0}
+
+    def loss(self, batch):
+        value, terms = real_loss(self, batch)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] >= 2 * 12 + 5:                     # step 29: the 5th of epoch 3 (12 steps per epoch)
+                value = value * float("nan")
+        return value, terms
+
+    monkeypatch.setattr(JMVAE, "loss", loss)
+    code = main(["train", "--out", str(tmp_path / "run"), "--mnist", "bundled", "--epochs", "4", "--hidden", "16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["jmvae: error: loss is nan at step 29 (epoch 3); last good checkpoint: epoch 2 "
+                                 "(try a lower --lr, with --overwrite)"]
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert not (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_resume_before_the_first_checkpoint_trains_from_the_start(tmp_path, monkeypatch):
+    cfg = TrainConfig(steps=6, hidden=16, batch_size=256, seed=2)
+    train(cfg, tmp_path / "straight", **QUIET)
+    real_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", **QUIET)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    assert (tmp_path / "killed" / "config.json").exists() and not (tmp_path / "killed" / "checkpoint.pt").exists()
+    train(TrainConfig(), tmp_path / "killed", resume=True, **QUIET)
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_figures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    out = tmp_path / "g.png"
+    figures.save_image_grid(np.zeros((2, 4, 4)), out)
+    before = out.read_bytes()
+
+    def dying_savefig(self, path, **kw):
+        Path(path).write_bytes(b"")                          # what a kill mid-draw leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(figures.Figure, "savefig", dying_savefig)
+    with pytest.raises(KeyboardInterrupt):
+        figures.save_image_grid(np.ones((2, 4, 4)), out)
+    assert out.read_bytes() == before and list(tmp_path.iterdir()) == [out]
+
+
+def test_report_redraws_rather_than_embed_an_empty_figure(world, tmp_path, capsys):
+    root, _ = world
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    (run / "figures" / "pxz_grid.png").write_bytes(b"")
+    (run / "figures" / ".pxz_grid.png.abc.tmp").write_bytes(b"partial")
+    assert main(["report", str(run)]) == 0
+    assert (run / "figures" / "pxz_grid.png").stat().st_size > 1000
+    assert not list((run / "figures").glob(".*.tmp"))
+
+
+def test_generate_npz_keeps_the_name_given(world, tmp_path, capsys):
+    root, _ = world
+    assert main(["generate", str(root / "run"), "--n", "3", "--out", str(tmp_path / "X.NPZ")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "X.NPZ")
+    assert [p.name for p in tmp_path.iterdir()] == ["X.NPZ"] and np.load(tmp_path / "X.NPZ")["images"].shape[0] == 3
+
+
+KILLED_TRAINER = """
+import sys, torch
+torch.set_num_threads(1)
+from pathlib import Path
+from jmvae.train import TrainConfig, train
+out = Path(sys.argv[1])
+resume = (out / "config.json").exists()
+train(TrainConfig(epochs=12, hidden=48, batch_size=128, seed=5), out, resume=resume, log=lambda *a: None)
+"""
+
+
+def test_kill_drill_resumes_to_the_uninterrupted_weights(tmp_path):
+    """SIGKILL the trainer at several points; every restart resumes; the end matches a run never killed."""
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", KILLED_TRAINER]
+    subprocess.run([*cmd, str(tmp_path / "straight")], env=env, check=True, timeout=300)
+    killed = tmp_path / "killed"
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        p = subprocess.Popen([*cmd, str(killed)], env=env)
+        time.sleep(float(rng.uniform(1.5, 4.0)))            # imports take ~1.5 s; then training and writes
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if (killed / "model.pt").exists():
+            break
+    subprocess.run([*cmd, str(killed)], env=env, check=True, timeout=300)
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(killed / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (killed / "history.csv").read_text() .count("\n") == 13
+    assert not list(killed.glob(".*.tmp"))
+
+
+# -- property-based fuzzing: the readers and parsers answer every input with data or a UserError ----------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from jmvae.data import mnist  # noqa: E402
+from jmvae.data.attributes import parse_assignments  # noqa: E402
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+IDX_HEAD = st.sampled_from([b"", b"\x00\x00\x08\x01", b"\x00\x00\x08\x03", b"\x00\x00\x08\x05", b"\x1f\x8b"])
+
+
+@FUZZ
+@given(head=IDX_HEAD, body=st.binary(max_size=300), gz=st.booleans())
+def test_fuzz_idx_reader(tmp_path, head, body, gz):
+    raw = head + body
+    path = tmp_path / "f.idx"
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    try:
+        array = mnist.read_idx(path)
+    except UserError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert array.dtype == np.uint8 and array.size == len(raw) - 4 - 4 * raw[3]
+
+
+def _classic_pickle() -> bytes:
+    import pickle
+    rng = np.random.default_rng(0)
+    pair = lambda n: (rng.integers(0, 256, (n, 784)).astype(np.float32) / 256, rng.integers(0, 10, n).astype(np.int64))
+    return pickle.dumps((pair(4), pair(2), pair(3)), protocol=2)
+
+
+CLASSIC = _classic_pickle()
+
+
+@FUZZ
+@given(cut=st.integers(0, len(CLASSIC)), flips=st.lists(st.tuples(st.integers(0, len(CLASSIC) - 1), st.integers(0, 255)),
+                                                       max_size=4), gz=st.booleans())
+def test_fuzz_pickle_reader(cut, flips, gz):
+    raw = bytearray(CLASSIC[:cut] if cut < len(CLASSIC) // 2 else CLASSIC)
+    for at, value in flips:
+        if at < len(raw):
+            raw[at] = value
+    raw = bytes(raw)
+    try:
+        data = mnist.parse_pickle(gzip.compress(raw) if gz else raw, "fuzz.pkl")
+    except UserError as e:
+        assert "\n" not in str(e)
+        return
+    assert data.images.shape[1:] == (28, 28) and data.images.dtype == np.uint8 and data.labels.max() <= 9
+
+
+@FUZZ
+@given(items=st.lists(st.text(alphabet="positnal=dgr,12 xé", max_size=30), max_size=3))
+def test_fuzz_name_value_parser(founding_data, items):
+    try:
+        out = parse_assignments(founding_data, items)
+    except UserError as e:
+        assert "\n" not in str(e)
+        return
+    assert set(out) <= {"position", "digit"} and all(0 <= v <= 1 for v in out.values())
