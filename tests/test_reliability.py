@@ -116,6 +116,7 @@ BAD = [  # (argv with {root} for the world's directory, what the one line must s
     (["compare", "{root}/run", "{root}/run", "--csv", "{root}/c.csv"], "given twice"),
     (["compare", "{root}/run", "--csv", "{root}/run/metrics.json"], "allowed: a .csv file"),
     (["compare", "{root}/run", "--csv", "{root}/adir.csv"], "is a directory"),
+    (["compare", "{root}/run", "--csv", "{root}/run/history.csv"], "inside a run directory"),
     (["compare", "{root}/run", "{root}/otherpreset", "--csv", "{root}/c.csv"], "runs of presets"),
     (["compare", "{root}/badmetrics", "--csv", "{root}/c.csv"], "metrics.json cannot be read"),
 ]

@@ -164,6 +164,9 @@ def cmd_generate(args) -> None:
 
 def cmd_compare(args) -> None:
     path = output_file("--csv", args.csv, (".csv",))
+    if (path.parent / "config.json").is_file():
+        raise UserError(f"--csv {args.csv} is inside a run directory (allowed: a path outside runs, whose files "
+                        "compare must not overwrite)")
     rows = compare.group(args.runs)
     print(compare.format_table(rows))
     compare.write_csv(rows, path)
