@@ -50,6 +50,8 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     "default": ("jmvae train with every default: subsets, matched image from q(z|y), 20 epochs", []),
     "default-mixture3": ("the default with each attribute expert a mixture of 3 Gaussians", ["--components", "3"]),
     "default-image0.5": ("the default with the image-from-q(z|y) term at weight 0.5", ["--image-recon", "0.5"]),
+    "default-attrecon1": ("the default with the attributes also reconstructed from q(z|y_S), weight 1",
+                          ["--attribute-recon", "1"]),
     # the reference asked for: the smallest latent size at which the published JMVAE reaches the goal
     **{f"paper-jmvae-z{z}": (f"JMVAE-kl as published, 10 epochs, z = {z}",
                              ["--model", "jmvae", "--paper", "--z-dim", str(z), *ONE_X]) for z in (3, 4, 6, 8, 16)},
