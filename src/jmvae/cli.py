@@ -20,7 +20,7 @@ from .data.mnist import import_mnist
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline
 from .models import MODELS, options
-from .runs import FINISHED, atomic_write, load_run, read_config, read_json, remove_temp_files, require_run, write_json
+from .runs import FINISHED, atomic_write, check_parents, load_run, read_config, read_json, remove_temp_files, require_run, write_json
 from .train import TrainConfig, differing_flags, train
 
 
@@ -56,11 +56,7 @@ def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
         raise UserError(f"{flag} {value} (allowed: a {' or '.join(suffixes)} file)")
     if path.is_dir():
         raise UserError(f"{flag} {value} is a directory (allowed: a {' or '.join(suffixes)} file path)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"{flag} {value}: {parent} is a file (allowed: a path in a directory)")
-            break
+    check_parents(path, f"{flag} {value}")
     return path
 
 

@@ -77,6 +77,15 @@ def save_torch(path: Path, obj: Any) -> None:
     atomic_write(path, lambda p: torch.save(obj, p))
 
 
+def check_parents(path: Path, what: str) -> None:
+    """UserError if a folder on `path` exists as a file (mkdir would fail deep inside the command)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{what}: {parent} is a file (allowed: a path whose folders are directories)")
+            return
+
+
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / FINISHED).exists()
 

@@ -22,10 +22,10 @@ from .data.mnist import SOURCES
 from .errors import UserError
 from .models import MODELS, PAPER, MultimodalVAE, build_model, options
 from .models.jmvae import IMAGE_TARGETS
-from .runs import (FINISHED, check_data, fingerprint, is_finished, is_run_dir, load_torch, read_config, remove_temp_files, save_torch,
+from .runs import (FINISHED, check_data, check_parents, fingerprint, is_finished, is_run_dir, load_torch, read_config, remove_temp_files, save_torch,
                    write_json, write_text)
 
-MODEL_OPTIONS = ("alpha", "attribute_weight", "every_subset", "attribute_recon", "image_recon", "image_target", "components")
+MODEL_OPTIONS = tuple(dict.fromkeys(o for name in MODELS for o in options(name)))   # every model's options: TrainConfig fields
 
 # The default length: 20 epochs over full MNIST's training set of the preset at batch 128 (position-digit: 2 x 12,700 images).
 FULL_TRAIN_SIZE = {"position-digit": 25_400, "mnist-label": 60_000}
@@ -219,11 +219,7 @@ RUN_FILES = (FINISHED, "report.html", "model.pt", "checkpoint.pt", "history.csv"
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber a run, or anything that is not one, by accident; touches nothing."""
-    for parent in run_dir.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"run directory {run_dir}: {parent} is a file (allowed: a directory path)")
-            break
+    check_parents(run_dir, f"run directory {run_dir}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file (allowed: a directory, new or a jmvae run)")
     started = run_dir.is_dir() and any(not p.name.endswith(".tmp") for p in run_dir.iterdir())

@@ -43,12 +43,7 @@ class MultimodalVAE(nn.Module):
         self.encoders = nn.ModuleDict({n: expert(m) for n, m in self.modalities.items()})
         self.decoders = nn.ModuleDict({n: decoder(z_dim, m.size, hidden) for n, m in self.modalities.items()})
 
-    # -- views: the groups of modalities whose posteriors the objective compares ------------------------
-    @property
-    def views(self) -> tuple[tuple[str, ...], ...]:
-        """("x",) and all attributes together: gives the founding KL(q(z|x,y)||q(z|x)) + KL(q(z|x,y)||q(z|y))."""
-        return (self.image.name,), tuple(a.name for a in self.attributes)
-
+    # -- the attribute subsets an objective conditions on ------------------------------------------------
     def attribute_subsets(self, every: bool) -> list[tuple[str, ...]]:
         """All attributes together (every=False, as the papers), or every non-empty subset of them, smallest first."""
         names = [a.name for a in self.attributes]

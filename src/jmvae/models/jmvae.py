@@ -24,7 +24,7 @@ import torch
 from torch.distributions import Normal
 
 from ..modalities import Modality
-from ..posteriors import divergences, standard_normal, stratified_rsample
+from ..posteriors import divergences, log_density, standard_normal, stratified_rsample
 from .base import Batch, MultimodalVAE, terms
 
 
@@ -100,7 +100,7 @@ class JMVAE(MultimodalVAE):
             return self.image.log_likelihood(logits, batch[x])
         pairs = self.image.log_likelihood_pairs(logits, batch[x])                  # (K, B_i, B_j)
         with torch.no_grad():
-            log_r = Normal(q.loc, q.scale).log_prob(z.unsqueeze(-2)).sum(-1)       # log q(z_i | x_j, y_j)
+            log_r = log_density(q, z.unsqueeze(-2))                                # log q(z_i | x_j, y_j)
             same = torch.stack([batch[a.name].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
             r = log_r.masked_fill(~same, float("-inf")).softmax(-1)
         return (r * pairs).sum(-1)
