@@ -37,7 +37,8 @@ from jmvae.data.attributes import position_digit  # noqa: E402
 from jmvae.data.mnist import MnistData, load_bundled, load_mnist  # noqa: E402
 from jmvae.evaluate import EvalConfig, correctness_coverage, evaluate, joint_coherence, log_likelihoods  # noqa: E402
 from jmvae.models import build_model  # noqa: E402
-from jmvae.train import TrainConfig, build  # noqa: E402
+from jmvae.config import TrainConfig  # noqa: E402
+from jmvae.train import build  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -71,7 +72,7 @@ def full_size_data():
 
 def load(run: str | None):
     if run:
-        from jmvae.runs import load_run
+        from jmvae.train import load_run
         _, data, model = load_run(run)
         return data, model
     data, model = build(TrainConfig(), quiet=True)

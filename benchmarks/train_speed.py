@@ -30,7 +30,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 import torch  # noqa: E402
 
 from common import MatmulReplay, copy_weights, flops_per_sample, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
-from jmvae.train import TrainConfig, build, evaluate_loss, make_optimizer, train_steps  # noqa: E402
+from jmvae.config import TrainConfig  # noqa: E402
+from jmvae.train import build, evaluate_loss, make_optimizer, train_steps  # noqa: E402
 
 WARMUP = 5
 
@@ -178,15 +179,9 @@ def report(m: dict, args) -> None:
           f" (pixyz's own model.test on its weights: {statistics.fmean(l['pixyz_own'] for l in losses):.1f})")
 
 
-def objectives(batch: int, args) -> None:
-    """samples/s of jmvae's default objective against the published one: same batches, interleaved."""
-    models = {name: build(TrainConfig(batch_size=batch, seed=args.seed, paper=(name == "published")), quiet=True)
-              for name in ("published", "default")}
-    runs = {}
-    for name, (data, model) in models.items():
-        model.train()
-        runs[name] = jmvae_steps(model, make_optimizer(model, 1e-3), data.train, batch)
-    batches = batch_indices(len(models["default"][0].train["x"]), batch, WARMUP + args.rounds * args.steps, args.seed)
+def interleaved(runs: dict, batches: list, batch: int, args) -> dict[str, list[float]]:
+    """samples/s per round of two step functions: warm-up, then --rounds rounds of --steps steps, alternating
+    every --slot steps (and which goes first), so the machine's drifts fall on both alike."""
     for run in runs.values():
         run(batches[:WARMUP])
     rates = {name: [] for name in runs}
@@ -198,6 +193,19 @@ def objectives(batch: int, args) -> None:
                 seconds[name] += runs[name](chunk[i:i + args.slot])
         for name in runs:
             rates[name].append(batch * len(chunk) / seconds[name])
+    return rates
+
+
+def objectives(batch: int, args) -> None:
+    """samples/s of jmvae's default objective against the published one: same batches, interleaved."""
+    models = {name: build(TrainConfig(batch_size=batch, seed=args.seed, paper=(name == "published")), quiet=True)
+              for name in ("published", "default")}
+    runs = {}
+    for name, (data, model) in models.items():
+        model.train()
+        runs[name] = jmvae_steps(model, make_optimizer(model, 1e-3), data.train, batch)
+    batches = batch_indices(len(models["default"][0].train["x"]), batch, WARMUP + args.rounds * args.steps, args.seed)
+    rates = interleaved(runs, batches, batch, args)
     med = {name: statistics.median(v) for name, v in rates.items()}
     print(f"\n== JMVAE objectives, batch {batch}: {args.rounds} rounds x {args.steps} steps, interleaved ==")
     for name, (_, model) in models.items():

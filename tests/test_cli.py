@@ -172,3 +172,17 @@ def test_hold_out_reports_the_held_out_combination(tmp_path, capsys):
     from jmvae.data.attributes import load_dataset
     full = load_dataset("position-digit", seed=0)
     assert config["n_train"] == 1600 - int((full.train["digit"] == 1).sum()) // 2
+
+
+@pytest.mark.parametrize("model", ["mvae", "mmvae", "mopoe"])
+def test_every_model_trains_on_partly_labelled_data_into_a_finished_run(tmp_path, capsys, model):
+    out = tmp_path / model
+    code, stdout, _ = run_cli(capsys, "train", "--model", model, "--label-fraction", "0.1", "--out", str(out), *TINY)
+    assert code == 0 and f"{model.upper() if model != 'mopoe' else 'MoPoE'}" in stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["label_fraction"] == 0.1 and config["train"]["model"] == model
+    assert FIGURES <= {p.name for p in (out / "figures").iterdir()}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["correctness"]) and 0 <= metrics["joint_coherence"] <= 1
+    code, _, _ = run_cli(capsys, "generate", str(out), "--given", "digit=2", "--n", "3", "--out", str(tmp_path / "g.png"))
+    assert code == 0 and (tmp_path / "g.png").stat().st_size > 0

@@ -8,6 +8,7 @@ from torch.distributions import Normal
 
 from jmvae.classifier import accuracy, blur, classifier_for
 from jmvae.data.attributes import to_batch
+from jmvae.posteriors import Gaussian
 from jmvae.evaluate import (attribute_accuracy, correctness_coverage, coverage_of, format_headline, importance_log_means,
                             joint_coherence, jsd, likelihood_subset, log_likelihood_examples, queries, wilson)
 from jmvae.report import write_report
@@ -38,7 +39,7 @@ class RealImageModel(nn.Module):
     def posterior(self, given):
         idx = torch.tensor([self.lookup[bytes((row * 255).round().to(torch.uint8).numpy())] for row in given["x"]])
         loc = torch.stack([self.data.test[a][idx].float() for a in self.names], -1)
-        return Normal(loc, torch.ones_like(loc))
+        return Gaussian(loc, torch.ones_like(loc))
 
     def logits(self, z, names=None):
         return {a: torch.stack([-(z[..., i] - c).abs() for c in range(2)], -1)
@@ -85,11 +86,11 @@ def test_importance_sampling_matches_exact_linear_gaussian_marginal():
         return {"log p(x)": Normal(z @ a + b, s).log_prob(x) + Normal(0.0, 1.0).log_prob(z).sum(-1)}
 
     torch.manual_seed(0)
-    proposal = Normal(torch.zeros(4, 2), 1.5 * torch.ones(4, 2))
+    proposal = Gaussian(torch.zeros(4, 2), 1.5 * torch.ones(4, 2))
     est = importance_log_means(proposal, 20_000, log_joint)["log p(x)"]
     assert torch.allclose(est, exact, atol=0.02), (est, exact)
     # The estimate is a lower bound in expectation: a poor proposal with few samples falls below.
-    few = importance_log_means(Normal(torch.full((4, 2), 3.0), 0.3 * torch.ones(4, 2)), 5, log_joint)["log p(x)"]
+    few = importance_log_means(Gaussian(torch.full((4, 2), 3.0), 0.3 * torch.ones(4, 2)), 5, log_joint)["log p(x)"]
     assert (few < exact).all()
 
 
@@ -108,7 +109,7 @@ def test_classifier_reads_blurred_dimmed_digits_like_crisp_ones(founding_data, c
     """Generated images are grey, blurred means: the classifier must read a dim, blurred 2 as a 2 (one trained
     on crisp digits only read 15% of such real test digits wrong), or faithful images count as failures."""
     clf, acc = classifier
-    degraded = accuracy(clf, founding_data.test, degraded=True)
+    degraded = accuracy(clf, founding_data.test, "x", degraded=True)
     assert degraded["position"] > 0.99 and degraded["digit"] > acc["digit"] - 0.02
     x = to_batch(founding_data.test, slice(0, 8))["x"]
     blurred = blur(x, founding_data.image.shape, 1.1)
@@ -306,7 +307,8 @@ def test_likelihood_subsample_is_seeded_and_used(founding_data):
     assert len(a.unique()) == 50 and torch.equal(a, a.sort().values) and 0 <= int(a.min()) and int(a.max()) < n
     assert torch.equal(likelihood_subset(n, n + 1, seed=0), torch.arange(n))
     # The estimates are those of exactly the subsampled images.
-    from jmvae.train import TrainConfig, build
+    from jmvae.config import TrainConfig
+    from jmvae.train import build
     _, model = build(TrainConfig(hidden=16), quiet=True)
     torch.manual_seed(0)
     sub = log_likelihood_examples(model, founding_data, k=4, examples=50, seed=0)

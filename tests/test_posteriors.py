@@ -3,16 +3,16 @@ import math
 import torch
 from torch.distributions import Normal
 
-from jmvae.posteriors import Mixture, as_mixture, kl, log_density, product_of_experts, stack, standard_normal, tempered
+from jmvae.posteriors import Gaussian, Mixture, as_mixture, kl, product_of_experts, stack, standard_normal
 
 
 def test_analytic_kl_matches_monte_carlo():
     g = torch.Generator().manual_seed(0)
-    q = Normal(torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) + 0.3)
-    p = Normal(torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) + 0.5)
+    q = Gaussian(torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) + 0.3)
+    p = Gaussian(torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) + 0.5)
     torch.manual_seed(1)
     z = q.sample((200_000,))
-    mc = (log_density(q, z) - log_density(p, z)).mean(0)
+    mc = (q.log_prob(z) - p.log_prob(z)).mean(0)
     assert torch.allclose(kl(q, p), mc, atol=0.03, rtol=0.01)
     assert kl(q, q).abs().max() < 1e-6
     assert (kl(q, standard_normal(q.loc)) > 0).all()
@@ -34,7 +34,7 @@ def test_product_of_experts_equals_normalised_product_of_densities():
 
 def test_product_of_experts_is_exact_gaussian_product_in_many_dims():
     g = torch.Generator().manual_seed(3)
-    experts = [Normal(torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g) + 0.2) for _ in range(3)]
+    experts = [Gaussian(torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g) + 0.2) for _ in range(3)]
     poe = product_of_experts(experts, prior=False)
     # The log of a product of Gaussians is the PoE log-density up to a constant independent of z.
     z = torch.randn(7, 5, 3, generator=g)
@@ -49,8 +49,8 @@ def test_product_of_experts_is_exact_gaussian_product_in_many_dims():
 
 def test_kl_against_a_stack_is_each_kl_in_turn():
     g = torch.Generator().manual_seed(4)
-    q = Normal(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1)
-    others = [standard_normal(q.loc)] + [Normal(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1)
+    q = Gaussian(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1)
+    others = [standard_normal(q.loc)] + [Gaussian(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1)
                                          for _ in range(2)]
     together = kl(q, stack(others))
     assert together.shape == (3, 6)
@@ -62,7 +62,7 @@ def grid_log_product(factors, prior: bool, limit: float = 7.0, n: int = 561):
     """log of the normalised product of 2-D densities on a grid (the reference for closed forms)."""
     g = torch.linspace(-limit, limit, n, dtype=torch.float64)
     z = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-    log_prod = sum(log_density(f, z.float()).double() for f in factors)
+    log_prod = sum(f.log_prob(z.float()).double() for f in factors)
     if prior:
         log_prod = log_prod + Normal(0.0, 1.0).log_prob(z).sum(-1)
     cell = (2 * limit / (n - 1)) ** 2
@@ -75,12 +75,12 @@ def test_product_of_mixtures_is_the_normalised_product_of_densities():
     g = torch.Generator().manual_seed(5)
     a = Mixture(torch.randn(3, generator=g), torch.randn(3, 2, generator=g), torch.rand(3, 2, generator=g) + 0.3)
     b = Mixture(torch.randn(2, generator=g), torch.randn(2, 2, generator=g), torch.rand(2, 2, generator=g) + 0.3)
-    c = Normal(torch.randn(2, generator=g), torch.rand(2, generator=g) + 0.5)
+    c = Gaussian(torch.randn(2, generator=g), torch.rand(2, generator=g) + 0.5)
     for prior in (True, False):
         product = product_of_experts([a, b, c], prior=prior)
         assert isinstance(product, Mixture) and product.loc.shape == (6, 2)
         z, exact = grid_log_product([a, b, c], prior)
-        assert torch.allclose(log_density(product, z).double().exp(), exact.exp(), atol=2e-5)
+        assert torch.allclose(product.log_prob(z).double().exp(), exact.exp(), atol=2e-5)
         torch.manual_seed(0)
         draws = product.sample((200_000,))
         mean = (exact.exp() * z.T).sum(-1) * (14 / 560) ** 2
@@ -90,10 +90,10 @@ def test_product_of_mixtures_is_the_normalised_product_of_densities():
 
 def test_one_component_mixture_is_the_gaussian():
     g = torch.Generator().manual_seed(6)
-    experts = [Normal(torch.randn(4, 3, generator=g), torch.rand(4, 3, generator=g) + 0.2) for _ in range(2)]
+    experts = [Gaussian(torch.randn(4, 3, generator=g), torch.rand(4, 3, generator=g) + 0.2) for _ in range(2)]
     gaussian = product_of_experts(experts, prior=True)
     mixture = product_of_experts([as_mixture(experts[0]), experts[1]], prior=True)
     z = torch.randn(9, 4, 3, generator=g)
-    assert torch.allclose(log_density(mixture, z), log_density(gaussian, z), atol=1e-4)
+    assert torch.allclose(mixture.log_prob(z), gaussian.log_prob(z), atol=1e-4)
     assert torch.allclose(mixture.mean, gaussian.loc, atol=1e-5)
-    assert torch.allclose(tempered(mixture, 0.5).scale.squeeze(-2), 0.5 * gaussian.scale, atol=1e-6)
+    assert torch.allclose(mixture.tempered(0.5).scale.squeeze(-2), 0.5 * gaussian.scale, atol=1e-6)

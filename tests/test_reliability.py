@@ -21,8 +21,9 @@ from jmvae.data.attributes import load_dataset
 from jmvae.data.mnist import FILES
 from jmvae.errors import UserError
 from jmvae.models.jmvae import JMVAE
-from jmvae.runs import load_run
-from jmvae.train import TrainConfig, train
+from jmvae.train import load_run
+from jmvae.config import TrainConfig
+from jmvae.train import train
 
 TINY = ["--mnist", "bundled", "--steps", "24", "--hidden", "32", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]
 QUIET = dict(log=lambda *a: None)
@@ -241,7 +242,8 @@ KILLED_TRAINER = """
 import sys, torch
 torch.set_num_threads(1)
 from pathlib import Path
-from jmvae.train import TrainConfig, train
+from jmvae.config import TrainConfig
+from jmvae.train import train
 out = Path(sys.argv[1])
 resume = (out / "config.json").exists()
 train(TrainConfig(epochs=12, hidden=48, batch_size=128, seed=5), out, resume=resume, log=lambda *a: None)

@@ -8,7 +8,8 @@ classify across modalities. Start with `jmvae train` (the founding experiment) o
 """
 from .errors import UserError
 from .models import JMVAE, MODELS, TELBO, MultimodalVAE, build_model
-from .train import TrainConfig, train
+from .config import TrainConfig
+from .train import train
 
 __all__ = ["UserError", "JMVAE", "TELBO", "MODELS", "MultimodalVAE", "build_model", "TrainConfig", "train"]
 __version__ = "0.1.0"

@@ -48,10 +48,10 @@ class AttributeClassifier(nn.Module):
 
 
 @torch.no_grad()
-def accuracy(clf: AttributeClassifier, split: dict[str, torch.Tensor], degraded: bool = False) -> dict[str, float]:
+def accuracy(clf: AttributeClassifier, split: dict[str, torch.Tensor], image: str, degraded: bool = False) -> dict[str, float]:
     """Share of the split's images whose every attribute the classifier reads right; `degraded`: the images
     blurred (std 1.1 pixels) and at half contrast first, as a generated mean often is."""
-    x = to_batch(split, slice(None))["x"]
+    x = to_batch(split, slice(None))[image]
     if degraded:
         x = blur(x, clf.shape, 1.1) * 0.5
     pred = clf.predict(x)
@@ -89,10 +89,10 @@ def train_classifier(data: AttributeDataset, steps: int = 2000, batch_size: int 
     torch.manual_seed(seed)
     clf = AttributeClassifier(data.image.shape, {a.name: a.size for a in data.attributes})
     opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
-    n = len(data.train["x"])
+    n = data.n_train
     for step in range(steps):
         batch = to_batch(data.train, torch.randint(0, n, (batch_size,), generator=g))
-        logits = clf(degrade(batch["x"], data.image.shape, g))
+        logits = clf(degrade(batch[data.image.name], data.image.shape, g))
         loss = sum(F.cross_entropy(logits[a], batch[a]) for a in clf.classes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -111,4 +111,4 @@ def classifier_for(data: AttributeDataset, dataset_key: dict) -> tuple[Attribute
     except Exception:   # not cached yet, or a cache file cut short by a kill: train it (again)
         clf = train_classifier(data)
         save_torch(path, clf.state_dict())
-    return clf, accuracy(clf, data.test)
+    return clf, accuracy(clf, data.test, data.image.name)

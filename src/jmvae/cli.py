@@ -20,8 +20,9 @@ from .data.mnist import import_mnist
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline
 from .models import MODELS, options
-from .runs import FINISHED, atomic_write, check_parents, load_run, read_config, read_json, remove_temp_files, require_run, write_json
-from .train import TrainConfig, differing_flags, train
+from .config import TrainConfig, read_config, read_json, require_run, run_config
+from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
+from .train import differing_flags, load_run, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,7 +72,7 @@ def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print) -> d
     remove_temp_files(run_dir)
     history = read_history(run_dir)
     infos = figures.make_figures(model, data, history, run_dir / "figures")
-    metrics = evaluate(model, data, TrainConfig.from_json(config["train"]), eval_cfg, log=log)
+    metrics = evaluate(model, data, run_config(run_dir, config), eval_cfg, log=log)
     report.write_report(run_dir, config, metrics, infos, history)
     write_json(run_dir / FINISHED, metrics)
     log(format_headline(metrics))
@@ -92,7 +93,7 @@ def cmd_train(args) -> None:
         raise UserError(f"--name {args.name} (allowed: a plain name under --runs-dir, no / or ..; use --out for a path)")
     run_dir = Path(args.out) if args.out else Path(args.runs_dir) / (args.name or f"{cfg.preset}-{cfg.model}-z{cfg.z_dim}-seed{cfg.seed}")
     if args.resume and (run_dir / "config.json").is_file():
-        recorded = TrainConfig.from_json(read_config(run_dir)["train"])
+        recorded = run_config(run_dir)
         if diffs := differing_flags(overrides, recorded):
             raise UserError(f"--resume continues {run_dir} with its own settings, but {'; '.join(diffs)} "
                             "(allowed: no training flags, or the run's values)")
@@ -187,7 +188,8 @@ def build_parser() -> Parser:
     jm, te = options("jmvae"), options("telbo")
     t.add_argument("--alpha", type=float, help=f"JMVAE: weight of its KL terms; 0 is JMVAE-zero (default {jm['alpha']:g})")
     t.add_argument("--attribute-weight", type=float, metavar="LAMBDA",
-                   help=f"weight of every log p(y_i|z) (default jmvae {jm['attribute_weight']:g}, telbo {te['attribute_weight']:g})")
+                   help=f"weight of every log p(y_i|z) (default jmvae {jm['attribute_weight']:g}, telbo {te['attribute_weight']:g}, "
+                        "mvae, mmvae, mopoe 1)")
     t.add_argument("--every-subset", action=argparse.BooleanOptionalAction, default=None,
                    help="a KL term (JMVAE) or an ELBO (TELBO) for every non-empty attribute subset, not only all "
                         f"attributes together (default jmvae {jm['every_subset']}, telbo {te['every_subset']})")
@@ -200,6 +202,14 @@ def build_parser() -> Parser:
                    help="JMVAE: the image that term scores at z ~ q(z|y): the batch's images of the class weighted by "
                         f"q(z|x_j,y), or the example's own (default {jm['image_target']})")
     t.add_argument("--components", type=int, help=f"JMVAE: Gaussians in each attribute expert (default {jm['components']})")
+    mv, mm = options("mvae"), options("mmvae")
+    t.add_argument("--random-subsets", type=int, metavar="K",
+                   help=f"MVAE: ELBOs of K random subsets of 2..M-1 modalities per step (default {mv['random_subsets']})")
+    t.add_argument("--samples", type=int, metavar="K", help=f"MMVAE: importance samples per expert (default {mm['samples']})")
+    t.add_argument("--dreg", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"MMVAE: doubly reparameterised encoder gradients (default {mm['dreg']})")
+    t.add_argument("--label-fraction", type=float, metavar="F",
+                   help="train with the attributes of only a random share F of the training examples (seeded; default 1)")
     t.add_argument("--paper", action="store_true", default=None,
                    help="the published objective: every option above at the paper's value unless given")
     t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .evaluate import headline
-from .runs import FINISHED, read_config, read_json, require_run
+from .config import read_config, read_json, require_run
+from .runs import FINISHED
 
 IGNORED = {"seed", "device"}  # settings that do not make a different experiment
 

@@ -23,11 +23,10 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-from torch.distributions import Normal
 
 from .classifier import AttributeClassifier, accuracy, classifier_for
 from .data.attributes import AttributeDataset, batches, parse_assignments
-from .posteriors import log_density, standard_normal
+from .posteriors import Posterior, standard_normal
 from .models import MultimodalVAE
 
 CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible
@@ -51,10 +50,10 @@ class EvalConfig:
 def attribute_accuracy(model: MultimodalVAE, data: AttributeDataset, given: tuple[str, ...], chunk: int = 4096) -> dict[str, float]:
     """Share of test examples whose attribute a equals argmax_a p(a|z), z the mean of q(z|given)."""
     split, device = data.test, next(model.parameters()).device
-    n = len(split["x"])
+    n = data.n_test
     correct = {a.name: 0 for a in data.attributes}
     for batch in batches(split, chunk, device):
-        z = model.posterior({k: batch[k] for k in given}).loc
+        z = model.posterior({k: batch[k] for k in given}).mean
         for name, logits in model.logits(z, list(correct)).items():
             correct[name] += int((logits.argmax(-1) == batch[name]).sum())
     return {name: c / n for name, c in correct.items()}
@@ -220,10 +219,10 @@ def joint_coherence(model: MultimodalVAE, data: AttributeDataset, clf: Attribute
 
 
 # -- likelihoods ------------------------------------------------------------------------------------------
-def importance_log_means(proposal: Normal, k: int, log_targets: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def importance_log_means(proposal: Posterior, k: int, log_targets: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """For each named unnormalised log-density f: log (1/K) sum_k exp(f(z_k) - log q(z_k)), z_k ~ q."""
     z = proposal.sample((k,))
-    log_q = log_density(proposal, z)
+    log_q = proposal.log_prob(z)
     return {name: torch.logsumexp(f - log_q, 0) - math.log(k) for name, f in log_targets(z).items()}
 
 
@@ -255,11 +254,11 @@ def log_likelihood_examples(model: MultimodalVAE, data: AttributeDataset, k: int
 
         def via_joint(z: torch.Tensor) -> dict[str, torch.Tensor]:
             lp = model.log_likelihood(z, batch, [x, *attrs])   # z: (k, b, d); observations broadcast
-            lx, ly, lz = lp[x], sum(lp[a] for a in attrs), log_density(standard_normal(z), z)
-            return {"log p(x,y)": lx + ly + lz, "log p(x)": lx + lz, "log p(x|y)": lx + log_density(q_y, z)}
+            lx, ly, lz = lp[x], sum(lp[a] for a in attrs), standard_normal(z).log_prob(z)
+            return {"log p(x,y)": lx + ly + lz, "log p(x)": lx + lz, "log p(x|y)": lx + q_y.log_prob(z)}
 
         def via_image(z: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"log p(x) [proposal q(z|x)]": model.log_likelihood(z, batch, [x])[x] + log_density(standard_normal(z), z)}
+            return {"log p(x) [proposal q(z|x)]": model.log_likelihood(z, batch, [x])[x] + standard_normal(z).log_prob(z)}
 
         est = importance_log_means(model.posterior(batch), k, via_joint)
         est |= importance_log_means(model.posterior({x: batch[x]}), k, via_image)
@@ -303,7 +302,7 @@ def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalCo
     clf, clf_accuracy = timed("classifier", classifier_for, data, dataset_key(cfg) | {"source": data.source})
     names = tuple(m.name for m in data.modalities)
     metrics = {"classifier_test_accuracy": clf_accuracy,
-               "classifier_degraded_accuracy": accuracy(clf, data.test, degraded=True)}
+               "classifier_degraded_accuracy": accuracy(clf, data.test, data.image.name, degraded=True)}
     queries_cfg = {"n": eval_cfg.n_per_query, "resamples": eval_cfg.resamples, "seed": eval_cfg.seed}
     metrics |= timed("correctness_coverage", correctness_coverage, model, data, clf, **queries_cfg)
     if eval_cfg.low_temperature != 1:

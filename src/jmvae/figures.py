@@ -248,7 +248,7 @@ class Embedding:
         batch = to_batch(data.test, idx, _device(model))
         qx = model.posterior({data.image.name: batch[data.image.name]})
         qxy = model.posterior(batch)
-        return cls(batch, qx.loc, qx.scale, qxy.loc, qxy.scale)
+        return cls(batch, qx.mean, qx.stddev, qxy.mean, qxy.stddev)
 
 
 def _device(model) -> torch.device:

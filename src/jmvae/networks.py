@@ -13,10 +13,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal
 from torch.nn.utils import skip_init
 
-from .posteriors import Mixture
+from .modalities import Image, Modality
+from .posteriors import Gaussian, Mixture
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -29,25 +29,25 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def gaussian(head_out: torch.Tensor) -> Normal:
+def gaussian(head_out: torch.Tensor) -> Gaussian:
     """A head's 2*z_dim outputs -> N(loc, softplus(s))."""
     loc, s = head_out.chunk(2, dim=-1)
-    return Normal(loc, F.softplus(s), validate_args=False)
+    return Gaussian(loc, F.softplus(s))
 
 
 class GaussianEncoder(nn.Module):
-    """input -> hidden -> hidden -> N(loc, softplus(s))."""
+    """input -> hidden -> hidden -> N(loc, softplus(s)); `body` replaces the MLP trunk (e.g. a ConvTrunk)."""
 
-    def __init__(self, in_dim: int, z_dim: int, hidden: int = 512):
+    def __init__(self, in_dim: int, z_dim: int, hidden: int = 512, body: nn.Module | None = None):
         super().__init__()
-        self.body = mlp([in_dim, hidden, hidden])
+        self.body = body if body is not None else mlp([in_dim, hidden, hidden])
         self.head = nn.Linear(hidden, 2 * z_dim)
 
     def params(self, h: torch.Tensor) -> torch.Tensor:
         """The head's 2*z_dim outputs (loc, pre-softplus scale) for input h."""
         return self.head(F.relu(self.body(h)))
 
-    def forward(self, h: torch.Tensor) -> Normal:
+    def forward(self, h: torch.Tensor) -> Gaussian:
         return gaussian(self.params(h))
 
 
@@ -62,7 +62,7 @@ class ClassEncoder(GaussianEncoder):
         super().__init__(classes, z_dim, hidden)
         self.register_buffer("one_hot", torch.eye(classes), persistent=False)
 
-    def forward(self, y: torch.Tensor) -> Normal:
+    def forward(self, y: torch.Tensor) -> Gaussian:
         table = self.params(self.one_hot)                    # (C, 2 z_dim): every class's posterior
         return gaussian(F.embedding(y, table))
 
@@ -95,15 +95,21 @@ class JointEncoder(nn.Module):
 
     Its first layer W [x, y_1, ...] + b is kept as one Linear for the image and one weight per attribute
     (an nn.Embedding: W_i one-hot(y_i) is the y_i-th column of W_i), so no one-hot or concatenated input is
-    built and the image product keeps its aligned width.
+    built and the image product keeps its aligned width. With `image_trunk` (a conv trunk for large images)
+    the image is read by that network and each attribute adds its embedding to its output.
     """
 
-    def __init__(self, image_size: int, classes: Sequence[int], z_dim: int, hidden: int = 512):
+    def __init__(self, image_size: int, classes: Sequence[int], z_dim: int, hidden: int = 512,
+                 image_trunk: nn.Module | None = None):
         super().__init__()
-        first = nn.Linear(image_size + sum(classes), hidden)  # drawn as the single Linear it stands for
-        self.image = skip_init(nn.Linear, image_size, hidden)
-        self.attributes = nn.ModuleList(skip_init(nn.Embedding, c, hidden) for c in classes)
-        self.set_first_layer(first.weight, first.bias)
+        if image_trunk is not None:
+            self.image = image_trunk
+            self.attributes = nn.ModuleList(nn.Embedding(c, hidden) for c in classes)
+        else:
+            first = nn.Linear(image_size + sum(classes), hidden)  # drawn as the single Linear it stands for
+            self.image = skip_init(nn.Linear, image_size, hidden)
+            self.attributes = nn.ModuleList(skip_init(nn.Embedding, c, hidden) for c in classes)
+            self.set_first_layer(first.weight, first.bias)
         self.body = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, 2 * z_dim)
 
@@ -120,7 +126,7 @@ class JointEncoder(nn.Module):
         """W and b of the equivalent single Linear on [x, one-hot(y_1), ...]."""
         return torch.cat([self.image.weight, *(e.weight.t() for e in self.attributes)], 1), self.image.bias
 
-    def forward(self, x: torch.Tensor, ys: Sequence[torch.Tensor]) -> Normal:
+    def forward(self, x: torch.Tensor, ys: Sequence[torch.Tensor]) -> Gaussian:
         h = self.image(x)
         for emb, y in zip(self.attributes, ys):
             h = h + emb(y)
@@ -130,3 +136,60 @@ class JointEncoder(nn.Module):
 def decoder(z_dim: int, out_dim: int, hidden: int = 512) -> nn.Sequential:
     """z -> hidden -> hidden -> logits."""
     return mlp([z_dim, hidden, hidden, out_dim])
+
+
+# -- the image trunk: an MLP for the founding experiment's small images, a small conv net for larger ones ---
+def uses_conv(image: Image) -> bool:
+    """Images of at least 32x32 pixels whose sides divide by 8 (three stride-2 layers) get conv networks."""
+    h, w = image.shape
+    return h >= 32 and w >= 32 and h % 8 == 0 and w % 8 == 0
+
+
+class ConvTrunk(nn.Module):
+    """(..., H*W) -> (..., hidden): three 4x4 stride-2 convolutions (32, 64, 64 channels), then a Linear."""
+
+    def __init__(self, shape: tuple[int, int], hidden: int = 512):
+        super().__init__()
+        self.shape = shape
+        h, w = shape
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * (h // 8) * (w // 8), hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        return self.net(x.reshape(-1, 1, *self.shape)).reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """z -> hidden -> 64 x H/8 x W/8 -> three 4x4 stride-2 transposed convolutions -> (..., H*W) logits."""
+
+    def __init__(self, z_dim: int, shape: tuple[int, int], hidden: int = 512):
+        super().__init__()
+        self.grid = (64, shape[0] // 8, shape[1] // 8)
+        self.fc = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, 64 * self.grid[1] * self.grid[2]),
+                                nn.ReLU())
+        self.net = nn.Sequential(nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, 2, 1),
+                                 nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Flatten())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        return self.net(self.fc(z).reshape(-1, *self.grid)).reshape(*lead, -1)
+
+
+def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> nn.Module:
+    """The default unimodal encoder q(z|m): Gaussian on the image (MLP or conv trunk), on a class for an
+    attribute (a mixture of `components` Gaussians if > 1)."""
+    if isinstance(m, Image):
+        body = ConvTrunk(m.shape, hidden) if uses_conv(m) else None
+        return GaussianEncoder(m.size, z_dim, hidden, body)
+    if components > 1:
+        return MixtureClassEncoder(m.size, z_dim, components, hidden)
+    return ClassEncoder(m.size, z_dim, hidden)
+
+
+def modality_decoder(m: Modality, z_dim: int, hidden: int = 512) -> nn.Module:
+    """The default decoder p(m|z): logits of the modality."""
+    if isinstance(m, Image) and uses_conv(m):
+        return ConvDecoder(z_dim, m.shape, hidden)
+    return decoder(z_dim, m.size, hidden)

@@ -1,10 +1,10 @@
-"""Posteriors over the latent z: diagonal Gaussians, mixtures of them, the product of experts and the KL.
+"""Posteriors over the latent z, and the one protocol every model's posterior follows.
 
-A posterior is a `torch.distributions.Normal` with batch shape (..., z_dim), or a `Mixture` of such Gaussians
-when an attribute expert has several components. Both give `sample(shape)`, `log_density(q, z)` (summed over
-the latent dimensions: one number per example) and `mean`-like summaries, so metrics and figures never ask
-which kind they hold. Gaussian KLs are analytic; a KL to a mixture has no closed form and is estimated at
-the objective's own sample.
+A posterior gives `rsample(shape)` (reparameterised draws), `sample(shape)`, `log_prob(z)` summed over the
+latent (one number per example), `mean`, `stddev` (per dimension, for point sizes), `components()`
+(weights, locations and scales of its Gaussians, for ellipses) and `tempered(T)`. Two kinds implement it:
+`Gaussian`, a diagonal Gaussian (a `torch.distributions.Normal` whose log_prob sums over z, so the hot loop
+keeps torch's analytic, stacked KLs), and `Mixture` of them. Metrics and figures use only the protocol.
 """
 from __future__ import annotations
 
@@ -16,21 +16,39 @@ from torch.distributions import Normal, kl_divergence
 LOG_2PI = math.log(2 * math.pi)
 
 
-def standard_normal(like: torch.Tensor) -> Normal:
-    """p(z) = N(0, I), shaped and placed like `like`.
+class Gaussian(Normal):
+    """A diagonal Gaussian over z: batch shape (..., z_dim), log_prob summed over z.
 
-    Distributions here skip argument validation: it costs several ops per call in the training loop,
-    and every scale we build is positive by construction (softplus, or a sum of precisions).
+    Argument validation is off: it costs several ops per call in the training loop, and every scale built
+    here is positive by construction (softplus, or a sum of precisions).
     """
-    zeros = torch.zeros_like(like)
-    return Normal(zeros, torch.ones_like(like), validate_args=False)
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
+        super().__init__(loc, scale, validate_args=False)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return super().log_prob(z).sum(-1)
+
+    def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weights (..., 1), loc (..., 1, z_dim), scale (..., 1, z_dim)): one component."""
+        return torch.ones_like(self.loc[..., :1]), self.loc.unsqueeze(-2), self.scale.unsqueeze(-2)
+
+    def tempered(self, temperature: float) -> "Gaussian":
+        """z = mean + T std eps."""
+        return Gaussian(self.loc, self.scale * temperature)
+
+
+def standard_normal(like: torch.Tensor) -> Gaussian:
+    """p(z) = N(0, I), shaped and placed like `like`."""
+    return Gaussian(torch.zeros_like(like), torch.ones_like(like))
 
 
 class Mixture:
     """A mixture of K diagonal Gaussians: weights (..., K) (given as logits), components (..., K, z_dim).
 
     Where the codes of the images an attribute value should cover are not one Gaussian blob, a few
-    components can follow them; a product of mixtures is still a mixture, in closed form.
+    components can follow them; a product of mixtures is still a mixture, in closed form. MMVAE's and MoPoE's
+    posteriors are mixtures of experts and of products of experts.
     """
 
     def __init__(self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor):
@@ -38,37 +56,65 @@ class Mixture:
         self.loc, self.scale = loc, scale
 
     @property
-    def components(self) -> Normal:
-        return Normal(self.loc, self.scale, validate_args=False)
+    def gaussians(self) -> Gaussian:
+        return Gaussian(self.loc, self.scale)
 
     @property
     def mean(self) -> torch.Tensor:
         return (self.log_weights.exp().unsqueeze(-1) * self.loc).sum(-2)
 
+    @property
+    def stddev(self) -> torch.Tensor:
+        """Per dimension, of the whole mixture: within-component variance plus the spread of the means."""
+        w = self.log_weights.exp().unsqueeze(-1)
+        second = (w * (self.scale.square() + self.loc.square())).sum(-2)
+        return (second - self.mean.square()).clamp_min(0).sqrt()
+
+    def components(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.log_weights.exp(), self.loc, self.scale
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z) for z of shape (..., z_dim), summed over the latent dimensions."""
-        per_component = self.components.log_prob(z.unsqueeze(-2)).sum(-1)
+        per_component = self.gaussians.log_prob(z.unsqueeze(-2))
         return torch.logsumexp(per_component + self.log_weights, -1)
 
-    @torch.no_grad()
-    def sample(self, shape: torch.Size | tuple = ()) -> torch.Tensor:
-        """Draws (shape + batch, z_dim): a component by its weight, then a point of that component."""
+    def rsample(self, shape: torch.Size | tuple = ()) -> torch.Tensor:
+        """Draws (shape + batch, z_dim): a component by its weight, then a reparameterised point of it.
+
+        The choice of component cannot be reparameterised, so gradients reach the components' locations and
+        scales, not the weights; objectives that need the weights' gradient use `stratified_rsample`.
+        """
         k = torch.distributions.Categorical(logits=self.log_weights, validate_args=False).sample(shape)
         index = k[..., None, None].expand(*k.shape, 1, self.loc.shape[-1])
         pick = lambda t: t.expand(*shape, *t.shape).gather(-2, index).squeeze(-2)
         loc, scale = pick(self.loc), pick(self.scale)
         return loc + scale * torch.randn_like(loc)
 
+    @torch.no_grad()
+    def sample(self, shape: torch.Size | tuple = ()) -> torch.Tensor:
+        return self.rsample(shape)
+
     def tempered(self, temperature: float) -> "Mixture":
         return Mixture(self.log_weights, self.loc, self.scale * temperature)
 
 
-Posterior = Normal | Mixture
+Posterior = Gaussian | Mixture
 
 
 def as_mixture(q: Posterior) -> Mixture:
-    return q if isinstance(q, Mixture) else Mixture(torch.zeros_like(q.loc[..., :1]), q.loc.unsqueeze(-2),
-                                                   q.scale.unsqueeze(-2))
+    if isinstance(q, Mixture):
+        return q
+    return Mixture(torch.zeros_like(q.loc[..., :1]), q.loc.unsqueeze(-2), q.scale.unsqueeze(-2))
+
+
+def mixture_of(experts: list[Posterior], logits: torch.Tensor | None = None) -> Mixture:
+    """The mixture of the given posteriors' components (uniform over experts unless `logits` (..., E) say
+    otherwise; -inf leaves an expert out), e.g. MMVAE's (1/M) sum_m q(z|x_m)."""
+    parts = [as_mixture(e) for e in experts]
+    if logits is None:
+        logits = torch.zeros(*parts[0].log_weights.shape[:-1], len(parts), device=parts[0].loc.device)
+    log_w = torch.cat([p.log_weights + logits[..., i:i + 1] for i, p in enumerate(parts)], -1)
+    return Mixture(log_w, torch.cat([p.loc for p in parts], -2), torch.cat([p.scale for p in parts], -2))
 
 
 def kl(q: Normal, p: Normal) -> torch.Tensor:
@@ -76,16 +122,16 @@ def kl(q: Normal, p: Normal) -> torch.Tensor:
     return kl_divergence(q, p).sum(-1)
 
 
-def stack(dists: list[Normal]) -> Normal:
+def stack(dists: list[Normal]) -> Gaussian:
     """Gaussians of one shape stacked along a new leading dimension.
 
     kl(q, stack([p1, p2, ...])) evaluates KL(q || p_i) for every i in one pass of a dozen ops instead of a
     dozen per KL, which counts in a training step made of many small ops.
     """
-    return Normal(torch.stack([d.loc for d in dists]), torch.stack([d.scale for d in dists]), validate_args=False)
+    return Gaussian(torch.stack([d.loc for d in dists]), torch.stack([d.scale for d in dists]))
 
 
-def divergences(q: Normal, z: torch.Tensor, targets: list[Posterior]) -> torch.Tensor:
+def divergences(q: Gaussian, z: torch.Tensor, targets: list[Posterior]) -> torch.Tensor:
     """KL(q || p) for every target p, stacked: (len(targets), ...).
 
     Gaussian targets are analytic, all of them in one stacked evaluation; a mixture target has no closed
@@ -94,7 +140,7 @@ def divergences(q: Normal, z: torch.Tensor, targets: list[Posterior]) -> torch.T
     """
     if all(isinstance(t, Normal) for t in targets):
         return kl(q, stack(targets))
-    log_q = log_density(q, z)
+    log_q = q.log_prob(z)
     return torch.stack([kl(q, t) if isinstance(t, Normal) else log_q - t.log_prob(z) for t in targets])
 
 
@@ -108,37 +154,31 @@ def stratified_rsample(q: Posterior) -> tuple[torch.Tensor, torch.Tensor | None]
     return q.rsample().unsqueeze(0), None
 
 
-def log_density(dist: Posterior, z: torch.Tensor) -> torch.Tensor:
-    """log q(z) summed over the latent dimensions."""
-    return dist.log_prob(z) if isinstance(dist, Mixture) else dist.log_prob(z).sum(-1)
-
-
-def tempered(q: Posterior, temperature: float) -> Posterior:
-    """q with every scale multiplied by T: z = mean + T std eps (per component for a mixture)."""
-    if isinstance(q, Mixture):
-        return q.tempered(temperature)
-    return Normal(q.loc, q.scale * temperature, validate_args=False)
-
-
-def product_of_experts(experts: list[Posterior], prior: bool = True) -> Posterior:
+def product_of_experts(experts: list[Posterior], prior: bool = True,
+                       present: list[torch.Tensor] | None = None) -> Posterior:
     """The normalised product of Gaussian experts (or of mixtures of them), in closed form.
 
     Precisions add and the mean is the precision-weighted mean. With `prior=True` the standard normal
     p(z) is one more expert (precision 1, mean 0), as in q(z|y) = p(z) prod_i q(z|y_i). If any expert is a
     mixture, the product is the mixture over every choice of one component per expert (see
-    `_mixture_product`).
+    `_mixture_product`). `present` (one (...,) bool per expert) leaves an expert out of the product where it
+    is False, as for an attribute not observed in that example (Gaussian experts only).
     """
     if not experts:
         raise ValueError("product_of_experts needs at least one expert")
     if any(isinstance(e, Mixture) for e in experts):
+        if present is not None:
+            raise ValueError("product_of_experts: `present` needs Gaussian experts")
         return _mixture_product([as_mixture(e) for e in experts], prior)
     precisions = [e.scale.pow(-2) for e in experts]
+    if present is not None:
+        precisions = [p * m.unsqueeze(-1) for p, m in zip(precisions, present)]
     precision = torch.stack(precisions).sum(0)
     weighted = torch.stack([e.loc * p for e, p in zip(experts, precisions)]).sum(0)
     if prior:
         precision = precision + 1.0
     var = precision.reciprocal()
-    return Normal(weighted * var, var.sqrt(), validate_args=False)
+    return Gaussian(weighted * var, var.sqrt())
 
 
 def _mixture_product(experts: list[Mixture], prior: bool) -> Mixture:
@@ -174,3 +214,21 @@ def _mixture_product(experts: list[Mixture], prior: bool) -> Mixture:
     z_dim = loc.shape[-1]
     return Mixture((log_w + log_mass).reshape(*lead, -1), loc.reshape(*lead, -1, z_dim),
                    var.sqrt().reshape(*lead, -1, z_dim))
+
+
+def subset_products(experts: list[Gaussian], membership: torch.Tensor, prior: bool = True,
+                    present: torch.Tensor | None = None) -> Gaussian:
+    """p(z) prod_{m in S} q(z|m) for every subset S at once: stacked (S, ..., z_dim).
+
+    `membership` (S, M) says which of the M experts each subset multiplies; `present` (..., M) leaves an
+    expert out of the examples that do not observe it. One matrix product over the stacked precisions,
+    instead of a product of experts per subset.
+    """
+    precision = torch.stack([e.scale.pow(-2) for e in experts])                    # (M, ..., z_dim)
+    if present is not None:
+        precision = precision * present.movedim(-1, 0).unsqueeze(-1)
+    weighted = precision * torch.stack([e.loc for e in experts])
+    a = membership.to(precision.dtype)
+    total = torch.tensordot(a, precision, 1) + (1.0 if prior else 0.0)
+    var = total.reciprocal()
+    return Gaussian(torch.tensordot(a, weighted, 1) * var, var.sqrt())

@@ -90,32 +90,6 @@ def is_finished(run_dir: Path) -> bool:
     return (run_dir / FINISHED).exists()
 
 
-def read_json(path: Path, what: str = "") -> Any:
-    """A JSON file of a run, or a UserError naming it (a truncated or edited file is not a traceback)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}; "
-                        f"allowed: the file jmvae wrote{what})") from None
-
-
-def read_config(run_dir: Path) -> dict:
-    """config.json of a run, checked to be one jmvae wrote (it has a "train" section)."""
-    config = read_json(run_dir / "config.json", ": re-run `jmvae train --overwrite`")
-    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
-        raise UserError(f"{run_dir / 'config.json'} is not a jmvae run config (no \"train\" section)")
-    return config
-
-
-def is_run_dir(run_dir: Path) -> bool:
-    """Whether `run_dir` holds a config.json that jmvae wrote (what --overwrite and --resume require)."""
-    try:
-        read_config(run_dir)
-        return True
-    except UserError:
-        return False
-
-
 def load_torch(path: Path, device: str | torch.device = "cpu") -> Any:
     """A checkpoint or model file, or a UserError naming it (truncated, foreign or corrupt)."""
     try:
@@ -144,39 +118,5 @@ def check_data(run_dir: Path, config: dict, data) -> None:
     now = fingerprint(data)
     if now != pinned:
         raise UserError(f"run {run_dir} trained on data {pinned} ({config.get('n_train')} train / {config.get('n_test')} test "
-                        f"images from {config.get('mnist_source')}); the data built now is {now} ({len(data.train['x'])} / "
-                        f"{len(data.test['x'])} from {data.source}) (allowed: the run's own MNIST files)")
-
-
-def require_run(run_dir: str | Path, finished: bool = False) -> Path:
-    """The run directory, or a UserError saying why it cannot be used."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise UserError(f"run directory {run_dir} does not exist or is not a jmvae run (no config.json)")
-    read_config(run_dir)
-    if not (run_dir / "model.pt").exists():
-        raise UserError(f"run {run_dir} is not finished: no model.pt (resume it with `jmvae train --resume --out {run_dir}`)")
-    if finished and not is_finished(run_dir):
-        raise UserError(f"run {run_dir} is not finished: no {FINISHED} (run `jmvae evaluate {run_dir}`)")
-    return run_dir
-
-
-def load_run(run_dir: str | Path, device: str = "cpu"):
-    """(config, dataset, model) of a trained run, the model in eval mode on `device`."""
-    from .train import TrainConfig, build  # late import: train imports this module
-
-    run_dir = require_run(run_dir)
-    config = read_config(run_dir)
-    cfg = TrainConfig.from_json(config["train"])
-    data, model = build(cfg, quiet=True)
-    check_data(run_dir, config, data)
-    state = load_torch(run_dir / "model.pt", device)
-    try:
-        model.load_state_dict(state)
-    except Exception as e:
-        raise UserError(f"{run_dir / 'model.pt'} does not fit the model of config.json ({type(e).__name__}; "
-                        "allowed: the model.pt this run wrote)") from None
-    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        raise UserError(f"{run_dir / 'model.pt'} holds non-finite weights (allowed: a model trained without nan; "
-                        "train again with a lower --lr)")
-    return cfg, data, model.to(device).eval()
+                        f"images from {config.get('mnist_source')}); the data built now is {now} ({data.n_train} / "
+                        f"{data.n_test} from {data.source}) (allowed: the run's own MNIST files)")

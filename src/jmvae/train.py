@@ -11,134 +11,19 @@ import io
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from .data.attributes import PRESETS, AttributeDataset, batches, load_dataset, to_batch
-from .data.mnist import SOURCES
+from .config import TrainConfig, is_run_dir, read_config, require_run, run_config
+from .data.attributes import AttributeDataset, batches, hide_labels, load_dataset, to_batch
 from .errors import UserError
-from .models import MODELS, PAPER, MultimodalVAE, build_model, options
-from .models.jmvae import IMAGE_TARGETS
-from .runs import (FINISHED, check_data, check_parents, fingerprint, is_finished, is_run_dir, load_torch, read_config, remove_temp_files, save_torch,
+from .models import MultimodalVAE, build_model
+from .runs import (FINISHED, check_data, check_parents, fingerprint, is_finished, load_torch, remove_temp_files, save_torch,
                    write_json, write_text)
-
-MODEL_OPTIONS = tuple(dict.fromkeys(o for name in MODELS for o in options(name)))   # every model's options: TrainConfig fields
-
-# The default length: 20 epochs over full MNIST's training set of the preset at batch 128 (position-digit: 2 x 12,700 images).
-FULL_TRAIN_SIZE = {"position-digit": 25_400, "mnist-label": 60_000}
-DEFAULT_EPOCHS_OF_FULL_MNIST = 20   # 10 in the founding experiment; the sweep (docs/results-queries.md) needed 20
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a run; the CLI flags map onto these one to one."""
-    preset: str = "position-digit"
-    model: str = "jmvae"
-    z_dim: int = 2
-    hidden: int = 512
-    # The model's options (see models/__init__.py): None is the model's own default; `resolved()` fills them in.
-    alpha: float | None = None             # JMVAE: weight of its KL terms; 0 is JMVAE-zero
-    attribute_weight: float | None = None  # lambda on every log p(y_i|z)
-    every_subset: bool | None = None       # a term for every non-empty attribute subset, not only all of them
-    attribute_recon: float | None = None   # JMVAE: gamma_y, attributes reconstructed from q(z|y_S)
-    image_recon: float | None = None       # gamma_x, the image reconstructed from q(z|y)
-    image_target: str | None = None        # JMVAE: what that image term scores, "matched" or "paired"
-    components: int | None = None          # JMVAE: Gaussians per attribute expert
-    paper: bool = False                    # options at the published objective's values, unless given
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    epochs: int | None = None   # None and steps None: as many steps as 20 epochs of full MNIST
-    steps: int | None = None
-    mnist_dir: str | None = None
-    mnist: str = "auto"         # auto: full MNIST if found, else the bundled subset; full; bundled
-    test_fraction: float = 0.2
-    hold_out: list[str] = field(default_factory=list)
-    device: str = "auto"
-
-    def validate(self) -> None:
-        def check(ok: bool, what: str, allowed: str) -> None:
-            if not ok:
-                raise UserError(f"{what} (allowed: {allowed})")
-        check(self.preset in PRESETS, f"preset {self.preset}", ", ".join(PRESETS))
-        check(self.model in MODELS, f"model {self.model}", ", ".join(MODELS))
-        check(self.z_dim >= 1, f"z-dim {self.z_dim}", "an integer >= 1")
-        check(self.hidden >= 1, f"hidden {self.hidden}", "an integer >= 1")
-        for name in ("alpha", "attribute_recon", "image_recon"):
-            value = getattr(self, name)
-            check(value is None or (value >= 0 and math.isfinite(value)), f"{name.replace('_', '-')} {value}", "a number >= 0")
-        check(self.attribute_weight is None or (self.attribute_weight > 0 and math.isfinite(self.attribute_weight)),
-              f"attribute-weight {self.attribute_weight}", "a number > 0")
-        check(self.components is None or 1 <= self.components <= 16, f"components {self.components}", "1 to 16")
-        check(self.image_target in (None, *IMAGE_TARGETS), f"image-target {self.image_target}", ", ".join(IMAGE_TARGETS))
-        if self.model in MODELS:
-            takes = options(self.model)
-            for name in MODEL_OPTIONS:
-                check(getattr(self, name) is None or name in takes, f"--{name.replace('_', '-')} with model {self.model}",
-                      f"options of {self.model}: {', '.join('--' + o.replace('_', '-') for o in takes)}")
-        check(0 <= self.seed < 2**32, f"seed {self.seed}", "an integer from 0 to 4294967295")
-        check(self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
-        check(0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
-        check(self.epochs is None or self.epochs >= 1, f"epochs {self.epochs}", "an integer >= 1")
-        check(self.steps is None or self.steps >= 1, f"steps {self.steps}", "an integer >= 1")
-        check(self.epochs is None or self.steps is None, f"both epochs {self.epochs} and steps {self.steps}",
-              "one of them")
-        check(self.mnist in SOURCES, f"mnist {self.mnist}", ", ".join(SOURCES))
-        check(self.mnist != "bundled" or self.mnist_dir is None, f"--mnist-dir {self.mnist_dir} with --mnist bundled",
-              "one of them")
-        check(0 < self.test_fraction < 1, f"test-fraction {self.test_fraction}", "a number in (0, 1)")
-        check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"device {self.device}",
-              "auto, cpu, cuda, cuda:N")
-        if self.device.startswith("cuda"):
-            check(torch.cuda.is_available(), f"device {self.device}", "cpu: no CUDA device is available here")
-
-    def resolved(self) -> "TrainConfig":
-        """This config with every option of its model filled in: given values, else the paper's (--paper),
-        else the model's defaults; options the model does not take stay None."""
-        takes = options(self.model)
-        filled = {name: (getattr(self, name) if getattr(self, name) is not None
-                         else PAPER[name] if self.paper and name in PAPER else takes[name]) for name in takes}
-        return replace(self, **filled)
-
-    def model_options(self) -> dict:
-        return {name: getattr(self, name) for name in options(self.model)}
-
-    def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-    def plan(self, n_train: int) -> tuple[int, int, int]:
-        """(steps per epoch, epochs, total steps); every step is a full batch."""
-        per_epoch = n_train // self.batch_size
-        if per_epoch == 0:
-            raise UserError(f"batch-size {self.batch_size} (allowed: at most the {n_train} training examples)")
-        if self.steps is not None:
-            total = self.steps
-        elif self.epochs is not None:
-            total = self.epochs * per_epoch
-        else:
-            total = DEFAULT_EPOCHS_OF_FULL_MNIST * (FULL_TRAIN_SIZE[self.preset] // self.batch_size)
-        return per_epoch, math.ceil(total / per_epoch), total
-
-    @classmethod
-    def from_json(cls, d: dict) -> "TrainConfig":
-        """The config a run recorded; a UserError if it is not one jmvae could have written."""
-        known = {f.name for f in fields(cls)}
-        if d.get("model", "jmvae") not in MODELS:
-            raise UserError(f"config.json: model {d.get('model')!r} (allowed: {', '.join(MODELS)})")
-        if "attribute_weight" not in d:   # a run from before the options: it trained the papers' objectives
-            takes = options(d.get("model", "jmvae"))
-            d = {name: PAPER.get(name, default) for name, default in takes.items()} | d
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
-        try:
-            replace(cfg, device="cpu").validate()   # the device it trained on need not be here
-        except TypeError:
-            raise UserError("config.json: a setting of the wrong type (allowed: the config jmvae wrote)") from None
-        return cfg
+from .subsets import mark_observed
 
 
 def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, MultimodalVAE]:
@@ -150,6 +35,17 @@ def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, Mult
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
     return data, model
+
+
+def training_split(data: AttributeDataset, cfg: TrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    """The training split on the training device, its attributes hidden for 1 - label_fraction of the
+    examples (seeded by the run's seed), with the OBSERVED mask when any value is missing."""
+    split = data.train
+    if cfg.label_fraction < 1:
+        split = hide_labels(split, [a.name for a in data.attributes], cfg.label_fraction, cfg.seed)
+    if any(bool((split[a.name] < 0).any()) for a in data.attributes):
+        split = mark_observed(split, [m.name for m in data.modalities])
+    return {k: v.to(device) for k, v in split.items()}
 
 
 def make_optimizer(model: MultimodalVAE, lr: float) -> torch.optim.Optimizer:
@@ -171,11 +67,11 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)
-    n, device = len(split["x"]), next(model.parameters()).device
+    n, device = len(next(iter(split.values()))), next(model.parameters()).device
     total: dict[str, float] = {}
     for batch in batches(split, chunk, device):
         loss, terms = model.loss(batch)
-        weight = len(batch["x"]) / n
+        weight = len(next(iter(batch.values()))) / n
         for k, v in {"loss": loss, **terms}.items():
             total[k] = total.get(k, 0.0) + float(v) * weight
     model.train(was_training)
@@ -269,7 +165,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     check_run_dir(run_dir, resume, overwrite)
     if resume:
         recorded = read_config(run_dir)
-        cfg = TrainConfig.from_json(recorded["train"])
+        cfg = run_config(run_dir, recorded)
     cfg.validate()
     cfg = cfg.resolved()                  # config.json records the options the model actually trained with
     if cfg.mnist_dir is not None:
@@ -281,9 +177,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     device = cfg.resolved_device()
     model.to(device)
     optimizer = make_optimizer(model, cfg.lr)
-    train_split = {k: v.to(device) for k, v in data.train.items()}
-    n_train = len(train_split["x"])
-    per_epoch, epochs, total_steps = cfg.plan(n_train)
+    train_split = training_split(data, cfg, device)
+    n_train = data.n_train
+    per_epoch, epochs, total_steps = cfg.plan(n_train, data.default_steps(cfg.batch_size))
 
     history: list[dict] = []
     start_epoch = 0
@@ -308,9 +204,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         write_json(run_dir / "config.json", {
             "train": asdict(cfg), "mnist_source": data.source, "objective": model.describe(),
             "data_fingerprint": fingerprint(data),
-            "n_train": n_train, "n_test": len(data.test["x"]), "device": str(device),
+            "n_train": n_train, "n_test": data.n_test, "device": str(device),
             "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps})
-        log(f"{model.describe()}\ndata: {data.name}, {n_train} train / {len(data.test['x'])} test images "
+        log(f"{model.describe()}\ndata: {data.name}, {n_train} train / {data.n_test} test images "
             f"from {data.source}\ntraining {total_steps} steps ({epochs} epochs of {per_epoch}) on {device} -> {run_dir}")
 
     show_bar = sys.stderr.isatty() if progress is None else progress
@@ -350,3 +246,22 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     save_torch(run_dir / "model.pt", model.state_dict())
     model.eval()
     return data, model
+
+
+def load_run(run_dir: str | Path, device: str = "cpu"):
+    """(config, dataset, model) of a trained run, the model in eval mode on `device`."""
+    run_dir = require_run(run_dir)
+    config = read_config(run_dir)
+    cfg = run_config(run_dir, config)
+    data, model = build(cfg, quiet=True)
+    check_data(run_dir, config, data)
+    state = load_torch(run_dir / "model.pt", device)
+    try:
+        model.load_state_dict(state)
+    except Exception as e:
+        raise UserError(f"{run_dir / 'model.pt'} does not fit the model of config.json ({type(e).__name__}; "
+                        "allowed: the model.pt this run wrote)") from None
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise UserError(f"{run_dir / 'model.pt'} holds non-finite weights (allowed: a model trained without nan; "
+                        "train again with a lower --lr)")
+    return cfg, data, model.to(device).eval()

@@ -25,11 +25,26 @@ class AttributeDataset:
     train: dict[str, torch.Tensor]
     test: dict[str, torch.Tensor]
     source: str
+    full_train_size: int | None = None  # the training split's size on full MNIST (None: this split's size)
     mnist: str = "full"        # "full" or "bundled": which MNIST the digits came from (see mnist.load_mnist)
+    default_epochs: int = 20   # 10 in the founding experiment; the sweep (docs/results-queries.md) needed 20
 
     @property
     def modalities(self) -> list[Modality]:
         return [self.image, *self.attributes]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train[self.image.name])
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test[self.image.name])
+
+    def default_steps(self, batch_size: int) -> int:
+        """A run's length without --epochs or --steps: `default_epochs` epochs of the full-MNIST training
+        split, so the bundled subset trains as many steps as full MNIST (more passes over fewer digits)."""
+        return self.default_epochs * ((self.full_train_size or self.n_train) // batch_size)
 
     def attribute(self, name: str) -> Categorical:
         for a in self.attributes:
@@ -101,7 +116,8 @@ def position_digit(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) 
     tr_x, tr_y, te_x, te_y = split_sources(mnist, (1, 2), seed, test_fraction)
     return AttributeDataset("position-digit", Image("x", (28, 56)),
                             [Categorical("position", ("left", "right")), Categorical("digit", ("1", "2"))],
-                            _position_digit_split(tr_x, tr_y), _position_digit_split(te_x, te_y), mnist.source)
+                            _position_digit_split(tr_x, tr_y), _position_digit_split(te_x, te_y), mnist.source,
+                            full_train_size=25_400)   # 2 placements x 12,700 ones and twos
 
 
 def mnist_label(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> AttributeDataset:
@@ -112,7 +128,7 @@ def mnist_label(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> 
         return {"x": torch.from_numpy(images.reshape(len(images), -1).copy()), "digit": torch.from_numpy(labels).long()}
 
     return AttributeDataset("mnist-label", Image("x", (28, 28)), [Categorical("digit", tuple(map(str, range(10))))],
-                            split(tr_x, tr_y), split(te_x, te_y), mnist.source)
+                            split(tr_x, tr_y), split(te_x, te_y), mnist.source, full_train_size=60_000)
 
 
 PRESETS: dict[str, Callable[..., AttributeDataset]] = {"position-digit": position_digit, "mnist-label": mnist_label}
@@ -141,9 +157,9 @@ def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, int
 
 def hold_out(data: AttributeDataset, combinations: list[dict[str, int]]) -> AttributeDataset:
     """Remove each attribute combination from the training split (they stay in the test split)."""
-    drop = torch.zeros(len(data.train["x"]), dtype=torch.bool)
+    drop = torch.zeros(data.n_train, dtype=torch.bool)
     for combination in combinations:
-        match = torch.ones(len(data.train["x"]), dtype=torch.bool)
+        match = torch.ones(data.n_train, dtype=torch.bool)
         for name, value in combination.items():
             match &= data.train[name] == value
         drop |= match
@@ -164,3 +180,17 @@ def load_dataset(preset: str, mnist_dir: str | None = None, seed: int = 0, test_
     if held_out:
         data = hold_out(data, [parse_assignments(data, [h]) for h in held_out])
     return data
+
+
+def hide_labels(split: dict[str, torch.Tensor], attributes: list[str], fraction: float, seed: int) -> dict[str, torch.Tensor]:
+    """The split with every attribute of a random 1 - fraction of its examples set to -1 ("not observed"),
+    drawn from `seed` alone, so a resumed or repeated run hides the same examples. At least one example
+    keeps its labels."""
+    n = len(split[attributes[0]])
+    keep = max(1, round(fraction * n))
+    hidden = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[keep:]
+    out = dict(split)
+    for a in attributes:
+        out[a] = split[a].clone()
+        out[a][hidden] = -1
+    return out

@@ -1,30 +1,30 @@
-"""MultimodalVAE: one image, any number of categorical attributes, one shared Gaussian latent z.
+"""MultimodalVAE: what every model has. One image, any number of categorical attributes, one latent z.
 
-It owns the networks and the posterior rules; a subclass only writes its objective (`loss`) and says it
-in words (`describe`). Networks, as in the founding experiment:
-  q(z|x,y)  joint encoder reading the image and the one-hot of every attribute (networks.JointEncoder),
-  q(z|m)    one encoder per modality: an MLP on the image, an MLP on the one-hot for each attribute
-            (networks.ClassEncoder; with components > 1 a mixture of Gaussians, networks.MixtureClassEncoder),
-  p(m|z)    one decoder per modality.
+Each modality has an encoder (its expert q(z|m)) and a decoder p(m|z); a model family says how experts
+combine into q(z | any given subset) (`posterior`), and each objective is a subclass writing `loss` and
+saying it in words (`describe`). Default networks, as in the founding experiment (networks.py): an MLP
+512-512 on the image (a small conv net for images of 32x32 and more), the same MLP on each attribute's
+one-hot, decoders alike; `encoders` / `decoders` replace any of them by name.
 """
 from __future__ import annotations
 
-import itertools
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from ..modalities import Categorical, Image, Modality
-from ..networks import ClassEncoder, GaussianEncoder, JointEncoder, MixtureClassEncoder, decoder
-from ..posteriors import Posterior, product_of_experts, tempered
+from ..networks import expert, modality_decoder
+from ..posteriors import Posterior
+from ..subsets import nonempty_subsets
 
 Batch = dict[str, torch.Tensor]
 
 
 class MultimodalVAE(nn.Module):
-    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, components: int = 1):
+    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, components: int = 1,
+                 encoders: Mapping[str, nn.Module] | None = None, decoders: Mapping[str, nn.Module] | None = None):
         super().__init__()
         images = [m for m in modalities if isinstance(m, Image)]
         if len(images) != 1:
@@ -32,39 +32,46 @@ class MultimodalVAE(nn.Module):
         self.image: Image = images[0]
         self.attributes: list[Categorical] = [m for m in modalities if isinstance(m, Categorical)]
         self.modalities: dict[str, Modality] = {m.name: m for m in [self.image, *self.attributes]}
-        self.z_dim = z_dim
-        self.joint_encoder = JointEncoder(self.image.size, [a.size for a in self.attributes], z_dim, hidden)
-        self.components = components
+        self.names: list[str] = list(self.modalities)          # the image first, then the attributes
+        self.z_dim, self.hidden, self.components = z_dim, hidden, components
+        unknown = sorted((set(encoders or {}) | set(decoders or {})) - set(self.names))
+        if unknown:
+            raise ValueError(f"networks for {', '.join(unknown)} (allowed: {', '.join(self.names)})")
+        self.shared_networks()
+        encoders, decoders = dict(encoders or {}), dict(decoders or {})
+        self.encoders = nn.ModuleDict({n: encoders.get(n) or expert(m, z_dim, hidden, components)
+                                       for n, m in self.modalities.items()})
+        self.decoders = nn.ModuleDict({n: decoders.get(n) or modality_decoder(m, z_dim, hidden)
+                                       for n, m in self.modalities.items()})
 
-        def expert(m: Modality) -> nn.Module:
-            if m is self.image:
-                return GaussianEncoder(m.size, z_dim, hidden)
-            return ClassEncoder(m.size, z_dim, hidden) if components == 1 else MixtureClassEncoder(m.size, z_dim, components, hidden)
-        self.encoders = nn.ModuleDict({n: expert(m) for n, m in self.modalities.items()})
-        self.decoders = nn.ModuleDict({n: decoder(z_dim, m.size, hidden) for n, m in self.modalities.items()})
+    def shared_networks(self) -> None:
+        """Networks a family adds beside the experts (the joint encoder), built before them so a seed draws
+        the same initial weights as it always has."""
 
-    # -- the attribute subsets an objective conditions on ------------------------------------------------
+    @property
+    def attribute_names(self) -> list[str]:
+        return [a.name for a in self.attributes]
+
     def attribute_subsets(self, every: bool) -> list[tuple[str, ...]]:
         """All attributes together (every=False, as the papers), or every non-empty subset of them, smallest first."""
-        names = [a.name for a in self.attributes]
-        if not every:
-            return [tuple(names)]
-        return [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
+        return nonempty_subsets(self.attribute_names) if every else [tuple(self.attribute_names)]
 
     # -- inference ----------------------------------------------------------------------------------------
-    def posterior(self, given: Batch) -> Posterior:
-        """q(z | the given modalities), for any non-empty subset (DESIGN.md's posterior rules)."""
-        names = [n for n in self.modalities if n in given]
+    def given_names(self, given: Batch) -> list[str]:
+        """The modalities in `given`, in the model's order; ValueError for an unknown one or none."""
+        names = [n for n in self.names if n in given]
         unknown = sorted(set(given) - set(self.modalities))
         if unknown or not names:
-            raise ValueError(f"posterior given {sorted(given)} (allowed: a non-empty subset of {list(self.modalities)})")
-        if len(names) == len(self.modalities):
-            return self.joint_encoder(given[self.image.name], [given[a.name] for a in self.attributes])
-        experts = [self.encoders[n](given[n]) for n in names]
-        if self.image.name in given:
-            # q(z|x) already carries the prior: q(z|x) prod_i q(z|y_i)
-            return experts[0] if len(experts) == 1 else product_of_experts(experts, prior=False)
-        return product_of_experts(experts, prior=True)  # p(z) prod_i q(z|y_i)
+            raise ValueError(f"posterior given {sorted(given)} (allowed: a non-empty subset of {self.names})")
+        return names
+
+    def experts(self, given: Batch) -> list[Posterior]:
+        """q(z|m) for every given modality, in the model's order."""
+        return [self.encoders[n](given[n]) for n in self.given_names(given)]
+
+    def posterior(self, given: Batch) -> Posterior:
+        """q(z | the given modalities), for any non-empty subset: the family's rule (see DESIGN.md)."""
+        raise NotImplementedError
 
     # -- generation ---------------------------------------------------------------------------------------
     def logits(self, z: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
@@ -88,7 +95,7 @@ class MultimodalVAE(nn.Module):
         draws z = mean + T * std * eps: fewer images from the posterior's tails, and less variety.
         """
         if given:
-            z = tempered(self.posterior(given), temperature).sample((n,))
+            z = self.posterior(given).tempered(temperature).sample((n,))
         else:
             z = temperature * torch.randn(n, 1, self.z_dim, device=next(self.parameters()).device)
         out = {"z": z}
@@ -100,7 +107,8 @@ class MultimodalVAE(nn.Module):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The scalar to minimise (mean over the batch) and its named terms (detached, per-example means).
 
-        Terms stay tensors so the training loop never waits on the device for a float.
+        Terms stay tensors so the training loop never waits on the device for a float. A batch may be
+        partly observed (subsets.OBSERVED); every objective then trains each example on what it has.
         """
         raise NotImplementedError
 
@@ -109,10 +117,16 @@ class MultimodalVAE(nn.Module):
         raise NotImplementedError
 
     def _y(self) -> str:
-        return ",".join(a.name for a in self.attributes)
+        return ",".join(self.attribute_names)
 
 
 def terms(**values: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-example terms -> their batch means, detached (for logging), in one stack and one mean."""
     means = torch.stack(list(values.values())).detach().mean(-1)
     return dict(zip(values, means.unbind()))
+
+
+def masked_mean(per_example: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """per_example where mask, else 0 (a term an example cannot have): the batch mean counts every example,
+    so an example's weight does not depend on how many others in its batch are labelled."""
+    return per_example if mask is None else per_example * mask

@@ -15,27 +15,30 @@ The options are the knobs that make every attribute query answer right (docs/res
 - gamma_x (image_recon): the image reconstructed from q(z|y), which teaches p(x|z) to draw the class
   wherever q(z|y) puts its mass (the cross-modal term of MMVAE/MoPoE);
 - components > 1: each attribute expert a mixture of Gaussians (KLs to it by a one-sample estimate).
+
+An example whose attributes are not all observed has no q(z|x,y); it trains the image's ELBO with the
+attributes it has: -E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + KL(q(z|x) || p(z)).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-from torch.distributions import Normal
-
 from ..modalities import Modality
-from ..posteriors import divergences, log_density, standard_normal, stratified_rsample
-from .base import Batch, MultimodalVAE, terms
+from ..posteriors import Gaussian, divergences, kl, standard_normal, stratified_rsample
+from ..subsets import OBSERVED, filled, observed
+from .base import Batch, terms
+from .joint import JointVAE
 
 
 IMAGE_TARGETS = ("matched", "paired")
 
 
-class JMVAE(MultimodalVAE):
+class JMVAE(JointVAE):
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, alpha: float = 1.0,
                  attribute_weight: float = 1.0, every_subset: bool = True, attribute_recon: float = 0.0,
-                 image_recon: float = 1.0, image_target: str = "matched", components: int = 1):
-        super().__init__(modalities, z_dim, hidden, components)
+                 image_recon: float = 1.0, image_target: str = "matched", components: int = 1, **networks):
+        super().__init__(modalities, z_dim, hidden, components, **networks)
         self.alpha, self.attribute_weight = alpha, attribute_weight
         if image_target not in IMAGE_TARGETS:
             raise ValueError(f"image_target {image_target} (allowed: {', '.join(IMAGE_TARGETS)})")
@@ -43,8 +46,10 @@ class JMVAE(MultimodalVAE):
         self.subsets = self.attribute_subsets(every_subset)     # the S of the sums above
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        labelled = observed(batch, self.names, self.attribute_names)    # None: every example is
+        batch = filled(batch)
         x = self.image.name
-        q = self.posterior(batch)                                        # q(z|x,y)
+        q = self.posterior({n: batch[n] for n in self.names})           # q(z|x,y)
         z = q.rsample()
         log_p = self.log_likelihood(z, batch)                            # log p(m|z) for every modality
         q_x = self.posterior({x: batch[x]})
@@ -56,12 +61,26 @@ class JMVAE(MultimodalVAE):
         named = {f"nll_{n}": -v for n, v in log_p.items()} | {"kl_prior": kl_prior, "kl_x": kl_x}
         named |= {self._kl_name(s): v for s, v in zip(self.subsets, kl_y)}
         if self.attribute_recon or self.image_recon:
-            cross = self.cross_reconstruction(batch, q, q_y)
+            cross = self.cross_reconstruction(batch, q, q_y, labelled)
             per_example = per_example - sum(cross.values())
             named |= {k: -v for k, v in cross.items()}
+        if labelled is not None:
+            image_elbo = self.image_elbo(batch, q_x)
+            per_example = torch.where(labelled, per_example, image_elbo)
+            named = {k: v * labelled for k, v in named.items()} | {"elbo_x|unlabelled": image_elbo * ~labelled}
         return per_example.mean(), terms(**named)
 
-    def cross_reconstruction(self, batch: Batch, q: Normal, q_y: list) -> dict[str, torch.Tensor]:
+    def image_elbo(self, batch: Batch, q_x: Gaussian) -> torch.Tensor:
+        """-E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + KL(q(z|x) || p(z)), per example."""
+        z = q_x.rsample()
+        log_p = self.log_likelihood(z, batch)
+        seen = batch[OBSERVED]
+        recon = log_p[self.image.name] + self.attribute_weight * sum(
+            log_p[a] * seen[:, self.names.index(a)] for a in self.attribute_names)
+        return -recon + kl(q_x, standard_normal(q_x.loc))
+
+    def cross_reconstruction(self, batch: Batch, q: Gaussian, q_y: list,
+                             labelled: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """gamma_y E_q(z|y_S)[lambda log p(y_S|z)] for each S and gamma_x E_q(z|y)[log p(x|z)], per example,
         named like the nll terms they mirror: "nll_x|y", "nll_position|y", "nll_position|position", ...
 
@@ -84,24 +103,28 @@ class JMVAE(MultimodalVAE):
             attributes = [n for n in weights if n != self.image.name]
             log_p = self.log_likelihood(z_s, batch, attributes) if attributes else {}
             if self.image.name in weights:
-                log_p[self.image.name] = self._image_from_attributes(z_s, batch, q)
+                log_p[self.image.name] = self._image_from_attributes(z_s, batch, q, labelled)
             given = "y" if s == every else ",".join(s)
             for name, lp in log_p.items():
                 expected = lp[0] if w is None else (w * lp).sum(0)
                 out[f"nll_{name}|{given}"] = weights[name] * expected
         return out
 
-    def _image_from_attributes(self, z: torch.Tensor, batch: Batch, q: Normal) -> torch.Tensor:
+    def _image_from_attributes(self, z: torch.Tensor, batch: Batch, q: Gaussian,
+                               labelled: torch.Tensor | None = None) -> torch.Tensor:
         """log p(target image | z) for draws z (K, B, z_dim) of q(z|y): the example's own image, or the
-        matched mixture over the batch's images with the same attributes (see cross_reconstruction)."""
+        matched mixture over the batch's labelled images with the same attributes (see cross_reconstruction).
+        Each example matches itself, so no row is empty (an unlabelled row's value is not used)."""
         x = self.image.name
         logits = self.decoders[x](z)
         if self.image_target == "paired":
             return self.image.log_likelihood(logits, batch[x])
         pairs = self.image.log_likelihood_pairs(logits, batch[x])                  # (K, B_i, B_j)
         with torch.no_grad():
-            log_r = log_density(q, z.unsqueeze(-2))                                # log q(z_i | x_j, y_j)
+            log_r = q.log_prob(z.unsqueeze(-2))                                    # log q(z_i | x_j, y_j)
             same = torch.stack([batch[a.name].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
+            if labelled is not None:
+                same = same & labelled | torch.eye(len(same), dtype=torch.bool, device=same.device)
             r = log_r.masked_fill(~same, float("-inf")).softmax(-1)
         return (r * pairs).sum(-1)
 

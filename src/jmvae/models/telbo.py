@@ -8,7 +8,8 @@ The same networks trained with one ELBO per way of observing the data:
 every log p(y_i|z) weighted by lambda (attribute_weight; the paper's best MNIST-A runs use 50). The paper
 has S = all attributes only; every_subset adds an ELBO for every non-empty attribute subset, so each
 single-attribute expert is trained on its own; image_recon = gamma_x adds gamma_x log p(x|z) to the
-ELBO of q(z|y), so p(x|z) learns to draw the class wherever q(z|y) puts its mass.
+ELBO of q(z|y), so p(x|z) learns to draw the class wherever q(z|y) puts its mass. An example trains the
+ELBOs whose modalities it observes (an image without attributes: ELBO(x) alone).
 """
 from __future__ import annotations
 
@@ -18,44 +19,49 @@ import torch
 
 from ..modalities import Modality
 from ..posteriors import kl, stack, standard_normal
-from .base import Batch, MultimodalVAE, terms
+from ..subsets import filled, observed
+from .base import Batch, masked_mean, terms
+from .joint import JointVAE
 
 
-class TELBO(MultimodalVAE):
+class TELBO(JointVAE):
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
-                 attribute_weight: float = 1.0, every_subset: bool = False, image_recon: float = 0.0):
-        super().__init__(modalities, z_dim, hidden)
+                 attribute_weight: float = 1.0, every_subset: bool = False, image_recon: float = 0.0, **networks):
+        super().__init__(modalities, z_dim, hidden, **networks)
         self.attribute_weight, self.image_recon = attribute_weight, image_recon
         x, every = self.image.name, tuple(a.name for a in self.attributes)
         lam = attribute_weight
         # each ELBO: the modalities its posterior is given, and the weight of each log p(m|z) it scores
         self.elbos: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
-            "xy": ((x, *every), {x: 1.0} | {a: lam for a in every}), "x": ((x,), {x: 1.0})}
+            f"{x}y": ((x, *every), {x: 1.0} | {a: lam for a in every}), x: ((x,), {x: 1.0})}
         for s in self.attribute_subsets(every_subset):
             scored = {a: lam for a in s} | ({x: image_recon} if image_recon and s == every else {})
             self.elbos["y" if s == every else ",".join(s)] = (s, scored)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        seen = {v: observed(batch, self.names, [*given, *weights]) for v, (given, weights) in self.elbos.items()}
+        batch = filled(batch)
         q = {v: self.posterior({n: batch[n] for n in given}) for v, (given, _) in self.elbos.items()}
         z = {v: q[v].rsample() for v in self.elbos}
-        kl_prior = dict(zip(self.elbos, kl(stack(list(q.values())), standard_normal(z["xy"]))))  # KL(q || p(z))
+        kl_prior = dict(zip(self.elbos, kl(stack(list(q.values())), standard_normal(z[f"{self.image.name}y"]))))  # KL(q || p(z))
         # log p(m|z) of every ELBO that scores m, each decoder run once on those ELBOs' latents stacked
         log_p = {}
         for m in self.modalities:
             scoring = [v for v, (_, weights) in self.elbos.items() if m in weights]
             rows = self.log_likelihood(torch.stack([z[v] for v in scoring]), batch, [m])[m]
             log_p |= {(v, m): row for v, row in zip(scoring, rows)}
-        elbo = {v: -sum(w * log_p[v, m] for m, w in weights.items()) + kl_prior[v]
+        elbo = {v: masked_mean(-sum(w * log_p[v, m] for m, w in weights.items()) + kl_prior[v], seen[v])
                 for v, (_, weights) in self.elbos.items()}
-        named = {f"nll_{m}" if v == "xy" else f"nll_{m}|{v}": -lp for (v, m), lp in log_p.items()}
-        named |= {"kl_prior" if v == "xy" else f"kl_{v}_prior": kl_prior[v] for v in self.elbos}
+        joint = f"{self.image.name}y"
+        named = {f"nll_{m}" if v == joint else f"nll_{m}|{v}": -lp for (v, m), lp in log_p.items()}
+        named |= {"kl_prior" if v == joint else f"kl_{v}_prior": kl_prior[v] for v in self.elbos}
         named |= {f"elbo_{v}": e for v, e in elbo.items()}
         return sum(elbo.values()).mean(), terms(**named)
 
     def describe(self) -> str:
         x, y = self.image.name, self._y()
         lam = "" if self.attribute_weight == 1 else f"{self.attribute_weight:g} "
-        subsets = [v for v in self.elbos if v not in ("xy", "x")]
+        subsets = [v for v in self.elbos if v not in (f"{x}y", x)]
         image = f"{self.image_recon:g} log p({x}|z) + " if self.image_recon else ""
         ys = " + ".join(f"ELBO({v if v != 'y' else y} | q(z|{v if v != 'y' else y}))" for v in subsets)
         return (f"TELBO:  L = ELBO({x},{y} | q(z|{x},{y})) + ELBO({x} | q(z|{x})) + {ys},"

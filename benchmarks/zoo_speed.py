@@ -1,0 +1,175 @@
+"""Training speed of jmvae's MVAE, MMVAE and MoPoE against plain-PyTorch references of the same objectives.
+
+The references are written the way the papers' public code writes them: a Python loop over the subsets
+(MVAE, MoPoE) or the experts (MMVAE), a product of experts and a decoder pass per subset, densities from
+`torch.distributions`. Each pair starts from the same weights (a deep copy of one jmvae model, so the very
+same networks), sees the same batches, and is stepped by the same fused Adam; the timed steps alternate
+every --slot steps. Then both are scored on the whole test set with jmvae's objective (fixed noise), for
+the timed pair and for --loss-seeds - 1 more pairs trained from other seeds: equal within noise means the
+two compute the same objective.
+
+    JMVAE_OFFLINE=1 python benchmarks/zoo_speed.py --steps 100 --rounds 3        # the headline
+    JMVAE_OFFLINE=1 python benchmarks/zoo_speed.py --steps 10 --rounds 1 --loss-seeds 1 --loss-steps 20   # smoke
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.distributions import Normal  # noqa: E402
+
+from jmvae.config import TrainConfig  # noqa: E402
+from jmvae.data.attributes import to_batch  # noqa: E402
+from jmvae.subsets import nonempty_subsets, random_subsets  # noqa: E402
+from jmvae.train import build, evaluate_loss, make_optimizer  # noqa: E402
+from train_speed import WARMUP, batch_indices, interleaved, machine  # noqa: E402
+
+
+# -- the references ---------------------------------------------------------------------------------------
+def log_lik(model, name: str, z: torch.Tensor, batch) -> torch.Tensor:
+    logits = model.decoders[name](z)
+    if name == model.image.name:
+        return -F.binary_cross_entropy_with_logits(logits, batch[name].expand_as(logits), reduction="none").sum(-1)
+    target = batch[name].expand(logits.shape[:-1])
+    return -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view(target.shape)
+
+
+def weight(model, name: str) -> float:
+    return 1.0 if name == model.image.name else model.attribute_weight
+
+
+def poe(experts: list[Normal]) -> Normal:
+    precision = 1 + sum(e.scale ** -2 for e in experts)
+    mean = sum(e.loc * e.scale ** -2 for e in experts) / precision
+    return Normal(mean, precision ** -0.5)
+
+
+def elbo_loss(model, batch, q: Normal, scored) -> torch.Tensor:
+    z = q.rsample()
+    recon = sum(weight(model, n) * log_lik(model, n, z, batch) for n in scored)
+    kl = torch.distributions.kl_divergence(q, Normal(torch.zeros_like(z), torch.ones_like(z))).sum(-1)
+    return -recon + kl
+
+
+def mvae_reference(model, batch) -> torch.Tensor:
+    experts = {n: Normal(*_params(model, n, batch)) for n in model.names}
+    subsets = [tuple(model.names)] + [(n,) for n in model.names] + random_subsets(model.names, model.random_subsets)
+    return sum(elbo_loss(model, batch, poe([experts[n] for n in s]), s) for s in subsets).mean()
+
+
+def mopoe_reference(model, batch) -> torch.Tensor:
+    experts = {n: Normal(*_params(model, n, batch)) for n in model.names}
+    subsets = nonempty_subsets(model.names)
+    return (sum(elbo_loss(model, batch, poe([experts[n] for n in s]), model.names) for s in subsets) / len(subsets)).mean()
+
+
+def mmvae_reference(model, batch) -> torch.Tensor:
+    experts = [Normal(*_params(model, n, batch)) for n in model.names]
+    bounds = []
+    for q in experts:
+        z = q.rsample((model.samples,))
+        log_q = torch.logsumexp(torch.stack([e.log_prob(z).sum(-1) for e in experts]), 0) - math.log(len(experts))
+        log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_px = sum(weight(model, n) * log_lik(model, n, z, batch) for n in model.names)
+        bounds.append(torch.logsumexp(log_pz + log_px - log_q, 0) - math.log(model.samples))
+    return -torch.stack(bounds).mean()
+
+
+def _params(model, name, batch):
+    q = model.encoders[name](batch[name])
+    return q.loc, q.scale
+
+
+REFERENCES = {"mvae": mvae_reference, "mopoe": mopoe_reference, "mmvae": mmvae_reference}
+
+
+# -- timing -----------------------------------------------------------------------------------------------
+def stepper(model, loss_fn, split, batch):
+    optimizer = make_optimizer(model, 1e-3)
+
+    def run(indices) -> float:
+        t0, total = time.perf_counter(), 0.0
+        for idx in indices:
+            loss = loss_fn(model, to_batch(split, idx))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total = total + loss.detach()
+        float(total)
+        return time.perf_counter() - t0
+    return run
+
+
+def pair(kind: str, batch: int, seed: int):
+    data, jm = build(TrainConfig(model=kind, batch_size=batch, seed=seed), quiet=True)
+    ref = copy.deepcopy(jm)
+    jm.train(), ref.train()
+    runs = {"jmvae": stepper(jm, lambda m, b: m.loss(b)[0], data.train, batch),
+            "reference": stepper(ref, REFERENCES[kind], data.train, batch)}
+    return data, {"jmvae": jm, "reference": ref}, runs
+
+
+def measure(kind: str, batch: int, args) -> dict:
+    data, models, runs = pair(kind, batch, args.seed)
+    batches = batch_indices(data.n_train, batch, WARMUP + args.rounds * args.steps, args.seed)
+    torch.manual_seed(args.seed)
+    rates = interleaved(runs, batches, batch, args)
+    losses = []
+    for seed in range(args.seed, args.seed + args.loss_seeds):
+        d, ms, rs = pair(kind, batch, seed)
+        steps = batch_indices(d.n_train, batch, args.loss_steps, seed)
+        for name, run in rs.items():
+            torch.manual_seed(seed)
+            run(steps)
+        losses.append({name: evaluate_loss(m, d.test, seed=seed)["loss"] for name, m in ms.items()})
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    return {"kind": kind, "batch": batch, "describe": models["jmvae"].describe(), "rates": rates, "median": med,
+            "ratio": statistics.median(a / b for a, b in zip(rates["jmvae"], rates["reference"])), "losses": losses}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=100, help="timed steps per round (default 100)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--slot", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--models", nargs="+", default=list(REFERENCES), choices=list(REFERENCES))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--loss-seeds", type=int, default=3, help="seeds trained to compare test losses (default 3)")
+    ap.add_argument("--loss-steps", type=int, default=400, help="steps each of those pairs trains (default 400)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}")
+    rows = []
+    for kind in args.models:
+        m = measure(kind, args.batch, args)
+        rows.append(m)
+        print(f"\n== {kind.upper()}, batch {args.batch}: {args.rounds} rounds x {args.steps} steps, interleaved every "
+              f"{args.slot}; same weights, batches, optimizer ==\n   {m['describe']}")
+        for name in ("jmvae", "reference"):
+            print(f"   {name:10} {m['median'][name]:8.0f} samples/s   per round " + " ".join(f"{v:.0f}" for v in m["rates"][name]))
+        diffs = [l["jmvae"] - l["reference"] for l in m["losses"]]
+        print(f"   jmvae / reference {m['ratio']:.2f}x;  test loss after {args.loss_steps} steps, per seed: "
+              + "   ".join(f"{l['jmvae']:.1f} vs {l['reference']:.1f}" for l in m["losses"])
+              + f"  (jmvae - reference {statistics.fmean(diffs):+.2f}"
+              + (f" ± {statistics.stdev(diffs):.2f} std" if len(diffs) > 1 else "") + ")")
+    print("\n== summary ==")
+    for m in rows:
+        t = {k: statistics.fmean(l[k] for l in m["losses"]) for k in ("jmvae", "reference")}
+        print(f"   {m['kind']:6} b{m['batch']}: jmvae {m['median']['jmvae']:.0f} vs reference {m['median']['reference']:.0f} "
+              f"samples/s = {m['ratio']:.2f}x; test loss {t['jmvae']:.1f} vs {t['reference']:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The configuration of a run: TrainConfig (one field per CLI flag, each model's options among them), and
+`read_config` / `run_config`, the one reader of a run's config.json.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data.attributes import PRESETS
+from .data.mnist import SOURCES
+from .errors import UserError
+from .models import MODELS, options, paper
+from .models.jmvae import IMAGE_TARGETS
+from .runs import FINISHED, is_finished
+
+MODEL_OPTIONS = tuple(dict.fromkeys(o for name in MODELS for o in options(name)))   # every model's options: TrainConfig fields
+
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run; the CLI flags map onto these one to one."""
+    preset: str = "position-digit"
+    model: str = "jmvae"
+    z_dim: int = 2
+    hidden: int = 512
+    # The model's options (see models/__init__.py): None is the model's own default; `resolved()` fills them in.
+    alpha: float | None = None             # JMVAE: weight of its KL terms; 0 is JMVAE-zero
+    attribute_weight: float | None = None  # lambda on every log p(y_i|z)
+    every_subset: bool | None = None       # a term for every non-empty attribute subset, not only all of them
+    attribute_recon: float | None = None   # JMVAE: gamma_y, attributes reconstructed from q(z|y_S)
+    image_recon: float | None = None       # gamma_x, the image reconstructed from q(z|y)
+    image_target: str | None = None        # JMVAE: what that image term scores, "matched" or "paired"
+    components: int | None = None          # JMVAE: Gaussians per attribute expert
+    random_subsets: int | None = None      # MVAE: ELBOs of random modality subsets per step
+    samples: int | None = None             # MMVAE: importance samples K per expert
+    dreg: bool | None = None               # MMVAE: doubly reparameterised gradients
+    paper: bool = False                    # options at the published objective's values, unless given
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    epochs: int | None = None   # None and steps None: as many steps as 20 epochs of full MNIST
+    steps: int | None = None
+    mnist_dir: str | None = None
+    mnist: str = "auto"         # auto: full MNIST if found, else the bundled subset; full; bundled
+    test_fraction: float = 0.2
+    hold_out: list[str] = field(default_factory=list)
+    label_fraction: float = 1.0   # the share of training examples whose attributes the model sees (seeded)
+    device: str = "auto"
+
+    def validate(self) -> None:
+        def check(ok: bool, what: str, allowed: str) -> None:
+            if not ok:
+                raise UserError(f"{what} (allowed: {allowed})")
+        check(self.preset in PRESETS, f"preset {self.preset}", ", ".join(PRESETS))
+        check(self.model in MODELS, f"model {self.model}", ", ".join(MODELS))
+        check(self.z_dim >= 1, f"z-dim {self.z_dim}", "an integer >= 1")
+        check(self.hidden >= 1, f"hidden {self.hidden}", "an integer >= 1")
+        for name in ("alpha", "attribute_recon", "image_recon"):
+            value = getattr(self, name)
+            check(value is None or (value >= 0 and math.isfinite(value)), f"{name.replace('_', '-')} {value}", "a number >= 0")
+        check(self.attribute_weight is None or (self.attribute_weight > 0 and math.isfinite(self.attribute_weight)),
+              f"attribute-weight {self.attribute_weight}", "a number > 0")
+        check(self.components is None or 1 <= self.components <= 16, f"components {self.components}", "1 to 16")
+        check(self.random_subsets is None or 0 <= self.random_subsets <= 64, f"random-subsets {self.random_subsets}", "0 to 64")
+        check(self.samples is None or 1 <= self.samples <= 1000, f"samples {self.samples}", "1 to 1000")
+        check(self.image_target in (None, *IMAGE_TARGETS), f"image-target {self.image_target}", ", ".join(IMAGE_TARGETS))
+        if self.model in MODELS:
+            takes = options(self.model)
+            for name in MODEL_OPTIONS:
+                check(getattr(self, name) is None or name in takes, f"--{name.replace('_', '-')} with model {self.model}",
+                      f"options of {self.model}: {', '.join('--' + o.replace('_', '-') for o in takes)}")
+        check(0 <= self.seed < 2**32, f"seed {self.seed}", "an integer from 0 to 4294967295")
+        check(self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
+        check(0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
+        check(self.epochs is None or self.epochs >= 1, f"epochs {self.epochs}", "an integer >= 1")
+        check(self.steps is None or self.steps >= 1, f"steps {self.steps}", "an integer >= 1")
+        check(self.epochs is None or self.steps is None, f"both epochs {self.epochs} and steps {self.steps}",
+              "one of them")
+        check(self.mnist in SOURCES, f"mnist {self.mnist}", ", ".join(SOURCES))
+        check(self.mnist != "bundled" or self.mnist_dir is None, f"--mnist-dir {self.mnist_dir} with --mnist bundled",
+              "one of them")
+        check(0 < self.test_fraction < 1, f"test-fraction {self.test_fraction}", "a number in (0, 1)")
+        check(0 < self.label_fraction <= 1, f"label-fraction {self.label_fraction}", "a number in (0, 1]")
+        check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"device {self.device}",
+              "auto, cpu, cuda, cuda:N")
+        if self.device.startswith("cuda"):
+            check(torch.cuda.is_available(), f"device {self.device}", "cpu: no CUDA device is available here")
+
+    def resolved(self) -> "TrainConfig":
+        """This config with every option of its model filled in: given values, else the paper's (--paper),
+        else the model's defaults; options the model does not take stay None."""
+        takes = options(self.model)
+        filled = {name: (getattr(self, name) if getattr(self, name) is not None
+                         else paper(self.model)[name] if self.paper and name in paper(self.model) else takes[name])
+                  for name in takes}
+        return replace(self, **filled)
+
+    def model_options(self) -> dict:
+        return {name: getattr(self, name) for name in options(self.model)}
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def plan(self, n_train: int, default_steps: int) -> tuple[int, int, int]:
+        """(steps per epoch, epochs, total steps); every step is a full batch. Without --epochs or --steps a
+        run takes the dataset's default length (`AttributeDataset.default_steps`)."""
+        per_epoch = n_train // self.batch_size
+        if per_epoch == 0:
+            raise UserError(f"batch-size {self.batch_size} (allowed: at most the {n_train} training examples)")
+        if self.steps is not None:
+            total = self.steps
+        elif self.epochs is not None:
+            total = self.epochs * per_epoch
+        else:
+            total = default_steps
+        return per_epoch, math.ceil(total / per_epoch), total
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        """The config a run recorded; a UserError if it is not one jmvae could have written."""
+        known = {f.name for f in fields(cls)}
+        if d.get("model", "jmvae") not in MODELS:
+            raise UserError(f"config.json: model {d.get('model')!r} (allowed: {', '.join(MODELS)})")
+        if "attribute_weight" not in d:   # a run from before the options: it trained the papers' objectives
+            takes = options(d.get("model", "jmvae"))
+            d = {name: paper(d.get("model", "jmvae")).get(name, default) for name, default in takes.items()} | d
+        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        try:
+            replace(cfg, device="cpu").validate()   # the device it trained on need not be here
+        except TypeError:
+            raise UserError("config.json: a setting of the wrong type (allowed: the config jmvae wrote)") from None
+        return cfg
+
+
+def read_json(path: Path, what: str = "") -> Any:
+    """A JSON file of a run, or a UserError naming it (a truncated or edited file is not a traceback)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}; "
+                        f"allowed: the file jmvae wrote{what})") from None
+
+
+def read_config(run_dir: Path) -> dict:
+    """config.json of a run, checked to be one jmvae wrote (it has a "train" section)."""
+    config = read_json(run_dir / "config.json", ": re-run `jmvae train --overwrite`")
+    if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
+        raise UserError(f"{run_dir / 'config.json'} is not a jmvae run config (no \"train\" section)")
+    return config
+
+
+def run_config(run_dir: Path, config: dict | None = None) -> TrainConfig:
+    """The TrainConfig a run recorded (from its config.json, or from `config` already read)."""
+    return TrainConfig.from_json((config if config is not None else read_config(run_dir))["train"])
+
+
+def is_run_dir(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a config.json that jmvae wrote (what --overwrite and --resume require)."""
+    try:
+        read_config(run_dir)
+        return True
+    except UserError:
+        return False
+
+
+def require_run(run_dir: str | Path, finished: bool = False) -> Path:
+    """The run directory, or a UserError saying why it cannot be used."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"run directory {run_dir} does not exist or is not a jmvae run (no config.json)")
+    read_config(run_dir)
+    if not (run_dir / "model.pt").exists():
+        raise UserError(f"run {run_dir} is not finished: no model.pt (resume it with `jmvae train --resume --out {run_dir}`)")
+    if finished and not is_finished(run_dir):
+        raise UserError(f"run {run_dir} is not finished: no {FINISHED} (run `jmvae evaluate {run_dir}`)")
+    return run_dir

@@ -1,0 +1,64 @@
+"""MoPoE (Sutter, Daunhawer & Vogt 2021, "Generalized Multimodal ELBO").
+
+    q(z|X_A) = 1/|P(A)| sum_{S in P(A)} q(z|S),   q(z|S) = p(z) prod_{m in S} q(z|m),
+    L = 1/|P(M)| sum_{S in P(M)} [ -E_q(z|S)[sum_m lambda_m log p(m|z)] + KL(q(z|S) || p(z)) ],
+
+P(A) the non-empty subsets of the given modalities. L bounds minus the ELBO of the mixture: the
+reconstruction is its expectation under the mixture, taken per component (stratified), and the KL of a
+mixture is at most the mean of its components' KLs. An example averages over the subsets it observes,
+and reconstructs the modalities it has.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..modalities import Modality
+from ..posteriors import Mixture, Posterior, kl, product_of_experts, standard_normal, subset_products
+from ..subsets import OBSERVED, filled, membership, nonempty_subsets
+from .base import Batch, MultimodalVAE, terms
+
+
+class MoPoE(MultimodalVAE):
+    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
+                 attribute_weight: float = 50.0, **networks):
+        super().__init__(modalities, z_dim, hidden, **networks)
+        self.attribute_weight = attribute_weight
+        self.weights = {n: 1.0 if n == self.image.name else attribute_weight for n in self.names}
+        self.subsets = nonempty_subsets(self.names)
+        self.register_buffer("membership", membership(self.subsets, self.names), persistent=False)
+
+    def posterior(self, given: Batch) -> Posterior:
+        names = self.given_names(given)
+        if len(names) == 1:
+            return product_of_experts(self.experts(given), prior=True)
+        subsets = nonempty_subsets(names)
+        q = subset_products(self.experts(given), membership(subsets, names).to(self.membership.device))
+        return Mixture(torch.zeros(q.loc.shape[:-1], device=q.loc.device).movedim(0, -1), q.loc.movedim(0, -2),
+                       q.scale.movedim(0, -2))
+
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        present = batch.get(OBSERVED)
+        batch = filled(batch)
+        experts = [self.encoders[n](batch[n]) for n in self.names]
+        q = subset_products(experts, self.membership, True, present)           # (S, B, z_dim)
+        z = q.rsample()
+        kl_prior = kl(q, standard_normal(z))                                   # (S, B)
+        log_p = self.log_likelihood(z, batch)                                  # every modality from every subset's z
+        recon = sum(self.weights[m] * (lp if present is None else lp * present[:, i])
+                    for i, (m, lp) in enumerate(log_p.items()))
+        per_subset = -recon + kl_prior                                         # (S, B)
+        if present is None:
+            per_example = per_subset.mean(0)
+        else:                                                                  # the subsets each example observes
+            valid = ~(self.membership.bool()[:, None, :] & ~present).any(-1)  # (S, B): S holds no unobserved m
+            per_example = (per_subset * valid).sum(0) / valid.sum(0)
+        named = {f"nll_{m}": -lp.mean(0) for m, lp in log_p.items()} | {"kl_prior": kl_prior.mean(0)}
+        return per_example.mean(), terms(**named)
+
+    def describe(self) -> str:
+        lam = "" if self.attribute_weight == 1 else f", each log p(y_i|z) weighted {self.attribute_weight:g}"
+        all_ = ",".join(self.names)
+        return (f"MoPoE:  L = 1/{len(self.subsets)} sum_(S in P({all_})) [-E_q(z|S)[log p({all_}|z)] + KL(q(z|S) || p(z))],"
+                f"  q(z|S) = p(z) prod_(m in S) q(z|m),  q(z|A) = mixture of q(z|S) over the non-empty S in A{lam}")

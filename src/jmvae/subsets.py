@@ -1,0 +1,63 @@
+"""Subsets of modalities, and which modalities an example observes.
+
+Objectives say which subsets of modalities they condition on (JMVAE: the image, and the attributes; MVAE:
+the joint, each modality and k random subsets; MoPoE: every non-empty subset), so they share one helper.
+An attribute value of -1 means "not observed": a partly labelled batch carries `OBSERVED`, a (B, M) bool
+mask over the modalities in the model's order, and objectives train each example on what it has. A batch
+without the mask is fully observed and pays nothing for the possibility.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import torch
+
+OBSERVED = "observed"   # the batch key of the (B, M) mask; absent = every modality observed in every example
+
+
+def nonempty_subsets(names: Sequence[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of `names`, smallest first, each in the order of `names`."""
+    return [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
+
+
+def random_subsets(names: Sequence[str], k: int, generator: torch.Generator | None = None,
+                   sizes: range | None = None) -> list[tuple[str, ...]]:
+    """k subsets drawn uniformly from those whose size lies in `sizes` (default: 2 .. len-1, the ones that
+    are neither a single modality nor all of them: MVAE's sub-sampled terms)."""
+    sizes = sizes if sizes is not None else range(2, len(names))
+    pool = [s for s in nonempty_subsets(names) if len(s) in sizes]
+    if not pool or k <= 0:
+        return []
+    picks = torch.randint(len(pool), (k,), generator=generator)
+    return [pool[i] for i in picks.tolist()]
+
+
+def mark_observed(batch: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """`batch` with its OBSERVED mask: an attribute (class indices, int64) where its value is >= 0; an image
+    (floats, or the uint8 pixels of a stored split) always."""
+    cols = [batch[n] >= 0 if batch[n].dtype == torch.long else torch.ones(len(batch[n]), dtype=torch.bool,
+                                                                           device=batch[n].device)
+            for n in names]
+    return batch | {OBSERVED: torch.stack(cols, -1)}
+
+
+def observed(batch: dict[str, torch.Tensor], names: Sequence[str], subset: Sequence[str]) -> torch.Tensor | None:
+    """(B,) bool: the examples that observe every modality of `subset`; None when the batch is fully observed."""
+    mask = batch.get(OBSERVED)
+    if mask is None:
+        return None
+    return mask[:, [names.index(n) for n in subset]].all(-1)
+
+
+def filled(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch with unobserved attribute values (-1) replaced by 0, so encoders can look them up; the terms
+    that read them are masked out by the objective."""
+    if OBSERVED not in batch:
+        return batch
+    return {k: (v.clamp_min(0) if v.dtype == torch.long else v) for k, v in batch.items()}
+
+
+def membership(subsets: Sequence[Sequence[str]], names: Sequence[str]) -> torch.Tensor:
+    """(S, M) 0/1: which of the M modalities `names` each subset holds (for posteriors.subset_products)."""
+    return torch.tensor([[float(n in s) for n in names] for s in subsets])

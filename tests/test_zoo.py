@@ -1,0 +1,260 @@
+"""MVAE, MMVAE and MoPoE against hand computations, and every model on partly labelled batches.
+
+Noise is fixed: Gaussian.rsample returns loc + scale * eps with eps a deterministic function of the draw's
+shape, so a hand computation can use the very same draws. Hand computations write every density out
+(Bernoulli and softmax log-likelihoods, Gaussian log-densities and KLs) instead of calling the library.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jmvae.modalities import Categorical, Image
+from jmvae.models import MODELS, build_model
+from jmvae.posteriors import Gaussian, Mixture
+from jmvae.subsets import OBSERVED, mark_observed, nonempty_subsets
+
+MODS = [Image("x", (4, 4)), Categorical("position", ("left", "right")), Categorical("digit", ("1", "2", "3"))]
+NAMES = ["x", "position", "digit"]
+
+
+def eps(shape) -> torch.Tensor:
+    n = math.prod(shape)
+    return torch.sin(torch.arange(n, dtype=torch.float32) * 1.7 + 0.3).reshape(shape) * 1.3
+
+
+@pytest.fixture
+def fixed_noise(monkeypatch):
+    def rsample(self, shape=()):
+        full = torch.Size(shape) + self.loc.shape
+        return self.loc + self.scale * eps(full)
+    monkeypatch.setattr(Gaussian, "rsample", rsample)
+
+
+def batch_of(b=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"x": torch.rand(b, 16, generator=g), "position": torch.randint(2, (b,), generator=g),
+            "digit": torch.randint(3, (b,), generator=g)}
+
+
+def model(name, **kw):
+    """A tiny model in float64; attribute weight 1 unless given (the hand computations weigh by it)."""
+    torch.manual_seed(1)
+    kw.setdefault("attribute_weight", 1.0)
+    return build_model(name, MODS, z_dim=2, hidden=8, **kw).double()
+
+
+def dbl(batch):
+    return {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+
+
+# -- densities written out --------------------------------------------------------------------------------
+def log_lik(m, name, z, batch):
+    logits = m.decoders[name](z)
+    if name == "x":
+        x = batch["x"]
+        return (x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)).sum(-1)
+    y = batch[name]
+    return logits.log_softmax(-1).gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
+
+def expert(m, name, batch):
+    q = m.encoders[name](batch[name])
+    return q.loc, q.scale
+
+
+def poe(params):
+    """p(z) prod of (mu, sigma) experts, by hand."""
+    precision = 1 + sum(s ** -2 for _, s in params)
+    mean = sum(mu * s ** -2 for mu, s in params) / precision
+    return mean, precision ** -0.5
+
+
+def kl_std(mu, s):
+    return 0.5 * (s ** 2 + mu ** 2 - 1 - 2 * s.log()).sum(-1)
+
+
+def log_normal(z, mu, s):
+    return (-0.5 * ((z - mu) / s) ** 2 - s.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+# -- MVAE --------------------------------------------------------------------------------------------------
+def test_mvae_matches_hand_computation(fixed_noise):
+    m, b = model("mvae", random_subsets=0, attribute_weight=3.0), dbl(batch_of())
+    loss, terms = m.loss(b)
+    subsets = [tuple(NAMES), ("x",), ("position",), ("digit",)]
+    noise = eps((len(subsets), 5, 2)).double()
+    total = 0
+    for i, s in enumerate(subsets):
+        mu, sd = poe([expert(m, n, b) for n in s])
+        z = mu + sd * noise[i]
+        recon = sum((1.0 if n == "x" else 3.0) * log_lik(m, n, z, b) for n in s)
+        elbo = -recon + kl_std(mu, sd)
+        assert torch.allclose(terms[f"elbo_{'joint' if len(s) == 3 else s[0]}"], elbo.mean(), rtol=1e-6)
+        total = total + elbo
+    assert torch.allclose(loss, total.mean(), rtol=1e-6)
+    assert "MVAE" in m.describe() and "ELBO(x,position,digit)" in m.describe()
+
+
+def test_mvae_random_subsets_are_pairs_and_counted(fixed_noise):
+    m, b = model("mvae", random_subsets=3), dbl(batch_of())
+    torch.manual_seed(5)
+    loss, terms = m.loss(b)
+    torch.manual_seed(5)
+    picks = torch.randint(3, (3,)).tolist()
+    pairs = [s for s in nonempty_subsets(NAMES) if len(s) == 2]
+    noise = eps((7, 5, 2)).double()
+    extra = 0
+    for j, i in enumerate(picks):
+        s = pairs[i]
+        mu, sd = poe([expert(m, n, b) for n in s])
+        z = mu + sd * noise[4 + j]
+        extra = extra + (-sum(log_lik(m, n, z, b) for n in s) + kl_std(mu, sd))
+    assert torch.allclose(terms["elbo_random"], extra.mean(), rtol=1e-6)
+
+
+# -- MoPoE -------------------------------------------------------------------------------------------------
+def test_mopoe_matches_hand_computation(fixed_noise):
+    m, b = model("mopoe", attribute_weight=2.0), dbl(batch_of())
+    loss, _ = m.loss(b)
+    subsets = nonempty_subsets(NAMES)
+    noise = eps((7, 5, 2)).double()
+    total = 0
+    for i, s in enumerate(subsets):
+        mu, sd = poe([expert(m, n, b) for n in s])
+        z = mu + sd * noise[i]
+        recon = sum((1.0 if n == "x" else 2.0) * log_lik(m, n, z, b) for n in NAMES)   # every modality
+        total = total + (-recon + kl_std(mu, sd)) / 7
+    assert torch.allclose(loss, total.mean(), rtol=1e-6)
+
+
+def test_mopoe_posterior_is_the_mixture_of_subset_products():
+    m, b = model("mopoe"), dbl(batch_of())
+    q = m.posterior({"x": b["x"], "digit": b["digit"]})
+    assert isinstance(q, Mixture) and q.loc.shape == (5, 3, 2)
+    z = torch.randn(5, 2, dtype=torch.float64)
+    comps = [poe([expert(m, n, b) for n in s]) for s in [("x",), ("digit",), ("x", "digit")]]
+    by_hand = torch.logsumexp(torch.stack([log_normal(z, mu, s) for mu, s in comps]), 0) - math.log(3)
+    assert torch.allclose(q.log_prob(z), by_hand, atol=1e-10)
+
+
+# -- MMVAE -------------------------------------------------------------------------------------------------
+def mmvae_by_hand(m, b, k, lam=1.0):
+    params = [expert(m, n, b) for n in NAMES]
+    noise = eps((k, 3, 5, 2)).double()
+    bounds = []
+    for j, (mu, sd) in enumerate(params):
+        log_w = []
+        for i in range(k):
+            z = mu + sd * noise[i, j]
+            log_q = torch.logsumexp(torch.stack([log_normal(z, mu2, s2) for mu2, s2 in params]), 0) - math.log(3)
+            log_pz = log_normal(z, torch.zeros_like(z), torch.ones_like(z))
+            log_px = sum((1.0 if n == "x" else lam) * log_lik(m, n, z, b) for n in NAMES)
+            log_w.append(log_pz + log_px - log_q)
+        bounds.append(torch.logsumexp(torch.stack(log_w), 0) - math.log(k))
+    return -torch.stack(bounds).mean(0).mean()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_mmvae_matches_hand_computation(fixed_noise, k):
+    m, b = model("mmvae", samples=k, attribute_weight=2.0), dbl(batch_of())
+    loss, _ = m.loss(b)
+    assert torch.allclose(loss, mmvae_by_hand(m, b, k, 2.0), rtol=1e-6)
+
+
+def test_mmvae_dreg_keeps_the_bound_and_the_decoder_gradient(fixed_noise):
+    b = dbl(batch_of())
+    plain, dreg = model("mmvae", samples=3), model("mmvae", samples=3, dreg=True)
+    lp, _ = plain.loss(b)
+    ld, _ = dreg.loss(b)
+    assert torch.allclose(lp, ld, rtol=1e-10)
+    lp.backward()
+    ld.backward()
+    for (name, p1), p2 in zip(plain.named_parameters(), dreg.parameters()):
+        if name.startswith("decoders"):
+            assert torch.allclose(p1.grad, p2.grad, atol=1e-10), name
+    enc = [(n, p1.grad, p2.grad) for (n, p1), p2 in zip(plain.named_parameters(), dreg.parameters()) if n.startswith("encoders")]
+    assert any(not torch.allclose(g1, g2) for _, g1, g2 in enc)      # DReG changes the encoders' gradient
+
+
+def test_mmvae_dreg_with_one_sample_is_the_path_gradient(fixed_noise):
+    """K = 1: w = 1, so DReG is the gradient through z alone, log q(z|X) with the experts held fixed."""
+    m, b = model("mmvae", dreg=True), dbl(batch_of())
+    m.loss(b)[0].backward()
+    got = {n: p.grad.clone() for n, p in m.named_parameters() if n.startswith("encoders")}
+    m.zero_grad()
+    params = [expert(m, n, b) for n in NAMES]
+    fixed = [(mu.detach(), s.detach()) for mu, s in params]
+    noise = eps((1, 3, 5, 2)).double()
+    total = 0
+    for j, (mu, sd) in enumerate(params):
+        z = mu + sd * noise[0, j]
+        log_q = torch.logsumexp(torch.stack([log_normal(z, a, s) for a, s in fixed]), 0) - math.log(3)
+        total = total + log_normal(z, torch.zeros_like(z), torch.ones_like(z)) + sum(log_lik(m, n, z, b) for n in NAMES) - log_q
+    (-(total / 3).mean()).backward()
+    for n, p in m.named_parameters():
+        if n.startswith("encoders"):
+            assert torch.allclose(got[n], p.grad, atol=1e-9), n
+
+
+def test_mmvae_posterior_is_the_uniform_mixture_of_experts():
+    m, b = model("mmvae"), dbl(batch_of())
+    q = m.posterior({"position": b["position"], "digit": b["digit"]})
+    z = torch.randn(5, 2, dtype=torch.float64)
+    parts = [expert(m, n, b) for n in ("position", "digit")]
+    by_hand = torch.logsumexp(torch.stack([log_normal(z, mu, s) for mu, s in parts]), 0) - math.log(2)
+    assert torch.allclose(q.log_prob(z), by_hand, atol=1e-10)
+
+
+# -- every model: partly labelled batches -----------------------------------------------------------------
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_fully_observed_mask_changes_nothing(fixed_noise, name):
+    m, b = model(name), dbl(batch_of())
+    torch.manual_seed(0)
+    plain, _ = m.loss(b)
+    torch.manual_seed(0)
+    masked, _ = m.loss(mark_observed(b, NAMES))
+    assert torch.allclose(plain, masked, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_unobserved_attributes_neither_count_nor_train_their_experts(fixed_noise, name):
+    """Rows 0-2 have no attributes: their hidden values must not change the loss, and the attribute experts
+    (and joint encoder's attribute weights) get no gradient when no row observes them."""
+    m, b = model(name), dbl(batch_of())
+    partial = dict(b, position=b["position"].clone(), digit=b["digit"].clone())
+    partial["position"][:3] = -1
+    partial["digit"][:3] = -1
+    partial = mark_observed(partial, NAMES)
+    other = dict(partial, position=partial["position"].clone(), digit=partial["digit"].clone())
+    torch.manual_seed(0)
+    l1, _ = m.loss(partial)
+    # a different filling of the hidden values cannot matter: -1 is what the model sees, so compare against
+    # the loss with those rows' true labels observed but masked out
+    other[OBSERVED] = partial[OBSERVED]
+    other["position"][:3] = b["position"][:3]
+    other["digit"][:3] = b["digit"][:3]
+    torch.manual_seed(0)
+    l2, _ = m.loss(other)
+    assert torch.isfinite(l1) and torch.allclose(l1, l2, rtol=1e-10)
+    none = dict(b, position=torch.full((5,), -1), digit=torch.full((5,), -1))
+    torch.manual_seed(0)
+    m.zero_grad()
+    m.loss(mark_observed(none, NAMES))[0].backward()
+    for n in ("position", "digit"):
+        grads = [p.grad for p in m.encoders[n].parameters() if p.grad is not None]
+        assert all(float(g.abs().max()) == 0 for g in grads), (name, n)
+        grads = [p.grad for p in m.decoders[n].parameters() if p.grad is not None]
+        assert all(float(g.abs().max()) == 0 for g in grads), (name, n)
+
+
+def test_jmvae_and_telbo_train_an_unlabelled_image_on_its_own_elbo(fixed_noise):
+    b = dbl(batch_of())
+    none = mark_observed(dict(b, position=torch.full((5,), -1), digit=torch.full((5,), -1)), NAMES)
+    for name in ("jmvae", "telbo"):
+        m = model(name)
+        loss, _ = m.loss(none)
+        mu, sd = expert(m, "x", b)
+        z = mu + sd * eps((5, 2)).double()
+        assert torch.allclose(loss, (-log_lik(m, "x", z, b) + kl_std(mu, sd)).mean(), rtol=1e-6), name
