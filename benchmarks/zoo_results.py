@@ -85,8 +85,9 @@ def main() -> None:
         print(f"{name:22} n={r['n']}  worst (query, seed): {worst}")
     text = tables(rows, len(args.seeds))
     print(text)
-    Path("docs/results-zoo-tables.md").write_text(text + "\n")
-    print(f"wrote docs/results-zoo-tables.md; seeds: {statistics.fmean(r['n'] for r in rows.values()):.1f} per row on average")
+    out = Path(__file__).resolve().parent.parent / "docs" / "results-zoo-tables.md"
+    out.write_text(text + "\n")
+    print(f"wrote {out}; {statistics.fmean(r['n'] for r in rows.values()):.1f} seeds per row on average")
 
 
 if __name__ == "__main__":

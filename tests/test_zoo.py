@@ -258,3 +258,35 @@ def test_jmvae_and_telbo_train_an_unlabelled_image_on_its_own_elbo(fixed_noise):
         mu, sd = expert(m, "x", b)
         z = mu + sd * eps((5, 2)).double()
         assert torch.allclose(loss, (-log_lik(m, "x", z, b) + kl_std(mu, sd)).mean(), rtol=1e-6), name
+
+
+# -- networks: replaceable by name, conv for large images ------------------------------------------------
+@pytest.mark.parametrize("name", list(MODELS))
+def test_large_images_get_conv_networks_and_any_network_can_be_passed_in(name):
+    from torch import nn
+
+    from jmvae.networks import ConvDecoder, ConvTrunk, GaussianEncoder
+    big = [Image("x", (32, 32)), Categorical("digit", ("a", "b", "c"))]
+    torch.manual_seed(0)
+    m = build_model(name, big, z_dim=3, hidden=16)
+    assert isinstance(m.encoders["x"].body, ConvTrunk) and isinstance(m.decoders["x"], ConvDecoder)
+    b = {"x": torch.rand(4, 32 * 32), "digit": torch.tensor([0, 1, 2, 0])}
+    loss, _ = m.loss(b)
+    loss.backward()
+    assert torch.isfinite(loss) and m.generate({"digit": torch.tensor([1])}, 2)["x"].shape == (2, 1, 1024)
+    mine = GaussianEncoder(32 * 32, 3, 8)
+    decoder = nn.Sequential(nn.Linear(3, 1024))
+    m = build_model(name, big, z_dim=3, hidden=16, encoders={"x": mine}, decoders={"x": decoder})
+    assert m.encoders["x"] is mine and m.decoders["x"] is decoder
+    assert torch.isfinite(m.loss(b)[0])
+    with pytest.raises(ValueError, match="networks for colour"):
+        build_model(name, big, encoders={"colour": mine})
+
+
+def test_paper_settings_per_model():
+    from jmvae.config import TrainConfig
+    assert TrainConfig(model="mmvae", paper=True).resolved().samples == 30
+    assert TrainConfig(model="mmvae", paper=True).resolved().dreg is True
+    assert TrainConfig(model="mvae", paper=True).resolved().attribute_weight == 50
+    assert TrainConfig(model="mopoe").resolved().attribute_weight == 50
+    assert TrainConfig(model="mopoe", paper=True).resolved().attribute_weight == 1

@@ -4,11 +4,12 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 from .errors import UserError
 from .evaluate import headline
-from .config import read_config, read_json, require_run
+from .config import read_json, require_run, run_config
 from .runs import FINISHED
 
 IGNORED = {"seed", "device"}  # settings that do not make a different experiment
@@ -18,7 +19,8 @@ def load(run: str | Path) -> tuple[dict, dict]:
     run_dir = require_run(run, finished=True)
     metrics = read_json(run_dir / FINISHED, ": run `jmvae evaluate` again")
     try:
-        return read_config(run_dir)["train"], headline(metrics)
+        # every field, so runs recorded before a field existed compare with runs after it
+        return asdict(run_config(run_dir)), headline(metrics)
     except (KeyError, TypeError, AttributeError):
         raise UserError(f"{run_dir / FINISHED} is not jmvae metrics (allowed: the file `jmvae evaluate` writes)") from None
 
