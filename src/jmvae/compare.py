@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .evaluate import headline
-from .config import read_json, require_run, run_config
+from .config import MODEL_OPTIONS, read_json, require_run, run_config
+from .models import options
 from .runs import FINISHED
 
 IGNORED = {"seed", "device"}  # settings that do not make a different experiment
@@ -41,7 +42,8 @@ def group(runs: list[str | Path]) -> list[dict]:
     presets = sorted({c.get("preset") for c in configs})
     if len(presets) > 1:
         raise UserError(f"runs of presets {', '.join(presets)} (allowed: runs of one preset: their metrics differ)")
-    varying = [k for k in configs[0] if len({json.dumps(c[k]) for c in configs}) > 1] or ["model"]
+    varying = [k for k in configs[0] if len({json.dumps(c[k]) for c in configs}) > 1 and not _same_where_taken(k, configs)]
+    varying = varying or ["model"]
     rows = []
     for config, members in zip(configs, groups.values()):
         row = {"config": " ".join(f"{k}={config[k]}" for k in varying), "n": len(members),
@@ -52,6 +54,14 @@ def group(runs: list[str | Path]) -> list[dict]:
             row[name + " std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
+
+
+def _same_where_taken(key: str, configs: list[dict]) -> bool:
+    """A model option that differs only because some of the models do not take it (alpha: 1 for JMVAE, None
+    for TELBO) says nothing the model name does not."""
+    if key not in MODEL_OPTIONS:
+        return False
+    return len({json.dumps(c[key]) for c in configs if key in options(c["model"])}) <= 1
 
 
 def format_table(rows: list[dict]) -> str:

@@ -7,7 +7,9 @@ objective, so both stay reachable from the command line.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+
+from torch import nn
 
 from ..modalities import Modality
 from .base import MultimodalVAE
@@ -42,15 +44,16 @@ def options(name: str) -> dict[str, Any]:
 
 
 def build_model(name: str, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
+                encoders: Mapping[str, nn.Module] | None = None, decoders: Mapping[str, nn.Module] | None = None,
                 **given: Any) -> MultimodalVAE:
-    """Model `name` with the given options (the rest at the model's defaults); ValueError names an option
-    the model does not have."""
+    """Model `name` with the given options (the rest at the model's defaults) and, by modality name, any
+    encoders or decoders to use instead of the defaults; ValueError names an option the model does not have."""
     if name not in MODELS:
         raise ValueError(f"model {name} (allowed: {', '.join(MODELS)})")
     unknown = sorted(set(given) - set(options(name)))
     if unknown:
         raise ValueError(f"{', '.join(unknown)} for model {name} (allowed: {', '.join(options(name)) or 'none'})")
-    return MODELS[name](modalities, z_dim, hidden, **given)
+    return MODELS[name](modalities, z_dim, hidden, encoders=encoders, decoders=decoders, **given)
 
 
 __all__ = ["MODELS", "PAPER", "PAPER_OF", "build_model", "options", "paper", "MultimodalVAE", "JMVAE", "TELBO", "MVAE", "MMVAE", "MoPoE"]
