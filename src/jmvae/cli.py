@@ -1,4 +1,4 @@
-"""The `jmvae` command: train | evaluate | figures | report | generate | compare | data import.
+"""The `jmvae` command: train | evaluate | figures | explore | report | generate | compare | data import.
 
 Bad input ends in one line, `jmvae: error: <what> (<allowed>)`, and exit status 2.
 """
@@ -19,6 +19,7 @@ from .data.attributes import PRESETS, parse_assignments
 from .data.mnist import import_mnist
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline
+from .explore import EXPLORER, screenshot, write_explorer
 from .models import MODELS, options
 from .config import TrainConfig, read_config, read_json, require_run, run_config
 from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
@@ -72,6 +73,7 @@ def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print) -> d
     remove_temp_files(run_dir)
     history = read_history(run_dir)
     infos = figures.make_figures(model, data, history, run_dir / "figures")
+    write_explorer(model, data, run_dir / EXPLORER, run_dir.name)
     metrics = evaluate(model, data, run_config(run_dir, config), eval_cfg, log=log)
     report.write_report(run_dir, config, metrics, infos, history)
     write_json(run_dir / FINISHED, metrics)
@@ -114,6 +116,17 @@ def cmd_figures(args) -> None:
     remove_temp_files(run_dir)
     for info in figures.make_figures(model, data, read_history(run_dir), run_dir / "figures"):
         print(run_dir / "figures" / info.file)
+
+
+def cmd_explore(args) -> None:
+    run_dir = require_run(args.run)
+    out = output_file("--out", args.out, (".html",)) if args.out else run_dir / EXPLORER
+    _, data, model = load_run(run_dir)
+    remove_temp_files(run_dir)
+    write_explorer(model, data, out, run_dir.name)
+    print(f"{out} ({out.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
+    if args.screenshot:
+        print(screenshot(out, run_dir / "figures" / "explore.png"))
 
 
 def cmd_report(args) -> None:
@@ -251,6 +264,12 @@ def build_parser() -> Parser:
         s = sub.add_parser(name, help=text)
         s.add_argument("run", help="run directory")
         s.set_defaults(func=func)
+    x = sub.add_parser("explore", help="(re)write explore.html, the run's interactive latent explorer")
+    x.add_argument("run", help="run directory")
+    x.add_argument("--out", help="where to write the page (default RUN/explore.html)")
+    x.add_argument("--screenshot", action="store_true",
+                   help="also save RUN/figures/explore.png (needs playwright and the system's chromium)")
+    x.set_defaults(func=cmd_explore)
     g = sub.add_parser("generate", help="generate images from given attributes (or the prior)")
     g.add_argument("run", help="run directory")
     g.add_argument("--given", nargs="*", action="extend", default=[], metavar="A=V",

@@ -143,6 +143,9 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
     if losses:
         parts.append(f"<h2>Final losses (epoch {last.get('epoch')}, step {last.get('step')}; nats per example)</h2>"
                      + table(losses, ("term", "value")))
+    if (run_dir / "explore.html").exists():
+        parts.append('<p><a href="explore.html"><b>Explore the latent space</b></a> (explore.html: move through z and watch '
+                     'the image and the attributes change; ask q(z | attributes) for any values).</p>')
     parts.append("<h2>Figures</h2>")
     for f in figures:
         data = base64.b64encode((run_dir / "figures" / f.file).read_bytes()).decode()

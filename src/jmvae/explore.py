@@ -1,0 +1,140 @@
+"""explore.html: the latent space of a run, to move through in a browser. One self-contained file.
+
+The page needs no server and no network: the decoders' weights are embedded (float16, base64) and run in
+plain JavaScript, and everything that needs an encoder is precomputed here: the test set's q(z|x) means (the
+points), and for every attribute query (every non-empty subset of attributes, every combination of values)
+its posterior's components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few
+draws from it (the strip of images). For z > 2 the plane is spanned by the first two principal directions
+of the test embeddings, and sliders move along the others.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data.attributes import AttributeDataset, to_batch
+from .errors import UserError
+from .models import MultimodalVAE
+from .runs import write_text
+
+EXPLORER = "explore.html"   # its name in a run directory
+MAX_POINTS = 2000        # test points drawn on the plane
+STRIP = 8                # images per query strip
+TEMPLATE = Path(__file__).with_name("explore.html")
+
+
+def half(a: torch.Tensor) -> str:
+    """float16 little-endian bytes, base64."""
+    return base64.b64encode(a.detach().cpu().to(torch.float16).contiguous().numpy().astype("<f2").tobytes()).decode()
+
+
+def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
+    """The Linear layers of an MLP decoder (ReLU between them) as {out, in, w, b}; the page runs only these."""
+    layers = list(decoder) if isinstance(decoder, nn.Sequential) else [decoder]
+    linears = [m for m in layers if isinstance(m, nn.Linear)]
+    if not linears or any(not isinstance(m, (nn.Linear, nn.ReLU)) for m in layers):
+        raise UserError(f"explore: the decoder of {name} is a {type(decoder).__name__} (allowed: an MLP of Linear and "
+                        "ReLU layers, which the page runs in JavaScript)")
+    return [{"out": m.out_features, "in": m.in_features, "w": half(m.weight), "b": half(m.bias)} for m in linears]
+
+
+def plane_of(model: MultimodalVAE, data: AttributeDataset, points: torch.Tensor) -> dict:
+    """Origin, the two plane directions and the slider directions (rows of `basis`), with each slider's range."""
+    d = model.z_dim
+    if d <= 2:
+        basis = torch.eye(d)
+        origin = torch.zeros(d)
+        spread = torch.ones(0)
+    else:
+        origin = points.mean(0)
+        _, s, vt = torch.linalg.svd(points - origin, full_matrices=False)
+        basis = vt
+        spread = s[2:] / max(1, len(points) - 1) ** 0.5
+    return {"origin": origin.tolist(), "basis": basis.tolist(), "slider_sd": spread.tolist()}
+
+
+def queries(model: MultimodalVAE, data: AttributeDataset, plane: dict, device, generator: torch.Generator) -> list[dict]:
+    """Every attribute query: label, given values, components on the plane (weight, centre, 2x2 covariance), draws."""
+    origin = torch.tensor(plane["origin"])
+    basis = torch.tensor(plane["basis"])[:2]                              # (2 or 1, d)
+    out = []
+    names = [a.name for a in data.attributes]
+    for r in range(1, len(names) + 1):
+        for subset in itertools.combinations(data.attributes, r):
+            for values in itertools.product(*(range(a.size) for a in subset)):
+                given = {a.name: torch.tensor([v], device=device) for a, v in zip(subset, values)}
+                q = model.posterior(given)
+                weights, loc, scale = (t[0].cpu() for t in q.components())   # (K,), (K, d), (K, d)
+                comps = []
+                for w, m, s in zip(weights, loc, scale):
+                    centre = torch.zeros(2)
+                    cov = torch.zeros(2, 2)
+                    k = len(basis)                                         # 1 for a 1-D latent: no vertical axis
+                    centre[:k] = basis @ (m - origin)
+                    cov[:k, :k] = basis @ torch.diag(s * s) @ basis.T
+                    comps.append({"w": float(w), "c": centre.tolist(), "cov": cov.tolist()})
+                torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
+                draws = q.sample((STRIP,))[:, 0].cpu()
+                out.append({"label": ", ".join(f"{a.name}={a.classes[v]}" for a, v in zip(subset, values)),
+                            "given": {a.name: int(v) for a, v in zip(subset, values)}, "components": comps,
+                            "mean": q.mean[0].cpu().tolist(), "draws": draws.tolist()})
+    return out
+
+
+@torch.no_grad()
+def explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, seed: int = 0) -> dict:
+    model.eval()
+    device = next(model.parameters()).device
+    n = data.n_test
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=g)[:MAX_POINTS].sort().values
+    batch = to_batch(data.test, idx, device)
+    x = data.image.name
+    means = model.posterior({x: batch[x]}).mean.cpu()
+    plane = plane_of(model, data, means)
+    basis = torch.tensor(plane["basis"])
+    coords = (means - torch.tensor(plane["origin"])) @ basis[:2].T
+    if coords.shape[1] == 1:
+        coords = torch.cat([coords, torch.zeros_like(coords)], 1)
+    extent = max(3.0, float(coords.abs().max()) * 1.05)
+    return {
+        "title": title, "z_dim": model.z_dim, "image": {"name": x, "shape": list(data.image.shape)},
+        "attributes": [{"name": a.name, "classes": list(a.classes)} for a in data.attributes],
+        "plane": plane, "extent": extent,
+        "points": {"xy": [[round(float(u), 4) for u in p] for p in coords],
+                   "values": {a.name: batch[a.name].cpu().tolist() for a in data.attributes}},
+        "queries": queries(model, data, plane, device, g),
+        "decoders": {name: {"layers": decoder_layers(model.decoders[name], name),
+                            "kind": "image" if name == x else "categorical"} for name in model.names},
+        "objective": model.describe(),
+    }
+
+
+def write_explorer(model: MultimodalVAE, data: AttributeDataset, out: Path, title: str, seed: int = 0) -> Path:
+    """Write the explorer page to `out` (atomically)."""
+    payload = json.dumps(explorer_data(model, data, title, seed), separators=(",", ":"))
+    page = TEMPLATE.read_text().replace("__TITLE__", html.escape(title)).replace(
+        "__DATA__", payload.replace("</", "<\\/"))
+    write_text(Path(out), page)
+    return Path(out)
+
+
+def screenshot(page_path: Path, png: Path, width: int = 1280, height: int = 800) -> Path:
+    """A PNG of the page in Chromium (Playwright with the system browser); UserError where neither is installed."""
+    from .browser import open_page
+    with open_page(page_path, width, height) as page:
+        last = page.evaluate("() => document.querySelectorAll('#query select').length") - 1
+        page.select_option(f"#query select >> nth={last}", index=2)         # the last attribute's second value
+        page.evaluate("() => window.jmvaeExplorer.setZ(window.jmvaeExplorer.queryMean(window.jmvaeExplorer.queryIndex()))")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(png))
+    return png
+
+
+__all__ = ["EXPLORER", "write_explorer", "explorer_data", "screenshot"]

@@ -1,0 +1,120 @@
+"""explore.html in a real browser (Debian's chromium driven by Playwright): it loads from file:// with no
+console error, its JavaScript decoders agree with PyTorch, dragging and the keyboard move z, choosing
+attribute values draws their posterior, and it works for a mixture posterior with z > 2."""
+import json
+
+import pytest
+import torch
+
+from jmvae.browser import open_page
+from jmvae.cli import main
+from jmvae.explore import write_explorer
+from jmvae.train import load_run
+
+TINY = ["--steps", "40", "--hidden", "32", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]
+
+
+@pytest.fixture(scope="module")
+def run2(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explore") / "jmvae"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def run3(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explore") / "mopoe"
+    assert main(["train", "--model", "mopoe", "--z-dim", "3", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def torch_decode(model, z):
+    with torch.no_grad():
+        logits = model.logits(torch.tensor([z], dtype=torch.float32))
+    return {n: (l.sigmoid() if n == model.image.name else l.softmax(-1))[0] for n, l in logits.items()}
+
+
+def test_founding_network_page_is_self_contained_and_under_5_mb(founding_data, tmp_path):
+    from jmvae.models import build_model
+    torch.manual_seed(0)
+    model = build_model("jmvae", founding_data.modalities)           # the founding network: 512-512 MLPs
+    page = write_explorer(model, founding_data, tmp_path / "e.html", "founding")
+    text = page.read_text()
+    assert page.stat().st_size < 5e6, page.stat().st_size
+    assert "http://" not in text and "https://" not in text and "<script src" not in text
+
+
+def test_train_writes_the_explorer_and_the_report_links_it(run2):
+    assert (run2 / "explore.html").is_file()
+    assert 'href="explore.html"' in (run2 / "report.html").read_text()
+
+
+def test_page_in_a_real_browser(run2):
+    _, data, model = load_run(run2)
+    errors: list = []
+    with open_page(run2 / "explore.html", errors=errors) as page:
+        assert page.url.startswith("file://")
+        for z in ([0.0, 0.0], [1.2, -0.7], [-2.5, 2.0], [0.3, 2.9]):
+            js = page.evaluate("z => window.jmvaeExplorer.decode(z)", z)
+            ref = torch_decode(model, z)
+            assert (torch.tensor(js["image"]) - ref["x"]).abs().max() < 1e-2
+            for a in data.attributes:
+                assert (torch.tensor(js["attrs"][a.name]) - ref[a.name]).abs().max() < 1e-3, a.name
+        # a drag over the plane moves z and changes the image
+        before = page.evaluate("() => window.jmvaeExplorer.current().image")
+        start = page.evaluate("() => window.jmvaeExplorer.toPage(-2, -2)")
+        end = page.evaluate("() => window.jmvaeExplorer.toPage(2, 1.5)")
+        page.mouse.move(*start)
+        page.mouse.down()
+        page.mouse.move(*end, steps=8)
+        page.mouse.up()
+        page.wait_for_timeout(100)
+        z = page.evaluate("() => window.jmvaeExplorer.getZ()")
+        assert abs(z[0] - 2) < 0.05 and abs(z[1] - 1.5) < 0.05, z
+        after = page.evaluate("() => window.jmvaeExplorer.current().image")
+        assert max(abs(a - b) for a, b in zip(before, after)) > 0.05
+        # the keyboard moves z too
+        page.focus("#plane")
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_timeout(50)
+        assert page.evaluate("() => window.jmvaeExplorer.getZ()")[0] < z[0]
+        # choosing digit=2 draws q(z | digit=2): its centre is that posterior's mean
+        page.select_option("#query select[name=digit]", label="2")
+        drawn = page.evaluate("() => window.jmvaeExplorer.ellipses()")
+        with torch.no_grad():
+            q = model.posterior({"digit": torch.tensor([data.attribute("digit").index("2")])})
+        assert len(drawn) == 1 and torch.allclose(torch.tensor(drawn[0]["centre"]), q.mean[0], atol=1e-4)
+        assert page.evaluate("() => !document.getElementById('strip').hidden")
+        # readable on a phone-sized window: nothing wider than the screen
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    assert errors == [], errors
+
+
+def test_mixture_posterior_and_three_dimensional_latent(run3):
+    _, data, model = load_run(run3)
+    errors: list = []
+    with open_page(run3 / "explore.html", errors=errors) as page:
+        assert page.evaluate("() => document.querySelectorAll('#sliders input').length") == 1
+        z = page.evaluate("() => window.jmvaeExplorer.getZ()")
+        assert len(z) == 3
+        js = page.evaluate("z => window.jmvaeExplorer.decode(z)", [0.5, -0.4, 0.8])
+        assert (torch.tensor(js["image"]) - torch_decode(model, [0.5, -0.4, 0.8])["x"]).abs().max() < 1e-2
+        page.select_option("#query select[name=position]", label="left")
+        page.select_option("#query select[name=digit]", label="1")
+        drawn = page.evaluate("() => window.jmvaeExplorer.ellipses()")
+        assert len(drawn) == 3                          # MoPoE: a mixture over {position}, {digit}, {both}
+        page.evaluate("() => window.jmvaeExplorer.setZ([0.1, 0.2, 0.3])")
+        back = page.evaluate("() => window.jmvaeExplorer.getZ()")
+        assert max(abs(a - b) for a, b in zip(back, [0.1, 0.2, 0.3])) < 1e-5   # plane + slider span z
+    assert errors == [], errors
+
+
+def test_explore_command_rewrites_the_page_and_saves_a_screenshot(run2, tmp_path, capsys):
+    assert main(["explore", str(run2), "--out", str(tmp_path / "mine.html"), "--screenshot"]) == 0
+    assert (tmp_path / "mine.html").is_file()
+    png = run2 / "figures" / "explore.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert main(["explore", str(run2), "--out", str(tmp_path / "x.txt")]) == 2
+    assert "allowed: a .html file" in capsys.readouterr().err
+    json.loads((run2 / "config.json").read_text())        # the run is untouched otherwise
