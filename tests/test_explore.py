@@ -118,3 +118,24 @@ def test_explore_command_rewrites_the_page_and_saves_a_screenshot(run2, tmp_path
     assert main(["explore", str(run2), "--out", str(tmp_path / "x.txt")]) == 2
     assert "allowed: a .html file" in capsys.readouterr().err
     json.loads((run2 / "config.json").read_text())        # the run is untouched otherwise
+
+
+@pytest.mark.parametrize("name,z_dim", [("mmvae", 1), ("telbo", 5)])
+def test_any_model_any_latent_size(founding_data, tmp_path, name, z_dim):
+    """An untrained model is enough: the page must load and decode like PyTorch for a 1-D and a 5-D latent."""
+    from jmvae.models import build_model
+    torch.manual_seed(0)
+    model = build_model(name, founding_data.modalities, z_dim=z_dim, hidden=32).eval()
+    page_path = write_explorer(model, founding_data, tmp_path / "e.html", name)
+    errors: list = []
+    with open_page(page_path, errors=errors) as page:
+        z = [0.3 * (i + 1) for i in range(z_dim)]
+        js = page.evaluate("z => window.jmvaeExplorer.decode(z)", z)
+        assert (torch.tensor(js["image"]) - torch_decode(model, z)["x"]).abs().max() < 1e-2
+        assert page.evaluate("() => document.querySelectorAll('#sliders input').length") == max(0, z_dim - 2)
+        page.select_option("#query select[name=position]", label="right")
+        assert len(page.evaluate("() => window.jmvaeExplorer.ellipses()")) >= 1
+        page.evaluate("z => window.jmvaeExplorer.setZ(z)", z)
+        back = page.evaluate("() => window.jmvaeExplorer.getZ()")
+        assert max(abs(a - b) for a, b in zip(back, z)) < 1e-4
+    assert errors == [], errors
