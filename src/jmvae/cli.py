@@ -14,15 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import compare, figures, report
+from . import compare, distributed, figures, report
 from .data.attributes import PRESETS, parse_assignments
 from .data.mnist import import_mnist
 from .errors import UserError
-from .evaluate import EvalConfig, evaluate, format_headline
+from .evaluate import EvalConfig, evaluate, format_headline, headline
 from .explore import EXPLORER, screenshot, write_explorer
 from .models import MODELS, options
 from .config import TrainConfig, read_config, read_json, require_run, run_config
 from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
+from .trackers import TRACKERS, Trackers
 from .train import differing_flags, load_run, train
 
 
@@ -99,8 +100,14 @@ def cmd_train(args) -> None:
         if diffs := differing_flags(overrides, recorded):
             raise UserError(f"--resume continues {run_dir} with its own settings, but {'; '.join(diffs)} "
                             "(allowed: no training flags, or the run's values)")
-    data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite)
-    finish_run(run_dir, model.cpu(), data, eval_cfg)
+    try:
+        tracked = Trackers()
+        data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, trackers=tracked)
+        if distributed.from_env().main:                # figures, metrics and report: rank 0 alone, after training
+            metrics = finish_run(run_dir, model.cpu(), data, eval_cfg)
+            tracked.finish(headline(metrics), run_dir)
+    finally:
+        distributed.teardown()
 
 
 def cmd_evaluate(args) -> None:
@@ -223,6 +230,9 @@ def build_parser() -> Parser:
                    help=f"MMVAE: doubly reparameterised encoder gradients (default {mm['dreg']})")
     t.add_argument("--label-fraction", type=float, metavar="F",
                    help="train with the attributes of only a random share F of the training examples (seeded; default 1)")
+    t.add_argument("--log", action="extend", nargs="+", choices=list(TRACKERS), metavar="TRACKER",
+                   help="also log to an experiment tracker: tensorboard (RUN/tensorboard), mlflow ($MLFLOW_TRACKING_URI, "
+                        "else mlruns beside the run directories); each needs its package: pip install \"jmvae[tensorboard]\"")
     t.add_argument("--paper", action="store_true", default=None,
                    help="the published objective: every option above at the paper's value unless given")
     t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")

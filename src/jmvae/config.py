@@ -13,6 +13,7 @@ import torch
 
 from .data.attributes import PRESETS
 from .data.mnist import SOURCES
+from . import trackers
 from .errors import UserError
 from .models import MODELS, options, paper
 from .models.jmvae import IMAGE_TARGETS
@@ -51,6 +52,7 @@ class TrainConfig:
     test_fraction: float = 0.2
     hold_out: list[str] = field(default_factory=list)
     label_fraction: float = 1.0   # the share of training examples whose attributes the model sees (seeded)
+    log: list[str] = field(default_factory=list)   # experiment trackers: tensorboard, mlflow
     device: str = "auto"
 
     def validate(self) -> None:
@@ -87,6 +89,7 @@ class TrainConfig:
               "one of them")
         check(0 < self.test_fraction < 1, f"test-fraction {self.test_fraction}", "a number in (0, 1)")
         check(0 < self.label_fraction <= 1, f"label-fraction {self.label_fraction}", "a number in (0, 1]")
+        trackers.check(self.log)
         check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"device {self.device}",
               "auto, cpu, cuda, cuda:N")
         if self.device.startswith("cuda"):

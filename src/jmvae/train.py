@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import TrainConfig, is_run_dir, read_config, require_run, run_config
 from .data.attributes import AttributeDataset, batches, hide_labels, load_dataset, to_batch
 from .errors import UserError
@@ -24,6 +25,7 @@ from .models import MultimodalVAE, build_model
 from .runs import (FINISHED, check_data, check_parents, fingerprint, is_finished, load_torch, remove_temp_files, save_torch,
                    write_json, write_text)
 from .subsets import mark_observed
+from .trackers import Trackers
 
 
 def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, MultimodalVAE]:
@@ -80,17 +82,19 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
 
 def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: dict[str, torch.Tensor],
                 order: torch.Tensor, batch_size: int, steps: int, on_step=lambda n: None,
-                losses: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
+                losses: torch.Tensor | None = None, loss=None) -> tuple[torch.Tensor, list[str]]:
     """The hot loop: `steps` optimizer steps on the batches order[i*B:(i+1)*B] of an in-memory split.
 
     Returns the sum over steps of [loss, *terms] as one tensor and their names; `losses`, if given, receives
-    each step's loss (for finding the first non-finite one). Nothing in the loop waits for the device (no
+    each step's loss (for finding the first non-finite one); `loss` replaces model.loss (the
+    DistributedDataParallel wrapper, whose forward is the loss). Nothing in the loop waits for the device (no
     .item(), no host copies).
     """
     sums, names = None, ["loss"]
+    objective = loss or model.loss
     for i in range(steps):
         batch = to_batch(split, order[i * batch_size:(i + 1) * batch_size])
-        loss, terms = model.loss(batch)
+        loss, terms = objective(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -155,26 +159,24 @@ def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
-          progress: bool | None = None, log=print) -> tuple[AttributeDataset, MultimodalVAE]:
+          progress: bool | None = None, log=print, trackers: Trackers | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
     """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model.
 
     Every check (flags, data, hold-out, batch size, the checkpoint to resume) runs before a file is deleted or
-    written. With resume=True the run's own config is used and `cfg` is ignored.
+    written. With resume=True the run's own config is used and `cfg` is ignored. Started by torchrun, every
+    rank trains its share of each batch and only rank 0 writes (see distributed.py).
     """
     run_dir = Path(run_dir)
-    check_run_dir(run_dir, resume, overwrite)
-    if resume:
-        recorded = read_config(run_dir)
-        cfg = run_config(run_dir, recorded)
-    cfg.validate()
-    cfg = cfg.resolved()                  # config.json records the options the model actually trained with
-    if cfg.mnist_dir is not None:
-        cfg = replace(cfg, mnist_dir=str(Path(cfg.mnist_dir).expanduser().resolve()))
-    data, model = build(cfg)
-    if resume:
-        check_data(run_dir, recorded, data)
-    cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
-    device = cfg.resolved_device()
+    ranks = distributed.setup(cfg.resolved_device())      # first, so that every rank can hear of a failed check
+    if not ranks.main:
+        log, progress = (lambda *a, **k: None), False
+    try:
+        cfg, data, model, recorded = _prepare(cfg, run_dir, resume, overwrite, ranks)
+        error = None
+    except UserError as e:
+        error = str(e)
+    distributed.agree(ranks, error)
+    device = ranks.device(cfg.resolved_device())
     model.to(device)
     optimizer = make_optimizer(model, cfg.lr)
     train_split = training_split(data, cfg, device)
@@ -193,22 +195,33 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         except Exception as e:
             raise UserError(f"{run_dir / 'checkpoint.pt'} does not fit this run ({type(e).__name__}; allowed: the "
                             "checkpoint this run wrote; start again with --overwrite)") from None
-    if overwrite:
-        clear_run(run_dir)
-    remove_temp_files(run_dir)
+    ranks.barrier()                                        # every rank has read the checkpoint before rank 0 writes
+    if ranks.main:
+        if overwrite:
+            clear_run(run_dir)
+        remove_temp_files(run_dir)
     if ckpt is not None:
         log(f"resuming {run_dir} after epoch {start_epoch} of {epochs}")
     else:
         if resume:
             log(f"{run_dir} was stopped before its first checkpoint: training it from the start")
-        write_json(run_dir / "config.json", {
-            "train": asdict(cfg), "mnist_source": data.source, "objective": model.describe(),
-            "data_fingerprint": fingerprint(data),
-            "n_train": n_train, "n_test": data.n_test, "device": str(device),
-            "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps})
+        if ranks.main:
+            write_json(run_dir / "config.json", {
+                "train": asdict(cfg), "mnist_source": data.source, "objective": model.describe(),
+                "data_fingerprint": fingerprint(data),
+                "n_train": n_train, "n_test": data.n_test, "device": str(device), "ranks": ranks.world,
+                "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps})
+    if ranks.main and trackers is not None:
+        trackers.open(run_dir, read_config(run_dir))
+    if ckpt is None:
+        on = f"{device}" if not ranks.active else f"{ranks.world} ranks ({device.type}), {cfg.batch_size // ranks.world} rows each"
         log(f"{model.describe()}\ndata: {data.name}, {n_train} train / {data.n_test} test images "
-            f"from {data.source}\ntraining {total_steps} steps ({epochs} epochs of {per_epoch}) on {device} -> {run_dir}")
+            f"from {data.source}\ntraining {total_steps} steps ({epochs} epochs of {per_epoch}) on {on} -> {run_dir}")
 
+    step_loss = model.loss
+    if ranks.active:
+        step_loss = distributed.wrap(model, device, unused_parameters(model, train_split))
+    share = ranks.share(cfg.batch_size)
     show_bar = sys.stderr.isatty() if progress is None else progress
     log_every = max(1, epochs // 20)
     model.train()
@@ -217,35 +230,79 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         steps = min(per_epoch, total_steps - epoch * per_epoch)
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
         order = torch.randperm(n_train, device=device)
+        if ranks.active:                                   # this rank's rows of each global batch, its own noise
+            order = order[:steps * cfg.batch_size].view(steps, cfg.batch_size)[:, share].reshape(-1)
+            if ranks.rank:
+                torch.manual_seed(epoch_seed(cfg.seed, epoch) + 104_729 * ranks.rank)
         losses = torch.full((steps,), math.nan, device=device)   # a step that never ran reads as non-finite
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not show_bar)
         try:
-            sums, names = train_steps(model, optimizer, train_split, order, cfg.batch_size, steps, bar.update, losses)
+            sums, names = train_steps(model, optimizer, train_split, order, share.stop - share.start, steps, bar.update,
+                                      losses, step_loss)
+            sums = distributed.mean_over_ranks(ranks, sums)
         except ValueError:   # torch.distributions refusing a nan location: the weights went non-finite first
             if all(torch.isfinite(p).all() for p in model.parameters()):
                 raise
             sums = torch.tensor([math.nan])
+        except RuntimeError as e:
+            if not ranks.active:
+                raise
+            last = f"epoch {epoch}" if epoch > 0 else "none (stopped in the first epoch)"
+            raise UserError(f"a rank stopped in epoch {epoch + 1} ({str(e).splitlines()[0][:100]}); last good checkpoint: "
+                            f"{last} (resume with --resume, on any number of ranks)") from None
         bar.close()
         if not torch.isfinite(sums).all():
             bad = int((~torch.isfinite(losses)).nonzero()[0]) if not torch.isfinite(losses).all() else steps - 1
             last = f"epoch {epoch}" if epoch > 0 else "none (stopped in the first epoch)"
             raise UserError(f"loss is {float(losses[bad])} at step {epoch * per_epoch + bad + 1} (epoch {epoch + 1}); "
                             f"last good checkpoint: {last} (try a lower --lr, with --overwrite)")
-        train_means = dict(zip(names, (sums / steps).tolist()))
-        test_means = evaluate_loss(model, data.test, seed=cfg.seed)
-        row = {"epoch": epoch + 1, "step": epoch * per_epoch + steps, "seconds": round(time.perf_counter() - t0, 3)}
-        row |= {f"train_{k}": round(v, 5) for k, v in train_means.items()}
-        row |= {f"test_{k}": round(v, 5) for k, v in test_means.items()}
-        history.append(row)
-        write_history(run_dir / "history.csv", history)
-        save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "epoch": epoch + 1, "history": history})
-        if (epoch + 1) % log_every == 0 or epoch + 1 == epochs:
-            log(f"epoch {epoch + 1}/{epochs}  step {row['step']}  train loss {train_means['loss']:.2f}  "
-                f"test loss {test_means['loss']:.2f}  ({row['seconds']:.2f}s)")
-    save_torch(run_dir / "model.pt", model.state_dict())
+        if ranks.main:
+            train_means = dict(zip(names, (sums / steps).tolist()))
+            test_means = evaluate_loss(model, data.test, seed=cfg.seed)
+            row = {"epoch": epoch + 1, "step": epoch * per_epoch + steps, "seconds": round(time.perf_counter() - t0, 3)}
+            row |= {f"train_{k}": round(v, 5) for k, v in train_means.items()}
+            row |= {f"test_{k}": round(v, 5) for k, v in test_means.items()}
+            history.append(row)
+            write_history(run_dir / "history.csv", history)
+            if trackers is not None:
+                trackers.epoch(row)
+            save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                   "epoch": epoch + 1, "history": history})
+            if (epoch + 1) % log_every == 0 or epoch + 1 == epochs:
+                log(f"epoch {epoch + 1}/{epochs}  step {row['step']}  train loss {train_means['loss']:.2f}  "
+                    f"test loss {test_means['loss']:.2f}  ({row['seconds']:.2f}s)")
+        ranks.barrier()
+    if ranks.main:
+        save_torch(run_dir / "model.pt", model.state_dict())
+    ranks.barrier()
     model.eval()
     return data, model
+
+
+def unused_parameters(model: MultimodalVAE, split: dict[str, torch.Tensor]) -> bool:
+    """Whether some parameter gets no gradient from the loss (JMVAE with alpha 0 never uses its unimodal
+    encoders), which DistributedDataParallel must be told; found on two rows."""
+    loss, _ = model.loss(to_batch(split, slice(0, 2)))
+    return any(g is None for g in torch.autograd.grad(loss, list(model.parameters()), allow_unused=True))
+
+
+def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ranks: distributed.Ranks):
+    """The checks and builds that touch no file: (resolved config, data, model, the recorded config or None)."""
+    check_run_dir(run_dir, resume, overwrite)
+    recorded = None
+    if resume:
+        recorded = read_config(run_dir)
+        cfg = run_config(run_dir, recorded)
+    cfg.validate()
+    distributed.check_batch(ranks, cfg.batch_size)
+    cfg = cfg.resolved()                  # config.json records the options the model actually trained with
+    if cfg.mnist_dir is not None:
+        cfg = replace(cfg, mnist_dir=str(Path(cfg.mnist_dir).expanduser().resolve()))
+    data, model = build(cfg, quiet=not ranks.main)
+    if resume:
+        check_data(run_dir, recorded, data)
+    cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
+    return cfg, data, model, recorded
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

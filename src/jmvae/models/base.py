@@ -116,6 +116,10 @@ class MultimodalVAE(nn.Module):
         """The objective as an equation, for the terminal and the report."""
         raise NotImplementedError
 
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss: what DistributedDataParallel calls, so that it can average the gradients."""
+        return self.loss(batch)
+
     def _y(self) -> str:
         return ",".join(self.attribute_names)
 

@@ -1,0 +1,158 @@
+"""Training on 2 CPU ranks (gloo): one step is one single-process step, only rank 0 writes, a rank that dies
+stops the job with one line from rank 0 and a good checkpoint, and the run resumes exactly (torchrun)."""
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+TINY = ["--hidden", "32", "--batch-size", "64", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200",
+        "--mnist", "bundled"]
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(code: str, world: int = 2, timeout: int = 300) -> list[subprocess.CompletedProcess]:
+    """Run `code` in `world` processes joined as torchrun would join them (env://, loopback only)."""
+    port = free_port()
+    procs = []
+    for rank in range(world):
+        env = os.environ | {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+                            "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        procs.append(subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+def train_code(argv: list[str], die_in_epoch: int | None = None) -> str:
+    patch = ""
+    if die_in_epoch is not None:    # rank 1 dies in that epoch: its process ends without a word
+        patch = f"""
+            import jmvae.train
+            t = sys.modules["jmvae.train"]      # the package exports the function train under that name
+            real = t.train_steps
+            calls = []
+            def dying(*a, **k):
+                calls.append(1)
+                if os.environ["RANK"] == "1" and len(calls) == {die_in_epoch}:
+                    os._exit(3)
+                return real(*a, **k)
+            t.train_steps = dying
+        """
+    return f"""
+        import os, sys
+        {textwrap.dedent(patch).replace(chr(10), chr(10) + '        ')}
+        from jmvae.cli import main
+        sys.exit(main({argv!r}))
+    """
+
+
+def history(run) -> list[dict]:
+    return list(csv.DictReader(open(run / "history.csv")))
+
+
+def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path):
+    """Same global batch, same noise (a function of each row's own posterior, so it does not depend on which
+    rank holds the row): the weights after one Adam step agree within 1e-5."""
+    code = f"""
+        import os, sys, torch
+        import torch.distributed as dist
+        from jmvae.distributed import wrap
+        from jmvae.models import build_model
+        from jmvae.modalities import Categorical, Image
+        from jmvae.posteriors import Gaussian
+        from jmvae.train import make_optimizer
+        Gaussian.rsample = lambda self, shape=(): self.loc + self.scale * torch.sin(1e3 * self.loc + 1e2 * self.scale)
+        mods = [Image("x", (4, 4)), Categorical("position", ("l", "r")), Categorical("digit", ("1", "2"))]
+        g = torch.Generator().manual_seed(0)
+        batch = {{"x": torch.rand(8, 16, generator=g), "position": torch.randint(2, (8,), generator=g),
+                 "digit": torch.randint(2, (8,), generator=g)}}
+        torch.manual_seed(0)
+        model = build_model("telbo", mods, hidden=16)
+        opt = make_optimizer(model, 1e-2)
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        if world > 1:
+            dist.init_process_group("gloo")
+            rank = dist.get_rank()
+            share = {{k: v[rank * 4:(rank + 1) * 4] for k, v in batch.items()}}
+            ddp = wrap(model, torch.device("cpu"), unused=False)
+            loss = ddp(share)[0]
+        else:
+            loss = model.loss(batch)[0]
+        loss.backward()
+        opt.step()
+        if world == 1 or dist.get_rank() == 0:
+            torch.save(model.state_dict(), sys.argv[1] if len(sys.argv) > 1 else {str(tmp_path / "ddp.pt")!r})
+    """
+    results = launch(code)
+    assert all(r.returncode == 0 for r in results), results[0].stderr + results[1].stderr
+    single = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(tmp_path / "single.pt")], text=True,
+                            capture_output=True, env=os.environ | {"PYTHONPATH": SRC, "WORLD_SIZE": "1"})
+    assert single.returncode == 0, single.stderr
+    a, b = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_two_ranks_write_one_run_resume_exactly_and_survive_a_dying_rank(tmp_path):
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    argv = ["train", "--epochs", "4", "--seed", "0", *TINY]
+    results = launch(train_code([*argv, "--out", str(straight)]))
+    assert [r.returncode for r in results] == [0, 0], results[0].stderr[-2000:] + results[1].stderr[-2000:]
+    assert "2 ranks (cpu), 32 rows each" in results[0].stdout and results[1].stdout == ""
+    config = json.loads((straight / "config.json").read_text())
+    assert config["ranks"] == 2 and config["train"]["batch_size"] == 64
+    assert len(history(straight)) == 4 and (straight / "metrics.json").is_file()
+    assert not [p for p in straight.rglob("*") if p.name.endswith(".tmp")]
+
+    # rank 1 dies in epoch 3: rank 0 says so in one line and keeps the checkpoint of epoch 2
+    results = launch(train_code([*argv, "--out", str(broken)], die_in_epoch=3))
+    assert results[1].returncode == 3 and results[0].returncode == 2, results[0].stderr[-2000:]
+    lines = results[0].stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jmvae: error: a rank stopped in epoch 3"), lines
+    assert "last good checkpoint: epoch 2" in lines[0]
+    assert len(history(broken)) == 2 and not (broken / "metrics.json").exists()
+
+    # torchrun resumes it on 2 ranks: the same run as the uninterrupted one
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "jmvae", "train", "--resume", "--out", str(broken), "--k", "20", "--n-per-query", "5",
+                           "--coherence-draws", "200"],
+                          text=True, capture_output=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["test_loss"] for r in history(broken)] == [r["test_loss"] for r in history(straight)]
+    assert (broken / "metrics.json").is_file()
+
+
+def test_batch_that_does_not_split_evenly_is_refused_on_every_rank(tmp_path):
+    results = launch(train_code(["train", "--epochs", "1", "--out", str(tmp_path / "odd"), *TINY[:2],
+                                 "--batch-size", "63", "--mnist", "bundled"]))
+    for r in results:
+        assert r.returncode == 2 and "batch-size 63 with 2 ranks" in r.stderr, r.stderr
+    assert not (tmp_path / "odd").exists()
+
+
+@pytest.mark.parametrize("world", [1])
+def test_resume_on_a_different_number_of_ranks(tmp_path, world):
+    run = tmp_path / "r"
+    results = launch(train_code(["train", "--epochs", "3", "--seed", "0", *TINY, "--out", str(run)], die_in_epoch=2))
+    assert results[0].returncode == 2 and len(history(run)) == 1
+    from jmvae.cli import main
+    assert main(["train", "--resume", "--out", str(run), "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]) == 0
+    assert len(history(run)) == 3 and (run / "metrics.json").is_file()
