@@ -139,3 +139,18 @@ def test_any_model_any_latent_size(founding_data, tmp_path, name, z_dim):
         back = page.evaluate("() => window.jmvaeExplorer.getZ()")
         assert max(abs(a - b) for a, b in zip(back, z)) < 1e-4
     assert errors == [], errors
+
+
+def test_a_decoder_the_page_cannot_run_is_one_line(founding_data, tmp_path):
+    from torch import nn
+
+    from jmvae.errors import UserError
+    from jmvae.models import build_model
+
+    class Odd(nn.Module):
+        def forward(self, z):
+            return z.new_zeros(*z.shape[:-1], 28 * 56)
+    model = build_model("jmvae", founding_data.modalities, hidden=16, decoders={"x": Odd()})
+    with pytest.raises(UserError, match="decoder of x is a Odd"):
+        write_explorer(model, founding_data, tmp_path / "e.html", "odd")
+    assert not (tmp_path / "e.html").exists()

@@ -74,7 +74,11 @@ def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print) -> d
     remove_temp_files(run_dir)
     history = read_history(run_dir)
     infos = figures.make_figures(model, data, history, run_dir / "figures")
-    write_explorer(model, data, run_dir / EXPLORER, run_dir.name)
+    try:
+        write_explorer(model, data, run_dir / EXPLORER, run_dir.name)
+    except UserError as e:                         # a decoder the page cannot run: the run finishes without it
+        (run_dir / EXPLORER).unlink(missing_ok=True)
+        log(f"no {EXPLORER}: {e}")
     metrics = evaluate(model, data, run_config(run_dir, config), eval_cfg, log=log)
     report.write_report(run_dir, config, metrics, infos, history)
     write_json(run_dir / FINISHED, metrics)
