@@ -89,6 +89,11 @@ def queries(model: MultimodalVAE, data: AttributeDataset, plane: dict, device, g
 
 @torch.no_grad()
 def explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, seed: int = 0) -> dict:
+    with torch.random.fork_rng(devices=[]):    # the draws reseed torch; the caller's random state stays as it was
+        return _explorer_data(model, data, title, seed)
+
+
+def _explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, seed: int) -> dict:
     model.eval()
     device = next(model.parameters()).device
     n = data.n_test

@@ -107,13 +107,11 @@ def as_mixture(q: Posterior) -> Mixture:
     return Mixture(torch.zeros_like(q.loc[..., :1]), q.loc.unsqueeze(-2), q.scale.unsqueeze(-2))
 
 
-def mixture_of(experts: list[Posterior], logits: torch.Tensor | None = None) -> Mixture:
-    """The mixture of the given posteriors' components (uniform over experts unless `logits` (..., E) say
-    otherwise; -inf leaves an expert out), e.g. MMVAE's (1/M) sum_m q(z|x_m)."""
+def mixture_of(experts: list[Posterior]) -> Mixture:
+    """The uniform mixture of the given posteriors (each keeps its own components), e.g. MMVAE's
+    (1/M) sum_m q(z|x_m)."""
     parts = [as_mixture(e) for e in experts]
-    if logits is None:
-        logits = torch.zeros(*parts[0].log_weights.shape[:-1], len(parts), device=parts[0].loc.device)
-    log_w = torch.cat([p.log_weights + logits[..., i:i + 1] for i, p in enumerate(parts)], -1)
+    log_w = torch.cat([p.log_weights for p in parts], -1)
     return Mixture(log_w, torch.cat([p.loc for p in parts], -2), torch.cat([p.scale for p in parts], -2))
 
 
