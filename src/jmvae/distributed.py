@@ -91,12 +91,14 @@ def mean_over_ranks(ranks: Ranks, t: torch.Tensor) -> torch.Tensor:
 
 def wrap(model: torch.nn.Module, device: torch.device, unused: bool) -> DistributedDataParallel:
     """The model in DistributedDataParallel: its forward is the loss; its buffers are constants (one-hot
-    tables), so they are not synced before every step."""
+    tables), so they are not synced before every step. Gradients live in the all-reduce buckets (no second
+    copy of them)."""
     ids = [device.index] if device.type == "cuda" else None
+    options = dict(device_ids=ids, find_unused_parameters=unused, gradient_as_bucket_view=True)
     try:
-        return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False, find_unused_parameters=unused)
+        return DistributedDataParallel(model, forward_sync_buffers=False, **options)
     except TypeError:   # torch before forward_sync_buffers
-        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False, find_unused_parameters=unused)
+        return DistributedDataParallel(model, broadcast_buffers=False, **options)
 
 
 def teardown() -> None:
