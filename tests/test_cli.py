@@ -43,6 +43,10 @@ def test_train_writes_a_finished_run(run_dir):
     assert {"correctness", "coverage", "image_to_attribute_accuracy", "joint_coherence", "log_likelihood", "queries",
             "at_temperature", "log_likelihood_standard_error", "seconds"} <= set(metrics)
     assert len(metrics["queries"]) == 8 and {r["n"] for r in metrics["queries"]} == {5}
+    phases = metrics["run_seconds"]   # where the run's time went, also in the report
+    assert set(phases) == {"data and model", "training steps", "test loss and checkpoints", "saving", "figures",
+                           "explorer", "evaluation", "report"} and all(v >= 0 for v in phases.values())
+    assert "<h2>Time</h2>" in (run_dir / "report.html").read_text()
     assert set(metrics["at_temperature"]) == {"0.5"} and set(metrics["at_temperature"]["0.5"]["correctness"]["by_size"]) == {"1", "2"}
     assert metrics["settings"]["likelihood_examples"] == 400 == metrics["settings"]["test_examples"]  # fewer than 500: all
     page = (run_dir / "report.html").read_text()

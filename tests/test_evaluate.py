@@ -7,10 +7,10 @@ from torch import nn
 from torch.distributions import Normal
 
 from jmvae.classifier import accuracy, blur, classifier_for
-from jmvae.data.attributes import to_batch
+from jmvae.data.attributes import seeded_subset, to_batch
 from jmvae.posteriors import Gaussian
 from jmvae.evaluate import (attribute_accuracy, correctness_coverage, coverage_of, format_headline, importance_log_means,
-                            joint_coherence, jsd, likelihood_subset, log_likelihood_examples, queries, wilson)
+                            joint_coherence, jsd, log_likelihood_examples, queries, wilson)
 from jmvae.report import write_report
 
 
@@ -302,10 +302,10 @@ def test_report_of_a_model_ignoring_its_input(founding_data, classifier, tmp_pat
 
 def test_likelihood_subsample_is_seeded_and_used(founding_data):
     n = len(founding_data.test["x"])
-    a, b = likelihood_subset(n, 50, seed=0), likelihood_subset(n, 50, seed=1)
-    assert torch.equal(a, likelihood_subset(n, 50, seed=0)) and not torch.equal(a, b)
+    a, b = seeded_subset(n, 50, seed=0), seeded_subset(n, 50, seed=1)
+    assert torch.equal(a, seeded_subset(n, 50, seed=0)) and not torch.equal(a, b)
     assert len(a.unique()) == 50 and torch.equal(a, a.sort().values) and 0 <= int(a.min()) and int(a.max()) < n
-    assert torch.equal(likelihood_subset(n, n + 1, seed=0), torch.arange(n))
+    assert torch.equal(seeded_subset(n, n + 1, seed=0), torch.arange(n))
     # The estimates are those of exactly the subsampled images.
     from jmvae.config import TrainConfig
     from jmvae.train import build

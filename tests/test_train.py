@@ -1,4 +1,5 @@
 import csv
+import json
 
 import pytest
 import torch
@@ -6,6 +7,8 @@ import torch
 from jmvae.errors import UserError
 from jmvae.evaluate import attribute_accuracy
 from jmvae.config import TrainConfig
+import sys
+from jmvae.data.attributes import seeded_subset
 from jmvae.train import evaluate_loss, train
 
 
@@ -26,6 +29,20 @@ def test_short_training_learns(tmp_path, model, founding_data):
     assert acc["position"] > 0.9, acc  # p(position|z), z from q(z|x): right on most test images
     assert acc["digit"] > 0.75, acc    # chance is 0.5
     assert (tmp_path / model / "model.pt").exists() and (tmp_path / model / "checkpoint.pt").exists()
+
+
+def test_test_loss_is_on_the_recorded_seeded_test_images_and_phases_are_timed(tmp_path, monkeypatch, founding_data):
+    monkeypatch.setattr(sys.modules["jmvae.train"], "TEST_LOSS_EXAMPLES", 100)
+    cfg, seconds = TrainConfig(steps=12, hidden=32, batch_size=64, seed=2), {}
+    data, m = train(cfg, tmp_path / "r", log=lambda *a: None, seconds=seconds)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["test_loss_examples"] == 100
+    idx = seeded_subset(data.n_test, 100, seed=2)
+    expect = evaluate_loss(m, {k: v[idx] for k, v in data.test.items()}, seed=2, chunk=64)
+    row = list(csv.DictReader(open(tmp_path / "r" / "history.csv")))[-1]
+    assert float(row["test_loss"]) == pytest.approx(expect["loss"], abs=1e-4)
+    assert float(row["test_loss"]) != pytest.approx(evaluate_loss(m, data.test, seed=2)["loss"], abs=1e-3)   # not all of them
+    assert set(seconds) == {"data and model", "training steps", "test loss and checkpoints", "saving"}
+    assert seconds["training steps"] > 0 and all(v >= 0 for v in seconds.values())
 
 
 def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch):

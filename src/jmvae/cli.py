@@ -8,6 +8,7 @@ import argparse
 import csv
 import math
 import sys
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -63,24 +64,38 @@ def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
-def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print) -> dict:
+def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seconds: dict[str, float] | None = None) -> dict:
     """Figures, metrics, report; metrics.json last, because it marks the run finished.
 
     The old metrics.json goes first: a kill midway leaves an unfinished run (figures and report may be new),
-    never a finished one whose report disagrees with its metrics.
+    never a finished one whose report disagrees with its metrics. metrics["run_seconds"] holds the wall time
+    of each phase: `seconds` (training's, from train()) and this function's own.
     """
+    seconds = dict(seconds or {})
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        seconds[phase] = time.perf_counter() - clock
+        clock = time.perf_counter()
+
     config = read_config(run_dir)
     (run_dir / FINISHED).unlink(missing_ok=True)
     remove_temp_files(run_dir)
     history = read_history(run_dir)
     infos = figures.make_figures(model, data, history, run_dir / "figures")
+    lap("figures")
     try:
         write_explorer(model, data, run_dir / EXPLORER, run_dir.name)
     except UserError as e:                         # a decoder the page cannot run: the run finishes without it
         (run_dir / EXPLORER).unlink(missing_ok=True)
         log(f"no {EXPLORER}: {e}")
+    lap("explorer")
     metrics = evaluate(model, data, run_config(run_dir, config), eval_cfg, log=log)
+    lap("evaluation")
+    metrics["run_seconds"] = seconds
     report.write_report(run_dir, config, metrics, infos, history)
+    lap("report")
     write_json(run_dir / FINISHED, metrics)
     log(format_headline(metrics))
     log(f"wrote {run_dir / FINISHED} and {run_dir / 'report.html'}")
@@ -106,9 +121,10 @@ def cmd_train(args) -> None:
                             "(allowed: no training flags, or the run's values)")
     try:
         tracked = Trackers()
-        data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, trackers=tracked)
+        seconds: dict[str, float] = {}
+        data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, trackers=tracked, seconds=seconds)
         if distributed.from_env().main:                # figures, metrics and report: rank 0 alone, after training
-            metrics = finish_run(run_dir, model.cpu(), data, eval_cfg)
+            metrics = finish_run(run_dir, model.cpu(), data, eval_cfg, seconds=seconds)
             tracked.finish(headline(metrics), run_dir)
     finally:
         distributed.teardown()

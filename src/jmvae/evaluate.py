@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from .classifier import AttributeClassifier, accuracy, classifier_for
-from .data.attributes import AttributeDataset, batches, parse_assignments
+from .data.attributes import AttributeDataset, batches, parse_assignments, seeded_subset
 from .posteriors import Posterior, standard_normal
 from .models import MultimodalVAE
 
@@ -226,26 +226,17 @@ def importance_log_means(proposal: Posterior, k: int, log_targets: Callable[[tor
     return {name: torch.logsumexp(f - log_q, 0) - math.log(k) for name, f in log_targets(z).items()}
 
 
-def likelihood_subset(n_test: int, examples: int | None, seed: int) -> torch.Tensor:
-    """Indices of the test examples the likelihoods use: a seeded subsample of `examples` (sorted), or
-    all of them when the split has no more. The same seed picks the same examples for every model of a
-    dataset, so their likelihoods compare on the same images."""
-    if examples is None or examples >= n_test:
-        return torch.arange(n_test)
-    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:examples].sort().values
-
-
 @torch.no_grad()
 def log_likelihood_examples(model: MultimodalVAE, data: AttributeDataset, k: int, rows_per_chunk: int = 2048,
                             examples: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Importance-sampled log-likelihoods of each test example used (see `likelihood_subset`), in nats.
+    """Importance-sampled log-likelihoods of each test example used (see `seeded_subset`), in nats.
 
     Chunks of about `rows_per_chunk` decoded draws keep memory flat; 2048 rows keep a chunk's image logits
     (13 MB) near the cache and were the fastest here (benchmarks/eval_speed.py).
     """
     device = next(model.parameters()).device
     x, attrs = data.image.name, [a.name for a in data.attributes]
-    idx = likelihood_subset(len(data.test[x]), examples, seed)
+    idx = seeded_subset(len(data.test[x]), examples, seed)
     split = {name: v[idx] for name, v in data.test.items()}
     per_chunk, done = max(1, rows_per_chunk // k), 0
     values: dict[str, torch.Tensor] = {}   # filled in place: small tensors kept per chunk fragment the heap

@@ -107,6 +107,14 @@ def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
+def time_section(metrics: dict) -> str:
+    """Where this run's wall time went (the report's own writing is in metrics.json, not here)."""
+    phases = metrics["run_seconds"]
+    inside = ", ".join(f"{k} {v:.1f} s" for k, v in metrics.get("seconds", {}).items() if k != "total")
+    rows = [(k + (f" ({inside})" if k == "evaluation" and inside else ""), f"{v:.1f} s") for k, v in phases.items()]
+    return "<h2>Time</h2>" + table(rows, ("phase", "wall time"))
+
+
 def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, history: list[dict]) -> Path:
     """Write run_dir/report.html from the run's config, metrics, figures (FigureInfo list) and history."""
     run_dir = Path(run_dir)
@@ -140,6 +148,8 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
                      f"nats per test example, higher is better, &plusmn; the standard error of the mean over those images.</p>"
                      + headline_table(metrics) + queries_section(metrics)
                      + "<details><summary>every number in metrics.json</summary>" + table(flatten(metrics)) + "</details>")
+    if metrics.get("run_seconds"):
+        parts.append(time_section(metrics))
     if losses:
         parts.append(f"<h2>Final losses (epoch {last.get('epoch')}, step {last.get('step')}; nats per example)</h2>"
                      + table(losses, ("term", "value")))

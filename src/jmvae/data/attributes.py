@@ -53,6 +53,15 @@ class AttributeDataset:
         raise UserError(f"unknown attribute {name} (allowed: {', '.join(a.name for a in self.attributes)})")
 
 
+def seeded_subset(n: int, examples: int | None, seed: int) -> torch.Tensor:
+    """Indices of a seeded subsample of `examples` of n rows (sorted), or all of them when there are no more.
+    The same seed picks the same rows for every model of a dataset, so their numbers compare on the same
+    images (the likelihoods' test images, the per-epoch test loss)."""
+    if examples is None or examples >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:examples].sort().values
+
+
 def to_batch(data: dict[str, torch.Tensor], idx: torch.Tensor | slice,
              device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Rows `idx` of a split as a model batch: the image as floats in [0, 1], attributes as they are.
