@@ -45,15 +45,18 @@ def test_test_loss_is_on_the_recorded_seeded_test_images_and_phases_are_timed(tm
     assert seconds["training steps"] > 0 and all(v >= 0 for v in seconds.values())
 
 
-def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch):
-    cfg = TrainConfig(epochs=4, hidden=32, batch_size=256, seed=3)  # 6 steps per epoch on 1,600 images
+@pytest.mark.parametrize("epochs, killed_at, saved, rows", [
+    (4, 2 * 6 + 3, 2, 4),         # a row and checkpoint per epoch: killed in epoch 3, after the epoch-2 checkpoint
+    (44, 5 * 6 + 3, 4, 22)])      # one per 2 epochs (about 20 a run): killed in epoch 6, after the epoch-4 one
+def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch, epochs, killed_at, saved, rows):
+    cfg = TrainConfig(epochs=epochs, hidden=32, batch_size=256, seed=3)  # 6 steps per epoch on 1,600 images
     train(cfg, tmp_path / "straight", log=lambda *a: None)
 
     real_step, calls = torch.optim.Adam.step, {"n": 0}
 
     def dying_step(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 2 * 6 + 3:  # killed in the middle of epoch 3, after the epoch-2 checkpoint
+        if calls["n"] == killed_at:
             raise KeyboardInterrupt
         return real_step(self, *a, **k)
 
@@ -61,7 +64,7 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "killed", log=lambda *a: None)
     monkeypatch.setattr(torch.optim.Adam, "step", real_step)
-    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == saved
     assert not (tmp_path / "killed" / "model.pt").exists()
 
     with pytest.raises(UserError, match="unfinished run"):
@@ -72,7 +75,9 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     straight = list(csv.DictReader(open(tmp_path / "straight" / "history.csv")))
     resumed = list(csv.DictReader(open(tmp_path / "killed" / "history.csv")))
-    assert [r["test_loss"] for r in straight] == [r["test_loss"] for r in resumed] and len(resumed) == 4
+    assert [r["test_loss"] for r in straight] == [r["test_loss"] for r in resumed] and len(resumed) == rows
+    assert [r["train_loss"] for r in straight] == [r["train_loss"] for r in resumed]
+    assert [int(r["epoch"]) for r in resumed] == list(range(epochs // rows, epochs + 1, epochs // rows))
 
 
 def test_plan_keeps_the_steps_of_twenty_full_mnist_epochs_whatever_the_data_size():

@@ -241,7 +241,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         step_loss = distributed.wrap(model, device, unused_parameters(model, train_split))
     share = ranks.share(cfg.batch_size)
     show_bar = sys.stderr.isatty() if progress is None else progress
-    log_every = max(1, epochs // 20)
+    # One history row, test loss and checkpoint per block of `every` epochs: about 20 over a run. Bundled runs
+    # have 330 epochs of 12 steps, where bookkeeping after each epoch cost as much as a quarter of training.
+    every = max(1, epochs // 20)
+    block_sums, block_steps, block_start, saved = None, 0, time.perf_counter(), start_epoch
     model.train()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
@@ -254,6 +257,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
                 torch.manual_seed(epoch_seed(cfg.seed, epoch) + 104_729 * ranks.rank)
         losses = torch.full((steps,), math.nan, device=device)   # a step that never ran reads as non-finite
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not show_bar)
+        last = f"epoch {saved}" if saved > 0 else "none (stopped before the first)"
         try:
             sums, names = train_steps(model, optimizer, train_split, order, share.stop - share.start, steps, bar.update,
                                       losses, step_loss)
@@ -265,7 +269,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         except RuntimeError as e:
             if not ranks.active:
                 raise
-            last = f"epoch {epoch}" if epoch > 0 else "none (stopped in the first epoch)"
             raise UserError(f"a rank stopped in epoch {epoch + 1} ({str(e).splitlines()[0][:100]}); last good checkpoint: "
                             f"{last} (resume with --resume, on any number of ranks)") from None
         bar.close()
@@ -273,13 +276,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         seconds["training steps"] += t_steps - t0
         if not torch.isfinite(sums).all():
             bad = int((~torch.isfinite(losses)).nonzero()[0]) if not torch.isfinite(losses).all() else steps - 1
-            last = f"epoch {epoch}" if epoch > 0 else "none (stopped in the first epoch)"
             raise UserError(f"loss is {float(losses[bad])} at step {epoch * per_epoch + bad + 1} (epoch {epoch + 1}); "
                             f"last good checkpoint: {last} (try a lower --lr, with --overwrite)")
+        block_sums = sums if block_sums is None else block_sums + sums
+        block_steps += steps
+        if (epoch + 1) % every and epoch + 1 < epochs:
+            continue
         if ranks.main:
-            train_means = dict(zip(names, (sums / steps).tolist()))
+            train_means = dict(zip(names, (block_sums / block_steps).tolist()))
             test_means = evaluate_loss(model, monitored, seed=cfg.seed, chunk=cfg.batch_size)
-            row = {"epoch": epoch + 1, "step": epoch * per_epoch + steps, "seconds": round(time.perf_counter() - t0, 3)}
+            row = {"epoch": epoch + 1, "step": epoch * per_epoch + steps, "seconds": round(time.perf_counter() - block_start, 3)}
             row |= {f"train_{k}": round(v, 5) for k, v in train_means.items()}
             row |= {f"test_{k}": round(v, 5) for k, v in test_means.items()}
             history.append(row)
@@ -288,11 +294,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
                 trackers.epoch(row)
             save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                                    "epoch": epoch + 1, "history": history})
-            if (epoch + 1) % log_every == 0 or epoch + 1 == epochs:
-                log(f"epoch {epoch + 1}/{epochs}  step {row['step']}  train loss {train_means['loss']:.2f}  "
-                    f"test loss {test_means['loss']:.2f}  ({row['seconds']:.2f}s)")
+            log(f"epoch {epoch + 1}/{epochs}  step {row['step']}  train loss {train_means['loss']:.2f}  "
+                f"test loss {test_means['loss']:.2f}  ({row['seconds']:.2f}s)")
         ranks.barrier()
-        seconds["test loss and checkpoints"] += time.perf_counter() - t_steps
+        saved, block_sums, block_steps, block_start = epoch + 1, None, 0, time.perf_counter()
+        seconds["test loss and checkpoints"] += block_start - t_steps
     clock = time.perf_counter()
     if ranks.main:
         save_torch(run_dir / "model.pt", model.state_dict())
