@@ -38,8 +38,12 @@ WARMUP = 5
 
 def machine() -> str:
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
+        info = dict(l.split(":", 1) for l in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in l)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        simd = next((f for f in ("avx512f", "avx2") if f in info.get("flags", "").split()), "no avx2")
+        # "AMD EPYC" names several generations: family/model tell them apart (25/17: Zen 4)
+        cpu = f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, {simd})"
+    except (OSError, KeyError):
         cpu = platform.processor() or "unknown CPU"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"{cpu}, {os.cpu_count()} cores ({usable} usable), torch {torch.__version__}, "

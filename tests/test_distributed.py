@@ -98,6 +98,9 @@ def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path):
         opt.step()
         if world == 1 or dist.get_rank() == 0:
             torch.save(model.state_dict(), sys.argv[1] if len(sys.argv) > 1 else {str(tmp_path / "ddp.pt")!r})
+        if world > 1:   # as the trainer does: gloo's threads torn down before exit, not by interpreter shutdown
+            dist.barrier()
+            dist.destroy_process_group()
     """
     results = launch(code)
     assert all(r.returncode == 0 for r in results), results[0].stderr + results[1].stderr
