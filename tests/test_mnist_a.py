@@ -1,0 +1,71 @@
+"""The MNIST-A generator (the TELBO paper's four-attribute benchmark) on a small set of real digits."""
+import numpy as np
+import pytest
+
+from jmvae.data.mnist import load_bundled
+from jmvae.data.mnist_a import ATTRIBUTES, CANVAS, combinations, generate, render, transform
+
+
+@pytest.fixture(scope="module")
+def digits():
+    mnist = load_bundled()
+    pick = np.concatenate([np.flatnonzero(mnist.labels == d)[:6] for d in range(10)])
+    return mnist.images[pick], mnist.labels[pick]
+
+
+@pytest.fixture(scope="module")
+def iid(digits):
+    return generate(*digits, renders=4, seed=0, split="iid")
+
+
+def test_labels_lie_in_their_ranges_and_every_value_occurs(iid, digits):
+    assert iid.images.shape == (240, CANVAS, CANVAS) and iid.images.dtype == np.uint8
+    for name, values in ATTRIBUTES.items():
+        assert set(np.unique(iid.labels[name])) == set(range(len(values))), name   # 240 draws reach every value
+    assert np.array_equal(iid.labels["digit"], np.repeat(digits[1], 4))            # the digit is the MNIST label
+
+
+def test_same_seed_same_set_other_seed_other_set(digits, iid):
+    again = generate(*digits, renders=4, seed=0, split="iid")
+    other = generate(*digits, renders=4, seed=1, split="iid")
+    assert np.array_equal(again.images, iid.images) and all(np.array_equal(again.labels[k], iid.labels[k]) for k in ATTRIBUTES)
+    assert not np.array_equal(other.images, iid.images)
+
+
+def test_iid_split_is_a_partition_85_5_10(iid):
+    rows = [iid.split[k] for k in ("train", "val", "test")]
+    assert [len(r) for r in rows] == [204, 12, 24]
+    assert np.array_equal(np.sort(np.concatenate(rows)), np.arange(240))
+
+
+def test_compositional_split_keeps_test_combinations_out_of_training(digits):
+    data = generate(*digits, renders=8, seed=0, split="compositional")
+    code = lambda rows: {tuple(data.labels[k][i] for k in ATTRIBUTES) for i in rows}   # noqa: E731
+    train, val, test = (code(data.split[k]) for k in ("train", "val", "test"))
+    assert train and test and not (train & test) and not (train & val) and not (val & test)
+    assert sum(len(data.split[k]) for k in data.split) == 480
+    assert len(combinations()) == 240
+
+
+def test_a_rendered_digit_lies_in_its_quadrant_at_its_scale_and_orientation(digits):
+    rng = np.random.default_rng(3)
+    one = digits[0][digits[1] == 1][0]
+    for _ in range(60):
+        image, labels = render(one, 1, rng)
+        ys, xs = np.nonzero(image > 64)
+        cy, cx = ys.mean(), xs.mean()                          # centre of the ink
+        location = ATTRIBUTES["location"][labels["location"]]
+        assert (cy > CANVAS / 2) == location.startswith("bottom"), (location, cy)
+        assert (cx > CANVAS / 2) == location.endswith("right"), (location, cx)
+    # scale: the ink's height follows it
+    heights = {scale: transform(one, scale, 0.0).shape[0] for scale in (0.5, 1.0)}
+    assert abs(heights[0.5] - heights[1.0] / 2) <= 1.5, heights
+    # orientation: the ink's principal axis turns by the angle (counterclockwise positive), within 10 degrees
+    def axis(angle: float) -> float:
+        ys, xs = np.nonzero(transform(one, 1.0, angle) > 64)
+        up = -ys.astype(float)                                 # rows grow downwards
+        c = np.cov(xs, up)
+        return np.degrees(0.5 * np.arctan2(2 * c[0, 1], c[0, 0] - c[1, 1]))
+    for angle in (-45.0, 45.0):
+        turned = (axis(angle) - axis(0.0) + 90) % 180 - 90
+        assert abs(turned - angle) < 10, (angle, turned)
