@@ -69,3 +69,33 @@ def test_a_rendered_digit_lies_in_its_quadrant_at_its_scale_and_orientation(digi
     for angle in (-45.0, 45.0):
         turned = (axis(angle) - axis(0.0) + 90) % 180 - 90
         assert abs(turned - angle) < 10, (angle, turned)
+
+
+def test_a_rendered_set_is_cached_by_its_digits_and_parameters(tmp_path, monkeypatch, digits):
+    from jmvae.data import mnist_a
+    from jmvae.data.mnist import MnistData
+    small = MnistData(digits[0], digits[1], None, None, "test digits")
+    first, key = mnist_a.cached(small, renders=2, seed=0, directory=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [f"mnist-a-{key}.npz"]
+
+    def no_render(*a, **k):
+        raise AssertionError("rendered again")
+    monkeypatch.setattr(mnist_a, "generate", no_render)
+    again, key2 = mnist_a.cached(small, renders=2, seed=0, split="compositional", directory=tmp_path)
+    assert key2 == key and np.array_equal(again.images, first.images)
+    assert all(np.array_equal(again.labels[k], first.labels[k]) for k in ATTRIBUTES)
+    assert again.params["split"] == "compositional" and sum(len(v) for v in again.split.values()) == 120
+    monkeypatch.undo()
+    _, other = mnist_a.cached(small, renders=2, seed=1, directory=tmp_path)
+    assert other != key and len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_cache_file_cut_short_is_rendered_again(tmp_path, digits):
+    from jmvae.data import mnist_a
+    from jmvae.data.mnist import MnistData
+    small = MnistData(digits[0][:10], digits[1][:10], None, None, "test digits")
+    whole, key = mnist_a.cached(small, renders=1, directory=tmp_path)
+    path = tmp_path / f"mnist-a-{key}.npz"
+    path.write_bytes(path.read_bytes()[:500])
+    again, _ = mnist_a.cached(small, renders=1, directory=tmp_path)
+    assert np.array_equal(again.images, whole.images) and path.stat().st_size > 500

@@ -11,16 +11,25 @@ top-right, bottom-left, bottom-right), each drawn uniformly per image. What foll
 - the 28x28 digit is rotated (bicubic, canvas expanded to fit), shrunk to scale x its size (bicubic),
   cropped to its ink and pasted centred at the location (the ink must lie inside the canvas).
 Splits: "iid" (by image, 85/5/10 train/val/test) and "compositional" (the 240 label combinations shuffled
-with a fixed seed and split 80/10/10, so test combinations never occur in training).
+with a fixed seed and split 80/10/10, so test combinations never occur in training). `cached` renders a set
+once and keeps it in the cache under a hash of the digits and parameters.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
+from ..runs import atomic_write
+from .mnist import cache_dir
+
+VERSION = 1        # part of the cache key: renders made another way are another set
 CANVAS = 64
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "digit": tuple(str(d) for d in range(10)),
@@ -134,3 +143,39 @@ def split_rows(labels: dict[str, np.ndarray], split: str, seed: int) -> dict[str
     code = np.ravel_multi_index([labels[name] for name in ATTRIBUTES], sizes)   # the row's combination index
     where = part[code]
     return {name: np.flatnonzero(where == k) for k, name in enumerate(("train", "val", "test"))}
+
+
+def digits_of(mnist) -> tuple[np.ndarray, np.ndarray]:
+    """Every digit a MnistData holds (full MNIST: its 60,000 training and 10,000 test digits)."""
+    if mnist.test_images is None:
+        return mnist.images, mnist.labels
+    return np.concatenate([mnist.images, mnist.test_images]), np.concatenate([mnist.labels, mnist.test_labels])
+
+
+def fingerprint(digits: np.ndarray, labels: np.ndarray, params: dict) -> str:
+    """What decides a rendered set: the digits, their labels and the generator's parameters."""
+    h = hashlib.sha1(json.dumps(params | {"version": VERSION}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(digits).tobytes())
+    h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached(mnist, renders: int, seed: int = 0, split: str = "iid", directory: Path | None = None) -> tuple[MnistA, str]:
+    """The MNIST-A set of these digits and parameters, rendered once and kept in the cache (`mnist-a/`), and
+    its hash (for a run's config.json)."""
+    digits, labels = digits_of(mnist)
+    params = {"renders": renders, "seed": seed, "canvas": CANVAS, "digits": len(digits)}
+    key = fingerprint(digits, labels, params)
+    path = (directory or cache_dir() / "mnist-a") / f"mnist-a-{key}.npz"
+    try:
+        with np.load(path) as f:
+            images, drawn = f["images"], {name: f[name] for name in ATTRIBUTES}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):   # not rendered yet, or cut short: render it
+        data = generate(digits, labels, renders, seed, split)
+
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, images=data.images, **data.labels)
+        atomic_write(path, write)
+        return data, key
+    return MnistA(images, drawn, split_rows(drawn, split, seed), params | {"split": split}), key
