@@ -289,7 +289,15 @@ def test_report_marks_the_failing_queries(founding_data, tmp_path):
     lo, hi = cc["correctness"]["by_size_interval"]["1"]
     assert f"{cc['correctness']['by_size']['1']:.4f} [{lo:.4f}, {hi:.4f}]" in page    # headline with its interval
     text = format_headline(fake_metrics(cc, low))
-    assert "worst query" in text and "6 of 8" in text and "T=0.5:" in text
+    assert "worst query" in text and "6 of 8" in text and "T=0.5:" in text and "more" not in text
+
+
+def test_terminal_names_the_ten_worst_failing_queries_of_many(founding_data):
+    torch.manual_seed(0)
+    cc = correctness_coverage(CodedModel({"position": 0.0, "digit": 0.05}), founding_data, CodeReader(), n=100)
+    rows = [dict(cc["queries"][-1], label=f"q{i}", correctness=0.5 + i / 100) for i in range(30)]   # 30 failing queries
+    line = next(l for l in format_headline(fake_metrics(cc | {"queries": rows})).splitlines() if "missing the targets" in l)
+    assert "30 of 30" in line and "q0, q1" in line and "q9," not in line and "q9 and 20 more" in line and "q10" not in line
 
 
 def test_report_of_a_model_ignoring_its_input(founding_data, classifier, tmp_path):

@@ -334,6 +334,9 @@ def headline(metrics: dict) -> dict[str, float]:
 
 
 # -- text shared by the terminal and the report -----------------------------------------------------------
+SHOWN_FAILING = 10   # failing queries named on the terminal: four attributes make hundreds of queries
+
+
 def with_interval(value: float, interval: list[float] | None) -> str:
     """0.9213 [0.9103, 0.9311]; the bare value where no interval was stored (runs from before them)."""
     return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
@@ -386,10 +389,12 @@ def format_headline(metrics: dict) -> str:
         worst = min(rows, key=lambda r: (r["correctness"], r["all_correct"]))
         lines.append(f"{'worst query':>32}: {worst['label']}: correctness "
                      f"{with_interval(worst['correctness'], worst.get('correctness_interval'))}; read {readings_text(worst)}")
-        failing = [r for r in rows if misses(r)]
+        failing = sorted((r for r in rows if misses(r)), key=lambda r: r["correctness"])
+        shown = ", ".join(r["label"] for r in failing[:SHOWN_FAILING])   # the worst first; the report lists them all
+        more = f" and {len(failing) - SHOWN_FAILING} more (report.html lists every query)" if len(failing) > SHOWN_FAILING else ""
         lines.append(f"{'queries missing the targets':>32}: {len(failing)} of {len(rows)} "
                      f"(correctness >= {CORRECTNESS_TARGET}, coverage >= {COVERAGE_TARGET})"
-                     + (": " + ", ".join(r["label"] for r in failing) if failing else ""))
+                     + (f": {shown}{more}" if failing else ""))
     lines += [f"{k:>32}: {v:.4g}" for k, v in headline(metrics).items() if not k.startswith(("correctness", "coverage"))]
     if "likelihood_examples" in settings and settings["likelihood_examples"] < settings["test_examples"]:
         lines.append(f"(likelihoods on {settings['likelihood_examples']:,} of {settings['test_examples']:,} test images, "
