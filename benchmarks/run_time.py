@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
+from jmvae.data.mnist import cache_dir  # noqa: E402
 from train_speed import machine  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def run(args) -> tuple[float, dict, dict]:
     env = os.environ | {"PYTHONPATH": str(HERE.parent / "src"), "OMP_NUM_THREADS": str(args.threads)}
     if args.cold:
         env["JMVAE_CACHE"] = str(out.parent / "cache")
-        mnist = Path(os.environ.get("JMVAE_CACHE") or Path.home() / ".cache" / "jmvae") / "mnist"
+        mnist = cache_dir() / "mnist"
         if mnist.is_dir():                    # keep full MNIST (imported once by the user), drop the classifiers
             shutil.copytree(mnist, out.parent / "cache" / "mnist")
     cmd = [sys.executable, "-m", "jmvae", "train", "--out", str(out), "--mnist", args.mnist, *args.flags]

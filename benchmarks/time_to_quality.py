@@ -34,8 +34,8 @@ from train_speed import batch_indices, machine  # noqa: E402
 class Contender:
     """One training run advanced chunk by chunk; `seconds` counts its training steps only."""
 
-    def __init__(self, name: str, scorer, batches: list[torch.Tensor], seed: int):
-        self.name, self.scorer, self.batches, self.done, self.seconds = name, scorer, batches, 0, 0.0
+    def __init__(self, name: str, scorer, test: dict[str, torch.Tensor], batches: list[torch.Tensor], seed: int):
+        self.name, self.scorer, self.test, self.batches, self.done, self.seconds = name, scorer, test, batches, 0, 0.0
         torch.manual_seed(seed)
         self.rng = torch.get_rng_state()
         self.curve: list[tuple[int, float, float]] = []   # (steps, training seconds, published test loss)
@@ -49,6 +49,11 @@ class Contender:
         self.rng = torch.get_rng_state()
         self.done += len(chunk)
         self.curve.append((self.done, self.seconds, self.score()))
+
+    def score(self) -> float:
+        """The published JMVAE loss on the test set, this contender's weights in the scorer, fixed noise."""
+        self.load_into_scorer()
+        return evaluate_loss(self.scorer, self.test, seed=0)["loss"]
 
     def time_to(self, level: float) -> tuple[float, int] | None:
         """(seconds, steps) when the curve first reaches `level`, interpolated; None if it never does."""
@@ -64,8 +69,8 @@ class Contender:
 
 
 class Jmvae(Contender):
-    def __init__(self, name: str, cfg: TrainConfig, scorer, batches, seed: int):
-        super().__init__(name, scorer, batches, seed)
+    def __init__(self, name: str, cfg: TrainConfig, scorer, test, batches, seed: int):
+        super().__init__(name, scorer, test, batches, seed)
         self.data, self.model = build(cfg, quiet=True)
         self.optimizer = make_optimizer(self.model, cfg.lr)
         self.model.train()
@@ -74,14 +79,13 @@ class Jmvae(Contender):
         sums, _ = train_steps(self.model, self.optimizer, self.data.train, torch.cat(chunk), len(chunk[0]), len(chunk))
         sums.tolist()                              # the trainer reads its sums back once per epoch
 
-    def score(self) -> float:
+    def load_into_scorer(self) -> None:
         self.scorer.load_state_dict(self.model.state_dict())
-        return evaluate_loss(self.scorer, self.scorer_data.test, seed=0)["loss"]
 
 
 class Pixyz(Contender):
     def __init__(self, name: str, scorer, start, data, batches, seed: int, lr: float):
-        super().__init__(name, scorer, batches, seed)
+        super().__init__(name, scorer, data.test, batches, seed)
         self.model, self.dists = pixyz_reference("jmvae", lr=lr)
         copy_weights(start, self.dists, to="pixyz")   # the published model's seeded initial weights
         self.split = data.train
@@ -92,9 +96,8 @@ class Pixyz(Contender):
             total = total + self.model.train(pixyz_batch(self.split, idx)).detach()
         float(total)
 
-    def score(self) -> float:
+    def load_into_scorer(self) -> None:
         copy_weights(self.scorer, self.dists, to="jmvae")
-        return evaluate_loss(self.scorer, self.scorer_data.test, seed=0)["loss"]
 
 
 def main() -> None:
@@ -116,11 +119,9 @@ def main() -> None:
     _, start = build(published, quiet=True)
     contenders: list[Contender] = [
         Pixyz("pixyz (published JMVAE)", copy.deepcopy(scorer), start, data, batches[:args.reference_steps], args.seed, published.lr),
-        Jmvae("jmvae --paper", published, copy.deepcopy(scorer), batches[:args.steps], args.seed),
-        Jmvae("jmvae (default)", TrainConfig(batch_size=args.batch, seed=args.seed), copy.deepcopy(scorer),
+        Jmvae("jmvae --paper", published, copy.deepcopy(scorer), data.test, batches[:args.steps], args.seed),
+        Jmvae("jmvae (default)", TrainConfig(batch_size=args.batch, seed=args.seed), copy.deepcopy(scorer), data.test,
               batches[:args.steps], args.seed)]
-    for c in contenders:
-        c.scorer_data = data
     print(f"data: {data.name} from {data.source}, {data.n_train} train / {data.n_test} test images; batch {args.batch}; "
           f"scored every {args.every} steps on the test set with the published JMVAE loss (nats/example)")
 

@@ -99,3 +99,16 @@ def test_a_cache_file_cut_short_is_rendered_again(tmp_path, digits):
     path.write_bytes(path.read_bytes()[:500])
     again, _ = mnist_a.cached(small, renders=1, directory=tmp_path)
     assert np.array_equal(again.images, whole.images) and path.stat().st_size > 500
+
+
+def test_an_unknown_split_is_refused_before_rendering_and_on_a_cached_set(tmp_path, monkeypatch, digits):
+    from jmvae.data import mnist_a
+    from jmvae.data.mnist import MnistData
+    small = MnistData(digits[0][:10], digits[1][:10], None, None, "test digits")
+    monkeypatch.setattr(mnist_a, "render", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rendered")))
+    with pytest.raises(ValueError, match="split random .allowed: iid, compositional"):
+        mnist_a.generate(*digits, renders=1, split="random")
+    monkeypatch.undo()
+    mnist_a.cached(small, renders=1, directory=tmp_path)
+    with pytest.raises(ValueError, match="split random"):
+        mnist_a.cached(small, renders=1, split="random", directory=tmp_path)

@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     share = ranks.share(cfg.batch_size)
     show_bar = sys.stderr.isatty() if progress is None else progress
     # One history row, test loss and checkpoint per block of `every` epochs: about 20 over a run. Bundled runs
-    # have 330 epochs of 12 steps, where bookkeeping after each epoch cost as much as a quarter of training.
+    # have 330 epochs of 12 steps, where bookkeeping after each epoch cost a fifth of the training time.
     every = max(1, epochs // 20)
     block_sums, block_steps, block_start, saved = None, 0, time.perf_counter(), start_epoch
     model.train()

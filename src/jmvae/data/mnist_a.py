@@ -105,8 +105,7 @@ class MnistA:
 def generate(digits: np.ndarray, digit_labels: np.ndarray, renders: int, seed: int = 0, split: str = "iid",
              canvas: int = CANVAS) -> MnistA:
     """`renders` images per MNIST digit, each with fresh attributes, and the split's row indices."""
-    if split not in SPLITS:
-        raise ValueError(f"split {split} (allowed: {', '.join(SPLITS)})")
+    check_split(split)                          # before the rendering, not after it
     rng = np.random.default_rng(seed)
     n = len(digits) * renders
     images = np.zeros((n, canvas, canvas), np.uint8)
@@ -120,6 +119,11 @@ def generate(digits: np.ndarray, digit_labels: np.ndarray, renders: int, seed: i
                                          "digits": len(digits)})
 
 
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split {split} (allowed: {', '.join(SPLITS)})")
+
+
 def combinations() -> list[tuple[int, ...]]:
     """Every label combination (240), in attribute order."""
     return list(itertools.product(*(range(len(v)) for v in ATTRIBUTES.values())))
@@ -128,6 +132,7 @@ def combinations() -> list[tuple[int, ...]]:
 def split_rows(labels: dict[str, np.ndarray], split: str, seed: int) -> dict[str, np.ndarray]:
     """Row indices of train/val/test: by image 85/5/10 ("iid"), or by label combination 80/10/10
     ("compositional": no test combination occurs in training)."""
+    check_split(split)
     n = len(next(iter(labels.values())))
     rng = np.random.default_rng(seed + 1)
     if split == "iid":
