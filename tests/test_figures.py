@@ -93,10 +93,18 @@ def test_figures_are_deterministic_given_seed(tmp_path):
                               matplotlib.image.imread(tmp_path / "b" / file)), file
 
 
-def test_combination_rows_are_capped_and_in_product_order():
-    combos = figures.combinations(MANY)
-    assert len(combos) == figures.MAX_COMBINATIONS
-    assert combos[:2] == [(0, 0, 0), (0, 0, 1)]
+def test_combination_rows_are_all_of_few_and_stratified_among_many():
+    assert figures.combinations(POSITION_DIGIT) == [(0, 0), (0, 1), (1, 0), (1, 1)]     # all, in product order
+    combos = figures.combinations(MANY)                                                  # 27 > 20: stratified
+    assert len(combos) == figures.MAX_COMBINATIONS == len(set(combos)) and combos == sorted(combos)
+    for i in range(3):      # each value of each attribute shown 6 or 7 times of 20, not only p=a in the first 9
+        assert sorted(np.bincount([c[i] for c in combos], minlength=3)) == [6, 7, 7]
+    assert combos == figures.combinations(MANY)                                          # fixed seed
+    from jmvae.data.mnist_a import ATTRIBUTES
+    mnist_a = [Categorical(k, v) for k, v in ATTRIBUTES.items()]
+    shown = figures.combinations(mnist_a)
+    assert {c[0] for c in shown} == set(range(10)) and all({c[i] for c in shown} == set(range(len(mnist_a[i].classes)))
+                                                           for i in range(4))
     assert figures.assignment(POSITION_DIGIT, (0, 1)) == "position=left, digit=2"
     split = {"p": torch.tensor([0, 0, 2]), "q": torch.tensor([0, 0, 2]), "r": torch.tensor([0, 1, 2])}
     assert figures.combination_index(split, MANY).tolist() == [0, 1, 26]

@@ -1,6 +1,7 @@
 """The MNIST-A generator (the TELBO paper's four-attribute benchmark) on a small set of real digits."""
 import numpy as np
 import pytest
+import torch
 
 from jmvae.data.mnist import load_bundled
 from jmvae.data.mnist_a import ATTRIBUTES, CANVAS, combinations, generate, render, transform
@@ -112,3 +113,62 @@ def test_an_unknown_split_is_refused_before_rendering_and_on_a_cached_set(tmp_pa
     mnist_a.cached(small, renders=1, directory=tmp_path)
     with pytest.raises(ValueError, match="split random"):
         mnist_a.cached(small, renders=1, split="random", directory=tmp_path)
+
+
+# -- the preset: `jmvae train --preset mnist-a [--split iid|compositional]` ------------------------------------
+@pytest.fixture
+def small_sets(monkeypatch):
+    """MNIST-A at 10,000 renders (2 per bundled digit) instead of 140,000: a second to render."""
+    from jmvae.data import attributes
+    monkeypatch.setattr(attributes, "MNIST_A_IMAGES", 10_000)
+
+
+def test_the_preset_loads_either_split_and_records_its_set(small_sets):
+    from jmvae.data.attributes import load_dataset
+    from jmvae.errors import UserError
+    iid = load_dataset("mnist-a", mnist="bundled")
+    assert iid.image.shape == (64, 64) and [a.name for a in iid.attributes] == list(ATTRIBUTES)
+    assert (iid.n_train, iid.n_test) == (8_500, 1_000)                # 85 / 10 of the images (5 held for validation)
+    assert iid.options["renders"] == 2 and iid.options["split"] == "iid" and len(iid.options["hash"]) == 16
+    comp = load_dataset("mnist-a", mnist="bundled", split="compositional")
+    assert comp.options["hash"] == iid.options["hash"]                  # the same rendered set, split otherwise
+    combos = lambda split: set(zip(*(split[k].tolist() for k in ATTRIBUTES)))   # noqa: E731
+    assert not combos(comp.train) & combos(comp.test) and len(combos(comp.test)) == 24
+    assert set(torch.unique(comp.test["digit"]).tolist()) <= set(range(10))
+    with pytest.raises(UserError, match="--split with preset position-digit .allowed: presets mnist-a"):
+        load_dataset("position-digit", split="iid")
+
+
+def test_crop_classifier_reads_where_the_ink_is():
+    from jmvae.classifier import crop_at, ink_centres
+    img = torch.zeros(2, 1, 64, 64)
+    img[0, 0, 10:14, 50:56] = 1.0                                      # a blob centred at (11.5, 52.5)
+    centres = ink_centres(img)
+    assert torch.allclose(centres[0], torch.tensor([11.5, 52.5]))
+    assert torch.allclose(centres[1], torch.tensor([31.5, 31.5]))      # no ink: the canvas centre
+    crops = crop_at(img, centres, size=40)
+    assert crops.shape == (2, 1, 40, 40) and float(crops[0].sum()) == 24.0 and float(crops[1].sum()) == 0.0
+    rows, cols = torch.nonzero(crops[0, 0], as_tuple=True)
+    assert abs(rows.float().mean() - 19.5) <= 1 and abs(cols.float().mean() - 19.5) <= 1   # centred, within a pixel
+
+
+def test_train_runs_end_to_end_on_the_compositional_split(tmp_path, small_sets, monkeypatch, capsys):
+    """Every step of a run on four attributes: training, the classifier, correctness at |O| = 1..4 (|O| = 4
+    holds only the combinations never trained on), figures, report; explore.html is skipped (conv decoder)."""
+    import json
+    from jmvae import classifier
+    from jmvae.cli import main
+    monkeypatch.setattr(classifier, "CROP_STEPS", 30)
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "mnist-a", "--split", "compositional", "--mnist", "bundled", "--steps", "3",
+                 "--hidden", "16", "--batch-size", "64", "--out", str(out), "--n-per-query", "4", "--k", "2",
+                 "--coherence-draws", "50", "--likelihood-examples", "20", "--low-temperature", "1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["z_dim"] == 10 and config["train"]["split"] == "compositional"
+    assert config["data_options"]["renders"] == 2 and len(config["data_options"]["hash"]) == 16
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["correctness"]["by_size"]) == {"1", "2", "3", "4"} and set(metrics["coverage"]["by_size"]) == {"1", "2", "3"}
+    assert sum(len(r["subset"]) == 4 for r in metrics["queries"]) == 24          # the unseen combinations
+    assert set(metrics["classifier_test_accuracy"]) == set(ATTRIBUTES)
+    assert all((out / "figures" / f).stat().st_size > 0 for f in ("generated_joint.png", "latent_test.png"))
+    assert (out / "report.html").exists() and not (out / "explore.html").exists()

@@ -45,11 +45,12 @@ def test_test_loss_is_on_the_recorded_seeded_test_images_and_phases_are_timed(tm
     assert seconds["training steps"] > 0 and all(v >= 0 for v in seconds.values())
 
 
-@pytest.mark.parametrize("epochs, killed_at, saved, rows", [
-    (4, 2 * 6 + 3, 2, 4),         # a row and checkpoint per epoch: killed in epoch 3, after the epoch-2 checkpoint
-    (44, 5 * 6 + 3, 4, 22)])      # one per 2 epochs (about 20 a run): killed in epoch 6, after the epoch-4 one
-def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch, epochs, killed_at, saved, rows):
-    cfg = TrainConfig(epochs=epochs, hidden=32, batch_size=256, seed=3)  # 6 steps per epoch on 1,600 images
+@pytest.mark.parametrize("epochs, killed_at, saved, rows, schedule", [
+    (4, 2 * 6 + 3, 2, 4, {}),     # a row and checkpoint per epoch: killed in epoch 3, after the epoch-2 checkpoint
+    (44, 5 * 6 + 3, 4, 22, {}),   # one per 2 epochs (about 20 a run): killed in epoch 6, after the epoch-4 one
+    (4, 2 * 6 + 3, 2, 4, {"warmup": 3, "binarize": True})])   # killed inside the warm-up, images binarised per step
+def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch, epochs, killed_at, saved, rows, schedule):
+    cfg = TrainConfig(epochs=epochs, hidden=32, batch_size=256, seed=3, **schedule)  # 6 steps per epoch on 1,600 images
     train(cfg, tmp_path / "straight", log=lambda *a: None)
 
     real_step, calls = torch.optim.Adam.step, {"n": 0}
@@ -130,3 +131,75 @@ def test_model_options_resolve_and_are_recorded(tmp_path):
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert recorded["train"]["every_subset"] is True and recorded["train"]["attribute_weight"] is not None
     assert "q(z|position))" in recorded["objective"]
+
+
+def test_warmup_scales_every_kl_term_and_the_test_loss_is_at_full_weight(founding_data):
+    """kl_weight w multiplies KL(q(z|x,y)||p(z)) + alpha * (the other KLs) in JMVAE and each ELBO's KL in TELBO;
+    the reconstruction terms keep their weight; the schedule rises linearly and reaches 1 at the warm-up's end."""
+    from jmvae.data.attributes import to_batch
+    from jmvae.train import build
+    cfg = TrainConfig(warmup=4, hidden=32, alpha=0.5)
+    assert [cfg.kl_weight(e) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert TrainConfig().kl_weight(0) == 1.0
+    batch = to_batch(founding_data.train, slice(0, 64))
+    for model_name in ("jmvae", "telbo"):
+        _, model = build(TrainConfig(model=model_name, hidden=32, **({"alpha": 0.5} if model_name == "jmvae" else {})))
+        losses = {}
+        for w in (1.0, 0.3):
+            model.kl_weight = w
+            torch.manual_seed(0)
+            with torch.no_grad():
+                losses[w] = model.loss(batch)
+        loss, terms = losses[1.0]
+        nll = sum(v for k, v in terms.items() if k.startswith("nll_"))
+        kls = sum(v for k, v in terms.items() if k.startswith("kl_"))
+        if model_name == "jmvae":   # nll terms are unweighted (lambda 1), KLs but the prior's are weighted by alpha
+            regulariser = terms["kl_prior"] + 0.5 * (kls - terms["kl_prior"])
+            recon = loss - regulariser
+            assert float(losses[0.3][0]) == pytest.approx(float(recon + 0.3 * regulariser), rel=1e-5)
+        else:                        # the sum of the ELBOs: nll + KL of each
+            assert float(loss) == pytest.approx(float(nll + kls), rel=1e-5)
+            assert float(losses[0.3][0]) == pytest.approx(float(nll + 0.3 * kls), rel=1e-5)
+    with pytest.raises(UserError, match="--warmup with model mmvae"):
+        TrainConfig(model="mmvae", warmup=3).validate()
+
+
+def test_binarize_draws_training_images_afresh_and_the_test_images_once(tmp_path, founding_data):
+    from jmvae.data.attributes import binarized
+    from jmvae.train import train_steps, build
+    test = binarized(founding_data.test, "x")
+    again = binarized(founding_data.test, "x")
+    assert torch.equal(test["x"], again["x"]) and set(test["x"].unique().tolist()) <= {0, 255}
+    assert torch.equal(test["digit"], founding_data.test["digit"])
+    # each pixel is on with its intensity's probability: the means agree over the split
+    assert float(test["x"].float().mean()) == pytest.approx(float(founding_data.test["x"].float().mean()), rel=0.02)
+    _, model = build(TrainConfig(hidden=16))
+    seen = []
+
+    def objective(batch):
+        seen.append(batch["x"].clone())
+        return model.loss(batch)
+    optimizer = torch.optim.Adam(model.parameters())
+    order = torch.zeros(2 * 64, dtype=torch.long)            # the same image, twice per batch, two steps
+    train_steps(model, optimizer, founding_data.train, order, 64, 2, loss=objective, binarize="x")
+    assert all(set(x.unique().tolist()) <= {0.0, 1.0} for x in seen)
+    assert not torch.equal(seen[0][0], seen[0][1]) and not torch.equal(seen[0][0], seen[1][0])   # drawn afresh
+    grey = founding_data.train["x"][0].float() / 255
+    assert float(torch.stack(seen).mean((0, 1)).sub(grey).abs().max()) < 0.5
+    data, _ = train(TrainConfig(steps=3, hidden=16, batch_size=64, binarize=True), tmp_path / "r", log=lambda *a: None)
+    assert set(data.test["x"].unique().tolist()) <= {0, 255}
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["binarize"] is True
+
+
+def test_compiled_training_step_trains_like_the_eager_one(tmp_path):
+    """--compile default (torch.compile of the loss, the step's only change) ends near the eager run: the
+    same batches and noise, summed in another order; reduce-overhead is refused without CUDA."""
+    cfg = dict(steps=30, hidden=32, batch_size=64, seed=4)
+    train(TrainConfig(**cfg), tmp_path / "eager", log=lambda *a: None)
+    train(TrainConfig(compile="default", **cfg), tmp_path / "compiled", log=lambda *a: None)
+    eager, compiled = (list(csv.DictReader(open(tmp_path / r / "history.csv")))[-1] for r in ("eager", "compiled"))
+    assert float(compiled["test_loss"]) == pytest.approx(float(eager["test_loss"]), rel=0.02)
+    assert json.loads((tmp_path / "compiled" / "config.json").read_text())["train"]["compile"] == "default"
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--compile reduce-overhead on cpu .allowed: CUDA graphs need a CUDA device"):
+            TrainConfig(compile="reduce-overhead").validate()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -37,7 +38,6 @@ LATENT_SAMPLES = 300       # samples per attribute query in latent_attributes.pn
 GRID_TILES = 11            # p(x|z) grid: tiles per axis
 GRID_LIMIT = 3.0           # p(x|z) grid spans [-3, 3]: nearly all of the prior's mass per dimension
 BOUNDARY_RESOLUTION = 150  # p(a|z) evaluated on a 150 x 150 lattice
-OTHER_COLOUR = "0.6"       # points of combinations beyond MAX_COMBINATIONS
 
 
 INDEX = "figures.json"   # written last by make_figures: the files and captions, in reading order
@@ -102,9 +102,25 @@ class Plane:
 
 
 # -- labels ------------------------------------------------------------------------------------------------
-def combinations(attributes: Sequence[Categorical], limit: int = MAX_COMBINATIONS) -> list[tuple[int, ...]]:
-    """The first `limit` combinations of attribute values (class indices), in product order."""
-    return list(itertools.islice(itertools.product(*(range(len(a.classes)) for a in attributes)), limit))
+def combinations(attributes: Sequence[Categorical], limit: int = MAX_COMBINATIONS, seed: int = 0) -> list[tuple[int, ...]]:
+    """Attribute value combinations (class indices) to show: all of them, in product order, when there are at
+    most `limit`; else `limit` distinct ones stratified over every attribute (each value of each attribute
+    appears limit / |values| times, rounded), picked greedily (ties broken by a fixed seed) and sorted, so that MNIST-A's rows show
+    every digit, scale, orientation and location instead of the first 20 of the product (all digit 0)."""
+    sizes = [len(a.classes) for a in attributes]
+    every = list(itertools.product(*(range(n) for n in sizes)))
+    if len(every) <= limit:
+        return every
+    order = np.random.default_rng(seed).permutation(len(every))
+    remaining, shown = [every[i] for i in order], []
+    counts = [np.zeros(n, np.int64) for n in sizes]
+    for _ in range(limit):     # greedily the combination whose values have been shown least (ties: the seeded order)
+        best = min(remaining, key=lambda c: sum(int(counts[i][v]) for i, v in enumerate(c)))
+        remaining.remove(best)
+        shown.append(best)
+        for i, v in enumerate(best):
+            counts[i][v] += 1
+    return sorted(shown)
 
 
 def assignment(attributes: Sequence[Categorical], values: Sequence[int]) -> str:
@@ -324,36 +340,49 @@ def fig_latent_attributes(model, data: AttributeDataset, plane: Plane, seed: int
                            "should cover the joint clouds that share their value")
 
 
-def fig_latent_test(data: AttributeDataset, emb: Embedding, plane: Plane, seed: int) -> tuple[Figure, FigureInfo]:
+def colourings(data: AttributeDataset, batch: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray, list[str]]]:
+    """How the test points are coloured, one figure row each: (note, each point's colour index, the labels).
+    By attribute combination when there are at most MAX_COMBINATIONS; else by one attribute at a time
+    (MNIST-A's 240 combinations cannot be told apart by colour)."""
     attrs = data.attributes
-    combo = combination_index(emb.batch, attrs).cpu().numpy()
-    combos = combinations(attrs)
-    n_combos = len(combos)
-    palette = [*colours(n_combos), OTHER_COLOUR]
-    names = [data.image.name, *(a.name for a in attrs)]
+    if math.prod(len(a.classes) for a in attrs) <= MAX_COMBINATIONS:
+        return [("", combination_index(batch, attrs).cpu().numpy(), [assignment(attrs, c) for c in combinations(attrs)])]
+    return [(f", coloured by {a.name}", batch[a.name].cpu().numpy(), [f"{a.name}={c}" for c in a.classes])
+            for a in attrs]
+
+
+def fig_latent_test(data: AttributeDataset, emb: Embedding, plane: Plane, seed: int) -> tuple[Figure, FigureInfo]:
+    names = [data.image.name, *(a.name for a in data.attributes)]
     std_x, std_xy = emb.x_scale.mean(-1).cpu().numpy(), emb.joint_scale.mean(-1).cpu().numpy()
     unit = float(np.median(np.concatenate([std_x, std_xy]))) or 1.0
     panels = [(query(names[:1]), plane.project(emb.x_loc), std_x),
               (query(names), plane.project(emb.joint_loc), std_xy)]
     pts = [_spread(plane, p, seed) for _, p, _ in panels]
     limits = _limits(pts)
+    rows = colourings(data, emb.batch)
 
-    fig, axes = _latent_figure(2, 5.5, 6.2)
-    for ax, (title, _, std), p in zip(axes, panels, pts):
-        for k in range(n_combos + 1):
-            mask = combo == k if k < n_combos else combo >= n_combos
-            if mask.any():
-                label = assignment(attrs, combos[k]) if k < n_combos else "other combinations"
-                ax.scatter(p[mask, 0], p[mask, 1], s=12 * std[mask] / unit, alpha=0.6, linewidths=0,
-                           color=palette[k], label=label)
-        _latent_axes(ax, plane, limits, f"means of {title}, {len(p)} test images")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize="small",
-               markerscale=1.5, frameon=False)
+    fig = Figure(figsize=(11.0, 6.2 * len(rows)), layout=ConstrainedLayoutEngine(compress=True, h_pad=0.1, w_pad=0.1))
+    axes = fig.subplots(len(rows), 2, squeeze=False)
+    for row, (note, colour_of, labels) in zip(axes, rows):
+        palette = colours(len(labels))
+        for ax, (title, _, std), p in zip(row, panels, pts):
+            for k, label in enumerate(labels):
+                mask = colour_of == k
+                if mask.any():
+                    ax.scatter(p[mask, 0], p[mask, 1], s=12 * std[mask] / unit, alpha=0.6, linewidths=0,
+                               color=palette[k], label=label)
+            _latent_axes(ax, plane, limits, f"means of {title}\n{len(p)} test images{note}")
+        if len(rows) > 1:
+            _legend_below(row[0], len(labels))
+    if len(rows) == 1:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4), fontsize="small",
+                   markerscale=1.5, frameon=False)
     _suptitle(fig, f"Test images embedded by their posteriors; marker size \u221d posterior std "
                    f"(median std {unit:.3g})", plane.note)
+    colour = "Colours" if len(rows) == 1 else "In each row, the colours of that row's attribute"
     return fig, FigureInfo("latent_test.png", "Latent space of test images",
-                           f"Colours should form clusters; {query(names[:1])} should place an image near its "
+                           f"{colour} should form clusters; {query(names[:1])} should place an image near its "
                            f"{query(names)}, and small markers mean confident posteriors")
 
 

@@ -33,7 +33,8 @@ def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, Mult
     cfg.validate()
     cfg = cfg.resolved()
     with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
-        data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist)
+        data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist, cfg.binarize,
+                            cfg.split)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
     return data, model
@@ -72,9 +73,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 @torch.no_grad()
 def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: int, chunk: int = 2048) -> dict[str, float]:
-    """Mean loss and terms over a whole split, with fixed noise so epochs compare fairly."""
-    was_training = model.training
+    """Mean loss and terms over a whole split, with fixed noise so epochs compare fairly; the KL terms at full
+    weight during a warm-up too, so the curve shows the objective the run ends with."""
+    was_training, kl_weight = model.training, model.kl_weight
     model.eval()
+    model.kl_weight = 1.0
     torch.manual_seed(seed)
     n, device = len(next(iter(split.values()))), next(model.parameters()).device
     total: dict[str, float] = {}
@@ -84,23 +87,26 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
         for k, v in {"loss": loss, **terms}.items():
             total[k] = total.get(k, 0.0) + float(v) * weight
     model.train(was_training)
+    model.kl_weight = kl_weight
     return total
 
 
 def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: dict[str, torch.Tensor],
                 order: torch.Tensor, batch_size: int, steps: int, on_step=lambda n: None,
-                losses: torch.Tensor | None = None, loss=None) -> tuple[torch.Tensor, list[str]]:
+                losses: torch.Tensor | None = None, loss=None, binarize: str | None = None) -> tuple[torch.Tensor, list[str]]:
     """The hot loop: `steps` optimizer steps on the batches order[i*B:(i+1)*B] of an in-memory split.
 
     Returns the sum over steps of [loss, *terms] as one tensor and their names; `losses`, if given, receives
     each step's loss (for finding the first non-finite one); `loss` replaces model.loss (the
-    DistributedDataParallel wrapper, whose forward is the loss). Nothing in the loop waits for the device (no
-    .item(), no host copies).
+    DistributedDataParallel wrapper, whose forward is the loss); `binarize` names the image drawn afresh from
+    Bernoulli(pixel) at each step. Nothing in the loop waits for the device (no .item(), no host copies).
     """
     sums, names = None, ["loss"]
     objective = loss or model.loss
     for i in range(steps):
         batch = to_batch(split, order[i * batch_size:(i + 1) * batch_size])
+        if binarize:
+            batch[binarize] = torch.bernoulli(batch[binarize])
         loss, terms = objective(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -221,7 +227,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         if ranks.main:
             write_json(run_dir / "config.json", {
                 "train": asdict(cfg), "mnist_source": data.source, "objective": model.describe(),
-                "data_fingerprint": fingerprint(data),
+                "data_fingerprint": fingerprint(data), **({"data_options": data.options} if data.options else {}),
                 "n_train": n_train, "n_test": data.n_test, "test_loss_examples": min(TEST_LOSS_EXAMPLES, data.n_test),
                 "device": str(device), "ranks": ranks.world,
                 "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps})
@@ -237,6 +243,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     examples = recorded.get("test_loss_examples") if ckpt is not None else TEST_LOSS_EXAMPLES   # older runs: all
     monitored = {k: v[seeded_subset(data.n_test, examples, cfg.seed)] for k, v in data.test.items()}
     step_loss = model.loss
+    if cfg.compile != "none":
+        # Only the training step: the test loss and the evaluation take other batch sizes, which would recompile.
+        step_loss = torch.compile(model.loss, mode=None if cfg.compile == "default" else cfg.compile)
     if ranks.active:
         step_loss = distributed.wrap(model, device, unused_parameters(model, train_split))
     share = ranks.share(cfg.batch_size)
@@ -250,6 +259,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         t0 = time.perf_counter()
         steps = min(per_epoch, total_steps - epoch * per_epoch)
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        model.kl_weight = cfg.kl_weight(epoch)
         order = torch.randperm(n_train, device=device)
         if ranks.active:                                   # this rank's rows of each global batch, its own noise
             order = order[:steps * cfg.batch_size].view(steps, cfg.batch_size)[:, share].reshape(-1)
@@ -260,7 +270,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         last = f"epoch {saved}" if saved > 0 else "none (stopped before the first)"
         try:
             sums, names = train_steps(model, optimizer, train_split, order, share.stop - share.start, steps, bar.update,
-                                      losses, step_loss)
+                                      losses, step_loss, data.image.name if cfg.binarize else None)
             sums = distributed.mean_over_ranks(ranks, sums)
         except ValueError:   # torch.distributions refusing a nan location: the weights went non-finite first
             if all(torch.isfinite(p).all() for p in model.parameters()):
@@ -305,6 +315,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     ranks.barrier()
     seconds["saving"] = time.perf_counter() - clock
     model.eval()
+    model.kl_weight = 1.0
     return data, model
 
 
@@ -324,6 +335,8 @@ def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ran
         cfg = run_config(run_dir, recorded)
     cfg.validate()
     distributed.check_batch(ranks, cfg.batch_size)
+    if cfg.compile != "none" and ranks.active:
+        raise UserError(f"--compile {cfg.compile} with {ranks.world} ranks (allowed: --compile none under torchrun)")
     cfg = cfg.resolved()                  # config.json records the options the model actually trained with
     if cfg.mnist_dir is not None:
         cfg = replace(cfg, mnist_dir=str(Path(cfg.mnist_dir).expanduser().resolve()))

@@ -20,6 +20,7 @@ from ..posteriors import Posterior
 from ..subsets import nonempty_subsets
 
 Batch = dict[str, torch.Tensor]
+GENERATE_ROWS = 4096   # latents decoded at once by `generate` (and by the joint-coherence draws)
 
 
 class MultimodalVAE(nn.Module):
@@ -34,6 +35,7 @@ class MultimodalVAE(nn.Module):
         self.modalities: dict[str, Modality] = {m.name: m for m in [self.image, *self.attributes]}
         self.names: list[str] = list(self.modalities)          # the image first, then the attributes
         self.z_dim, self.hidden, self.components = z_dim, hidden, components
+        self.kl_weight = 1.0    # the KL terms' weight (a warm-up schedule sets it per epoch; JMVAE and TELBO use it)
         unknown = sorted((set(encoders or {}) | set(decoders or {})) - set(self.names))
         if unknown:
             raise ValueError(f"networks for {', '.join(unknown)} (allowed: {', '.join(self.names)})")
@@ -99,7 +101,10 @@ class MultimodalVAE(nn.Module):
         else:
             z = temperature * torch.randn(n, 1, self.z_dim, device=next(self.parameters()).device)
         out = {"z": z}
-        for name, logit in self.logits(z).items():
+        flat = z.reshape(-1, self.z_dim)
+        for name in self.names:                 # decoded GENERATE_ROWS latents at a time: a conv decoder's
+            decoder = self.decoders[name]       # activations for MNIST-A's 120,000 draws would take 31 GB
+            logit = torch.cat([decoder(part) for part in flat.split(GENERATE_ROWS)]).reshape(*z.shape[:-1], -1)
             out[name] = logit.sigmoid() if name == self.image.name else logit.argmax(-1)
         return out
 

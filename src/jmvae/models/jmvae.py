@@ -57,7 +57,8 @@ class JMVAE(JointVAE):
         # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y_S)) for each S, evaluated together
         kl_prior, kl_x, *kl_y = divergences(q, z, [standard_normal(q.loc), q_x, *q_y])
         recon = log_p[x] + self.attribute_weight * sum(log_p[a.name] for a in self.attributes)
-        per_example = -recon + kl_prior + self.alpha * (kl_x + sum(kl_y))
+        regulariser = kl_prior + self.alpha * (kl_x + sum(kl_y))
+        per_example = -recon + (regulariser if self.kl_weight == 1 else self.kl_weight * regulariser)
         named = {f"nll_{n}": -v for n, v in log_p.items()} | {"kl_prior": kl_prior, "kl_x": kl_x}
         named |= {self._kl_name(s): v for s, v in zip(self.subsets, kl_y)}
         if self.attribute_recon or self.image_recon:
@@ -77,7 +78,7 @@ class JMVAE(JointVAE):
         seen = batch[OBSERVED]
         recon = log_p[self.image.name] + self.attribute_weight * sum(
             log_p[a] * seen[:, self.names.index(a)] for a in self.attribute_names)
-        return -recon + kl(q_x, standard_normal(q_x.loc))
+        return -recon + self.kl_weight * kl(q_x, standard_normal(q_x.loc))
 
     def cross_reconstruction(self, batch: Batch, q: Gaussian, q_y: list,
                              labelled: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -43,14 +43,16 @@ class TELBO(JointVAE):
         batch = filled(batch)
         q = {v: self.posterior({n: batch[n] for n in given}) for v, (given, _) in self.elbos.items()}
         z = {v: q[v].rsample() for v in self.elbos}
-        kl_prior = dict(zip(self.elbos, kl(stack(list(q.values())), standard_normal(z[f"{self.image.name}y"]))))  # KL(q || p(z))
+        kls = kl(stack(list(q.values())), standard_normal(z[f"{self.image.name}y"]))          # KL(q || p(z)) per ELBO
+        kl_prior = dict(zip(self.elbos, kls))
+        weighted = kl_prior if self.kl_weight == 1 else dict(zip(self.elbos, self.kl_weight * kls))
         # log p(m|z) of every ELBO that scores m, each decoder run once on those ELBOs' latents stacked
         log_p = {}
         for m in self.modalities:
             scoring = [v for v, (_, weights) in self.elbos.items() if m in weights]
             rows = self.log_likelihood(torch.stack([z[v] for v in scoring]), batch, [m])[m]
             log_p |= {(v, m): row for v, row in zip(scoring, rows)}
-        elbo = {v: masked_mean(-sum(w * log_p[v, m] for m, w in weights.items()) + kl_prior[v], seen[v])
+        elbo = {v: masked_mean(-sum(w * log_p[v, m] for m, w in weights.items()) + weighted[v], seen[v])
                 for v, (_, weights) in self.elbos.items()}
         joint = f"{self.image.name}y"
         named = {f"nll_{m}" if v == joint else f"nll_{m}|{v}": -lp for (v, m), lp in log_p.items()}
