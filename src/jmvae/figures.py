@@ -186,9 +186,18 @@ def _image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str) -
     return fig
 
 
+LONG_LABEL = 25   # characters: longer legend labels (four attributes' combinations) go one per line
+
+
+def _legend_columns(labels: Sequence[str]) -> int:
+    n = len(labels)
+    return 1 if max(map(len, labels), default=0) > LONG_LABEL else min(n, 2 if n <= 4 else 4)
+
+
 def _legend_below(ax, n: int, **kwargs) -> None:
     """A legend under the axes, so it never covers the data."""
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(n, 2 if n <= 4 else 4),
+    labels = ax.get_legend_handles_labels()[1]
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=_legend_columns(labels) if labels else min(n, 4),
               fontsize="small", markerscale=2, frameon=False, **kwargs)
 
 
@@ -328,8 +337,15 @@ def fig_latent_attributes(model, data: AttributeDataset, plane: Plane, seed: int
     panels = [(t, labels, [_spread(plane, p, seed + i) for i, p in enumerate(pts)]) for t, labels, pts in panels]
     limits = _limits([p for _, _, pts in panels for p in pts])
 
-    fig, axes = _latent_figure(len(panels), 4.6, 5.6)
-    for ax, (title, labels, pts) in zip(axes, panels):
+    ncols = min(3, len(panels))                  # four attributes: two rows of panels, not five squeezed ones
+    nrows = -(-len(panels) // ncols)
+    legend_lines = max(-(-len(labels) // _legend_columns(labels)) for _, labels, _ in panels)
+    fig = Figure(figsize=(4.6 * ncols, (4.4 + 0.2 * legend_lines) * nrows + 0.6),
+                 layout=ConstrainedLayoutEngine(compress=True, h_pad=0.1, w_pad=0.1))
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[len(panels):]:
+        ax.axis("off")
+    for ax, (title, labels, pts) in zip(grid, panels):
         for label, p, colour in zip(labels, pts, colours(len(labels))):
             ax.scatter(p[:, 0], p[:, 1], s=6, alpha=0.5, color=colour, label=label, linewidths=0)
         _latent_axes(ax, plane, limits, f"{LATENT_SAMPLES} samples of z per value from {title}")
