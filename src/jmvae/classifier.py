@@ -53,9 +53,9 @@ def crop_at(img: torch.Tensor, centres: torch.Tensor, size: int = CROP) -> torch
 class AttributeClassifier(nn.Module):
     """Small images: a two-layer CNN on the whole image. A canvas of LARGE pixels or more holding one small
     object (MNIST-A's 64x64 with a rotated, scaled digit somewhere): the CNN reads a CROP x CROP window centred
-    on the ink, and the ink's centre joins its features, so what the digit is, its size and its turn are
-    read where the digit is and where it is comes from the centre (a CNN on the whole canvas read digits at
-    0.61 after the same training)."""
+    on the ink, beside the whole canvas averaged to 1/8 scale, so what the digit is, its size and its turn
+    are read where the digit is and where it is comes from the coarse view (a CNN on the whole canvas read
+    digits at 0.61 after the same training)."""
 
     def __init__(self, shape: tuple[int, int], classes: dict[str, int]):
         super().__init__()

@@ -18,11 +18,12 @@ import torch
 from . import compare, distributed, figures, report
 from .data.attributes import PRESETS, parse_assignments
 from .data.mnist import import_mnist
+from .data.mnist_a import SPLITS
 from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline, headline
 from .explore import EXPLORER, screenshot, write_explorer
 from .models import MODELS, options
-from .config import TrainConfig, read_config, read_json, require_run, run_config
+from .config import COMPILE_MODES, TrainConfig, read_config, read_json, require_run, run_config
 from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
 from .trackers import TRACKERS, Trackers
 from .train import differing_flags, load_run, train
@@ -256,7 +257,7 @@ def build_parser() -> Parser:
     t.add_argument("--warmup", type=int, metavar="EPOCHS",
                    help="jmvae, telbo: the KL terms' weight rises linearly from 1/EPOCHS to 1 over the first EPOCHS "
                         "epochs (default 0: none)")
-    t.add_argument("--compile", choices=("none", "default", "reduce-overhead"),
+    t.add_argument("--compile", choices=COMPILE_MODES,
                    help="torch.compile the training step: reduce-overhead replays it as a CUDA graph (5x eager on an "
                         "H100 at batch 128, after ~23 s of capture; CUDA only); default fuses ops (1.04-1.08x on 2 CPU "
                         "cores, ~30 s to compile: not worth it there). Default none")
@@ -275,7 +276,7 @@ def build_parser() -> Parser:
     t.add_argument("--mnist", choices=("auto", "full", "bundled"),
                    help="which MNIST: auto (default: full MNIST if found, else the bundled 5,000 digits), full "
                         "(stop if it is not found), bundled; a run records the one it used")
-    t.add_argument("--split", choices=("iid", "compositional"),
+    t.add_argument("--split", choices=SPLITS,
                    help="mnist-a: iid (by image, 85/5/10; default) or compositional (the label combinations split "
                         "80/10/10: test combinations never seen in training)")
     t.add_argument("--test-fraction", type=float, help="test share of the bundled subset (default 0.2)")

@@ -155,8 +155,8 @@ def mnist_a(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2, split: 
     iid or compositional split (test combinations never seen in training). The run seed does not change
     the set; `test_fraction` does not apply (the paper's 85/5/10 and 80/10/10 splits; the 5% / 10%
     validation part is not used)."""
-    renders = math.ceil(MNIST_A_IMAGES / len(mnist.labels if mnist.test_labels is None
-                                             else np.concatenate([mnist.labels, mnist.test_labels])))
+    digits = len(mnist.labels) + (0 if mnist.test_labels is None else len(mnist.test_labels))   # as digits_of takes them
+    renders = math.ceil(MNIST_A_IMAGES / digits)
     try:
         rendered, key = generator.cached(mnist, renders, MNIST_A_SEED, split)
     except ValueError as e:
