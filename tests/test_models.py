@@ -6,6 +6,7 @@ from torch.distributions import Normal
 from jmvae.posteriors import Gaussian, Mixture, divergences, kl, product_of_experts, standard_normal
 from jmvae.modalities import Categorical, Image
 from jmvae.models import JMVAE, PAPER, TELBO, build_model, options
+from jmvae.subsets import OBSERVED
 
 MODALITIES = [Image("x", (4, 6)), Categorical("position", ("left", "right")), Categorical("digit", ("1", "2", "3"))]
 
@@ -193,11 +194,11 @@ def nll_by_hand(logits, b, names, weights=None):
 
 
 def test_jmvae_options_are_their_equation_by_hand():
-    """lambda, every attribute subset, and the two cross reconstructions, against the equation written out
-    with the same reparameterisation noise (the draws happen in the same order)."""
+    """lambda, every attribute subset, the two cross reconstructions and the prior term, against the equation
+    written out with the same reparameterisation noise (the draws happen in the same order)."""
     torch.manual_seed(0)
     m = JMVAE(MODALITIES, z_dim=2, hidden=16, alpha=0.7, attribute_weight=5.0, every_subset=True,
-              attribute_recon=2.0, image_recon=0.3, image_target="paired")
+              attribute_recon=2.0, image_recon=0.3, image_target="paired", prior_recon=0.4)
     b = batch(n=6)
     torch.manual_seed(5)
     loss, terms = m.loss(b)
@@ -206,6 +207,14 @@ def test_jmvae_options_are_their_equation_by_hand():
     z = q.rsample()
     lam = {"position": 5.0, "digit": 5.0}
     expected = nll_by_hand(m.logits(z), b, ["x", "position", "digit"], lam) + kl(q, standard_normal(q.loc))
+    z_p = torch.randn_like(z)                          # the prior term: every draw i against every example j
+    s_ij = torch.stack([Normal(q.loc[j], q.scale[j]).log_prob(z_p).sum(-1) for j in range(6)], -1).softmax(-1)
+    at_p = m.logits(z_p)
+    for i in range(6):
+        for j in range(6):
+            lp = (F.logsigmoid(at_p["x"][i]) * b["x"][j] + F.logsigmoid(-at_p["x"][i]) * (1 - b["x"][j])).sum()
+            lp = lp + 5.0 * sum(at_p[a][i].log_softmax(-1)[b[a][j]] for a in ("position", "digit"))
+            expected[i] = expected[i] - 0.4 * s_ij[i, j] * lp
     subsets = [("position",), ("digit",), ("position", "digit")]
     q_s = [m.posterior({a: b[a] for a in s}) for s in subsets]
     expected = expected + 0.7 * (kl(q, m.posterior({"x": b["x"]})) + sum(kl(q, qs) for qs in q_s))
@@ -217,6 +226,7 @@ def test_jmvae_options_are_their_equation_by_hand():
     assert {"kl_position", "kl_digit", "kl_y", "nll_x|y", "nll_position|position", "nll_position|y"} <= set(terms)
     text = m.describe()
     assert "5 log p(position,digit|z)" in text and "q(z|position)) +" in text and "0.3 E_q(z|position,digit)[log p(x|z)]" in text
+    assert "0.4 E_p(z)[sum_j s_j(z) (log p(x_j|z) + 5 log p(position_j,digit_j|z))]" in text
 
 
 def test_jmvae_defaults_that_match_the_paper_give_the_founding_loss():
@@ -325,3 +335,43 @@ def test_generate_decodes_in_chunks_with_the_same_draws(monkeypatch):
     assert whole["x"].shape == (7, 3, MODALITIES[0].size) and torch.equal(whole["z"], chunked["z"])
     assert torch.allclose(whole["x"], chunked["x"], atol=1e-6)
     assert torch.equal(whole["digit"], chunked["digit"]) and torch.equal(whole["position"], chunked["position"])
+
+
+def test_prior_term_teaches_both_decoders_the_nearest_code_at_draws_of_the_prior():
+    """gamma_p: at draws z_i of p(z), image and attributes are scored against the batch's examples weighted by
+    q(z_i|x_j,y_j) normalised over the batch; with tight, well-separated codes that is the nearest example.
+    A batch with an unlabelled example has no term."""
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16, attribute_weight=3.0, prior_recon=0.5)
+    b = batch(n=6, seed=4)
+    loc = torch.tensor([[-2.0, -2.0], [2.0, 2.0], [-2.0, 2.0], [2.0, -2.0], [0.0, 0.0], [0.5, 0.0]])
+    q = Gaussian(loc, torch.full_like(loc, 0.05))
+    z = 2 * torch.randn(6, 2, generator=torch.Generator().manual_seed(1))   # wide draws reach every code
+    logits = m.logits(z)
+    got = m.prior_reconstruction(b, q, z, logits)
+    nearest = torch.cdist(z, loc).argmin(-1)
+    want_x = 0.5 * m.image.log_likelihood(logits["x"], b["x"][nearest])
+    want_digit = 0.5 * 3.0 * m.modalities["digit"].log_likelihood(logits["digit"], b["digit"][nearest])
+    assert set(got) == {"nll_x|p(z)", "nll_position|p(z)", "nll_digit|p(z)"}
+    assert len(set(nearest.tolist())) > 2                                # the draws find several codes
+    assert torch.allclose(got["nll_x|p(z)"], want_x, atol=1e-3)
+    assert torch.allclose(got["nll_digit|p(z)"], want_digit, atol=1e-3)
+    partly = dict(b, **{OBSERVED: torch.tensor([[1, 1, 1]] * 5 + [[1, 0, 1]], dtype=torch.bool)})
+    partly["position"] = torch.where(partly[OBSERVED][:, 1], partly["position"], -1)
+    _, named = m.loss(partly)
+    assert "nll_x|p(z)" not in named and "nll_x|p(z)" in m.loss(b)[1]   # only fully labelled batches
+
+def test_prior_term_enters_the_loss_at_its_weight():
+    """The loss with gamma_p is the loss without it minus gamma_p times the (gamma_p = 1) term, on the same
+    noise (no image term here: its draws come after the prior's); the terms are logged, and the objective says it."""
+    b = batch(n=8, seed=5)
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16, image_recon=0.0, prior_recon=1.0)
+    torch.manual_seed(2)
+    with_term, named = m.loss(b)
+    m.prior_recon = 0.0
+    torch.manual_seed(2)
+    without, _ = m.loss(b)
+    prior = named["nll_x|p(z)"] + named["nll_position|p(z)"] + named["nll_digit|p(z)"]
+    assert torch.allclose(with_term, without + prior, atol=1e-3)
+    assert prior > 0 and "E_p(z)" in JMVAE(MODALITIES, prior_recon=0.3).describe()
+    assert "E_p(z)" not in JMVAE(MODALITIES, prior_recon=0.0).describe()

@@ -126,6 +126,10 @@ def test_model_options_resolve_and_are_recorded(tmp_path):
     # a config.json written before the options existed trained the papers' objectives
     old = TrainConfig.from_json({"model": "jmvae", "alpha": 0.5, "seed": 1})
     assert old.alpha == 0.5 and old.every_subset is False and old.image_recon == 0.0 and old.components == 1
+    # one written before the prior term trained without it, whatever today's default
+    before = TrainConfig.from_json({"model": "jmvae", "attribute_weight": 1.0, "image_recon": 1.0, "seed": 1})
+    assert before.resolved().prior_recon == 0.0 and before.resolved().image_recon == 1.0
+    assert TrainConfig.from_json({"model": "telbo", "attribute_weight": 1.0}).prior_recon is None
     import json
     train(TrainConfig(steps=2, hidden=16, every_subset=True, batch_size=64), tmp_path / "run", log=lambda *a: None)
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -242,6 +242,9 @@ def build_parser() -> Parser:
     t.add_argument("--image-target", choices=("matched", "paired"),
                    help="JMVAE: the image that term scores at z ~ q(z|y): the batch's images of the class weighted by "
                         f"q(z|x_j,y), or the example's own (default {jm['image_target']})")
+    t.add_argument("--prior-recon", type=float, metavar="GAMMA_P",
+                   help="JMVAE: weight of both decoders taught the nearest codes at draws of p(z), so that images drawn "
+                        f"from p(z) show the attributes p(y|z) gives them (default {jm['prior_recon']:g})")
     t.add_argument("--components", type=int, help=f"JMVAE: Gaussians in each attribute expert (default {jm['components']})")
     mv, mm = options("mvae"), options("mmvae")
     t.add_argument("--random-subsets", type=int, metavar="K",

@@ -23,7 +23,7 @@ MODELS: dict[str, type[MultimodalVAE]] = {"jmvae": JMVAE, "telbo": TELBO, "mvae"
 
 # The published objectives: JMVAE-kl (Suzuki et al. 2016) and TELBO (Vedantam et al. 2018) as the papers write them.
 PAPER: dict[str, Any] = {"alpha": 1.0, "attribute_weight": 1.0, "every_subset": False, "attribute_recon": 0.0,
-                         "image_recon": 0.0, "components": 1}
+                         "image_recon": 0.0, "prior_recon": 0.0, "components": 1}
 # The others' published settings where they differ from their defaults here: MVAE's MNIST experiment weighs
 # the label 50 (as our default does); MMVAE trains with K = 30 and DReG (our default K = 1 is 30x cheaper a
 # step on a CPU); MoPoE and MMVAE weigh the modalities alike (our defaults: attributes 50).
