@@ -190,3 +190,14 @@ def test_every_model_trains_on_partly_labelled_data_into_a_finished_run(tmp_path
     assert set(metrics["correctness"]) and 0 <= metrics["joint_coherence"] <= 1
     code, _, _ = run_cli(capsys, "generate", str(out), "--given", "digit=2", "--n", "3", "--out", str(tmp_path / "g.png"))
     assert code == 0 and (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_second_temperature_is_the_presets_unless_asked():
+    """MNIST-A's 659 queries skip the T = 0.5 pass by default (a third of its evaluation); the founding
+    experiment keeps it; --low-temperature wins either way."""
+    from argparse import Namespace
+    from jmvae.cli import eval_config
+    flags = dict(k=10, n_per_query=10, coherence_draws=10, likelihood_examples=10)
+    assert eval_config(Namespace(low_temperature=None, **flags), "mnist-a").low_temperature == 1.0
+    assert eval_config(Namespace(low_temperature=None, **flags), "position-digit").low_temperature == 0.5
+    assert eval_config(Namespace(low_temperature=0.7, **flags), "mnist-a").low_temperature == 0.7

@@ -20,7 +20,7 @@ from .data.attributes import PRESETS, parse_assignments
 from .data.mnist import import_mnist
 from .data.mnist_a import SPLITS
 from .errors import UserError
-from .evaluate import EvalConfig, evaluate, format_headline, headline
+from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, evaluate, format_headline, headline
 from .explore import EXPLORER, screenshot, write_explorer
 from .models import MODELS, options
 from .config import COMPILE_MODES, TrainConfig, read_config, read_json, require_run, run_config
@@ -45,12 +45,16 @@ def positive_temperature(flag: str, value: float) -> float:
     return value
 
 
-def eval_config(args) -> EvalConfig:
+def eval_config(args, preset: str) -> EvalConfig:
+    """The evaluation flags, checked; without --low-temperature, the preset's default (SECOND_TEMPERATURE_OFF)."""
     for flag in ("k", "n_per_query", "coherence_draws", "likelihood_examples"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} (allowed: an integer >= 1)")
+    low = args.low_temperature
+    if low is None:
+        low = 1.0 if preset in SECOND_TEMPERATURE_OFF else EvalConfig.low_temperature
     return EvalConfig(n_per_query=args.n_per_query, k=args.k, coherence_draws=args.coherence_draws,
-                      low_temperature=positive_temperature("low-temperature", args.low_temperature),
+                      low_temperature=positive_temperature("low-temperature", low),
                       likelihood_examples=args.likelihood_examples)
 
 
@@ -109,7 +113,7 @@ def cmd_train(args) -> None:
         overrides["mnist_dir"] = str(Path(overrides["mnist_dir"]).expanduser().resolve())   # stored absolute
     cfg = TrainConfig(**overrides)
     cfg.validate()
-    eval_cfg = eval_config(args)
+    eval_cfg = eval_config(args, cfg.preset)
     if args.resume and args.overwrite:
         raise UserError("--resume with --overwrite (allowed: one of them)")
     if args.name is not None and (args.name in ("", ".", "..") or Path(args.name).name != args.name or "\\" in args.name):
@@ -133,7 +137,7 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     run_dir = require_run(args.run)
-    eval_cfg = eval_config(args)
+    eval_cfg = eval_config(args, run_config(run_dir).preset)
     _, data, model = load_run(run_dir)
     finish_run(run_dir, model, data, eval_cfg)
 
@@ -301,9 +305,9 @@ def build_parser() -> Parser:
                        help=f"images per correctness/coverage query (default {d_eval.n_per_query})")
         s.add_argument("--coherence-draws", type=int, default=d_eval.coherence_draws,
                        help=f"z ~ p(z) draws for joint coherence (default {d_eval.coherence_draws})")
-        s.add_argument("--low-temperature", type=float, default=d_eval.low_temperature,
+        s.add_argument("--low-temperature", type=float,
                        help=f"second temperature T of correctness/coverage, z = mean + T std eps; 1 skips it "
-                            f"(default {d_eval.low_temperature})")
+                            f"(default {d_eval.low_temperature}; {', '.join(SECOND_TEMPERATURE_OFF)}: 1)")
         s.add_argument("--likelihood-examples", type=int, default=d_eval.likelihood_examples,
                        help=f"test images (seeded subsample) for the K-sample likelihoods (default {d_eval.likelihood_examples})")
     for name, func, text in (("figures", cmd_figures, "draw every figure of a trained run"),
