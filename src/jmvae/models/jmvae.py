@@ -40,6 +40,15 @@ from .joint import JointVAE
 IMAGE_TARGETS = ("matched", "paired")
 
 
+@torch.no_grad()
+def code_weights(q: Gaussian, z: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """q(z_i|x_j,y_j) / sum_k q(z_i|x_k,y_k) for every draw z_i (..., B_i, z_dim) over the batch's examples j
+    (..., B_i, B_j), restricted to the `allowed` (B_i, B_j) pairs: how likely the joint encoder is to have put
+    each example at z_i. A weight, not a path for gradients (the targets' encoder is not trained by it)."""
+    log_q = q.log_prob(z.unsqueeze(-2))
+    return (log_q if allowed is None else log_q.masked_fill(~allowed, float("-inf"))).softmax(-1)
+
+
 class JMVAE(JointVAE):
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, alpha: float = 1.0,
                  attribute_weight: float = 1.0, every_subset: bool = True, attribute_recon: float = 0.0,
@@ -78,9 +87,9 @@ class JMVAE(JointVAE):
             per_example = per_example - sum(cross.values())
             named |= {k: -v for k, v in cross.items()}
         if prior:
-            matched = self.prior_reconstruction(batch, q, z_p, {n: l[len(z):] for n, l in logits.items()})
-            per_example = per_example - sum(matched.values())
-            named |= {k: -v for k, v in matched.items()}
+            at_prior = self.prior_reconstruction(batch, q, z_p, {n: l[len(z):] for n, l in logits.items()})
+            per_example = per_example - sum(at_prior.values())
+            named |= {k: -v for k, v in at_prior.items()}
         if labelled is not None:
             image_elbo = self.image_elbo(batch, q_x)
             per_example = torch.where(labelled, per_example, image_elbo)
@@ -137,15 +146,14 @@ class JMVAE(JointVAE):
         Only fully labelled batches have the term: with 1% of the labels, a batch's one or two labelled
         codes stood for every cluster, so every draw was taught one random image (coverage 0.984 -> 0.941).
         """
-        with torch.no_grad():
-            r = q.log_prob(z.unsqueeze(-2)).softmax(-1)                            # (B, B): s_j(z_i)
+        s = code_weights(q, z)                                                     # (B, B): s_j(z_i)
         out: dict[str, torch.Tensor] = {}
         for name, l in logits.items():
             if name == self.image.name:
                 pairs, weight = self.image.log_likelihood_pairs(l, batch[name]), self.prior_recon
             else:
                 pairs, weight = l.log_softmax(-1)[:, batch[name]], self.prior_recon * self.attribute_weight
-            out[f"nll_{name}|p(z)"] = weight * (r * pairs).sum(-1)
+            out[f"nll_{name}|p(z)"] = weight * (s * pairs).sum(-1)
         return out
 
     def _image_from_attributes(self, z: torch.Tensor, batch: Batch, q: Gaussian,
@@ -158,13 +166,10 @@ class JMVAE(JointVAE):
         if self.image_target == "paired":
             return self.image.log_likelihood(logits, batch[x])
         pairs = self.image.log_likelihood_pairs(logits, batch[x])                  # (K, B_i, B_j)
-        with torch.no_grad():
-            log_r = q.log_prob(z.unsqueeze(-2))                                    # log q(z_i | x_j, y_j)
-            same = torch.stack([batch[a.name].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
-            if labelled is not None:
-                same = same & labelled | torch.eye(len(same), dtype=torch.bool, device=same.device)
-            r = log_r.masked_fill(~same, float("-inf")).softmax(-1)
-        return (r * pairs).sum(-1)
+        same = torch.stack([batch[a.name].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
+        if labelled is not None:
+            same = same & labelled | torch.eye(len(same), dtype=torch.bool, device=same.device)
+        return (code_weights(q, z, same) * pairs).sum(-1)
 
     def _kl_name(self, s: tuple[str, ...]) -> str:
         return "kl_y" if len(s) == len(self.attributes) else f"kl_{','.join(s)}"
