@@ -153,18 +153,19 @@ class MatmulReplay:
     executed=False replays all three products of every layer (the issue's ceiling); executed=True only
     those autograd runs (no input gradient where the input needs none). Calling it with n replays n steps
     and returns the seconds taken, so a benchmark can interleave it with the training it is compared to.
+    `dtype` is the products' precision (bfloat16: the ceiling of a step trained with --precision bfloat16).
     """
 
-    def __init__(self, layers: list[Layer], batch: int, executed: bool = False):
+    def __init__(self, layers: list[Layer], batch: int, executed: bool = False, dtype: torch.dtype = torch.float32):
         g = torch.Generator().manual_seed(0)
         self.products = []
         for i, o, grad, rows in layers:
             rows = rows or batch
-            x, w, gout = torch.rand(rows, i, generator=g), torch.rand(o, i, generator=g), torch.rand(rows, o, generator=g)
-            self.products.append((x, w.t(), torch.empty(rows, o)))
+            x, w, gout = (torch.rand(*shape, generator=g).to(dtype) for shape in ((rows, i), (o, i), (rows, o)))
+            self.products.append((x, w.t(), torch.empty(rows, o, dtype=dtype)))
             if grad or not executed:
-                self.products.append((gout, w, torch.empty(rows, i)))
-            self.products.append((gout.t(), x, torch.empty(o, i)))
+                self.products.append((gout, w, torch.empty(rows, i, dtype=dtype)))
+            self.products.append((gout.t(), x, torch.empty(o, i, dtype=dtype)))
         self(2)                                     # warm up: first calls pay for page faults and thread start
 
     def __call__(self, steps: int) -> float:

@@ -26,7 +26,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 import torch  # noqa: E402
 
 from common import copy_weights, pixyz_batch, pixyz_reference  # noqa: E402
-from jmvae.config import TrainConfig  # noqa: E402
+from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
 from jmvae.train import build, evaluate_loss, make_optimizer, train_steps  # noqa: E402
 from train_speed import batch_indices, machine  # noqa: E402
 
@@ -73,10 +73,12 @@ class Jmvae(Contender):
         super().__init__(name, scorer, test, batches, seed)
         self.data, self.model = build(cfg, quiet=True)
         self.optimizer = make_optimizer(self.model, cfg.lr)
+        self.precision = cfg.precision_dtype()
         self.model.train()
 
     def step(self, chunk) -> None:
-        sums, _ = train_steps(self.model, self.optimizer, self.data.train, torch.cat(chunk), len(chunk[0]), len(chunk))
+        sums, _ = train_steps(self.model, self.optimizer, self.data.train, torch.cat(chunk), len(chunk[0]), len(chunk),
+                              precision=self.precision)
         sums.tolist()                              # the trainer reads its sums back once per epoch
 
     def load_into_scorer(self) -> None:
@@ -108,11 +110,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default=TrainConfig.precision, choices=PRECISIONS,
+                    help=f"the jmvae contenders' training precision (default {TrainConfig.precision}); pixyz: float32")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; jmvae's products in {TrainConfig(precision=args.precision).resolved_precision()}")
 
-    published = TrainConfig(batch_size=args.batch, seed=args.seed, paper=True)
+    published = TrainConfig(batch_size=args.batch, seed=args.seed, paper=True, precision=args.precision)
     data, scorer = build(published, quiet=True)      # the scorer: a jmvae model with the published objective
     scorer.eval()
     batches = batch_indices(data.n_train, args.batch, max(args.steps, args.reference_steps), args.seed)
@@ -120,7 +124,8 @@ def main() -> None:
     contenders: list[Contender] = [
         Pixyz("pixyz (published JMVAE)", copy.deepcopy(scorer), start, data, batches[:args.reference_steps], args.seed, published.lr),
         Jmvae("jmvae --paper", published, copy.deepcopy(scorer), data.test, batches[:args.steps], args.seed),
-        Jmvae("jmvae (default)", TrainConfig(batch_size=args.batch, seed=args.seed), copy.deepcopy(scorer), data.test,
+        Jmvae("jmvae (default)", TrainConfig(batch_size=args.batch, seed=args.seed, precision=args.precision),
+              copy.deepcopy(scorer), data.test,
               batches[:args.steps], args.seed)]
     print(f"data: {data.name} from {data.source}, {data.n_train} train / {data.n_test} test images; batch {args.batch}; "
           f"scored every {args.every} steps on the test set with the published JMVAE loss (nats/example)")

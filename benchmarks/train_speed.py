@@ -30,7 +30,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 import torch  # noqa: E402
 
 from common import MatmulReplay, copy_weights, flops_per_sample, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
-from jmvae.config import TrainConfig  # noqa: E402
+from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
 from jmvae.train import build, evaluate_loss, make_optimizer, train_steps  # noqa: E402
 
 WARMUP = 5
@@ -62,10 +62,11 @@ def batch_indices(n: int, batch: int, steps: int, seed: int) -> list[torch.Tenso
     return out[:steps]
 
 
-def jmvae_steps(model, optimizer, split, batch):
+def jmvae_steps(model, optimizer, split, batch, precision: torch.dtype | None = None):
     def run(indices) -> float:
         t0 = time.perf_counter()
-        sums, _ = train_steps(model, optimizer, split, torch.cat(indices), batch, len(indices))  # jmvae's hot loop
+        sums, _ = train_steps(model, optimizer, split, torch.cat(indices), batch, len(indices),  # jmvae's hot loop
+                              precision=precision)
         (sums / len(indices)).tolist()             # the trainer reads its means back once per epoch
         return time.perf_counter() - t0
     return run
@@ -85,16 +86,18 @@ class Pair:
     """jmvae (its own model, optimizer and hot loop) and the pixyz reference, from the same initial weights,
     fed the same batches and the same reparameterisation noise (each draws from its own copy of one stream)."""
 
-    def __init__(self, kind: str, batch: int, seed: int, steps: int):
+    def __init__(self, kind: str, batch: int, seed: int, steps: int, precision: str):
         # the published objective, which the pixyz reference writes (jmvae's own defaults add terms: see objectives())
-        self.data, self.jm = build(TrainConfig(model=kind, batch_size=batch, seed=seed, paper=True), quiet=True)
+        cfg = TrainConfig(model=kind, batch_size=batch, seed=seed, paper=True, precision=precision)
+        self.data, self.jm = build(cfg, quiet=True)
         optimizer = make_optimizer(self.jm, lr=1e-3)                 # the trainer's own optimizer
         self.px, self.dists = pixyz_reference(kind, lr=1e-3)
         copy_weights(self.jm, self.dists, to="pixyz")
         self.jm.train()
         split, self.seed = self.data.train, seed
         self.batches = batch_indices(len(split["x"]), batch, steps, seed)
-        self.runs = {"jmvae": jmvae_steps(self.jm, optimizer, split, batch), "pixyz": pixyz_steps(self.px, split)}
+        self.runs = {"jmvae": jmvae_steps(self.jm, optimizer, split, batch, cfg.precision_dtype()),
+                     "pixyz": pixyz_steps(self.px, split)}
         torch.manual_seed(seed)
         self.rng = {name: torch.get_rng_state() for name in self.runs}
 
@@ -117,14 +120,19 @@ class Pair:
 
 def measure(kind: str, batch: int, args) -> dict:
     steps = WARMUP + args.rounds * args.steps
-    pair = Pair(kind, batch, args.seed, steps)
+    pair = Pair(kind, batch, args.seed, steps, args.precision)
     arch, own = step_layers(kind), step_layers(kind, own=True)
-    replays = {"ceiling": MatmulReplay(arch, batch), "own": MatmulReplay(own, batch, executed=True)}
+    # Each is compared with the ceiling of its own precision: pixyz with float32 products, jmvae with its own
+    # (--precision); "ceiling" and "own" are jmvae's, "float32 ceiling" pixyz's when the two differ.
+    low = TrainConfig(precision=args.precision).precision_dtype() or torch.float32
+    replays = {"ceiling": MatmulReplay(arch, batch, dtype=low), "own": MatmulReplay(own, batch, executed=True, dtype=low)}
+    if low != torch.float32:
+        replays["float32 ceiling"] = MatmulReplay(arch, batch)
     runs = {"jmvae": lambda c: pair.run("jmvae", c), "pixyz": lambda c: pair.run("pixyz", c),
             **{name: (lambda c, r=r: r(len(c))) for name, r in replays.items()}}
     for name in runs:
         runs[name](pair.batches[:WARMUP])
-    # Interleave finely: every slot of --slot steps runs all four, in rotating order, so that the machine's
+    # Interleave finely: every slot of --slot steps runs all of them, in rotating order, so that the machine's
     # drifts in speed (+-15% from minute to minute here) fall on all of them alike; ratios are per round.
     rates: dict[str, list[float]] = {name: [] for name in runs}
     order = list(runs)
@@ -132,19 +140,20 @@ def measure(kind: str, batch: int, args) -> dict:
         chunk = pair.batches[WARMUP + r * args.steps:WARMUP + (r + 1) * args.steps]
         seconds = dict.fromkeys(runs, 0.0)
         for k, i in enumerate(range(0, len(chunk), args.slot)):
-            for name in order[k % 4:] + order[:k % 4]:
+            for name in order[k % len(order):] + order[:k % len(order)]:
                 seconds[name] += runs[name](chunk[i:i + args.slot])
         for name in runs:
             rates[name].append(batch * len(chunk) / seconds[name])
-    share = {name: [a / c for a, c in zip(rates[name], rates["ceiling"])] for name in ("jmvae", "pixyz")}
-    share["jmvae_own"] = [a / c for a, c in zip(rates["jmvae"], rates["own"])]
+    share = {"jmvae": [a / c for a, c in zip(rates["jmvae"], rates["ceiling"])],
+             "pixyz": [a / c for a, c in zip(rates["pixyz"], rates.get("float32 ceiling", rates["ceiling"]))],
+             "jmvae_own": [a / c for a, c in zip(rates["jmvae"], rates["own"])]}
     ratio = [a / b for a, b in zip(rates["jmvae"], rates["pixyz"])]
 
     # Test loss: the timed pair, then --loss-seeds - 1 more pairs (other initial weights, batches and noise,
     # untimed), since the two implementations sum in different orders and so drift apart like two seeds would.
     losses = [pair.test_losses()]
     for seed in range(args.seed + 1, args.seed + args.loss_seeds):
-        extra = Pair(kind, batch, seed, steps)
+        extra = Pair(kind, batch, seed, steps, args.precision)
         for name in extra.runs:
             extra.run(name, extra.batches)
         losses.append(extra.test_losses())
@@ -154,7 +163,8 @@ def measure(kind: str, batch: int, args) -> dict:
             "shares": share, "ratio": med(ratio), "flops": flops_per_sample(arch, batch),
             "flops_own": flops_per_sample(own, batch, executed=True), "losses": losses,
             "test": {k: statistics.fmean(l[k] for l in losses) for k in losses[0]},
-            "steps": steps, "n_test": len(pair.data.test["x"])}
+            "steps": steps, "n_test": len(pair.data.test["x"]),
+            "precision": TrainConfig(precision=args.precision).resolved_precision()}
 
 
 def report(m: dict, args) -> None:
@@ -163,8 +173,12 @@ def report(m: dict, args) -> None:
           f"steps, interleaved every {args.slot} steps; same initial weights, batches and noise ==")
     print(f"   {m['describe']}")
     print(f"   {'':22}{'samples/s':>10}  {'share of ceiling':>16}   per round")
+    low = m["precision"] != "float32"
+    ceiling = "matmul ceiling (bf16)" if low else "matmul ceiling"
     for name, label, sh in (("jmvae", "jmvae", share["jmvae"]), ("pixyz", "pixyz", share["pixyz"]),
-                            ("ceiling", "matmul ceiling", None), ("own", "jmvae's own products", None)):
+                            ("ceiling", ceiling, None),
+                            *((("float32 ceiling", "matmul ceiling (fp32)", None),) if low else ()),
+                            ("own", "jmvae's own products", None)):
         s = f"{100 * sh:15.0f}%" if sh is not None else " " * 16
         print(f"   {label:22}{med[name]:10.0f}  {s}   " + " ".join(f"{v:.0f}" for v in rates[name]))
     print(f"   jmvae / pixyz         {m['ratio']:.2f}x (median of per-round ratios); jmvae's share per round: "
@@ -202,12 +216,13 @@ def interleaved(runs: dict, batches: list, batch: int, args) -> dict[str, list[f
 
 def objectives(batch: int, args) -> None:
     """samples/s of jmvae's default objective against the published one: same batches, interleaved."""
-    models = {name: build(TrainConfig(batch_size=batch, seed=args.seed, paper=(name == "published")), quiet=True)
-              for name in ("published", "default")}
+    cfgs = {name: TrainConfig(batch_size=batch, seed=args.seed, paper=(name == "published"), precision=args.precision)
+            for name in ("published", "default")}
+    models = {name: build(cfg, quiet=True) for name, cfg in cfgs.items()}
     runs = {}
     for name, (data, model) in models.items():
         model.train()
-        runs[name] = jmvae_steps(model, make_optimizer(model, 1e-3), data.train, batch)
+        runs[name] = jmvae_steps(model, make_optimizer(model, 1e-3), data.train, batch, cfgs[name].precision_dtype())
     batches = batch_indices(len(models["default"][0].train["x"]), batch, WARMUP + args.rounds * args.steps, args.seed)
     rates = interleaved(runs, batches, batch, args)
     med = {name: statistics.median(v) for name, v in rates.items()}
@@ -226,6 +241,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["jmvae", "telbo"], choices=["jmvae", "telbo"])
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default=TrainConfig.precision, choices=PRECISIONS,
+                    help=f"jmvae's training precision, as `jmvae train --precision` (default {TrainConfig.precision}); "
+                         "pixyz and the matmul ceilings stay float32")
     ap.add_argument("--objectives", action="store_true",
                     help="also time jmvae's default objective against the published one (no pixyz)")
     ap.add_argument("--loss-seeds", type=int, default=3,
@@ -237,7 +255,8 @@ def main() -> None:
     import pixyz
 
     print(f"machine: {machine()}")
-    print(f"pixyz {pixyz.__version__}; Adam lr 1e-3 for both; float32 on CPU")
+    print(f"pixyz {pixyz.__version__}; Adam lr 1e-3 for both; jmvae's products in "
+          f"{TrainConfig(precision=args.precision).resolved_precision()}, pixyz and the ceilings in float32, on CPU")
     results = []
     for kind in args.models:
         for batch in args.batch:

@@ -4,7 +4,9 @@ Every model at its defaults (`jmvae train --model M`), 3 seeds, on full MNIST (`
 by the attribute classifier at 500 images per query; then every model with the attributes of only 10% and 1%
 of the training examples (`--label-fraction`). Runs are the query sweep's (benchmarks/sweep_queries.py: same
 evaluation flags, same run layout runs/sweep/<source>/<config>-seed<seed>, finished runs kept), so the
-JMVAE row reuses the sweep's `default` runs, which are the same configuration.
+JMVAE row reuses the sweep's `default-float32` runs, which are the same configuration. Every run here was
+recorded in float32 and keeps it (`--precision float32`; the default since multiplies in bfloat16 on CPUs that
+have it, at the same quality: docs/results-queries.md).
 
     python benchmarks/zoo_results.py --jobs 2                          # everything (about 80 minutes on 2 cores)
     python benchmarks/zoo_results.py --report-only                     # tables from the runs there
@@ -20,17 +22,17 @@ import sweep_queries as sweep
 
 MODELS = ["jmvae", "telbo", "mvae", "mmvae", "mopoe"]
 FRACTIONS = ["0.1", "0.01"]
-ZOO = {"default": sweep.CONFIGS["default"]}   # jmvae's default
-ZOO |= {f"zoo-{m}": (f"{m.upper()} at its defaults", ["--model", m]) for m in MODELS if m != "jmvae"}
+ZOO = {"default-float32": sweep.CONFIGS["default-float32"]}   # jmvae's default, in float32
+ZOO |= {f"zoo-{m}": (f"{m.upper()} at its defaults", ["--model", m, *sweep.F32]) for m in MODELS if m != "jmvae"}
 ZOO |= {f"labels{f}-{m}": (f"{m.upper()} at its defaults, attributes of {float(f):.0%} of the training examples",
-                           ["--model", m, "--label-fraction", f]) for f in FRACTIONS for m in MODELS}
+                           ["--model", m, "--label-fraction", f, *sweep.F32]) for f in FRACTIONS for m in MODELS}
 sweep.CONFIGS.update(ZOO)
 
 
 def config_of(model: str, fraction: str = "1") -> str:
     if fraction != "1":
         return f"labels{fraction}-{model}"
-    return "default" if model == "jmvae" else f"zoo-{model}"
+    return "default-float32" if model == "jmvae" else f"zoo-{model}"
 
 
 def cell(r: dict | None, key: str, digits: int = 3) -> str:

@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -48,7 +49,9 @@ def test_test_loss_is_on_the_recorded_seeded_test_images_and_phases_are_timed(tm
 @pytest.mark.parametrize("epochs, killed_at, saved, rows, schedule", [
     (4, 2 * 6 + 3, 2, 4, {}),     # a row and checkpoint per epoch: killed in epoch 3, after the epoch-2 checkpoint
     (44, 5 * 6 + 3, 4, 22, {}),   # one per 2 epochs (about 20 a run): killed in epoch 6, after the epoch-4 one
-    (4, 2 * 6 + 3, 2, 4, {"warmup": 3, "binarize": True})])   # killed inside the warm-up, images binarised per step
+    (4, 2 * 6 + 3, 2, 4, {"warmup": 3, "binarize": True}),   # killed inside the warm-up, images binarised per step
+    (4, 2 * 6 + 3, 2, 4, {"lr_schedule": "cosine", "precision": "bfloat16"})])   # the learning rate decays across
+                                                                                   # the kill; bfloat16 products
 def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch, epochs, killed_at, saved, rows, schedule):
     cfg = TrainConfig(epochs=epochs, hidden=32, batch_size=256, seed=3, **schedule)  # 6 steps per epoch on 1,600 images
     train(cfg, tmp_path / "straight", log=lambda *a: None)
@@ -79,6 +82,22 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch, epochs,
     assert [r["test_loss"] for r in straight] == [r["test_loss"] for r in resumed] and len(resumed) == rows
     assert [r["train_loss"] for r in straight] == [r["train_loss"] for r in resumed]
     assert [int(r["epoch"]) for r in resumed] == list(range(epochs // rows, epochs + 1, epochs // rows))
+
+
+def test_cosine_schedule_sets_each_steps_learning_rate(tmp_path, monkeypatch):
+    seen, real_step = [], torch.optim.Adam.step
+
+    def recording_step(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    train(TrainConfig(steps=10, hidden=16, batch_size=256, lr=2e-3, lr_schedule="cosine"), tmp_path / "r", log=lambda *a: None)
+    assert seen == pytest.approx([1e-3 * (1 + math.cos(math.pi * i / 10)) for i in range(10)])
+    assert seen[0] == 2e-3 and 0 < seen[-1] < 1e-4          # 10 steps over two epochs of 6: the epochs continue it
+    seen.clear()
+    train(TrainConfig(steps=3, hidden=16, batch_size=256, lr=2e-3), tmp_path / "c", log=lambda *a: None)
+    assert seen == [2e-3] * 3
 
 
 def test_plan_keeps_the_steps_of_twenty_full_mnist_epochs_whatever_the_data_size():

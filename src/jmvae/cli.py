@@ -275,6 +275,12 @@ def build_parser() -> Parser:
                    help="the published objective: every option above at the paper's value unless given")
     t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     t.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
+    t.add_argument("--lr-schedule", metavar="SCHEDULE",
+                   help=f"constant, or cosine (from --lr down to 0 over the run's steps); default {d.lr_schedule}")
+    t.add_argument("--precision", metavar="DTYPE",
+                   help="the networks' products in training: float32, bfloat16 (likelihoods, KLs and the optimizer "
+                        "stay float32), or auto (bfloat16 on a CPU with native bfloat16, else float32); "
+                        f"default {d.precision}")
     t.add_argument("--seed", type=int, help=f"default {d.seed}")
     t.add_argument("--epochs", type=int, help="epochs (default: as many steps as 20 epochs of full MNIST at batch 128)")
     t.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")

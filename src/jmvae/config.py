@@ -27,10 +27,22 @@ from .runs import FINISHED, is_finished
 # The prior term (JMVAE's default gamma_p = 0.3, chosen on position-digit) stays off there until measured on it.
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {"mnist-a": {"z_dim": 10, "attribute_weight": 50.0, "prior_recon": 0.0}}
 LATER_OPTIONS = {"prior_recon": 0.0}   # model options added after runs were recorded, at their "off" value
+LATER_FIELDS = {"lr_schedule": "constant", "precision": "float32"}   # other settings added since, at what runs did
 COMPILE_MODES = ("none", "default", "reduce-overhead")
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "float32", "bfloat16")
 WARMUP_MODELS = ("jmvae", "telbo")   # the objectives whose KL terms kl_weight scales
 MODEL_OPTIONS = tuple(dict.fromkeys(o for name in MODELS for o in options(name)))   # every model's options: TrainConfig fields
 
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (Linux /proc/cpuinfo; elsewhere: no)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @dataclass
@@ -55,6 +67,7 @@ class TrainConfig:
     paper: bool = False                    # options at the published objective's values, unless given
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"   # constant, or cosine: from lr down to 0 over the run's steps
     seed: int = 0
     epochs: int | None = None   # None and steps None: as many steps as 20 epochs of full MNIST
     steps: int | None = None
@@ -66,6 +79,7 @@ class TrainConfig:
     split: str | None = None      # mnist-a: iid (default) or compositional
     binarize: bool = False        # training images drawn from Bernoulli(pixel) at every step; the test set once
     warmup: int = 0               # epochs over which the KL terms' weight rises linearly to 1 (0: none)
+    precision: str = "auto"       # the networks' products in training: auto, float32, bfloat16 (config.json: which)
     compile: str = "none"         # torch.compile the training step: none, default, reduce-overhead (CUDA graphs)
     log: list[str] = field(default_factory=list)   # experiment trackers: tensorboard, mlflow
     device: str = "auto"
@@ -95,6 +109,7 @@ class TrainConfig:
         check(0 <= self.seed < 2**32, f"seed {self.seed}", "an integer from 0 to 4294967295")
         check(self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
         check(0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
+        check(self.lr_schedule in LR_SCHEDULES, f"lr-schedule {self.lr_schedule}", ", ".join(LR_SCHEDULES))
         check(self.epochs is None or self.epochs >= 1, f"epochs {self.epochs}", "an integer >= 1")
         check(self.steps is None or self.steps >= 1, f"steps {self.steps}", "an integer >= 1")
         check(self.epochs is None or self.steps is None, f"both epochs {self.epochs} and steps {self.steps}",
@@ -111,6 +126,7 @@ class TrainConfig:
         check(self.warmup == 0 or self.model in WARMUP_MODELS, f"--warmup with model {self.model}",
               f"models {', '.join(WARMUP_MODELS)}: their KL terms are separate terms")
         trackers.check(self.log)
+        check(self.precision in PRECISIONS, f"precision {self.precision}", ", ".join(PRECISIONS))
         check(self.compile in COMPILE_MODES, f"compile {self.compile}", ", ".join(COMPILE_MODES))
         check(self.compile != "reduce-overhead" or self.resolved_device().type == "cuda",
               f"--compile reduce-overhead on {self.resolved_device()}", "CUDA graphs need a CUDA device; default on the CPU")
@@ -129,11 +145,29 @@ class TrainConfig:
                          else preset[name] if name in preset
                          else paper(self.model)[name] if self.paper and name in paper(self.model) else takes[name])
                   for name in takes}
-        return replace(self, z_dim=z_dim, **filled)
+        return replace(self, z_dim=z_dim, precision=self.resolved_precision(), **filled)
+
+    def resolved_precision(self) -> str:
+        """auto: bfloat16 on a CPU that multiplies it natively (AVX512-BF16 or AMX: twice float32's matmul
+        speed; see benchmarks/README.md), else float32 (a GPU step at this size is launch-bound)."""
+        if self.precision != "auto":
+            return self.precision
+        return "bfloat16" if self.resolved_device().type == "cpu" and native_bfloat16() else "float32"
+
+    def precision_dtype(self) -> torch.dtype | None:
+        """The dtype of the networks' products in training; None for float32 (no autocast at all)."""
+        return {"float32": None, "bfloat16": torch.bfloat16}[self.resolved_precision()]
 
     def kl_weight(self, epoch: int) -> float:
         """The KL terms' weight in (0-based) `epoch`: (epoch + 1) / warmup during the warm-up, then 1."""
         return 1.0 if epoch + 1 >= self.warmup else (epoch + 1) / self.warmup
+
+    def lr_at(self, step: int, total_steps: int) -> float:
+        """Adam's learning rate at (0-based) `step` of a run of `total_steps`: a function of the step alone, so a
+        resumed run follows the same schedule."""
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        return self.lr
 
     def model_options(self) -> dict:
         return {name: getattr(self, name) for name in options(self.model)}
@@ -167,7 +201,7 @@ class TrainConfig:
             takes = options(d.get("model", "jmvae"))
             d = {name: paper(d.get("model", "jmvae")).get(name, default) for name, default in takes.items()} | d
         # options added since: a run recorded without one trained without it (the value that turns it off)
-        d = {name: off for name, off in LATER_OPTIONS.items() if name in options(d.get("model", "jmvae"))} | d
+        d = {name: off for name, off in LATER_OPTIONS.items() if name in options(d.get("model", "jmvae"))} | LATER_FIELDS | d
         cfg = cls(**{k: v for k, v in d.items() if k in known})
         try:
             replace(cfg, device="cpu", compile="none").validate()   # the device it trained on need not be here

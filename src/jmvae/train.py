@@ -22,6 +22,7 @@ from .config import TrainConfig, is_run_dir, read_config, require_run, run_confi
 from .data.attributes import AttributeDataset, batches, hide_labels, load_dataset, seeded_subset, to_batch
 from .errors import UserError
 from .models import MultimodalVAE, build_model
+from .networks import low_precision
 from .runs import (FINISHED, check_data, check_parents, fingerprint, is_finished, load_torch, remove_temp_files, save_torch,
                    write_json, write_text)
 from .subsets import mark_observed
@@ -93,13 +94,16 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
 
 def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: dict[str, torch.Tensor],
                 order: torch.Tensor, batch_size: int, steps: int, on_step=lambda n: None,
-                losses: torch.Tensor | None = None, loss=None, binarize: str | None = None) -> tuple[torch.Tensor, list[str]]:
+                losses: torch.Tensor | None = None, loss=None, binarize: str | None = None,
+                lr_at=None, precision: torch.dtype | None = None) -> tuple[torch.Tensor, list[str]]:
     """The hot loop: `steps` optimizer steps on the batches order[i*B:(i+1)*B] of an in-memory split.
 
     Returns the sum over steps of [loss, *terms] as one tensor and their names; `losses`, if given, receives
     each step's loss (for finding the first non-finite one); `loss` replaces model.loss (the
     DistributedDataParallel wrapper, whose forward is the loss); `binarize` names the image drawn afresh from
-    Bernoulli(pixel) at each step. Nothing in the loop waits for the device (no .item(), no host copies).
+    Bernoulli(pixel) at each step; `lr_at(i)`, if given, sets the learning rate of step i; `precision` is the
+    dtype of the networks' products (None: float32). Nothing in the loop waits for the device (no .item(), no
+    host copies).
     """
     sums, names = None, ["loss"]
     objective = loss or model.loss
@@ -107,7 +111,11 @@ def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: d
         batch = to_batch(split, order[i * batch_size:(i + 1) * batch_size])
         if binarize:
             batch[binarize] = torch.bernoulli(batch[binarize])
-        loss, terms = objective(batch)
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(i)
+        with low_precision(precision):
+            loss, terms = objective(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -237,6 +245,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     seconds["training steps"] = seconds["test loss and checkpoints"] = 0.0
     if ckpt is None:
         on = f"{device}" if not ranks.active else f"{ranks.world} ranks ({device.type}), {cfg.batch_size // ranks.world} rows each"
+        on += f", products in {cfg.precision}" if cfg.precision != "float32" else ""
         log(f"{model.describe()}\ndata: {data.name}, {n_train} train / {data.n_test} test images "
             f"from {data.source}\ntraining {total_steps} steps ({epochs} epochs of {per_epoch}) on {on} -> {run_dir}")
 
@@ -270,7 +279,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         last = f"epoch {saved}" if saved > 0 else "none (stopped before the first)"
         try:
             sums, names = train_steps(model, optimizer, train_split, order, share.stop - share.start, steps, bar.update,
-                                      losses, step_loss, data.image.name if cfg.binarize else None)
+                                      losses, step_loss, data.image.name if cfg.binarize else None,
+                                      lambda i: cfg.lr_at(epoch * per_epoch + i, total_steps), cfg.precision_dtype())
             sums = distributed.mean_over_ranks(ranks, sums)
         except ValueError:   # torch.distributions refusing a nan location: the weights went non-finite first
             if all(torch.isfinite(p).all() for p in model.parameters()):
