@@ -71,11 +71,14 @@ def test_figures_report_evaluate(run_dir, capsys):
     assert "Decoded latent grid" in (run_dir / "report.html").read_text()
     (run_dir / "figures" / "figures.json").unlink()              # a run from before the index: drawn again
     assert run_cli(capsys, "report", str(run_dir))[0] == 0 and (run_dir / "figures" / "figures.json").exists()
+    trained = json.loads((run_dir / "metrics.json").read_text())["run_seconds"]
     code, out, _ = run_cli(capsys, "evaluate", str(run_dir), "--k", "10", "--n-per-query", "4", "--coherence-draws", "100",
                            "--likelihood-examples", "30", "--low-temperature", "1")
     assert code == 0 and "joint coherence" in out and "worst query" in out and "on 30 of 400 test images" in out
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["settings"]["k"] == 10 and metrics["settings"]["likelihood_examples"] == 30
+    assert metrics["run_seconds"]["training steps"] == trained["training steps"]   # re-evaluating keeps the training
+    assert set(metrics["run_seconds"]) == set(trained)                            # phases it cannot time again
     assert "at_temperature" not in metrics and {r["n"] for r in metrics["queries"]} == {4}   # T = 1 only
     assert "likelihoods on 30 of 400 test images (seeded subsample)" in (run_dir / "report.html").read_text().lower()
     assert run_cli(capsys, "compare", str(run_dir), "--csv", str(run_dir.parent / "c.csv"))[0] == 0

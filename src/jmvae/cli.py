@@ -139,7 +139,20 @@ def cmd_evaluate(args) -> None:
     run_dir = require_run(args.run)
     eval_cfg = eval_config(args, run_config(run_dir).preset)
     _, data, model = load_run(run_dir)
-    finish_run(run_dir, model, data, eval_cfg)
+    finish_run(run_dir, model, data, eval_cfg, seconds=training_seconds(run_dir))
+
+
+# The phases train() times; finish_run times the rest again whenever it runs.
+TRAINING_PHASES = ("data and model", "training steps", "test loss and checkpoints", "saving")
+
+
+def training_seconds(run_dir: Path) -> dict[str, float]:
+    """The training phases a finished run recorded, so that re-evaluating it keeps where its time went."""
+    try:
+        recorded = read_json(run_dir / FINISHED).get("run_seconds", {})
+    except (UserError, OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in recorded.items() if k in TRAINING_PHASES}
 
 
 def cmd_figures(args) -> None:
