@@ -77,6 +77,17 @@ def test_auto_precision_follows_the_cpu_and_old_runs_read_as_float32(monkeypatch
     assert old.precision == "float32" and old.lr_schedule == "constant"
 
 
+def test_resume_accepts_precision_auto_where_it_chooses_what_the_run_recorded(monkeypatch):
+    from jmvae.train import differing_flags
+    recorded = TrainConfig(precision="bfloat16", device="cpu")
+    monkeypatch.setattr(config, "native_bfloat16", lambda: True)
+    assert differing_flags({"precision": "auto"}, recorded) == []
+    assert differing_flags({"precision": "bfloat16"}, recorded) == []
+    assert differing_flags({"precision": "float32"}, recorded) == ["--precision float32 (the run has bfloat16)"]
+    monkeypatch.setattr(config, "native_bfloat16", lambda: False)
+    assert differing_flags({"precision": "auto"}, recorded) == ["--precision auto (the run has bfloat16)"]
+
+
 def test_a_bfloat16_run_learns_records_its_precision_and_trains_what_float32_does_not(tmp_path):
     """(Its resume is exact: tests/test_train.py kills and resumes one.)"""
     cfg = TrainConfig(epochs=4, hidden=32, batch_size=256, seed=3, precision="bfloat16")

@@ -174,9 +174,12 @@ def clear_run(run_dir: Path) -> None:
 
 
 def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
-    """The flags of `given` whose values differ from the run's recorded config (for --resume)."""
+    """The flags of `given` whose values differ from the run's recorded config (for --resume); `--precision
+    auto` is compared as what it chooses on this machine (config.json records the choice)."""
+    def value(k: str, v):
+        return replace(recorded, precision=v).resolved_precision() if k == "precision" else v
     return [f"--{k.replace('_', '-')} {v} (the run has {getattr(recorded, k)})" for k, v in given.items()
-            if getattr(recorded, k) != v]
+            if getattr(recorded, k) != value(k, v)]
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
