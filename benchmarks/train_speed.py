@@ -124,7 +124,7 @@ def measure(kind: str, batch: int, args) -> dict:
     arch, own = step_layers(kind), step_layers(kind, own=True)
     # Each is compared with the ceiling of its own precision: pixyz with float32 products, jmvae with its own
     # (--precision); "ceiling" and "own" are jmvae's, "float32 ceiling" pixyz's when the two differ.
-    low = TrainConfig(precision=args.precision).precision_dtype() or torch.float32
+    low = TrainConfig(precision=args.precision).precision_dtype() or torch.float32   # args.precision: resolved in main
     replays = {"ceiling": MatmulReplay(arch, batch, dtype=low), "own": MatmulReplay(own, batch, executed=True, dtype=low)}
     if low != torch.float32:
         replays["float32 ceiling"] = MatmulReplay(arch, batch)
@@ -164,7 +164,7 @@ def measure(kind: str, batch: int, args) -> dict:
             "flops_own": flops_per_sample(own, batch, executed=True), "losses": losses,
             "test": {k: statistics.fmean(l[k] for l in losses) for k in losses[0]},
             "steps": steps, "n_test": len(pair.data.test["x"]),
-            "precision": TrainConfig(precision=args.precision).resolved_precision()}
+            "precision": args.precision}
 
 
 def report(m: dict, args) -> None:
@@ -252,11 +252,12 @@ def main() -> None:
     if min(args.steps, args.rounds, args.slot, args.loss_seeds) < 1:
         ap.error("--steps, --rounds, --slot and --loss-seeds must be >= 1")
     torch.set_num_threads(args.threads)
+    args.precision = TrainConfig(precision=args.precision).resolved_precision()   # "auto": what this machine uses
     import pixyz
 
     print(f"machine: {machine()}")
-    print(f"pixyz {pixyz.__version__}; Adam lr 1e-3 for both; jmvae's products in "
-          f"{TrainConfig(precision=args.precision).resolved_precision()}, pixyz and the ceilings in float32, on CPU")
+    print(f"pixyz {pixyz.__version__}; Adam lr 1e-3 for both; jmvae's products in {args.precision}, pixyz and "
+          "the float32 ceiling in float32, on CPU")
     results = []
     for kind in args.models:
         for batch in args.batch:

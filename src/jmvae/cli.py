@@ -26,7 +26,7 @@ from .models import MODELS, options
 from .config import COMPILE_MODES, TrainConfig, read_config, read_json, require_run, run_config
 from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
 from .trackers import TRACKERS, Trackers
-from .train import differing_flags, load_run, train
+from .train import TRAINING_PHASES, differing_flags, load_run, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -142,16 +142,14 @@ def cmd_evaluate(args) -> None:
     finish_run(run_dir, model, data, eval_cfg, seconds=training_seconds(run_dir))
 
 
-# The phases train() times; finish_run times the rest again whenever it runs.
-TRAINING_PHASES = ("data and model", "training steps", "test loss and checkpoints", "saving")
-
-
 def training_seconds(run_dir: Path) -> dict[str, float]:
-    """The training phases a finished run recorded, so that re-evaluating it keeps where its time went."""
+    """The phases train() timed for a finished run (finish_run times the rest again), so that re-evaluating
+    it keeps where its time went; none from a metrics.json that cannot be read (it is rewritten anyway)."""
     try:
-        recorded = read_json(run_dir / FINISHED).get("run_seconds", {})
-    except (UserError, OSError, ValueError, AttributeError):
+        metrics = read_json(run_dir / FINISHED)
+    except UserError:
         return {}
+    recorded = metrics.get("run_seconds", {}) if isinstance(metrics, dict) else {}
     return {k: v for k, v in recorded.items() if k in TRAINING_PHASES}
 
 

@@ -182,6 +182,9 @@ def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
             if getattr(recorded, k) != value(k, v)]
 
 
+TRAINING_PHASES = ("data and model", "training steps", "test loss and checkpoints", "saving")   # what train() times
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool | None = None, log=print, trackers: Trackers | None = None,
           seconds: dict[str, float] | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
@@ -283,6 +286,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         try:
             sums, names = train_steps(model, optimizer, train_split, order, share.stop - share.start, steps, bar.update,
                                       losses, step_loss, data.image.name if cfg.binarize else None,
+                                      None if cfg.lr_schedule == "constant" else
                                       lambda i: cfg.lr_at(epoch * per_epoch + i, total_steps), cfg.precision_dtype())
             sums = distributed.mean_over_ranks(ranks, sums)
         except ValueError:   # torch.distributions refusing a nan location: the weights went non-finite first
