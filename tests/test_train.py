@@ -46,6 +46,24 @@ def test_test_loss_is_on_the_recorded_seeded_test_images_and_phases_are_timed(tm
     assert seconds["training steps"] > 0 and all(v >= 0 for v in seconds.values())
 
 
+def test_test_loss_chunks_mix_the_split_as_training_batches_do(founding_data):
+    """A test set stored in order (all lefts, then all rights) is scored in seeded shuffled chunks: JMVAE's
+    prior term compares each draw with the codes of its chunk, which must hold both positions."""
+    from jmvae.train import build
+    _, m = build(TrainConfig(hidden=32, seed=0), quiet=True)
+    by_position = founding_data.test["position"].argsort(stable=True)
+    split = {k: v[by_position] for k, v in founding_data.test.items()}
+    assert split["position"][:64].eq(0).all()
+    seen, loss = [], m.loss
+    m.loss = lambda batch: (seen.append(batch["position"].float().mean().item()), loss(batch))[1]
+    first = evaluate_loss(m, split, seed=3, chunk=64)
+    assert len(seen) == math.ceil(len(by_position) / 64) and all(0.2 < share < 0.8 for share in seen[:-1]), seen
+    again = evaluate_loss(m, split, seed=3, chunk=64)
+    assert first == again                                                      # the same chunks and noise
+    shuffled = evaluate_loss(m, {k: v[torch.randperm(len(by_position))] for k, v in split.items()}, seed=3, chunk=64)
+    assert shuffled["loss"] == pytest.approx(first["loss"], rel=0.02)           # the order of the rows is no matter
+
+
 @pytest.mark.parametrize("epochs, killed_at, saved, rows, schedule", [
     (4, 2 * 6 + 3, 2, 4, {}),     # a row and checkpoint per epoch: killed in epoch 3, after the epoch-2 checkpoint
     (44, 5 * 6 + 3, 4, 22, {}),   # one per 2 epochs (about 20 a run): killed in epoch 6, after the epoch-4 one
