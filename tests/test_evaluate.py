@@ -140,15 +140,22 @@ def test_joint_coherence_of_a_decoder_that_agrees_with_itself(founding_data, cla
     clf, _ = classifier
 
     class Decoder(RealImageModel):
-        """p(a|z) from the sign of z; the image is a real test image with those attributes."""
-        def logits(self, z, names=None):
-            logit = {a: torch.stack([-z[..., i], z[..., i]], -1) for i, a in enumerate(self.names)}
+        """z ~ p(z); p(a|z) from the sign of z; the image a real test image with those attributes (or with the
+        other digit: then the image and p(digit|z) disagree)."""
+        flip = 0
+
+        def generate(self, given, n, temperature=1.0):
+            if given:
+                return super().generate(given, n, temperature)
+            z = torch.randn(n, 1, 2)
             pos, dig = (z[..., 0] > 0).long(), (z[..., 1] > 0).long()
-            images = self.generate({"position": pos, "digit": dig}, 1)["x"][0]
-            return logit | {"x": torch.logit(images.clamp(1e-4, 1 - 1e-4))}
+            images = super().generate({"position": pos[:, 0], "digit": dig[:, 0] ^ self.flip}, 1)["x"][0]
+            return {"z": z, "x": images.unsqueeze(1), "position": pos, "digit": dig}
 
     model = Decoder(founding_data)
     assert joint_coherence(model, founding_data, clf, draws=300) > 0.97
+    model.flip = 1
+    assert joint_coherence(model, founding_data, clf, draws=300) < 0.05
 
 
 # -- intervals, per-query rows, report ----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..posteriors import Posterior
 from ..subsets import nonempty_subsets
 
 Batch = dict[str, torch.Tensor]
-GENERATE_ROWS = 4096   # latents decoded at once by `generate` (and by the joint-coherence draws)
+GENERATE_ROWS = 4096   # latents decoded at once by `generate` (queries, joint-coherence draws, figures)
 
 
 class MultimodalVAE(nn.Module):
