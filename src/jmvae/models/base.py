@@ -135,7 +135,7 @@ def terms(**values: torch.Tensor) -> dict[str, torch.Tensor]:
     return dict(zip(values, means.unbind()))
 
 
-def masked_mean(per_example: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def zero_unseen(per_example: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """per_example where mask, else 0 (a term an example cannot have): the batch mean counts every example,
     so an example's weight does not depend on how many others in its batch are labelled."""
     return per_example if mask is None else per_example * mask

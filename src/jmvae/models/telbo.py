@@ -20,7 +20,7 @@ import torch
 from ..modalities import Modality
 from ..posteriors import kl, stack, standard_normal
 from ..subsets import filled, observed
-from .base import Batch, masked_mean, terms
+from .base import Batch, zero_unseen, terms
 from .joint import JointVAE
 
 
@@ -52,7 +52,7 @@ class TELBO(JointVAE):
             scoring = [v for v, (_, weights) in self.elbos.items() if m in weights]
             rows = self.log_likelihood(torch.stack([z[v] for v in scoring]), batch, [m])[m]
             log_p |= {(v, m): row for v, row in zip(scoring, rows)}
-        elbo = {v: masked_mean(-sum(w * log_p[v, m] for m, w in weights.items()) + weighted[v], seen[v])
+        elbo = {v: zero_unseen(-sum(w * log_p[v, m] for m, w in weights.items()) + weighted[v], seen[v])
                 for v, (_, weights) in self.elbos.items()}
         joint = f"{self.image.name}y"
         named = {f"nll_{m}" if v == joint else f"nll_{m}|{v}": -lp for (v, m), lp in log_p.items()}
