@@ -165,6 +165,9 @@ def test_train_runs_end_to_end_on_the_compositional_split(tmp_path, small_sets, 
                  "--coherence-draws", "50", "--likelihood-examples", "20", "--low-temperature", "1"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["z_dim"] == 10 and config["train"]["split"] == "compositional"
+    train_cfg = config["train"]            # the published JMVAE at the TELBO paper's lambda = 50 (config.PRESET_DEFAULTS)
+    assert (train_cfg["attribute_weight"], train_cfg["every_subset"], train_cfg["image_recon"], train_cfg["prior_recon"]) == (50, False, 0, 0)
+    assert "KL(q(z|x,digit,scale,orientation,location) || q(z|digit))" not in config["objective"]
     assert config["data_options"]["renders"] == 2 and len(config["data_options"]["hash"]) == 16
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["correctness"]["by_size"]) == {"1", "2", "3", "4"} and set(metrics["coverage"]["by_size"]) == {"1", "2", "3"}

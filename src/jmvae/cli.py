@@ -23,7 +23,7 @@ from .errors import UserError
 from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, evaluate, format_headline, headline
 from .explore import EXPLORER, screenshot, write_explorer
 from .models import MODELS, options
-from .config import COMPILE_MODES, TrainConfig, read_config, read_json, require_run, run_config
+from .config import COMPILE_MODES, PRESET_DEFAULTS, TrainConfig, read_config, read_json, require_run, run_config
 from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
 from .trackers import TRACKERS, Trackers
 from .train import TRAINING_PHASES, differing_flags, load_run, train
@@ -236,30 +236,30 @@ def build_parser() -> Parser:
     p = Parser(prog="jmvae", description="Joint multimodal VAEs: train, evaluate, draw and generate.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     d = TrainConfig()
+    jm, te, ma = options("jmvae"), options("telbo"), PRESET_DEFAULTS["mnist-a"]
     t = sub.add_parser("train", help="train a model and write its run directory with figures and report")
     t.add_argument("--preset", choices=list(PRESETS), help=f"dataset (default {d.preset})")
     t.add_argument("--model", choices=list(MODELS), help=f"objective (default {d.model})")
-    t.add_argument("--z-dim", type=int, help="latent dimensions (default 2; mnist-a 10)")
+    t.add_argument("--z-dim", type=int, help=f"latent dimensions (default 2; mnist-a {ma['z_dim']})")
     t.add_argument("--hidden", type=int, help=f"width of every hidden layer (default {d.hidden})")
-    jm, te = options("jmvae"), options("telbo")
     t.add_argument("--alpha", type=float, help=f"JMVAE: weight of its KL terms; 0 is JMVAE-zero (default {jm['alpha']:g})")
     t.add_argument("--attribute-weight", type=float, metavar="LAMBDA",
                    help=f"weight of every log p(y_i|z) (default jmvae {jm['attribute_weight']:g}, telbo {te['attribute_weight']:g}, "
-                        "mvae, mmvae, mopoe 1)")
+                        f"mvae, mmvae, mopoe 1; mnist-a {ma['attribute_weight']:g})")
     t.add_argument("--every-subset", action=argparse.BooleanOptionalAction, default=None,
                    help="a KL term (JMVAE) or an ELBO (TELBO) for every non-empty attribute subset, not only all "
-                        f"attributes together (default jmvae {jm['every_subset']}, telbo {te['every_subset']})")
+                        f"attributes together (default jmvae {jm['every_subset']}, telbo {te['every_subset']}; mnist-a {ma['every_subset']})")
     t.add_argument("--attribute-recon", type=float, metavar="GAMMA_Y",
                    help=f"JMVAE: weight of the attributes reconstructed from q(z|y_S) (default {jm['attribute_recon']:g})")
     t.add_argument("--image-recon", type=float, metavar="GAMMA_X",
                    help=f"weight of the image reconstructed from q(z|y) (default jmvae {jm['image_recon']:g}, "
-                        f"telbo {te['image_recon']:g})")
+                        f"telbo {te['image_recon']:g}; mnist-a {ma['image_recon']:g})")
     t.add_argument("--image-target", choices=("matched", "paired"),
                    help="JMVAE: the image that term scores at z ~ q(z|y): the batch's images of the class weighted by "
                         f"q(z|x_j,y), or the example's own (default {jm['image_target']})")
     t.add_argument("--prior-recon", type=float, metavar="GAMMA_P",
                    help="JMVAE: weight of both decoders taught the nearest codes at draws of p(z), so that images drawn "
-                        f"from p(z) show the attributes p(y|z) gives them (default {jm['prior_recon']:g})")
+                        f"from p(z) show the attributes p(y|z) gives them (default {jm['prior_recon']:g}; mnist-a {ma['prior_recon']:g})")
     t.add_argument("--components", type=int, help=f"JMVAE: Gaussians in each attribute expert (default {jm['components']})")
     mv, mm = options("mvae"), options("mmvae")
     t.add_argument("--random-subsets", type=int, metavar="K",
