@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import torch  # noqa: E402
 from jmvae.classifier import classifier_for  # noqa: E402
-from jmvae.evaluate import dataset_key  # noqa: E402
 from jmvae.train import load_run  # noqa: E402
 
 
@@ -26,8 +25,8 @@ def main() -> None:
     p.add_argument("--sure", type=float, default=0.9, help="a reading counts as sure above this probability")
     args = p.parse_args()
     for run in args.runs:
-        cfg, data, model = load_run(run)
-        clf, _ = classifier_for(data, dataset_key(cfg) | {"source": data.source})
+        _, data, model = load_run(run)
+        clf, _ = classifier_for(data)
         torch.manual_seed(0)
         z = torch.randn(args.draws, model.z_dim)
         logits = model.logits(z)

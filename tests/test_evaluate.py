@@ -16,8 +16,27 @@ from jmvae.report import write_report
 
 @pytest.fixture(scope="session")
 def classifier(founding_data):
-    clf, acc = classifier_for(founding_data, {"test": "founding"})
+    clf, acc = classifier_for(founding_data)
     return clf, acc
+
+
+def test_the_classifier_is_trained_once_per_dataset_whatever_the_run(classifier, founding_data, monkeypatch):
+    """Runs of other seeds or models on the same data load the cached instrument; other data trains its own."""
+    import jmvae.classifier as module
+    trained = []
+
+    def train(data, steps):
+        trained.append(data)
+        return module.AttributeClassifier(data.image.shape, {a.name: a.size for a in data.attributes})
+
+    monkeypatch.setattr(module, "train_classifier", train)
+    same = copy.copy(founding_data)
+    same.train, same.test = {k: v.clone() for k, v in founding_data.train.items()}, dict(founding_data.test)
+    clf, acc = classifier_for(same)
+    assert trained == [] and acc == classifier[1]
+    same.train["x"][0, 0] += 1           # one pixel of one training image differs
+    classifier_for(same)
+    assert trained == [same]
 
 
 class RealImageModel(nn.Module):

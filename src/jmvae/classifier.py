@@ -20,7 +20,7 @@ from torch import nn
 
 from .data.attributes import AttributeDataset, to_batch
 from .data.mnist import cache_dir
-from .runs import save_torch
+from .runs import fingerprint, save_torch
 
 
 CROP = 40            # the window a large canvas's digit is read in: a 28x28 digit turned 45 degrees fits in 40x40
@@ -151,12 +151,16 @@ STEPS = 2000          # training steps of the small classifier
 CROP_STEPS = 4000     # of the cropping one: MNIST-A's digits and turns need more (about 140 s on 2 cores, once)
 
 
-def classifier_for(data: AttributeDataset, dataset_key: dict) -> tuple[AttributeClassifier, dict[str, float]]:
-    """The cached classifier of this dataset config (trained on first use) and its real test accuracy."""
+def classifier_for(data: AttributeDataset) -> tuple[AttributeClassifier, dict[str, float]]:
+    """The cached classifier of this dataset (trained on first use) and its real test accuracy.
+
+    Keyed by the data's fingerprint, not the run's settings: runs whose seeds or models differ but whose data
+    is the same (full MNIST, MNIST-A) are read by one instrument, trained once (its training seed is fixed).
+    """
     clf = AttributeClassifier(data.image.shape, {a.name: a.size for a in data.attributes})
     steps = CROP_STEPS if clf.crop else STEPS
     how = {"version": VERSION} | ({"crop": CROP, "steps": steps} if clf.crop else {})   # small ones keep their keys
-    key = hashlib.sha1(json.dumps(dataset_key | how, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha1(json.dumps({"data": fingerprint(data)} | how, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "classifiers" / f"{data.name}-{key}.pt"
     try:
         clf.load_state_dict(torch.load(path, weights_only=True))

@@ -272,14 +272,6 @@ def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_p
 
 
 # -- all of it --------------------------------------------------------------------------------------------
-def dataset_key(cfg) -> dict:
-    """What decides the dataset (and so the classifier): everything but the model."""
-    key = {"preset": cfg.preset, "mnist_dir": cfg.mnist_dir, "seed": cfg.seed, "test_fraction": cfg.test_fraction,
-           "hold_out": sorted(cfg.hold_out)}
-    key |= {"binarize": True} if cfg.binarize else {}   # older keys unchanged: their cached classifiers stay
-    return key | ({"split": cfg.split} if cfg.split else {})
-
-
 def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalConfig | None = None,
              log=lambda *a: None) -> dict:
     """Every metric of a trained run, as one JSON-able dict (what metrics.json holds).
@@ -297,7 +289,7 @@ def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalCo
         seconds[part] = time.perf_counter() - t0
         return out
 
-    clf, clf_accuracy = timed("classifier", classifier_for, data, dataset_key(cfg) | {"source": data.source})
+    clf, clf_accuracy = timed("classifier", classifier_for, data)
     names = tuple(m.name for m in data.modalities)
     metrics = {"classifier_test_accuracy": clf_accuracy,
                "classifier_degraded_accuracy": accuracy(clf, data.test, data.image.name, degraded=True)}
