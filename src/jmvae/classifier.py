@@ -2,7 +2,7 @@
 
 A small CNN trained on the run's real training images to predict every attribute; its accuracy on the
 real test images bounds every metric that relies on it, so it is reported first. Trained once per
-dataset config and cached under the jmvae cache directory.
+dataset (keyed by the data's fingerprint) and cached under the jmvae cache directory.
 
 Generated images are means of p(x|z): greyer and blurrier than real digits. A classifier that has only
 seen crisp digits reads a dim, blurred 2 as a 1 (the first version did, on 15% of real test digits blurred
