@@ -128,9 +128,10 @@ def cmd_train(args) -> None:
         tracked = Trackers()
         seconds: dict[str, float] = {}
         data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, trackers=tracked, seconds=seconds)
-        if distributed.from_env().main:                # figures, metrics and report: rank 0 alone, after training
-            metrics = finish_run(run_dir, model.cpu(), data, eval_cfg, seconds=seconds)
-            tracked.finish(headline(metrics), run_dir)
+        distributed.leave_if_not_main()                # figures, metrics and report: rank 0 alone, after training
+        distributed.teardown()
+        metrics = finish_run(run_dir, model.cpu(), data, eval_cfg, seconds=seconds)
+        tracked.finish(headline(metrics), run_dir)
     finally:
         distributed.teardown()
 
