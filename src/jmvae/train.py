@@ -205,6 +205,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     run_dir = Path(run_dir)
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
+    # Tiny weights and gradients become subnormal floats after a few hundred steps; on an Intel Xeon every
+    # product touching them ran slow (epochs of the default run: 10 s, then 22 s from the fourth on). Flushed
+    # to zero they stay 10 s, with the same losses. Process-wide, as PyTorch offers it (CPU only; no-op elsewhere).
+    torch.set_flush_denormal(True)
     ranks = distributed.setup(cfg.resolved_device())      # first, so that every rank can hear of a failed check
     if not ranks.main:
         log, progress = (lambda *a, **k: None), False
