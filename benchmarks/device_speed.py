@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from jmvae.data.attributes import position_digit  # noqa: E402
 from jmvae.data.mnist import MnistData, load_bundled  # noqa: E402
 from jmvae.models import build_model  # noqa: E402
-from jmvae.train import make_optimizer, train_steps  # noqa: E402
+from jmvae.train import flush_subnormals, make_optimizer, train_steps  # noqa: E402
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=20)
     args = ap.parse_args()
+    flush_subnormals()                             # as jmvae.train.train does
     device = torch.device(args.device)
     images, labels = synthetic_digits(12_700 + 2_167, seed=0)
     data = position_digit(MnistData(images[:12_700], labels[:12_700], images[12_700:], labels[12_700:], "synthetic"))

@@ -40,6 +40,7 @@ def train_command(seed: int, epochs: int, warmup: int, device: str, out: Path) -
     return [sys.executable, "-m", "jmvae", "train", "--preset", "mnist-label", "--mnist", "full", "--paper",
             "--alpha", "0.1", "--z-dim", "64", "--batch-size", "100", "--lr", "1e-3", "--binarize",
             "--warmup", str(warmup), "--epochs", str(epochs), "--seed", str(seed), "--device", device,
+            "--precision", "float32",          # the paper's number, not a CPU's bfloat16 (auto picks it on some)
             "--out", str(out), "--overwrite",
             # the run's own evaluation kept small: the likelihoods that matter are estimated below, on the device
             "--k", "10", "--likelihood-examples", "100", "--n-per-query", "100", "--coherence-draws", "1000",

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 from common import copy_weights, pixyz_batch, pixyz_reference  # noqa: E402
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
-from jmvae.train import build, evaluate_loss, make_optimizer, train_steps  # noqa: E402
+from jmvae.train import build, evaluate_loss, flush_subnormals, make_optimizer, train_steps  # noqa: E402
 from train_speed import batch_indices, machine  # noqa: E402
 
 
@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--precision", default=TrainConfig.precision, choices=PRECISIONS,
                     help=f"the jmvae contenders' training precision (default {TrainConfig.precision}); pixyz: float32")
     args = ap.parse_args()
+    flush_subnormals()                             # as jmvae.train.train does; process-wide: pixyz's steps too
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}; jmvae's products in {TrainConfig(precision=args.precision).resolved_precision()}")
 

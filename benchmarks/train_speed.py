@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from common import MatmulReplay, copy_weights, flops_per_sample, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
-from jmvae.train import build, evaluate_loss, make_optimizer, train_steps  # noqa: E402
+from jmvae.train import build, evaluate_loss, flush_subnormals, make_optimizer, train_steps  # noqa: E402
 
 WARMUP = 5
 
@@ -249,6 +249,7 @@ def main() -> None:
     ap.add_argument("--loss-seeds", type=int, default=3,
                     help="seeds whose pairs are trained (the first one timed) to compare test losses (default 3)")
     args = ap.parse_args()
+    flush_subnormals()                             # as jmvae.train.train does; process-wide: pixyz's steps too
     if min(args.steps, args.rounds, args.slot, args.loss_seeds) < 1:
         ap.error("--steps, --rounds, --slot and --loss-seeds must be >= 1")
     torch.set_num_threads(args.threads)

@@ -190,6 +190,16 @@ def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
 TRAINING_PHASES = ("data and model", "training steps", "test loss and checkpoints", "saving")   # what train() times
 
 
+def flush_subnormals() -> None:
+    """Compute subnormal floats as zero, in this whole process (the only scope PyTorch offers; CPU only).
+
+    Tiny weights and gradients become subnormal after a few hundred steps; on an Intel Xeon every product
+    touching them ran slow (epochs of the default run: 10 s, then 22 s from the fourth on). Flushed to zero
+    they stay 10 s, with the same losses. Whatever steps `train_steps` (the trainer, the benchmarks) calls this.
+    """
+    torch.set_flush_denormal(True)
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool | None = None, log=print, trackers: Trackers | None = None,
           seconds: dict[str, float] | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
@@ -205,10 +215,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     run_dir = Path(run_dir)
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
-    # Tiny weights and gradients become subnormal floats after a few hundred steps; on an Intel Xeon every
-    # product touching them ran slow (epochs of the default run: 10 s, then 22 s from the fourth on). Flushed
-    # to zero they stay 10 s, with the same losses. Process-wide, as PyTorch offers it (CPU only; no-op elsewhere).
-    torch.set_flush_denormal(True)
+    flush_subnormals()
     ranks = distributed.setup(cfg.resolved_device())      # first, so that every rank can hear of a failed check
     if not ranks.main:
         log, progress = (lambda *a, **k: None), False
