@@ -138,6 +138,7 @@ def test_generate_bad_input(run_dir, tmp_path, capsys):
     (["--model", "telbo", "--components", "2"], "--components with model telbo"),
     (["--image-target", "nearest"], "invalid choice: 'nearest'"),
     (["--mnist", "full"], "--mnist full: full MNIST not found"),
+    (["--device", "tpu"], "device tpu (allowed: auto, cpu, cuda, cuda:N)"),   # once a torch traceback
 ])
 def test_train_bad_input(tmp_path, capsys, argv, expect):
     bad(capsys, "train", "--out", str(tmp_path / "r"), *argv, expect=expect)

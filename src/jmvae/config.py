@@ -130,13 +130,13 @@ class TrainConfig:
               f"models {', '.join(WARMUP_MODELS)}: their KL terms are separate terms")
         trackers.check(self.log)
         check(self.precision in PRECISIONS, f"precision {self.precision}", ", ".join(PRECISIONS))
-        check(self.compile in COMPILE_MODES, f"compile {self.compile}", ", ".join(COMPILE_MODES))
-        check(self.compile != "reduce-overhead" or self.resolved_device().type == "cuda",
-              f"--compile reduce-overhead on {self.resolved_device()}", "CUDA graphs need a CUDA device; default on the CPU")
         check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"device {self.device}",
               "auto, cpu, cuda, cuda:N")
         if self.device.startswith("cuda"):
             check(torch.cuda.is_available(), f"device {self.device}", "cpu: no CUDA device is available here")
+        check(self.compile in COMPILE_MODES, f"compile {self.compile}", ", ".join(COMPILE_MODES))
+        check(self.compile != "reduce-overhead" or self.resolved_device().type == "cuda",
+              f"--compile reduce-overhead on {self.resolved_device()}", "CUDA graphs need a CUDA device; default on the CPU")
 
     def resolved(self) -> "TrainConfig":
         """This config with z_dim and every option of its model filled in: given values, else the preset's
