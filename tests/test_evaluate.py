@@ -71,7 +71,7 @@ class RealImageModel(nn.Module):
             match &= self.data.test[a] == int(v)
         return match.nonzero().squeeze(-1)
 
-    def generate(self, given, n, temperature=1.0):
+    def generate(self, given, n, temperature=1.0, complete=False):
         g = torch.Generator().manual_seed(0)
         b = len(next(iter(given.values())))
         out = torch.empty(n, b, self.data.test["x"].shape[1])
@@ -163,7 +163,7 @@ def test_joint_coherence_of_a_decoder_that_agrees_with_itself(founding_data, cla
         other digit: then the image and p(digit|z) disagree)."""
         flip = 0
 
-        def generate(self, given, n, temperature=1.0):
+        def generate(self, given, n, temperature=1.0, complete=False):
             if given:
                 return super().generate(given, n, temperature)
             z = torch.randn(n, 1, 2)
@@ -197,7 +197,7 @@ class CodedModel(nn.Module):
         self.dummy = nn.Parameter(torch.zeros(1))
         self.wrong, self.left = wrong, left
 
-    def generate(self, given, n, temperature=1.0):
+    def generate(self, given, n, temperature=1.0, complete=False):
         b = len(next(iter(given.values())))
         codes = {"position": (torch.rand(n, b) > self.left).long(), "digit": torch.randint(2, (n, b))}
         for a, v in given.items():
@@ -302,7 +302,7 @@ def test_report_marks_the_failing_queries(founding_data, tmp_path):
     model = CodedModel({"position": 0.0, "digit": 0.05})
     cc = correctness_coverage(model, founding_data, CodeReader(), n=500)
     low = correctness_coverage(model, founding_data, CodeReader(), n=500, temperature=0.5)
-    page = report_page(tmp_path, fake_metrics(cc, low))
+    page = report_page(tmp_path, fake_metrics(cc, low) | {"completed": {"0.25": low}})
     assert "<h2>Queries</h2>" in page and "6 of 8 queries miss the targets" in page and "at 500 images per query" in page
     for label in ("position=left", "position=right"):
         assert f'<tr class="ok"><td class="status">ok</td><td>{label}</td>' in page
@@ -310,12 +310,14 @@ def test_report_marks_the_failing_queries(founding_data, tmp_path):
         assert f'<tr class="fails"><td class="status">fails: correctness</td><td>{label}</td>' in page
     assert page.count('<tr class="fails">') == 6 and "tr.fails td{background" in page
     assert "position: left 100%; digit: 1 " in page                 # what the classifier read
-    assert "T = 0.5 [95% interval]" in page and "correctness at T = 0.5" in page
+    assert "T = 0.5 [95% interval]" in page and "correctness, T = 0.5" in page
+    assert "completed, T = 0.25 [95% interval]" in page and "correctness, completed, T = 0.25" in page
     assert "likelihoods on 500 of 4,334 test images (seeded subsample)" in page.lower()
     lo, hi = cc["correctness"]["by_size_interval"]["1"]
     assert f"{cc['correctness']['by_size']['1']:.4f} [{lo:.4f}, {hi:.4f}]" in page    # headline with its interval
-    text = format_headline(fake_metrics(cc, low))
-    assert "worst query" in text and "6 of 8" in text and "T=0.5:" in text and "more" not in text
+    text = format_headline(fake_metrics(cc, low) | {"completed": {"0.25": low}})
+    assert "worst query" in text and "6 of 8" in text and "T = 0.5:" in text and "more" not in text
+    assert "completed, T = 0.25:" in text
 
 
 def test_terminal_names_the_ten_worst_failing_queries_of_many(founding_data):

@@ -375,3 +375,43 @@ def test_prior_term_enters_the_loss_at_its_weight():
     assert torch.allclose(with_term, without + prior, atol=1e-3)
     assert prior > 0 and "E_p(z)" in JMVAE(MODALITIES, prior_recon=0.3).describe()
     assert "E_p(z)" not in JMVAE(MODALITIES, prior_recon=0.0).describe()
+
+
+def test_completed_generation_draws_the_missing_attributes_from_the_model_and_keeps_the_given_ones():
+    """generate(complete=True): each image's missing attribute is drawn from p(a|z) at z ~ q(z|given), and z
+    comes from q(z | given and drawn). A posterior whose mean spells out the attributes it was given shows
+    which values reached it, so a mixed-up row (query j's value given to query k) or an argmax instead of a
+    draw would show."""
+    from torch import nn
+    from jmvae.models.base import MultimodalVAE
+    from jmvae.modalities import Categorical, Image
+    from jmvae.posteriors import Gaussian
+
+    class Spelled(MultimodalVAE):
+        def posterior(self, given):
+            rows = next(iter(given.values())).shape[0]
+            loc = torch.stack([given[a].float() if a in given else torch.full((rows,), -1.0)
+                               for a in ("colour", "shape")], -1)
+            return Gaussian(loc, torch.full_like(loc, 1e-4))
+
+    class Fixed(nn.Module):       # p(shape|z) = (0.2, 0.5, 0.3) wherever z is
+        def forward(self, z):
+            return torch.tensor([0.2, 0.5, 0.3]).log().expand(*z.shape[:-1], 3)
+
+    torch.manual_seed(0)
+    mods = [Image("x", (4, 4)), Categorical("colour", ("r", "g", "b", "k")), Categorical("shape", ("o", "x", "v"))]
+    model = Spelled(mods, z_dim=2, hidden=8, decoders={"shape": Fixed()})
+    colours = torch.tensor([3, 0, 2])
+    n = 4000
+    plain = model.generate({"colour": colours}, n)["z"]
+    assert torch.allclose(plain[..., 1], torch.tensor(-1.0), atol=0.01)         # q(z|colour) alone: nothing drawn
+    out = model.generate({"colour": colours}, n, temperature=0.5, complete=True)
+    z = out["z"]
+    assert z.shape == (n, 3, 2) and out["x"].shape == (n, 3, 16)
+    assert torch.equal(z[..., 0].round(), colours.float().expand(n, 3))         # every image kept its query's colour
+    shapes = z[..., 1].round().long()
+    for j in range(3):
+        share = torch.bincount(shapes[:, j], minlength=3).double() / n
+        assert torch.allclose(share, torch.tensor([0.2, 0.5, 0.3], dtype=torch.double), atol=0.03), share
+    everything = model.generate({"colour": colours, "shape": torch.tensor([1, 1, 2])}, 8, complete=True)["z"]
+    assert torch.equal(everything[..., 1].round(), torch.tensor([1.0, 1.0, 2.0]).expand(8, 3))   # nothing missing

@@ -53,8 +53,11 @@ def eval_config(args, preset: str) -> EvalConfig:
     low = args.low_temperature
     if low is None:
         low = 1.0 if preset in SECOND_TEMPERATURE_OFF else EvalConfig.low_temperature
+    complete = args.complete_temperature
+    if not (math.isfinite(complete) and complete >= 0):
+        raise UserError(f"--complete-temperature {complete} (allowed: a number > 0, or 0 to skip it)")
     return EvalConfig(n_per_query=args.n_per_query, k=args.k, coherence_draws=args.coherence_draws,
-                      low_temperature=positive_temperature("low-temperature", low),
+                      low_temperature=positive_temperature("low-temperature", low), complete_temperature=complete,
                       likelihood_examples=args.likelihood_examples)
 
 
@@ -202,16 +205,19 @@ def cmd_generate(args) -> None:
     cfg, data, model = load_run(run_dir)
     given = parse_assignments(data, args.given)
     torch.manual_seed(args.seed)
-    samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, args.n, temperature=temperature)
+    samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, args.n, temperature=temperature,
+                             complete=args.complete)
     images = samples[data.image.name][:, 0].reshape(args.n, *data.image.shape).numpy()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":   # through a file object: np.savez would add ".npz" to "X.NPZ"
         atomic_write(out, lambda tmp: write_npz(tmp, images=images, temperature=np.array(temperature),
+                 complete=np.array(args.complete),
                  **{f"given_{k}": np.array(v) for k, v in given.items()},
                  **{k: samples[k][:, 0].numpy() for k in (a.name for a in data.attributes)}))
     else:
         title = ", ".join(f"{k}={data.attribute(k).classes[v]}" for k, v in given.items()) or "prior p(z)"
         title += f", T = {temperature:g}" if temperature != 1 else ""
+        title += ", completed" if args.complete else ""
         figures.save_image_grid(images, out, title=f"generated from {title}")
     print(out)
 
@@ -326,6 +332,9 @@ def build_parser() -> Parser:
         s.add_argument("--low-temperature", type=float,
                        help=f"second temperature T of correctness/coverage, z = mean + T std eps; 1 skips it "
                             f"(default {d_eval.low_temperature}; {', '.join(SECOND_TEMPERATURE_OFF)}: 1)")
+        s.add_argument("--complete-temperature", type=float, default=d_eval.complete_temperature,
+                       help="temperature of the completed sampler's correctness/coverage (generate --complete); "
+                            f"0 skips it (default {d_eval.complete_temperature})")
         s.add_argument("--likelihood-examples", type=int, default=d_eval.likelihood_examples,
                        help=f"test images (seeded subsample) for the K-sample likelihoods (default {d_eval.likelihood_examples})")
     for name, func, text in (("figures", cmd_figures, "draw every figure of a trained run"),
@@ -348,6 +357,9 @@ def build_parser() -> Parser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--temperature", type=float, default=1.0,
                    help="z = mean + T std eps: below 1, fewer images from the posterior's tails (default 1)")
+    g.add_argument("--complete", action="store_true",
+                   help="first draw the attributes not given from the model (a ~ p(a|z), z ~ q(z|given)), then z "
+                        "from q(z | given and drawn): images that show the given attributes more often where few are given")
     g.set_defaults(func=cmd_generate)
     c = sub.add_parser("compare", help="one table of headline metrics across runs (mean ± std over seeds)")
     c.add_argument("runs", nargs="+", help="finished run directories")

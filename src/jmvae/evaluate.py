@@ -46,6 +46,7 @@ class EvalConfig:
                                       # (a tenth of the 400-image mean's standard error) at a quarter of the time
     coherence_draws: int = 10_000     # z ~ p(z) for joint coherence
     low_temperature: float = 0.5      # second temperature for correctness/coverage (1: skip it)
+    complete_temperature: float = 0.5 # temperature of the completed sampler's column (generate complete=True; 0: skip)
     likelihood_examples: int = 400    # test images for the likelihoods: evaluation stays < 60 s on 2 shared cores
     resamples: int = 1000             # bootstrap resamples for the coverage intervals
     seed: int = 0
@@ -153,7 +154,7 @@ def misses(row: dict) -> list[str]:
 
 @torch.no_grad()
 def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: AttributeClassifier, n: int,
-                         temperature: float = 1.0, resamples: int = 1000, seed: int = 0) -> dict:
+                         temperature: float = 1.0, resamples: int = 1000, seed: int = 0, complete: bool = False) -> dict:
     """Correctness and coverage of every query from n images each, with 95% intervals, and their means per
     subset and per |O|.
 
@@ -172,7 +173,7 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
         subsets.setdefault(tuple(q), []).append(q)
     for subset, qs in subsets.items():
         given = {a: torch.tensor([q[a] for q in qs]) for a in subset}
-        images = model.generate(given, n, temperature=temperature)[data.image.name]
+        images = model.generate(given, n, temperature=temperature, complete=complete)[data.image.name]
         read = {a: v.cpu() for a, v in clf.predict(images).items()}  # each (n, len(qs))
         free = [a for a in data.attributes if a.name not in subset]
         for j, q in enumerate(qs):
@@ -299,6 +300,10 @@ def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalCo
         t = f"{eval_cfg.low_temperature:g}"
         metrics["at_temperature"] = {t: timed(f"correctness_coverage T={t}", correctness_coverage, model, data, clf,
                                               temperature=eval_cfg.low_temperature, **queries_cfg)}
+    if eval_cfg.complete_temperature and len(data.attributes) > 1:    # one attribute: nothing left to complete
+        t = f"{eval_cfg.complete_temperature:g}"
+        metrics["completed"] = {t: timed(f"correctness_coverage completed T={t}", correctness_coverage, model, data,
+                                         clf, temperature=eval_cfg.complete_temperature, complete=True, **queries_cfg)}
     metrics["image_to_attribute_accuracy"] = timed(
         "image_to_attribute_accuracy", lambda: {"q(z|x)": attribute_accuracy(model, data, (data.image.name,)),
                                                 "q(z|x,y)": attribute_accuracy(model, data, names)})
@@ -355,9 +360,15 @@ def readings_text(row: dict) -> str:
                      for a, shares in row["readings"].items())
 
 
+def columns(metrics: dict) -> dict[str, dict]:
+    """Every sampler evaluated, by its title: "T = 1" (the headline), "T = 0.5", "completed, T = 0.5"."""
+    return ({"T = 1": metrics} | {f"T = {t}": m for t, m in metrics.get("at_temperature", {}).items()}
+            | {f"completed, T = {t}": m for t, m in metrics.get("completed", {}).items()})
+
+
 def size_rows(metrics: dict) -> list[tuple[str, dict[str, str]]]:
-    """("correctness |O|=1", {"1": "0.92 [..]", "0.5": ...}) per metric and |O|, at every temperature evaluated."""
-    runs = {"1": metrics} | metrics.get("at_temperature", {})
+    """("correctness |O|=1", {"T = 1": "0.92 [..]", "T = 0.5": ...}) per metric and |O|, for every sampler evaluated."""
+    runs = columns(metrics)
     out = []
     for metric in ("correctness", "coverage"):
         for size, value in metrics[metric]["by_size"].items():
@@ -382,7 +393,7 @@ def format_headline(metrics: dict) -> str:
     if "n_per_query" in settings:
         lines.append(f"correctness and coverage: {settings['n_per_query']} images per query, 95% intervals")
     for name, cells in size_rows(metrics):
-        lines.append(f"{name:>32}: " + "   ".join(v if t == "1" else f"T={t}: {v}" for t, v in cells.items()))
+        lines.append(f"{name:>32}: " + "   ".join(v if t == "T = 1" else f"{t}: {v}" for t, v in cells.items()))
     if rows:
         worst = min(rows, key=lambda r: (r["correctness"], r["all_correct"]))
         lines.append(f"{'worst query':>32}: {worst['label']}: correctness "

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .evaluate import (CORRECTNESS_TARGET, COVERAGE_TARGET, classifier_text, headline, misses, percent,
+from .evaluate import (CORRECTNESS_TARGET, COVERAGE_TARGET, classifier_text, columns, headline, misses, percent,
                        readings_text, size_rows, with_interval)
 from .runs import write_text
 
@@ -49,8 +49,8 @@ def grid(header: list[str], rows: list[list[Any]], classes: list[str] | None = N
 def headline_table(metrics: dict) -> str:
     """Correctness and coverage per |O| with 95% intervals (beside the low temperature, if evaluated), then
     the other headline numbers; likelihoods with the standard error of their subsample mean."""
-    temps = ["1", *metrics.get("at_temperature", {})]
-    header = ["metric", "T = 1 [95% interval]"] + [f"T = {t} [95% interval]" for t in temps[1:]]
+    temps = list(columns(metrics))
+    header = ["metric"] + [f"{t} [95% interval]" for t in temps]
     rows = [[name, *(cells.get(t, "") for t in temps)] for name, cells in size_rows(metrics)]
     se = metrics.get("log_likelihood_standard_error", {})
     for name, value in headline(metrics).items():
@@ -65,10 +65,10 @@ def queries_section(metrics: dict) -> str:
     rows = metrics.get("queries")
     if not rows:
         return ""
-    low = metrics.get("at_temperature", {})
+    low = dict(list(columns(metrics).items())[1:])
     failing = [r for r in rows if misses(r)]
     header = ["status", "query", "n", "correctness [95%]", "all given shown [95%]", "classifier read", "coverage [95%]"]
-    header += [f"correctness at T = {t}" for t in low]
+    header += [f"correctness, {t}" for t in low]
     table_rows, classes = [], []
     for r in rows:
         missed = misses(r)
@@ -136,6 +136,8 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
               else f"on all {n_test:,} test images")
         low = "".join(f" and at T = {t} (z = mean + T std eps: fewer images from the posterior's tails)"
                       for t in metrics.get("at_temperature", {}))
+        low += "".join(f"; completed at T = {t} (the attributes not given drawn first from p(a|z), z ~ q(z|given), "
+                       f"then z from q(z | given and drawn))" for t in metrics.get("completed", {}))
         parts.append("<h2>Metrics</h2>"
                      f"<p>Read generated images with an attribute classifier whose accuracy on real test images is "
                      f"{html.escape(clf)}; no metric that uses it can be trusted beyond that. Correctness: share of "
