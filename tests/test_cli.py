@@ -8,7 +8,7 @@ import pytest
 from jmvae.cli import main
 
 TINY = ["--steps", "24", "--hidden", "32", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]
-FIGURES = {"generated_joint.png", "generated_single.png", "latent_attributes.png", "latent_test.png",
+FIGURES = {"generated_joint.png", "generated_single.png", "generated_single_completed.png", "latent_attributes.png", "latent_test.png",
            "decision_boundaries.png", "pxz_grid.png", "training_curves.png"}
 
 

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from .data.attributes import AttributeDataset, to_batch
+from .evaluate import EvalConfig
 from .modalities import Categorical
 from .runs import atomic_write, write_text
 
@@ -38,6 +39,7 @@ LATENT_SAMPLES = 300       # samples per attribute query in latent_attributes.pn
 GRID_TILES = 11            # p(x|z) grid: tiles per axis
 GRID_LIMIT = 3.0           # p(x|z) grid spans [-3, 3]: nearly all of the prior's mass per dimension
 BOUNDARY_RESOLUTION = 150  # p(a|z) evaluated on a 150 x 150 lattice
+COMPLETED_TEMPERATURE = EvalConfig.complete_temperature   # the completed generation figure's T: the report's column
 
 
 INDEX = "figures.json"   # written last by make_figures: the files and captions, in reading order
@@ -302,22 +304,33 @@ def fig_generated_joint(model, data: AttributeDataset, n: int) -> tuple[Figure, 
                            f"(z drawn from {query(names)})")
 
 
-def fig_generated_single(model, data: AttributeDataset, n: int) -> tuple[Figure, FigureInfo]:
+def fig_generated_single(model, data: AttributeDataset, n: int,
+                         completed: float | None = None) -> tuple[Figure, FigureInfo]:
+    """completed=T: the same rows drawn by generate(complete=True) at temperature T."""
     rows, labels = [], []
     for a in data.attributes:
         values = torch.arange(len(a.classes), device=_device(model))
-        rows += _generated_rows(model, data, {a.name: values}, n)
+        rows += _generated_rows(model, data, {a.name: values}, n, completed)
         labels += [f"{a.name}={c}" for c in a.classes]
-    title = (f"Images generated from one attribute q(z | a=v)\n"
-             f"{n} samples of z per row, each decoded as the mean of p(x|z)")
-    fig = _image_rows(rows, labels, title)
-    return fig, FigureInfo("generated_single.png", "Generation from a single attribute",
-                           "Each row should match its one given value and vary freely in every other attribute")
+    if completed is None:
+        title = (f"Images generated from one attribute q(z | a=v)\n"
+                 f"{n} samples of z per row, each decoded as the mean of p(x|z)")
+        return _image_rows(rows, labels, title), FigureInfo(
+            "generated_single.png", "Generation from a single attribute",
+            "Each row should match its one given value and vary freely in every other attribute")
+    title = (f"Images generated from one attribute, completed: each image's other attributes drawn from p(b|z), "
+             f"z ~ q(z | a=v),\nthen z from q(z | a=v and those) at T = {completed:g}; {n} samples per row")
+    return _image_rows(rows, labels, title), FigureInfo(
+        "generated_single_completed.png", f"Generation from a single attribute, completed (T = {completed:g})",
+        "As above, drawn as `jmvae generate --complete` draws: each image is about one value of every other "
+        "attribute, so it should show its row's value more often while the others still vary")
 
 
-def _generated_rows(model, data: AttributeDataset, given: dict[str, torch.Tensor], n: int) -> list[np.ndarray]:
-    """model.generate(given, n) -> one (n, H, W) image array per query."""
-    x = model.generate(given, n)[data.image.name].cpu().numpy()        # (n, B, H*W)
+def _generated_rows(model, data: AttributeDataset, given: dict[str, torch.Tensor], n: int,
+                    completed: float | None = None) -> list[np.ndarray]:
+    """model.generate(given, n) (completed at temperature `completed`) -> one (n, H, W) image array per query."""
+    how = {} if completed is None else {"complete": True, "temperature": completed}
+    x = model.generate(given, n, **how)[data.image.name].cpu().numpy()        # (n, B, H*W)
     return [x[:, b].reshape(n, *data.image.shape) for b in range(x.shape[1])]
 
 
@@ -526,6 +539,8 @@ def make_figures(model, data: AttributeDataset, history: list[dict], out_dir: Pa
             plane = Plane.of(emb.x_loc)
             draws = [lambda: fig_generated_joint(model, data, n_samples),
                      lambda: fig_generated_single(model, data, n_samples),
+                     *([lambda: fig_generated_single(model, data, n_samples, completed=COMPLETED_TEMPERATURE)]
+                       if len(data.attributes) > 1 else []),
                      lambda: fig_latent_attributes(model, data, plane, seed),
                      lambda: fig_latent_test(data, emb, plane, seed),
                      lambda: fig_decision_boundaries(model, data, emb, plane, seed),
