@@ -48,7 +48,7 @@ def group(runs: list[str | Path]) -> list[dict]:
     for config, members in zip(configs, groups.values()):
         row = {"config": " ".join(f"{k}={config[k]}" for k in varying), "n": len(members),
                "seeds": ",".join(str(c["seed"]) for c, _ in members)}
-        for name in members[0][1]:
+        for name in dict.fromkeys(name for _, m in members for name in m):   # runs from before a metric lack it
             values = [m[name] for _, m in members if name in m]
             row[name] = statistics.fmean(values)
             row[name + " std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -65,9 +65,11 @@ def _same_where_taken(key: str, configs: list[dict]) -> bool:
 
 
 def format_table(rows: list[dict]) -> str:
-    metrics = [k for k in rows[0] if k not in ("config", "n", "seeds") and not k.endswith(" std")]
+    metrics = [k for k in dict.fromkeys(k for r in rows for k in r)
+               if k not in ("config", "n", "seeds") and not k.endswith(" std")]
+    body = [[m] + ["" if m not in r else f"{r[m]:.4g} ± {r[m + ' std']:.2g}" if r["n"] > 1 else f"{r[m]:.4g}"
+                   for r in rows] for m in metrics]
     header = ["metric"] + [f"{r['config']} (n={r['n']})" for r in rows]
-    body = [[m] + [f"{r[m]:.4g} ± {r[m + ' std']:.2g}" if r["n"] > 1 else f"{r[m]:.4g}" for r in rows] for m in metrics]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     fmt = lambda line: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
@@ -76,6 +78,6 @@ def format_table(rows: list[dict]) -> str:
 def write_csv(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)

@@ -329,6 +329,9 @@ def headline(metrics: dict) -> dict[str, float]:
     """The numbers a results table shows, flat: correctness and coverage per |O|, accuracy, coherence, nats."""
     row = {f"correctness |O|={k}": v for k, v in metrics["correctness"]["by_size"].items()}
     row |= {f"coverage |O|={k}": v for k, v in metrics["coverage"]["by_size"].items()}
+    for t, m in metrics.get("completed", {}).items():
+        row |= {f"correctness |O|={k}, completed T={t}": v for k, v in m["correctness"]["by_size"].items()}
+        row |= {f"coverage |O|={k}, completed T={t}": v for k, v in m["coverage"]["by_size"].items()}
     acc = metrics["image_to_attribute_accuracy"]["q(z|x)"]
     row["image->attribute accuracy"] = sum(acc.values()) / len(acc)
     row["joint coherence"] = metrics["joint_coherence"]
