@@ -3,7 +3,8 @@
 Reads finished runs with the evaluation's own code (every query, the cached attribute classifier) at each
 temperature and prints the per-|O| means with 95% intervals, plus how many queries miss the evaluation's
 targets, and the mean over runs where several are given. T = 1 is what a run's report shows first; lower T
-trades the variety of the attributes left free (coverage) for images that show the given ones.
+trades the variety of the attributes left free (coverage) for images that show the given ones. `--complete`
+draws as `jmvae generate --complete` does: the attributes not given first, from the model.
 
     JMVAE_OFFLINE=1 python benchmarks/temperature_sweep.py runs/mnist-a-jmvae-z10-seed0 --temperatures 1 0.75 0.5 0.25
 """
