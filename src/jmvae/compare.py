@@ -64,9 +64,13 @@ def _same_where_taken(key: str, configs: list[dict]) -> bool:
     return len({json.dumps(c[key]) for c in configs if key in options(c["model"])}) <= 1
 
 
+def keys(rows: list[dict]) -> list[str]:
+    """Every column of any row, in first-seen order: a run from before a metric lacks its column."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
 def format_table(rows: list[dict]) -> str:
-    metrics = [k for k in dict.fromkeys(k for r in rows for k in r)
-               if k not in ("config", "n", "seeds") and not k.endswith(" std")]
+    metrics = [k for k in keys(rows) if k not in ("config", "n", "seeds") and not k.endswith(" std")]
     body = [[m] + ["" if m not in r else f"{r[m]:.4g} ± {r[m + ' std']:.2g}" if r["n"] > 1 else f"{r[m]:.4g}"
                    for r in rows] for m in metrics]
     header = ["metric"] + [f"{r['config']} (n={r['n']})" for r in rows]
@@ -78,6 +82,6 @@ def format_table(rows: list[dict]) -> str:
 def write_csv(rows: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer = csv.DictWriter(f, fieldnames=keys(rows))
         writer.writeheader()
         writer.writerows(rows)

@@ -47,7 +47,7 @@ def grid(header: list[str], rows: list[list[Any]], classes: list[str] | None = N
 
 
 def headline_table(metrics: dict) -> str:
-    """Correctness and coverage per |O| with 95% intervals (beside the low temperature, if evaluated), then
+    """Correctness and coverage per |O| with 95% intervals (one column per sampler evaluated), then
     the other headline numbers; likelihoods with the standard error of their subsample mean."""
     temps = list(columns(metrics))
     header = ["metric"] + [f"{t} [95% interval]" for t in temps]
@@ -65,21 +65,21 @@ def queries_section(metrics: dict) -> str:
     rows = metrics.get("queries")
     if not rows:
         return ""
-    low = dict(list(columns(metrics).items())[1:])
+    others = {title: m for title, m in columns(metrics).items() if m is not metrics}   # beside the headline T = 1
     failing = [r for r in rows if misses(r)]
     header = ["status", "query", "n", "correctness [95%]", "all given shown [95%]", "classifier read", "coverage [95%]"]
-    header += [f"correctness, {t}" for t in low]
+    header += [f"correctness, {t}" for t in others]
     table_rows, classes = [], []
     for r in rows:
         missed = misses(r)
-        at_low = [next((q for q in m.get("queries", []) if q["label"] == r["label"]), None) for m in low.values()]
+        at_others = [next((q for q in m.get("queries", []) if q["label"] == r["label"]), None) for m in others.values()]
         table_rows.append([(f"fails: {', '.join(missed)}" if missed else "ok", "status"), r["label"], r["n"],
                            with_interval(r["correctness"], r["correctness_interval"]),
                            f"{percent(r['all_correct'])} [{percent(r['all_correct_interval'][0])}, "
                            f"{percent(r['all_correct_interval'][1])}]",
                            readings_text(r),
                            with_interval(r["coverage"], r["coverage_interval"]) if "coverage" in r else "(none free)",
-                           *(with_interval(q["correctness"], q["correctness_interval"]) if q else "" for q in at_low)])
+                           *(with_interval(q["correctness"], q["correctness_interval"]) if q else "" for q in at_others)])
         classes.append("fails" if missed else "ok")
     n = sorted({r["n"] for r in rows})
     return ("<h2>Queries</h2>"
