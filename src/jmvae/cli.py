@@ -26,7 +26,7 @@ from .models import MODELS, options
 from .config import COMPILE_MODES, PRESET_DEFAULTS, TrainConfig, read_config, read_json, require_run, run_config
 from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
 from .trackers import TRACKERS, Trackers
-from .train import TRAINING_PHASES, differing_flags, load_run, train
+from .train import TRAINING_PHASES, differing_flags, load_run, reuse_freed_memory, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -377,6 +377,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        reuse_freed_memory()            # process-wide: evaluation and generation allocate the same large tensors again and again
         args.func(args)
     except UserError as e:
         print(f"jmvae: error: {e}", file=sys.stderr)

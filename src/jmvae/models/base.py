@@ -20,7 +20,8 @@ from ..posteriors import Posterior
 from ..subsets import nonempty_subsets
 
 Batch = dict[str, torch.Tensor]
-GENERATE_ROWS = 4096   # latents decoded at once by `generate` (queries, joint-coherence draws, figures)
+GENERATE_ROWS = 1024   # latents decoded at once by `generate` (queries, joint-coherence draws, figures); a conv
+# decoder's activations for 1,024 64x64 images are 134 MB, below the malloc threshold train.reuse_freed_memory sets
 
 
 class MultimodalVAE(nn.Module):
