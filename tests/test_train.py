@@ -259,9 +259,10 @@ torch.manual_seed(0)
 decoder, z = ConvDecoder(10, (64, 64), 64), torch.randn(1024, 10)
 with torch.no_grad():
     decoder(z)
+    decoder(z)                                     # the heap may still grow on the second pass (seen on CI)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    decoder(z)
-    decoder(z)
+    for _ in range(3):
+        decoder(z)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -272,4 +273,4 @@ def test_decoding_again_reuses_the_memory_a_decode_freed():
     import subprocess
     faults = {mode: int(subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True,
                                        check=True).stdout) for mode in ("off", "on")}
-    assert faults["off"] > 20_000 and faults["on"] < faults["off"] / 20, faults
+    assert faults["off"] > 100_000 and faults["on"] < faults["off"] / 20, faults
