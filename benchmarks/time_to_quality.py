@@ -36,6 +36,7 @@ class Contender:
 
     def __init__(self, name: str, scorer, test: dict[str, torch.Tensor], batches: list[torch.Tensor], seed: int):
         self.name, self.scorer, self.test, self.batches, self.done, self.seconds = name, scorer, test, batches, 0, 0.0
+        self.batch = len(batches[0])
         torch.manual_seed(seed)
         self.rng = torch.get_rng_state()
         self.curve: list[tuple[int, float, float]] = []   # (steps, training seconds, published test loss)
@@ -105,9 +106,12 @@ class Pixyz(Contender):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reference-steps", type=int, default=1980, help="pixyz's length (default: 10 epochs of full MNIST)")
-    ap.add_argument("--steps", type=int, default=3960, help="the most steps a jmvae contender trains (default: its 20 epochs)")
-    ap.add_argument("--every", type=int, default=99, help="steps between scorings (default 99: half an epoch)")
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=3960, help="the most steps jmvae --paper trains (default: 20 epochs); "
+                    "the default contender trains as many samples at its own batch size")
+    ap.add_argument("--every", type=int, default=99, help="steps of --batch between scorings (default 99: half an epoch); "
+                    "the default contender is scored after as many samples")
+    ap.add_argument("--batch", type=int, default=128, help="pixyz's and jmvae --paper's batch (default 128); jmvae's "
+                    "default trains at its own (--batch-size of jmvae train)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default=TrainConfig.precision, choices=PRECISIONS,
@@ -122,20 +126,22 @@ def main() -> None:
     scorer.eval()
     batches = batch_indices(data.n_train, args.batch, max(args.steps, args.reference_steps), args.seed)
     _, start = build(published, quiet=True)
+    default = TrainConfig(seed=args.seed, precision=args.precision)    # its own batch size and learning rate
+    default_steps = args.steps * args.batch // default.batch_size
     contenders: list[Contender] = [
         Pixyz("pixyz (published JMVAE)", copy.deepcopy(scorer), start, data, batches[:args.reference_steps], args.seed, published.lr),
         Jmvae("jmvae --paper", published, copy.deepcopy(scorer), data.test, batches[:args.steps], args.seed),
-        Jmvae("jmvae (default)", TrainConfig(batch_size=args.batch, seed=args.seed, precision=args.precision),
-              copy.deepcopy(scorer), data.test,
-              batches[:args.steps], args.seed)]
-    print(f"data: {data.name} from {data.source}, {data.n_train} train / {data.n_test} test images; batch {args.batch}; "
-          f"scored every {args.every} steps on the test set with the published JMVAE loss (nats/example)")
+        Jmvae(f"jmvae (default, b{default.batch_size})", default, copy.deepcopy(scorer), data.test,
+              batch_indices(data.n_train, default.batch_size, default_steps, args.seed), args.seed)]
+    print(f"data: {data.name} from {data.source}, {data.n_train} train / {data.n_test} test images; batch {args.batch} "
+          f"(jmvae's default: {default.batch_size} at lr {default.lr:g}); scored every {args.every * args.batch:,} samples "
+          f"on the test set with the published JMVAE loss (nats/example)")
 
     k = 0
     while any(c.done < len(c.batches) for c in contenders):
         active = [c for c in contenders if c.done < len(c.batches)]
         for c in active[k % len(active):] + active[:k % len(active)]:
-            c.advance(args.every)
+            c.advance(max(1, args.every * args.batch // c.batch))
         k += 1
     level = contenders[0].curve[-1][2]
     ref = contenders[0].time_to(level)
@@ -144,7 +150,7 @@ def main() -> None:
     print(f"{'':26}{'steps':>7}{'seconds':>9}{'samples/s':>11}{'speed-up':>10}   final loss")
     for c in contenders:
         reached = c.time_to(level)
-        rate = c.done * args.batch / c.seconds
+        rate = c.done * c.batch / c.seconds
         if reached is None:
             print(f"{c.name:26}{'never':>7}{'':>9}{rate:11.0f}{'':>10}   {c.curve[-1][2]:.2f} after {c.done} steps")
         else:

@@ -97,7 +97,7 @@ BAD = [  # (argv with {root} for the world's directory, what the one line must s
     (["train", "--out", "{root}/new", "--mnist", "bundled", "--test-fraction", "0.9999", *TINY], "train split"),
     (["train", "--out", "{root}/new", "--mnist", "bundled", "--test-fraction", "0.0001", *TINY], "test split"),
     (["train", "--runs-dir", "{root}/runs", "--name", "../escaped", *TINY], "--name ../escaped"),
-    (["train", "--out", "{root}/run", "--resume", "--lr", "0.5"], "--lr 0.5 (the run has 0.001)"),
+    (["train", "--out", "{root}/run", "--resume", "--lr", "0.5"], "--lr 0.5 (the run has 0.0015)"),
     (["train", "--out", "{root}/run", "--resume", "--overwrite"], "--resume with --overwrite"),
     (["train", "--out", "{root}/badckpt", "--resume"], "checkpoint.pt cannot be read"),
     (["train", "--out", "{root}/badconfig", "--resume"], "config.json cannot be read"),
@@ -182,7 +182,7 @@ def test_a_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeyp
         return value, terms
 
     monkeypatch.setattr(JMVAE, "loss", loss)
-    code = main(["train", "--out", str(tmp_path / "run"), "--mnist", "bundled", "--epochs", "4", "--hidden", "16"])
+    code = main(["train", "--out", str(tmp_path / "run"), "--mnist", "bundled", "--epochs", "4", "--hidden", "16", "--batch-size", "128"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["jmvae: error: loss is nan at step 29 (epoch 3); last good checkpoint: epoch 2 "
                                  "(try a lower --lr, with --overwrite)"]

@@ -23,7 +23,7 @@ from .errors import UserError
 from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, evaluate, format_headline, headline
 from .explore import EXPLORER, screenshot, write_explorer
 from .models import MODELS, options
-from .config import COMPILE_MODES, PRESET_DEFAULTS, TrainConfig, read_config, read_json, require_run, run_config
+from .config import COMPILE_MODES, PAPER_TRAINING, PRESET_DEFAULTS, PRESET_TRAINING, TrainConfig, read_config, read_json, require_run, run_config
 from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
 from .trackers import TRACKERS, Trackers
 from .train import TRAINING_PHASES, differing_flags, load_run, reuse_freed_memory, train
@@ -291,8 +291,10 @@ def build_parser() -> Parser:
                         "else mlruns beside the run directories); each needs its package: pip install \"jmvae[tensorboard]\"")
     t.add_argument("--paper", action="store_true", default=None,
                    help="the published objective: every option above at the paper's value unless given")
-    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
-    t.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr})")
+    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}; {PAPER_TRAINING['batch_size']} with --paper "
+                                                  f"and for {', '.join(PRESET_TRAINING)}")
+    t.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr:g}; {PAPER_TRAINING['lr']:g} with --paper "
+                                            f"and for {', '.join(PRESET_TRAINING)})")
     t.add_argument("--lr-schedule", metavar="SCHEDULE",
                    help=f"constant, or cosine (from --lr down to 0 over the run's steps); default {d.lr_schedule}")
     t.add_argument("--precision", metavar="DTYPE",
@@ -300,7 +302,8 @@ def build_parser() -> Parser:
                         "stay float32), or auto (bfloat16 on a CPU with native bfloat16, else float32); "
                         f"default {d.precision}")
     t.add_argument("--seed", type=int, help=f"default {d.seed}")
-    t.add_argument("--epochs", type=int, help="epochs (default: as many steps as 20 epochs of full MNIST at batch 128)")
+    t.add_argument("--epochs", type=int, help="epochs (default: the preset's length, as many steps as 20 passes over its "
+                                                     "full-MNIST training split; mnist-a 4)")
     t.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
     t.add_argument("--mnist-dir", help="directory with the four MNIST IDX files (gzipped or not) or mnist.pkl.gz; "
                                        "or an mnist.pkl.gz file")
