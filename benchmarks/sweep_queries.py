@@ -70,12 +70,18 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     **{f"paper-jmvae-z{z}": (f"JMVAE-kl as published, 10 epochs, z = {z}",
                              ["--model", "jmvae", "--paper", "--z-dim", str(z), *ONE_X]) for z in (3, 4, 6, 8, 16)},
 }
-# Every config before the b256 ones trained at the batch and lr then the default's, 128 and 1e-3 (a rerun trains
-# what is recorded); those and `default` multiply in bfloat16 where the CPU has it, as `jmvae train` does now.
-NEW = ("default-b128", "b256-lr1e-3", "b256-lr2e-3", "default")
-CONFIGS = {name: (what, [*([] if name in NEW[1:] else ["--batch-size", "128"]),
-                         *([] if name in NEW[1:] or "--lr" in flags else ["--lr", "1e-3"]), *flags, *([] if name in NEW else F32)])
-           for name, (what, flags) in CONFIGS.items()}
+# A rerun trains what is recorded: every config but the batch-256 ones at the batch and lr that were then the
+# default's (128 and 1e-3, unless its flags set the lr), and all but the newest four in float32.
+AT_B256 = ("b256-lr1e-3", "b256-lr2e-3", "default")
+IN_DEFAULT_PRECISION = ("default-b128", *AT_B256)
+
+
+def recorded(name: str, flags: list[str]) -> list[str]:
+    at_b128 = [] if name in AT_B256 else ["--batch-size", "128", *([] if "--lr" in flags else ["--lr", "1e-3"])]
+    return [*at_b128, *flags, *([] if name in IN_DEFAULT_PRECISION else F32)]
+
+
+CONFIGS = {name: (what, recorded(name, flags)) for name, (what, flags) in CONFIGS.items()}
 SWEEP = [name for name in CONFIGS if "-z" not in name]   # what a plain run of this script trains
 EVAL = ["--k", "1000", "--n-per-query", "500", "--coherence-draws", "10000"]
 GOAL = {"correctness |O|=2": 0.99, "correctness |O|=1": 0.98, "coverage |O|=1": 0.95, "joint coherence": 0.97}
