@@ -89,6 +89,7 @@ BAD = [  # (argv with {root} for the world's directory, what the one line must s
     (["train", "--out", "{root}/run", "--overwrite", "--hold-out", "color=red", *TINY], "unknown attribute color"),
     (["train", "--out", "{root}/run", "--overwrite", "--batch-size", "100000", *TINY], "batch-size 100000"),
     (["train", "--out", "{root}/notarun", "--overwrite", *TINY], "is not a jmvae run"),
+    (["train", "--out", "{root}/notarun", *TINY], "holds files and is not a jmvae run"),
     (["train", "--out", "{root}/foreign", "--overwrite", *TINY], "is not a jmvae run"),
     (["train", "--out", "{root}/afile", *TINY], "is a file"),
     (["train", "--out", "{root}/afile/run", *TINY], "is a file"),

@@ -159,6 +159,9 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         return
     if not started:
         return
+    if not overwrite and not is_run:
+        raise UserError(f"{run_dir} already holds files and is not a jmvae run (no readable config.json of jmvae's), so "
+                        "no run is started there (allowed: a new directory, or a jmvae run with --resume or --overwrite)")
     if not overwrite:
         state = "a finished run" if is_finished(run_dir) else "an unfinished run (use --resume to continue it)"
         raise UserError(f"{run_dir} already holds {state}; pass --overwrite or choose another --name")
