@@ -129,6 +129,44 @@ def test_mopoe_matches_hand_computation(fixed_noise):
     assert torch.allclose(loss, total.mean(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("observed", [NAMES, ["x", "position"]])
+def test_sampled_mopoe_decodes_one_observed_subset_each_drawn_uniformly(fixed_noise, observed):
+    """One example: each loss is one subset's -log p(X|z_S) plus the KLs' exact mean, S ranging over exactly
+    the subsets the example observes, each about equally often (so the expectation is MoPoE's L)."""
+    m, b = model("mopoe", attribute_weight=2.0, sample_subsets=True), dbl(batch_of(b=1))
+    hidden = {n: torch.full((1,), -1) for n in NAMES if n not in observed}
+    batch = mark_observed(dict(b, **hidden), NAMES)
+    subsets = [s for s in nonempty_subsets(NAMES) if set(s) <= set(observed)]
+    kls, recons = [], []
+    for s in subsets:
+        mu, sd = poe([expert(m, n, b) for n in s])
+        z = mu + sd * eps((1, 1, 2)).double()[0]
+        recons.append(sum((1.0 if n == "x" else 2.0) * log_lik(m, n, z, b) for n in observed))
+        kls.append(kl_std(mu, sd))
+    by_hand = [float(-r + torch.stack(kls).mean(0).detach()) for r in torch.stack(recons).detach()]
+    counts = [0] * len(subsets)
+    torch.manual_seed(0)
+    for _ in range(40 * len(subsets)):
+        loss = float(m.loss(batch)[0].detach())
+        hit = [i for i, v in enumerate(by_hand) if abs(v - loss) < 1e-8 * max(1.0, abs(v))]
+        assert len(hit) == 1, (loss, by_hand)
+        counts[hit[0]] += 1
+    assert min(counts) >= 15 and max(counts) <= 70, counts          # 40 expected each; binomial sd about 6
+
+
+def test_mopoe_samples_subsets_where_there_are_more_than_seven():
+    assert model("mopoe").sample_subsets is False                   # three modalities: 7 subsets, all decoded
+    four = [*MODS, Categorical("scale", ("big", "small"))]
+    assert build_model("mopoe", four, z_dim=2, hidden=8).sample_subsets is True     # 15 subsets
+    assert build_model("mopoe", four, z_dim=2, hidden=8, sample_subsets=False).sample_subsets is False
+    big = build_model("mopoe", four, z_dim=2, hidden=8)
+    b = dict(batch_of(b=6), scale=torch.randint(2, (6,)))
+    loss, named = big.loss(b)
+    loss.backward()
+    assert torch.isfinite(loss) and set(named) == {"nll_x", "nll_position", "nll_digit", "nll_scale", "kl_prior"}
+    assert all(p.grad is not None for p in big.encoders.parameters())   # every expert gets a gradient (KLs, draws)
+
+
 def test_mopoe_posterior_is_the_mixture_of_subset_products():
     m, b = model("mopoe"), dbl(batch_of())
     q = m.posterior({"x": b["x"], "digit": b["digit"]})

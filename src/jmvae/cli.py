@@ -274,6 +274,9 @@ def build_parser() -> Parser:
     t.add_argument("--samples", type=int, metavar="K", help=f"MMVAE: importance samples per expert (default {mm['samples']})")
     t.add_argument("--dreg", action=argparse.BooleanOptionalAction, default=None,
                    help=f"MMVAE: doubly reparameterised encoder gradients (default {mm['dreg']})")
+    t.add_argument("--sample-subsets", action=argparse.BooleanOptionalAction, default=None,
+                   help="MoPoE: each example reconstructed from one subset drawn for it, not from every subset "
+                        "(default: where there are more than 7 subsets, e.g. mnist-a's 31)")
     t.add_argument("--label-fraction", type=float, metavar="F",
                    help="train with the attributes of only a random share F of the training examples (seeded; default 1)")
     t.add_argument("--binarize", action="store_true", default=None,

@@ -75,6 +75,7 @@ class TrainConfig:
     random_subsets: int | None = None      # MVAE: ELBOs of random modality subsets per step
     samples: int | None = None             # MMVAE: importance samples K per expert
     dreg: bool | None = None               # MMVAE: doubly reparameterised gradients
+    sample_subsets: bool | None = None     # MoPoE: each example decoded from one drawn subset (None: if more than 7)
     paper: bool = False                    # options at the published objective's values, unless given
     batch_size: int | None = None   # None: the preset's (PRESET_TRAINING), --paper's or TRAINING_DEFAULTS; set on creation
     lr: float | None = None
