@@ -66,8 +66,8 @@ class MoPoE(MultimodalVAE):
         log_p = self.log_likelihood(z, batch)                                  # every modality from each z
         recon = sum(self.weights[m] * (lp if present is None else lp * present[:, i])
                     for i, (m, lp) in enumerate(log_p.items()))                # (S or 1, B)
-        mean = (lambda t: t[0]) if self.sample_subsets else (lambda t: (t * valid).sum(0) / valid.sum(0))
-        per_example = -mean(recon) + (kl_prior * valid).sum(0) / valid.sum(0)
+        recon = recon[0] if self.sample_subsets else (recon * valid).sum(0) / valid.sum(0)   # (B,): the mean over S
+        per_example = -recon + (kl_prior * valid).sum(0) / valid.sum(0)
         named = {f"nll_{m}": -lp.mean(0) for m, lp in log_p.items()} | {"kl_prior": kl_prior.mean(0)}
         return per_example.mean(), terms(**named)
 
