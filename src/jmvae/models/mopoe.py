@@ -59,9 +59,8 @@ class MoPoE(MultimodalVAE):
         else:
             valid = ~(self.membership.bool()[:, None, :] & ~present).any(-1)  # (S, B): S holds no unobserved m
         if self.sample_subsets:                                                # one subset per example, drawn among its valid ones
-            pick = torch.multinomial(valid.T.float(), 1).T                     # (1, B)
-            q = Gaussian(q.loc.gather(0, pick[..., None].expand(-1, -1, q.loc.shape[-1])),
-                         q.scale.gather(0, pick[..., None].expand(-1, -1, q.scale.shape[-1])))
+            pick = torch.multinomial(valid.T.float(), 1).T[..., None].expand(-1, -1, q.loc.shape[-1])  # (1, B, z_dim)
+            q = Gaussian(q.loc.gather(0, pick), q.scale.gather(0, pick))
         z = q.rsample()                                                        # (S or 1, B, z_dim)
         log_p = self.log_likelihood(z, batch)                                  # every modality from each z
         recon = sum(self.weights[m] * (lp if present is None else lp * present[:, i])
