@@ -5,6 +5,7 @@ A small fake dataset of random images and an untrained narrow model keep these t
 from __future__ import annotations
 
 import matplotlib.image
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 import numpy as np
 import pytest
 import torch
@@ -145,3 +146,17 @@ def test_tile_and_save_image_grid(tmp_path):
     assert np.allclose(mosaic[4:7, 5:9], images[3])      # row 1, column 1
     figures.save_image_grid(np.random.default_rng(0).random((6, 28, 56)), tmp_path / "g" / "out.png", title="t")
     assert (tmp_path / "g" / "out.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("rows", [2, 19])
+def test_row_labels_lie_inside_the_figure(rows):
+    # MNIST-A's longest single-attribute label; constrained layout with fixed-aspect image strips once placed it
+    # 28 px past the left edge of a 19-row figure ("ntation=counterclockwise" in the report)
+    labels = [f"digit={i}" for i in range(rows - 1)] + ["orientation=counterclockwise"]
+    fig = figures._image_rows([np.zeros((8, 64, 64))] * rows, labels, "title\nsecond line")
+    fig.set_dpi(figures.DPI)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    for ax in fig.axes:
+        box = ax.yaxis.label.get_window_extent(canvas.get_renderer())
+        assert box.x0 >= 0 and box.x1 <= ax.get_window_extent().x0, ax.yaxis.label.get_text()

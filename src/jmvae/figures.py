@@ -183,6 +183,7 @@ def _image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str) -
     for ax, strip, label in zip(axes, strips, labels):
         _show_image(ax, strip)
         _hide_ticks(ax)
+        ax.set_anchor("W")   # the strip at its box's left edge, where constrained layout left room for the label
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
     _suptitle(fig, title)
     return fig
