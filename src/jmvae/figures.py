@@ -184,12 +184,18 @@ def _image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str) -
         _show_image(ax, strip)
         _hide_ticks(ax)
         ax.set_anchor("W")   # the strip at its box's left edge, where constrained layout left room for the label
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+        ax.set_ylabel(_one_value_a_line(label), rotation=0, ha="right", va="center", fontsize=10)
     _suptitle(fig, title)
     return fig
 
 
 LONG_LABEL = 25   # characters: longer legend labels (four attributes' combinations) go one per line
+
+
+def _one_value_a_line(label: str) -> str:
+    """A long combination's row label, one attribute=value a line: four attributes on one line took half the
+    figure's width from the images."""
+    return label.replace(", ", "\n") if len(label) > LONG_LABEL else label
 
 
 def _legend_columns(labels: Sequence[str]) -> int:
