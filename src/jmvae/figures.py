@@ -454,9 +454,9 @@ def fig_decision_boundaries(model, data: AttributeDataset, emb: Embedding, plane
             ax.scatter(points[mask, 0], points[mask, 1], s=5, color=colour, edgecolors="k", linewidths=0.2,
                        label=f"{a.name}={a.classes[v]}")
         shading = (f"p({a.name}={a.classes[1]} | z)" if len(a.classes) == 2
-                   else f"most probable {a.name} under p({a.name} | z)")
+                   else f"argmax of p({a.name} | z)")
         _latent_axes(ax, plane, limits, f"shading: {shading}\npoints: {query([data.image.name])} means of test "
-                                        f"images, coloured by true {a.name}")
+                                        f"images,\ncoloured by true {a.name}")   # one line overlapped the next panel's
         _legend_below(ax, len(a.classes))
     _suptitle(fig, "Attribute decoders p(a|z) over the latent plane", plane.note)
     return fig, FigureInfo("decision_boundaries.png", "Attribute decision boundaries",
