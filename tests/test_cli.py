@@ -215,3 +215,29 @@ def test_second_temperature_is_the_presets_unless_asked():
     assert eval_config(Namespace(low_temperature=None, **flags), "mnist-a").low_temperature == 1.0
     assert eval_config(Namespace(low_temperature=None, **flags), "position-digit").low_temperature == 0.5
     assert eval_config(Namespace(low_temperature=0.7, **flags), "mnist-a").low_temperature == 0.7
+
+
+def test_resume_finishes_the_run_with_the_evaluation_it_was_started_with(tmp_path, capsys, monkeypatch):
+    # a resumed run was once evaluated at the defaults (500 images per query, the completed pass, MNIST-A's skipped
+    # T = 0.5 pass too): 22 minutes instead of the 100 per query it was started with
+    import torch
+    real_step, out = torch.optim.Adam.step, tmp_path / "run"
+
+    def dying_step(self, *a, **k):   # killed in the second epoch, after the first one's checkpoint
+        if (out / "checkpoint.pt").exists():
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    flags = ["--epochs", "2", "--hidden", "32", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200",
+             "--complete-temperature", "0", "--low-temperature", "0.7", "--likelihood-examples", "50"]
+    code, _, err = run_cli(capsys, "train", "--out", str(out), *flags)
+    assert code != 0 and not (out / "metrics.json").exists(), err
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    assert run_cli(capsys, "train", "--out", str(out), "--resume", "--k", "10")[0] == 0   # a flag given still wins
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {k: metrics["settings"][k] for k in ("n_per_query", "k", "coherence_draws", "complete_temperature",
+                                                 "low_temperature", "likelihood_examples")} == {
+        "n_per_query": 5, "k": 10, "coherence_draws": 200, "complete_temperature": 0, "low_temperature": 0.7,
+        "likelihood_examples": 50}
+    assert "completed" not in metrics or not metrics["completed"]

@@ -9,7 +9,7 @@ import csv
 import math
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -45,20 +45,27 @@ def positive_temperature(flag: str, value: float) -> float:
     return value
 
 
-def eval_config(args, preset: str) -> EvalConfig:
-    """The evaluation flags, checked; without --low-temperature, the preset's default (SECOND_TEMPERATURE_OFF)."""
+def eval_config(args, preset: str, recorded: dict | None = None) -> EvalConfig:
+    """The evaluation flags, checked. A flag not given takes the run's recorded value (`recorded`, what the run
+    was started with: --resume finishes a run as it was asked for), else the default; --low-temperature's
+    default is the preset's (SECOND_TEMPERATURE_OFF)."""
+    defaults = EvalConfig(low_temperature=1.0) if preset in SECOND_TEMPERATURE_OFF else EvalConfig()
+
+    def value(flag: str):
+        given = getattr(args, flag, None)
+        if given is not None:
+            return given
+        return (recorded or {}).get(flag, getattr(defaults, flag))
+
     for flag in ("k", "n_per_query", "coherence_draws", "likelihood_examples"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} {getattr(args, flag)} (allowed: an integer >= 1)")
-    low = args.low_temperature
-    if low is None:
-        low = 1.0 if preset in SECOND_TEMPERATURE_OFF else EvalConfig.low_temperature
-    complete = args.complete_temperature
+        if value(flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} {value(flag)} (allowed: an integer >= 1)")
+    complete = value("complete_temperature")
     if not (math.isfinite(complete) and complete >= 0):
         raise UserError(f"--complete-temperature {complete} (allowed: a number > 0, or 0 to skip it)")
-    return EvalConfig(n_per_query=args.n_per_query, k=args.k, coherence_draws=args.coherence_draws,
-                      low_temperature=positive_temperature("low-temperature", low), complete_temperature=complete,
-                      likelihood_examples=args.likelihood_examples)
+    return EvalConfig(n_per_query=value("n_per_query"), k=value("k"), coherence_draws=value("coherence_draws"),
+                      low_temperature=positive_temperature("low-temperature", value("low_temperature")),
+                      complete_temperature=complete, likelihood_examples=value("likelihood_examples"))
 
 
 def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
@@ -127,10 +134,13 @@ def cmd_train(args) -> None:
         if diffs := differing_flags(overrides, recorded):
             raise UserError(f"--resume continues {run_dir} with its own settings, but {'; '.join(diffs)} "
                             "(allowed: no training flags, or the run's values)")
+        evaluation = read_config(run_dir).get("evaluation")   # absent in runs started before it was recorded
+        eval_cfg = eval_config(args, recorded.preset, evaluation if isinstance(evaluation, dict) else None)
     try:
         tracked = Trackers()
         seconds: dict[str, float] = {}
-        data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, trackers=tracked, seconds=seconds)
+        data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, trackers=tracked, seconds=seconds,
+                            evaluation=asdict(eval_cfg))
         distributed.leave_if_not_main()                # figures, metrics and report: rank 0 alone, after training
         distributed.teardown()
         metrics = finish_run(run_dir, model.cpu(), data, eval_cfg, seconds=seconds)
@@ -329,19 +339,19 @@ def build_parser() -> Parser:
     e.add_argument("run", help="run directory")
     e.set_defaults(func=cmd_evaluate)
     d_eval = EvalConfig()
-    for s in (t, e):
-        s.add_argument("--k", type=int, default=d_eval.k, help=f"importance samples per test example (default {d_eval.k})")
-        s.add_argument("--n-per-query", type=int, default=d_eval.n_per_query,
+    for s in (t, e):   # defaults filled by eval_config: on --resume, the values the run was started with
+        s.add_argument("--k", type=int, help=f"importance samples per test example (default {d_eval.k})")
+        s.add_argument("--n-per-query", type=int,
                        help=f"images per correctness/coverage query (default {d_eval.n_per_query})")
-        s.add_argument("--coherence-draws", type=int, default=d_eval.coherence_draws,
+        s.add_argument("--coherence-draws", type=int,
                        help=f"z ~ p(z) draws for joint coherence (default {d_eval.coherence_draws})")
         s.add_argument("--low-temperature", type=float,
                        help=f"second temperature T of correctness/coverage, z = mean + T std eps; 1 skips it "
                             f"(default {d_eval.low_temperature}; {', '.join(SECOND_TEMPERATURE_OFF)}: 1)")
-        s.add_argument("--complete-temperature", type=float, default=d_eval.complete_temperature,
+        s.add_argument("--complete-temperature", type=float,
                        help="temperature of the completed sampler's correctness/coverage (generate --complete); "
                             f"0 skips it (default {d_eval.complete_temperature})")
-        s.add_argument("--likelihood-examples", type=int, default=d_eval.likelihood_examples,
+        s.add_argument("--likelihood-examples", type=int,
                        help=f"test images (seeded subsample) for the K-sample likelihoods (default {d_eval.likelihood_examples})")
     for name, func, text in (("figures", cmd_figures, "draw every figure of a trained run"),
                              ("report", cmd_report, "rewrite report.html of a finished run")):

@@ -226,11 +226,12 @@ def reuse_freed_memory() -> bool:
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool | None = None, log=print, trackers: Trackers | None = None,
-          seconds: dict[str, float] | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
+          seconds: dict[str, float] | None = None, evaluation: dict | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
     """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model.
 
     `seconds`, if given, receives the wall time of its phases: "data and model" (checks, dataset, model),
     "training steps", "test loss and checkpoints" (the per-epoch bookkeeping) and "saving".
+    `evaluation`, if given, is recorded in config.json: the evaluation settings a resumed run is finished with.
 
     Every check (flags, data, hold-out, batch size, the checkpoint to resume) runs before a file is deleted or
     written. With resume=True the run's own config is used and `cfg` is ignored. Started by torchrun, every
@@ -284,7 +285,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
                 "data_fingerprint": fingerprint(data), **({"data_options": data.options} if data.options else {}),
                 "n_train": n_train, "n_test": data.n_test, "test_loss_examples": min(TEST_LOSS_EXAMPLES, data.n_test),
                 "device": str(device), "ranks": ranks.world,
-                "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps})
+                "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps,
+                **({"evaluation": evaluation} if evaluation is not None else {})})
     if ranks.main and trackers is not None:
         trackers.open(run_dir, read_config(run_dir))
     seconds["data and model"] = time.perf_counter() - clock
