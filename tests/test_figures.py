@@ -148,17 +148,23 @@ def test_tile_and_save_image_grid(tmp_path):
     assert (tmp_path / "g" / "out.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def rendered(fig):
+    """The renderer of `fig` drawn as it is saved (figures.DPI), for measuring where its text lies."""
+    fig.set_dpi(figures.DPI)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
 @pytest.mark.parametrize("rows", [2, 19])
 def test_row_labels_lie_inside_the_figure(rows):
     # MNIST-A's longest single-attribute label; constrained layout with fixed-aspect image strips once placed it
     # 28 px past the left edge of a 19-row figure ("ntation=counterclockwise" in the report)
     labels = [f"digit={i}" for i in range(rows - 1)] + ["orientation=counterclockwise"]
     fig = figures._image_rows([np.zeros((8, 64, 64))] * rows, labels, "title\nsecond line")
-    fig.set_dpi(figures.DPI)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
+    renderer = rendered(fig)
     for ax in fig.axes:
-        box = ax.yaxis.label.get_window_extent(canvas.get_renderer())
+        box = ax.yaxis.label.get_window_extent(renderer)
         assert box.x0 >= 0 and box.x1 <= ax.get_window_extent().x0, ax.yaxis.label.get_text()
 
 
@@ -176,10 +182,7 @@ def test_no_text_leaves_the_figure_or_covers_another_panels_title(tmp_path, monk
     figures.make_figures(model_for(data, 10), data, history(), tmp_path, n_samples=2)
     assert len(drawn) == len(FILES)
     for name, fig in drawn:
-        fig.set_dpi(figures.DPI)
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        renderer = canvas.get_renderer()
+        renderer = rendered(fig)
         page = fig.bbox
         titles = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
         texts = [t.get_window_extent(renderer) for ax in fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)
