@@ -174,3 +174,35 @@ class MatmulReplay:
             for a, b, out in self.products:
                 torch.mm(a, b, out=out)
         return time.perf_counter() - t0
+
+
+class ParameterTraffic:
+    """What a step must move besides its products, replayed on parameters of the step's layers' shapes: with
+    products in bfloat16, each float32 weight and bias cast to bfloat16 for the forward pass and its bfloat16
+    gradient cast back (once per step: the least autocast can do), then the trainer's Adam (fused where it can be)
+    over all of them. Memory-bound work that a matmul ceiling does not count; with float32 products, Adam only.
+    Called like MatmulReplay: n steps, the seconds taken."""
+
+    def __init__(self, layers: list[Layer], dtype: torch.dtype = torch.float32):
+        shapes = [s for i, o, _, _ in layers for s in ((o, i), (o,))]
+        self.params = [torch.nn.Parameter(torch.randn(*s) * 0.01) for s in shapes]
+        self.low = dtype if dtype != torch.float32 else None
+        self.casts = [(p, torch.empty_like(p, dtype=dtype), torch.randn(*p.shape).to(dtype)) for p in self.params] \
+            if self.low else []
+        for p in self.params:
+            p.grad = torch.zeros_like(p)
+        try:
+            self.optimizer = torch.optim.Adam(self.params, lr=1e-3, fused=True)   # as jmvae.train.make_optimizer
+        except (RuntimeError, TypeError):
+            self.optimizer = torch.optim.Adam(self.params, lr=1e-3)
+        self(2)
+
+    def __call__(self, steps: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            for p, low, grad in self.casts:
+                low.copy_(p)                  # the weight as the forward pass multiplies it
+                p.grad.copy_(grad)            # its gradient back to float32
+            self.optimizer.step()
+        return time.perf_counter() - t0
+

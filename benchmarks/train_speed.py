@@ -29,7 +29,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 
-from common import MatmulReplay, copy_weights, flops_per_sample, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
+from common import MatmulReplay, ParameterTraffic, copy_weights, flops_per_sample, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
 from jmvae.train import build, evaluate_loss, flush_subnormals, make_optimizer, train_steps  # noqa: E402
 
@@ -128,6 +128,7 @@ def measure(kind: str, batch: int, args) -> dict:
     replays = {"ceiling": MatmulReplay(arch, batch, dtype=low), "own": MatmulReplay(own, batch, executed=True, dtype=low)}
     if low != torch.float32:
         replays["float32 ceiling"] = MatmulReplay(arch, batch)
+    replays["traffic"] = ParameterTraffic(arch, dtype=low)     # casts and Adam, which no product ceiling counts
     runs = {"jmvae": lambda c: pair.run("jmvae", c), "pixyz": lambda c: pair.run("pixyz", c),
             **{name: (lambda c, r=r: r(len(c))) for name, r in replays.items()}}
     for name in runs:
@@ -146,7 +147,9 @@ def measure(kind: str, batch: int, args) -> dict:
             rates[name].append(batch * len(chunk) / seconds[name])
     share = {"jmvae": [a / c for a, c in zip(rates["jmvae"], rates["ceiling"])],
              "pixyz": [a / c for a, c in zip(rates["pixyz"], rates.get("float32 ceiling", rates["ceiling"]))],
-             "jmvae_own": [a / c for a, c in zip(rates["jmvae"], rates["own"])]}
+             "jmvae_own": [a / c for a, c in zip(rates["jmvae"], rates["own"])],
+             # the products plus the parameter traffic they need: a step can take no less than both
+             "jmvae_floor": [a * (1 / c + 1 / t) for a, c, t in zip(rates["jmvae"], rates["ceiling"], rates["traffic"])]}
     ratio = [a / b for a, b in zip(rates["jmvae"], rates["pixyz"])]
 
     # Test loss: the timed pair, then --loss-seeds - 1 more pairs (other initial weights, batches and noise,
@@ -167,6 +170,11 @@ def measure(kind: str, batch: int, args) -> dict:
             "precision": args.precision}
 
 
+def batch_ms(m: dict, name: str) -> float:
+    """Milliseconds of one step of `name` at its median rate."""
+    return 1000 * m["batch"] / m["median"][name]
+
+
 def report(m: dict, args) -> None:
     med, rates, share = m["median"], m["rates"], m["share"]
     print(f"\n== {m['kind'].upper()}, batch {m['batch']}: {WARMUP} warm-up + {args.rounds} rounds x {args.steps} timed "
@@ -178,7 +186,8 @@ def report(m: dict, args) -> None:
     for name, label, sh in (("jmvae", "jmvae", share["jmvae"]), ("pixyz", "pixyz", share["pixyz"]),
                             ("ceiling", ceiling, None),
                             *((("float32 ceiling", "matmul ceiling (fp32)", None),) if low else ()),
-                            ("own", "jmvae's own products", None)):
+                            ("own", "jmvae's own products", None),
+                            ("traffic", "casts + Adam", None)):
         s = f"{100 * sh:15.0f}%" if sh is not None else " " * 16
         print(f"   {label:22}{med[name]:10.0f}  {s}   " + " ".join(f"{v:.0f}" for v in rates[name]))
     print(f"   jmvae / pixyz         {m['ratio']:.2f}x (median of per-round ratios); jmvae's share per round: "
@@ -187,6 +196,10 @@ def report(m: dict, args) -> None:
           f"which the matmul ceiling replays; jmvae's step runs {m['flops_own'] / 1e6:.1f} M of them (attribute encoders "
           f"on their classes, no input gradients for data): against the replay of those alone jmvae is at "
           f"{100 * share['jmvae_own']:.0f}%")
+    cast = "weights cast to bfloat16 and gradients back, " if low else ""
+    print(f"   parameter traffic     {cast}Adam: {batch_ms(m, 'traffic'):.1f} ms a step against the ceiling's "
+          f"{batch_ms(m, 'ceiling'):.1f} ms of products; jmvae reaches {100 * share['jmvae_floor']:.0f}% of the two together "
+          f"(the most the ceiling's share could be with them: {100 * med['traffic'] / (med['ceiling'] + med['traffic']):.0f}%)")
     t, losses = m["test"], m["losses"]
     diffs = [l["jmvae"] - l["pixyz"] for l in losses]
     spread = f" ± {statistics.stdev(diffs):.2f} (std over seeds)" if len(diffs) > 1 else ""
@@ -271,18 +284,19 @@ def main() -> None:
 
     print("\n== summary (samples/s and shares: medians over rounds) ==")
     print(f"   {'model':6} {'batch':>5} {'jmvae':>8} {'pixyz':>8} {'ratio':>6} {'ceiling':>8} {'jmvae%':>7} "
-          f"{'pixyz%':>7} {'own%':>6} {'test jmvae':>11} {'test pixyz':>11}")
+          f"{'pixyz%':>7} {'own%':>6} {'floor%':>7} {'test jmvae':>11} {'test pixyz':>11}")
     for m in results:
         med, sh, t = m["median"], m["share"], m["test"]
         print(f"   {m['kind']:6} {m['batch']:5} {med['jmvae']:8.0f} {med['pixyz']:8.0f} {m['ratio']:5.2f}x "
               f"{med['ceiling']:8.0f} {100 * sh['jmvae']:6.0f}% {100 * sh['pixyz']:6.0f}% {100 * sh['jmvae_own']:5.0f}% "
-              f"{t['jmvae']:11.1f} {t['pixyz']:11.1f}")
+              f"{100 * sh['jmvae_floor']:6.0f}% {t['jmvae']:11.1f} {t['pixyz']:11.1f}")
     if args.objectives:
         for batch in args.batch:
             objectives(batch, args)
     head = next((m for m in results if m["kind"] == "jmvae" and m["batch"] == 128), results[0])
     t = head["test"]
-    print(f"{head['kind'].upper()} b{head['batch']}: {100 * head['share']['jmvae']:.0f}% of matmul ceiling, "
+    print(f"{head['kind'].upper()} b{head['batch']}: {100 * head['share']['jmvae']:.0f}% of matmul ceiling "
+          f"({100 * head['share']['jmvae_floor']:.0f}% with the parameter traffic), "
           f"{head['ratio']:.2f}x pixyz, test loss {t['jmvae']:.1f} vs {t['pixyz']:.1f}")
 
 
