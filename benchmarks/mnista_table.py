@@ -78,8 +78,7 @@ def main() -> None:
     ap.add_argument("--per-seed", action="store_true", help="one row per run instead of one per model")
     args = ap.parse_args()
     groups: dict[tuple, list[dict]] = {}     # (model, passes, lr, split[, run]) -> its runs
-    for run in sorted(args.runs):
-        r = read_run(run)
+    for r in sorted((read_run(run) for run in args.runs), key=lambda r: (r["key"], r["seed"])):
         groups.setdefault((*r["key"], r["run"]) if args.per_seed else r["key"], []).append(r)
     for key, rows in groups.items():
         if len({r["evaluation"] for r in rows}) > 1:
