@@ -185,16 +185,13 @@ class ParameterTraffic:
 
     def __init__(self, layers: list[Layer], dtype: torch.dtype = torch.float32):
         shapes = [s for i, o, _, _ in layers for s in ((o, i), (o,))]
-        self.params = [torch.nn.Parameter(torch.randn(*s) * 0.01) for s in shapes]
-        self.low = dtype if dtype != torch.float32 else None
-        self.casts = [(p, torch.empty_like(p, dtype=dtype), torch.randn(*p.shape).to(dtype)) for p in self.params] \
-            if self.low else []
-        for p in self.params:
+        from jmvae.train import make_optimizer          # the benchmarks put src/ on the path before importing this
+        params = nn.ParameterList(nn.Parameter(torch.randn(*s) * 0.01) for s in shapes)
+        self.casts = [(p, torch.empty_like(p, dtype=dtype), torch.randn(*p.shape).to(dtype)) for p in params] \
+            if dtype != torch.float32 else []
+        for p in params:
             p.grad = torch.zeros_like(p)
-        try:
-            self.optimizer = torch.optim.Adam(self.params, lr=1e-3, fused=True)   # as jmvae.train.make_optimizer
-        except (RuntimeError, TypeError):
-            self.optimizer = torch.optim.Adam(self.params, lr=1e-3)
+        self.optimizer = make_optimizer(params, lr=1e-3)   # the trainer's own Adam
         self(2)
 
     def __call__(self, steps: int) -> float:
