@@ -321,6 +321,76 @@ def test_matched_image_target_weights_the_batch_images_of_the_class_by_the_joint
     assert "r_j(z)" in m.describe()
 
 
+def test_recon_draws_average_the_gamma_terms_over_the_first_n_examples_draws():
+    """recon_draws = n: the prior term and the reconstructions from q(z|y_S) are averaged over n draws (of p(z),
+    and of q(z|y_S) for the batch's first n examples, each scored against every image of the batch), the
+    rest of the loss over all B examples; written out by hand with the same noise, drawn in the same order."""
+    torch.manual_seed(0)
+    n = 3
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16, attribute_recon=2.0, image_recon=0.3, prior_recon=0.4, recon_draws=n)
+    b = batch(n=8, seed=6)
+    b["position"][:4], b["digit"][:4] = 1, 2             # rows 0-3 share their attributes: the matched image has 4 targets
+    torch.manual_seed(5)
+    loss, terms = m.loss(b)
+    torch.manual_seed(5)
+    q = m.posterior(b)
+    z = q.rsample()
+    subsets = [("position",), ("digit",), ("position", "digit")]
+    q_s = [m.posterior({a: b[a] for a in s}) for s in subsets]
+    main = nll_by_hand(m.logits(z), b, ["x", "position", "digit"]) + kl(q, standard_normal(q.loc))
+    main = main + kl(q, m.posterior({"x": b["x"]})) + sum(kl(q, qs) for qs in q_s)
+
+    def log_q(j, z_i):                                   # log q(z_i | x_j, y_j)
+        return Normal(q.loc[j], q.scale[j]).log_prob(z_i).sum()
+
+    def log_px(logits_i, j):
+        return (F.logsigmoid(logits_i) * b["x"][j] + F.logsigmoid(-logits_i) * (1 - b["x"][j])).sum()
+
+    gamma = torch.zeros(n)
+    z_p = torch.randn(n, 2)
+    at_p = m.logits(z_p)
+    for i in range(n):
+        s_i = torch.stack([log_q(j, z_p[i]) for j in range(8)]).softmax(0)
+        for j in range(8):
+            lp = log_px(at_p["x"][i], j) + sum(at_p[a][i].log_softmax(-1)[b[a][j]] for a in ("position", "digit"))
+            gamma[i] = gamma[i] + 0.4 * s_i[j] * lp
+    for s, qs in zip(subsets, q_s):
+        zs = Gaussian(qs.loc[:n], qs.scale[:n]).rsample()
+        at_s = m.logits(zs)
+        for i in range(n):
+            gamma[i] = gamma[i] + sum(2.0 * at_s[a][i].log_softmax(-1)[b[a][i]] for a in s)
+            if len(s) == 2:
+                same = [j for j in range(8) if b["position"][j] == b["position"][i] and b["digit"][j] == b["digit"][i]]
+                r = torch.stack([log_q(j, zs[i]) for j in same]).softmax(0)
+                gamma[i] = gamma[i] + 0.3 * sum(r_j * log_px(at_s["x"][i], j) for r_j, j in zip(r, same))
+    assert torch.allclose(loss, main.mean() - gamma.mean(), atol=1e-4)
+    assert {"nll_x|y", "nll_x|p(z)", "nll_position|position", "kl_y"} <= set(terms)
+    # n at least the batch: every example's draw, as recon_draws = 0 does
+    every = [JMVAE(MODALITIES, z_dim=2, hidden=16, prior_recon=0.4, recon_draws=k) for k in (0, 8, 50)]
+    for other in every[1:]:
+        other.load_state_dict(every[0].state_dict())
+    losses = []
+    for other in every:
+        torch.manual_seed(7)
+        losses.append(other.loss(b)[0])
+    assert torch.allclose(losses[0], losses[1]) and torch.allclose(losses[0], losses[2])
+
+
+def test_matched_image_target_of_the_first_n_examples_is_their_rows_of_the_whole_batchs():
+    """Draws for only the first n examples still match against every labelled image of the batch: the same
+    values as the whole batch's first n rows, with and without unlabelled examples."""
+    torch.manual_seed(0)
+    m = JMVAE(MODALITIES, z_dim=2, hidden=16)
+    b = batch(n=10, seed=8)
+    b["position"][:6], b["digit"][:6] = 0, 1
+    q = m.posterior(b)
+    z = torch.randn(1, 10, 2)
+    labelled = torch.tensor([True, False] * 5)
+    for mask in (None, labelled):
+        whole = m._image_from_attributes(z, b, q, mask)
+        assert torch.allclose(m._image_from_attributes(z[:, :4], b, q, mask), whole[:, :4], atol=1e-5)
+
+
 def test_generate_decodes_in_chunks_with_the_same_draws(monkeypatch):
     """`generate` decodes GENERATE_ROWS latents at a time (a conv decoder on MNIST-A's 120,000 draws took the
     machine's 24 GB at once): the same images, whatever the chunk size."""

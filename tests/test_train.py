@@ -182,6 +182,9 @@ def test_model_options_resolve_and_are_recorded(tmp_path):
     # one written before the prior term trained without it, whatever today's default
     before = TrainConfig.from_json({"model": "jmvae", "attribute_weight": 1.0, "image_recon": 1.0, "seed": 1})
     assert before.resolved().prior_recon == 0.0 and before.resolved().image_recon == 1.0
+    assert before.resolved().recon_draws == 0        # and with one draw per example for the gamma terms
+    with pytest.raises(UserError, match=r"recon-draws -1 \(allowed: an integer >= 0"):
+        TrainConfig(recon_draws=-1).validate()
     assert TrainConfig.from_json({"model": "telbo", "attribute_weight": 1.0}).prior_recon is None
     import json
     train(TrainConfig(steps=2, hidden=16, every_subset=True, batch_size=64), tmp_path / "run", log=lambda *a: None)

@@ -277,6 +277,9 @@ def build_parser() -> Parser:
     t.add_argument("--prior-recon", type=float, metavar="GAMMA_P",
                    help="JMVAE: weight of both decoders taught the nearest codes at draws of p(z), so that images drawn "
                         f"from p(z) show the attributes p(y|z) gives them (default {jm['prior_recon']:g}; mnist-a {ma['prior_recon']:g})")
+    t.add_argument("--recon-draws", type=int, metavar="N",
+                   help="JMVAE: draws of q(z|y) and of p(z) a step for the image-recon and prior-recon terms, the "
+                        f"first N examples' (default {jm['recon_draws']}; 0: one per example)")
     t.add_argument("--components", type=int, help=f"JMVAE: Gaussians in each attribute expert (default {jm['components']})")
     mv, mm = options("mvae"), options("mmvae")
     t.add_argument("--random-subsets", type=int, metavar="K",

@@ -37,7 +37,7 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {"mnist-a": {"z_dim": 10, "attribut
 TRAINING_DEFAULTS = {"batch_size": 256, "lr": 1.5e-3}
 PAPER_TRAINING = {"batch_size": 128, "lr": 1e-3}
 PRESET_TRAINING: dict[str, dict[str, Any]] = {"mnist-a": PAPER_TRAINING, "mnist-label": PAPER_TRAINING}
-LATER_OPTIONS = {"prior_recon": 0.0}   # model options added after runs were recorded, at their "off" value
+LATER_OPTIONS = {"prior_recon": 0.0, "recon_draws": 0}   # model options added after runs were recorded, at their "off" value
 LATER_FIELDS = {"lr_schedule": "constant", "precision": "float32"}   # other settings added since, at what runs did
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 LR_SCHEDULES = ("constant", "cosine")
@@ -71,6 +71,7 @@ class TrainConfig:
     image_recon: float | None = None       # gamma_x, the image reconstructed from q(z|y)
     image_target: str | None = None        # JMVAE: what that image term scores, "matched" or "paired"
     prior_recon: float | None = None       # JMVAE: gamma_p, both decoders taught the nearest codes at draws of p(z)
+    recon_draws: int | None = None         # JMVAE: draws of q(z|y) and of p(z) a step for the gamma terms (0: one per example)
     components: int | None = None          # JMVAE: Gaussians per attribute expert
     random_subsets: int | None = None      # MVAE: ELBOs of random modality subsets per step
     samples: int | None = None             # MMVAE: importance samples K per expert
@@ -115,6 +116,8 @@ class TrainConfig:
             check(value is None or (value >= 0 and math.isfinite(value)), f"{name.replace('_', '-')} {value}", "a number >= 0")
         check(self.attribute_weight is None or (self.attribute_weight > 0 and math.isfinite(self.attribute_weight)),
               f"attribute-weight {self.attribute_weight}", "a number > 0")
+        check(self.recon_draws is None or self.recon_draws >= 0, f"recon-draws {self.recon_draws}",
+              "an integer >= 0 (0: one per example)")
         check(self.components is None or 1 <= self.components <= 16, f"components {self.components}", "1 to 16")
         check(self.random_subsets is None or 0 <= self.random_subsets <= 64, f"random-subsets {self.random_subsets}", "0 to 64")
         check(self.samples is None or 1 <= self.samples <= 1000, f"samples {self.samples}", "1 to 1000")

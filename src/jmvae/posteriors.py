@@ -101,6 +101,13 @@ class Mixture:
 Posterior = Gaussian | Mixture
 
 
+def first_rows(q: Posterior, n: int) -> Posterior:
+    """The posteriors of a batch's first n examples."""
+    if isinstance(q, Mixture):
+        return Mixture(q.log_weights[:n], q.loc[:n], q.scale[:n])
+    return Gaussian(q.loc[:n], q.scale[:n])
+
+
 def as_mixture(q: Posterior) -> Mixture:
     if isinstance(q, Mixture):
         return q

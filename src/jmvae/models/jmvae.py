@@ -19,7 +19,10 @@ The options are the knobs that make every attribute query answer right (docs/res
   q(z|x_j,y_j) / sum_k q(z|x_k,y_k) over the batch: between the clusters p(z) still puts mass (where no
   query goes, but joint generation does), p(x|z) and p(y|z) then follow one assignment instead of each
   extrapolating its own boundary, so an image drawn from p(z) shows the attributes p(y|z) gives it;
-- components > 1: each attribute expert a mixture of Gaussians (KLs to it by a one-sample estimate).
+- components > 1: each attribute expert a mixture of Gaussians (KLs to it by a one-sample estimate);
+- recon_draws = n > 0: the gamma terms' expectations estimated from n draws a step (of p(z), and of q(z|y_S)
+  for the batch's first n examples, whose images are still matched against the whole batch) instead of one
+  per example: each of those draws is an image decoder pass, so they were half of a default step.
 
 An example whose attributes are not all observed has no q(z|x,y); it trains the image's ELBO with the
 attributes it has: -E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + KL(q(z|x) || p(z));
@@ -31,7 +34,7 @@ from typing import Sequence
 
 import torch
 from ..modalities import Modality
-from ..posteriors import Gaussian, divergences, kl, standard_normal, stratified_rsample
+from ..posteriors import Gaussian, divergences, first_rows, kl, standard_normal, stratified_rsample
 from ..subsets import OBSERVED, filled, observed
 from .base import Batch, terms
 from .joint import JointVAE
@@ -53,13 +56,13 @@ class JMVAE(JointVAE):
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, alpha: float = 1.0,
                  attribute_weight: float = 1.0, every_subset: bool = True, attribute_recon: float = 0.0,
                  image_recon: float = 1.0, image_target: str = "matched", prior_recon: float = 0.3,
-                 components: int = 1, **networks):
+                 recon_draws: int = 0, components: int = 1, **networks):
         super().__init__(modalities, z_dim, hidden, components, **networks)
         self.alpha, self.attribute_weight = alpha, attribute_weight
         if image_target not in IMAGE_TARGETS:
             raise ValueError(f"image_target {image_target} (allowed: {', '.join(IMAGE_TARGETS)})")
         self.attribute_recon, self.image_recon, self.image_target = attribute_recon, image_recon, image_target
-        self.prior_recon = prior_recon
+        self.prior_recon, self.recon_draws = prior_recon, recon_draws
         self.subsets = self.attribute_subsets(every_subset)     # the S of the sums above
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -68,9 +71,10 @@ class JMVAE(JointVAE):
         x = self.image.name
         q = self.posterior({n: batch[n] for n in self.names})           # q(z|x,y)
         z = q.rsample()
+        n = min(self.recon_draws or len(z), len(z))                     # draws for the gamma terms
         # the prior term's draws z' ~ p(z) ride in the same decoder pass (one call per decoder, not two)
         prior = bool(self.prior_recon) and (labelled is None or bool(labelled.all()))  # see prior_reconstruction
-        z_p = torch.randn_like(z) if prior else z[:0]                   # one z' per example
+        z_p = torch.randn(n, z.shape[-1], dtype=z.dtype, device=z.device) if prior else z[:0]
         logits = self.logits(torch.cat([z, z_p]))
         log_p = {n: self.modalities[n].log_likelihood(l[:len(z)], batch[n]) for n, l in logits.items()}
         q_x = self.posterior({x: batch[x]})
@@ -82,19 +86,22 @@ class JMVAE(JointVAE):
         per_example = -recon + (regulariser if self.kl_weight == 1 else self.kl_weight * regulariser)
         named = {f"nll_{n}": -v for n, v in log_p.items()} | {"kl_prior": kl_prior, "kl_x": kl_x}
         named |= {self._kl_name(s): v for s, v in zip(self.subsets, kl_y)}
+        drawn: dict[str, torch.Tensor] = {}     # the gamma terms, one value per draw (the first n examples')
         if self.attribute_recon or self.image_recon:
-            cross = self.cross_reconstruction(batch, q, q_y, labelled)
-            per_example = per_example - sum(cross.values())
-            named |= {k: -v for k, v in cross.items()}
+            drawn |= self.cross_reconstruction(batch, q, q_y, labelled, n)
         if prior:
-            at_prior = self.prior_reconstruction(batch, q, z_p, {n: l[len(z):] for n, l in logits.items()})
-            per_example = per_example - sum(at_prior.values())
-            named |= {k: -v for k, v in at_prior.items()}
+            drawn |= self.prior_reconstruction(batch, q, z_p, {n: l[len(z):] for n, l in logits.items()})
         if labelled is not None:
             image_elbo = self.image_elbo(batch, q_x)
             per_example = torch.where(labelled, per_example, image_elbo)
             named = {k: v * labelled for k, v in named.items()} | {"elbo_x|unlabelled": image_elbo * ~labelled}
-        return per_example.mean(), terms(**named)
+            drawn = {k: v * labelled[:n] for k, v in drawn.items()}
+        if not drawn:
+            return per_example.mean(), terms(**named)
+        # each gamma term's mean over its n draws estimates its mean over the batch (n = B: the same sum)
+        drawn = {k: -v for k, v in drawn.items()}
+        loss = per_example.mean() + torch.stack(list(drawn.values())).sum(0).mean()
+        return loss, terms(**named) | terms(**drawn)
 
     def image_elbo(self, batch: Batch, q_x: Gaussian) -> torch.Tensor:
         """-E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + KL(q(z|x) || p(z)), per example."""
@@ -105,10 +112,11 @@ class JMVAE(JointVAE):
             log_p[a] * seen[:, self.names.index(a)] for a in self.attribute_names)
         return -recon + self.kl_weight * kl(q_x, standard_normal(q_x.loc))
 
-    def cross_reconstruction(self, batch: Batch, q: Gaussian, q_y: list,
-                             labelled: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """gamma_y E_q(z|y_S)[lambda log p(y_S|z)] for each S and gamma_x E_q(z|y)[log p(x|z)], per example,
-        named like the nll terms they mirror: "nll_x|y", "nll_position|y", "nll_position|position", ...
+    def cross_reconstruction(self, batch: Batch, q: Gaussian, q_y: list, labelled: torch.Tensor | None = None,
+                             draws: int | None = None) -> dict[str, torch.Tensor]:
+        """gamma_y E_q(z|y_S)[lambda log p(y_S|z)] for each S and gamma_x E_q(z|y)[log p(x|z)], per example
+        (for the first `draws` examples only, if given), named like the nll terms they mirror: "nll_x|y",
+        "nll_position|y", "nll_position|position", ...
 
         The image term scores, at a draw z of q(z|y), either the example's own image ("paired", as MMVAE
         and MoPoE do) or the batch's images with the same attributes, each weighted by how likely the joint
@@ -119,15 +127,16 @@ class JMVAE(JointVAE):
         """
         out: dict[str, torch.Tensor] = {}
         every = tuple(a.name for a in self.attributes)
+        rows = {k: v[:draws] for k, v in batch.items()}
         for s, q_s in zip(self.subsets, q_y):
             weights = {a: self.attribute_recon * self.attribute_weight for a in s} if self.attribute_recon else {}
             if self.image_recon and s == every:
                 weights[self.image.name] = self.image_recon
             if not weights:
                 continue
-            z_s, w = stratified_rsample(q_s)                             # (K, B, z_dim): one draw per component
+            z_s, w = stratified_rsample(first_rows(q_s, draws))          # (K, n, z_dim): one draw per component
             attributes = [n for n in weights if n != self.image.name]
-            log_p = self.log_likelihood(z_s, batch, attributes) if attributes else {}
+            log_p = self.log_likelihood(z_s, rows, attributes) if attributes else {}
             if self.image.name in weights:
                 log_p[self.image.name] = self._image_from_attributes(z_s, batch, q, labelled)
             given = "y" if s == every else ",".join(s)
@@ -139,7 +148,7 @@ class JMVAE(JointVAE):
     def prior_reconstruction(self, batch: Batch, q: Gaussian, z: torch.Tensor,
                              logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """gamma_p E_p(z)[sum_j s_j(z) log p(m_j|z)] for the image and (weighted by lambda) each attribute, from
-        draws z (B, z_dim) of p(z), one per example, and their decoder logits, s_j(z) = q(z|x_j,y_j) /
+        draws z (n, z_dim) of p(z) and their decoder logits, s_j(z) = q(z|x_j,y_j) /
         sum_k q(z|x_k,y_k) over the batch (the soft nearest code); per draw, named "nll_x|p(z)",
         "nll_position|p(z)", ...
 
@@ -158,17 +167,18 @@ class JMVAE(JointVAE):
 
     def _image_from_attributes(self, z: torch.Tensor, batch: Batch, q: Gaussian,
                                labelled: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(target image | z) for draws z (K, B, z_dim) of q(z|y): the example's own image, or the
-        matched mixture over the batch's labelled images with the same attributes (see cross_reconstruction).
-        Each example matches itself, so no row is empty (an unlabelled row's value is not used)."""
-        x = self.image.name
+        """log p(target image | z) for draws z (K, n, z_dim) of q(z|y) of the batch's first n examples: the
+        example's own image, or the matched mixture over the batch's labelled images with the same attributes
+        (see cross_reconstruction). Each example matches itself, so no row is empty (an unlabelled row's value
+        is not used)."""
+        x, n = self.image.name, z.shape[-2]
         logits = self.decoders[x](z)
         if self.image_target == "paired":
-            return self.image.log_likelihood(logits, batch[x])
-        pairs = self.image.log_likelihood_pairs(logits, batch[x])                  # (K, B_i, B_j)
-        same = torch.stack([batch[a.name].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
+            return self.image.log_likelihood(logits, batch[x][:n])
+        pairs = self.image.log_likelihood_pairs(logits, batch[x])                  # (K, n, B)
+        same = torch.stack([batch[a.name][:n].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
         if labelled is not None:
-            same = same & labelled | torch.eye(len(same), dtype=torch.bool, device=same.device)
+            same = same & labelled | torch.eye(*same.shape, dtype=torch.bool, device=same.device)
         return (code_weights(q, z, same) * pairs).sum(-1)
 
     def _kl_name(self, s: tuple[str, ...]) -> str:
@@ -194,6 +204,8 @@ class JMVAE(JointVAE):
             y_j, y_k = (",".join(f"{a.name}_{i}" for a in self.attributes) for i in "jk")
             text += (f" - {self.prior_recon:g} E_p(z)[sum_j s_j(z) (log p({x}_j|z) + {lam}log p({y_j}|z))], "
                      f"s_j(z) = q(z|{x}_j,{y_j}) / sum_k q(z|{x}_k,{y_k}) over the batch")
+        if self.recon_draws and (self.attribute_recon or self.image_recon or self.prior_recon):
+            text += f" (the gamma terms averaged over {self.recon_draws} draws a step)"
         text += f",  q(z|{y}) = p(z) " + " ".join(f"q(z|{a.name})" for a in self.attributes)
         if len(self.subsets) > 1:
             text += ", and likewise for each subset"
