@@ -1,0 +1,95 @@
+"""What a model option costs a training step: the default step against the same step with other options.
+
+Each variant is a jmvae model built as `jmvae train` builds it (same data, batch size, precision) with some
+options changed; they train on the same batches through the trainer's own hot loop (train.train_steps), in
+blocks of --steps steps, alternating the variants' order every round, and the medians over --rounds blocks
+are printed with every block. The machine drifts by more than most differences between neighbouring
+minutes, hence the interleaving.
+
+    JMVAE_OFFLINE=1 python benchmarks/step_options.py                                   # the gamma terms
+    JMVAE_OFFLINE=1 python benchmarks/step_options.py no-prior:prior_recon=0 draws64:recon_draws=64
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
+
+import torch  # noqa: E402
+
+from jmvae.config import TrainConfig  # noqa: E402
+from jmvae.train import build, make_optimizer, training_split, train_steps  # noqa: E402
+from train_speed import machine  # noqa: E402
+
+GAMMA_TERMS = ["no-prior:prior_recon=0", "no-image:image_recon=0", "neither:prior_recon=0,image_recon=0",
+               "draws128:recon_draws=128", "draws64:recon_draws=64", "draws32:recon_draws=32"]
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """"name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig field."""
+    name, _, spec = text.partition(":")
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    options = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in types:
+            raise SystemExit(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
+        kind = types[key] if isinstance(types[key], type) else str(types[key])
+        options[key] = (int(value) if "int" in str(kind) else float(value) if "float" in str(kind) else value)
+    return name, options
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("variants", nargs="*", default=GAMMA_TERMS, help="NAME:option=value,... (default: the gamma terms)")
+    ap.add_argument("--steps", type=int, default=10, help="steps per block (default 10)")
+    ap.add_argument("--rounds", type=int, default=8, help="blocks per variant (default 8)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mnist", default="auto", choices=["auto", "full", "bundled"])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(mnist=args.mnist)
+    data, _ = build(cfg, quiet=True)
+    variants = dict([("default", {}), *map(parse_variant, args.variants)])
+    runs = {}
+    for name, options in variants.items():
+        c = replace(cfg, **options)
+        torch.manual_seed(0)
+        _, model = build(c, quiet=True)
+        split = training_split(data, c, torch.device("cpu"))
+        runs[name] = (model, make_optimizer(model, c.lr), split, c.resolved().precision_dtype())
+    n = len(next(iter(runs.values()))[2]["position"])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    print(f"machine: {machine()}")
+    print(f"position-digit, {n} training images, batch {cfg.batch_size}, products in {cfg.resolved_precision()}; "
+          f"{args.rounds} blocks of {args.steps} steps per variant, interleaved")
+
+    def block(name: str, steps: int, at: int) -> float:
+        model, optimizer, split, precision = runs[name]
+        rows = order[(at * cfg.batch_size) % (n - steps * cfg.batch_size):][:steps * cfg.batch_size]
+        t = time.perf_counter()
+        train_steps(model, optimizer, split, rows, cfg.batch_size, steps, precision=precision)
+        return (time.perf_counter() - t) / steps * 1000
+
+    for name in runs:                                                # warm-up
+        block(name, 2, 0)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(args.rounds):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            times[name].append(block(name, args.steps, r * args.steps))
+    base = statistics.median(times["default"])
+    print(f"{'variant':10s} {'ms/step':>8s} {'vs default':>10s}   options; per block")
+    for name, t in times.items():
+        med = statistics.median(t)
+        spec = ",".join(f"{k}={v}" for k, v in variants[name].items()) or "-"
+        print(f"{name:10s} {med:8.1f} {base / med:9.2f}x   {spec}; {' '.join(f'{x:.0f}' for x in t)}")
+
+
+if __name__ == "__main__":
+    main()
