@@ -40,8 +40,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
         key, _, value = item.partition("=")
         if key not in types:
             raise SystemExit(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
-        kind = types[key] if isinstance(types[key], type) else str(types[key])
-        options[key] = (int(value) if "int" in str(kind) else float(value) if "float" in str(kind) else value)
+        kind = str(types[key])                        # annotations are strings here: "int | None", ...
+        options[key] = int(value) if "int" in kind else float(value) if "float" in kind else value
     return name, options
 
 

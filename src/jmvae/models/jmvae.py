@@ -71,10 +71,10 @@ class JMVAE(JointVAE):
         x = self.image.name
         q = self.posterior({n: batch[n] for n in self.names})           # q(z|x,y)
         z = q.rsample()
-        n = min(self.recon_draws or len(z), len(z))                     # draws for the gamma terms
+        draws = min(self.recon_draws or len(z), len(z))                 # draws for the gamma terms
         # the prior term's draws z' ~ p(z) ride in the same decoder pass (one call per decoder, not two)
         prior = bool(self.prior_recon) and (labelled is None or bool(labelled.all()))  # see prior_reconstruction
-        z_p = torch.randn(n, z.shape[-1], dtype=z.dtype, device=z.device) if prior else z[:0]
+        z_p = torch.randn(draws, z.shape[-1], dtype=z.dtype, device=z.device) if prior else z[:0]
         logits = self.logits(torch.cat([z, z_p]))
         log_p = {n: self.modalities[n].log_likelihood(l[:len(z)], batch[n]) for n, l in logits.items()}
         q_x = self.posterior({x: batch[x]})
@@ -86,19 +86,19 @@ class JMVAE(JointVAE):
         per_example = -recon + (regulariser if self.kl_weight == 1 else self.kl_weight * regulariser)
         named = {f"nll_{n}": -v for n, v in log_p.items()} | {"kl_prior": kl_prior, "kl_x": kl_x}
         named |= {self._kl_name(s): v for s, v in zip(self.subsets, kl_y)}
-        drawn: dict[str, torch.Tensor] = {}     # the gamma terms, one value per draw (the first n examples')
+        drawn: dict[str, torch.Tensor] = {}     # the gamma terms, one value per draw (the first examples')
         if self.attribute_recon or self.image_recon:
-            drawn |= self.cross_reconstruction(batch, q, q_y, labelled, n)
+            drawn |= self.cross_reconstruction(batch, q, q_y, labelled, draws)
         if prior:
             drawn |= self.prior_reconstruction(batch, q, z_p, {n: l[len(z):] for n, l in logits.items()})
         if labelled is not None:
             image_elbo = self.image_elbo(batch, q_x)
             per_example = torch.where(labelled, per_example, image_elbo)
             named = {k: v * labelled for k, v in named.items()} | {"elbo_x|unlabelled": image_elbo * ~labelled}
-            drawn = {k: v * labelled[:n] for k, v in drawn.items()}
+            drawn = {k: v * labelled[:draws] for k, v in drawn.items()}
         if not drawn:
             return per_example.mean(), terms(**named)
-        # each gamma term's mean over its n draws estimates its mean over the batch (n = B: the same sum)
+        # each gamma term's mean over its draws estimates its mean over the batch (draws = B: the same sum)
         drawn = {k: -v for k, v in drawn.items()}
         loss = per_example.mean() + torch.stack(list(drawn.values())).sum(0).mean()
         return loss, terms(**named) | terms(**drawn)
