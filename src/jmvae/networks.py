@@ -18,7 +18,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import skip_init
 
 from .modalities import Image, Modality
 from .posteriors import Gaussian, Mixture
@@ -144,8 +143,9 @@ class JointEncoder(nn.Module):
             self.attributes = nn.ModuleList(nn.Embedding(c, hidden) for c in classes)
         else:
             first = nn.Linear(image_size + sum(classes), hidden)  # drawn as the single Linear it stands for
-            self.image = skip_init(nn.Linear, image_size, hidden)
-            self.attributes = nn.ModuleList(skip_init(nn.Embedding, c, hidden) for c in classes)
+            with torch.random.fork_rng(devices=[]):            # overwritten below: the seed's stream stays as drawn
+                self.image = nn.Linear(image_size, hidden)
+                self.attributes = nn.ModuleList(nn.Embedding(c, hidden) for c in classes)
             self.set_first_layer(first.weight, first.bias)
         self.body = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, 2 * z_dim)
