@@ -66,6 +66,18 @@ def test_joint_encoder_starts_as_the_single_linear_it_stands_for():
     assert torch.equal(m.joint_encoder.first_layer()[0], 2 * weight)
 
 
+def test_joint_encoder_draws_from_the_seed_only_what_the_single_linear_would():
+    """Its parts (overwritten at once) are built without moving the random stream, so every later network,
+    and so every seeded run, starts from the weights it had before the split."""
+    from jmvae.networks import JointEncoder
+    torch.manual_seed(5)
+    JointEncoder(24, [2, 3], z_dim=2, hidden=16)
+    after_split = torch.rand(4)
+    torch.manual_seed(5)
+    torch.nn.Linear(24 + 5, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 4)   # first layer, body, head
+    assert torch.equal(after_split, torch.rand(4))
+
+
 @pytest.mark.parametrize("z_dim", [1, 2, 7])
 def test_posterior_rules(z_dim):
     torch.manual_seed(0)
