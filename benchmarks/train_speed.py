@@ -203,9 +203,10 @@ def report(m: dict, args) -> None:
           f"{batch_ms(m, 'ceiling'):.1f} ms of products; jmvae reaches {100 * share['jmvae_floor']:.0f}% of the two together "
           f"(the most the ceiling's share could be with them: {100 * med['traffic'] / (med['ceiling'] + med['traffic']):.0f}%)")
     need, floor = 2 * med["pixyz"], batch_ms(m, "own") + batch_ms(m, "traffic")
-    print(f"   2x pixyz              needs {need:.0f} samples/s ({1000 * m['batch'] / need:.1f} ms a step, "
+    need_ms = batch_ms(m, "pixyz") / 2
+    print(f"   2x pixyz              needs {need:.0f} samples/s ({need_ms:.1f} ms a step, "
           f"{100 * need / med['ceiling']:.0f}% of the matmul ceiling): jmvae's own products and Adam take {floor:.1f} ms, "
-          f"leaving {1000 * m['batch'] / need - floor:.1f} ms for everything else (now {batch_ms(m, 'jmvae') - floor:.1f} ms)")
+          f"leaving {need_ms - floor:.1f} ms for everything else (now {batch_ms(m, 'jmvae') - floor:.1f} ms)")
     t, losses = m["test"], m["losses"]
     diffs = [l["jmvae"] - l["pixyz"] for l in losses]
     spread = f" ± {statistics.stdev(diffs):.2f} (std over seeds)" if len(diffs) > 1 else ""

@@ -6,6 +6,7 @@ from torch.distributions import Normal
 from jmvae.posteriors import Gaussian, Mixture, divergences, kl, product_of_experts, standard_normal
 from jmvae.modalities import Categorical, Image
 from jmvae.models import JMVAE, PAPER, TELBO, build_model, options
+from jmvae.networks import JointEncoder
 from jmvae.subsets import OBSERVED
 
 MODALITIES = [Image("x", (4, 6)), Categorical("position", ("left", "right")), Categorical("digit", ("1", "2", "3"))]
@@ -69,7 +70,6 @@ def test_joint_encoder_starts_as_the_single_linear_it_stands_for():
 def test_joint_encoder_draws_from_the_seed_only_what_the_single_linear_would():
     """Its parts (overwritten at once) are built without moving the random stream, so every later network,
     and so every seeded run, starts from the weights it had before the split."""
-    from jmvae.networks import JointEncoder
     torch.manual_seed(5)
     JointEncoder(24, [2, 3], z_dim=2, hidden=16)
     after_split = torch.rand(4)
