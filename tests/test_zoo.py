@@ -135,7 +135,7 @@ def test_sampled_mopoe_decodes_one_observed_subset_each_drawn_uniformly(fixed_no
     the subsets the example observes, each about equally often (so the expectation is MoPoE's L)."""
     m, b = model("mopoe", attribute_weight=2.0, sample_subsets=True), dbl(batch_of(b=1))
     hidden = {n: torch.full((1,), -1) for n in NAMES if n not in observed}
-    batch = mark_observed(dict(b, **hidden), NAMES)
+    batch = mark_observed(dict(b, **hidden), MODS)
     subsets = [s for s in nonempty_subsets(NAMES) if set(s) <= set(observed)]
     kls, recons = [], []
     for s in subsets:
@@ -252,7 +252,7 @@ def test_a_fully_observed_mask_changes_nothing(fixed_noise, name):
     torch.manual_seed(0)
     plain, _ = m.loss(b)
     torch.manual_seed(0)
-    masked, _ = m.loss(mark_observed(b, NAMES))
+    masked, _ = m.loss(mark_observed(b, MODS))
     assert torch.allclose(plain, masked, rtol=1e-10)
 
 
@@ -264,7 +264,7 @@ def test_unobserved_attributes_neither_count_nor_train_their_experts(fixed_noise
     partial = dict(b, position=b["position"].clone(), digit=b["digit"].clone())
     partial["position"][:3] = -1
     partial["digit"][:3] = -1
-    partial = mark_observed(partial, NAMES)
+    partial = mark_observed(partial, MODS)
     other = dict(partial, position=partial["position"].clone(), digit=partial["digit"].clone())
     torch.manual_seed(0)
     l1, _ = m.loss(partial)
@@ -279,7 +279,7 @@ def test_unobserved_attributes_neither_count_nor_train_their_experts(fixed_noise
     none = dict(b, position=torch.full((5,), -1), digit=torch.full((5,), -1))
     torch.manual_seed(0)
     m.zero_grad()
-    m.loss(mark_observed(none, NAMES))[0].backward()
+    m.loss(mark_observed(none, MODS))[0].backward()
     for n in ("position", "digit"):
         grads = [p.grad for p in m.encoders[n].parameters() if p.grad is not None]
         assert all(float(g.abs().max()) == 0 for g in grads), (name, n)
@@ -289,7 +289,7 @@ def test_unobserved_attributes_neither_count_nor_train_their_experts(fixed_noise
 
 def test_jmvae_and_telbo_train_an_unlabelled_image_on_its_own_elbo(fixed_noise):
     b = dbl(batch_of())
-    none = mark_observed(dict(b, position=torch.full((5,), -1), digit=torch.full((5,), -1)), NAMES)
+    none = mark_observed(dict(b, position=torch.full((5,), -1), digit=torch.full((5,), -1)), MODS)
     for name in ("jmvae", "telbo"):
         m = model(name)
         loss, _ = m.loss(none)

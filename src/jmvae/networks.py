@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modalities import Image, Modality
+from .modalities import Continuous, Image, Modality
 from .posteriors import Gaussian, Mixture
 
 
@@ -103,6 +103,16 @@ class ClassEncoder(GaussianEncoder):
         return gaussian(F.embedding(y, table))
 
 
+class ValueEncoder(GaussianEncoder):
+    """q(z | a real number): a GaussianEncoder on the one value (B,)."""
+
+    def __init__(self, z_dim: int, hidden: int = 512):
+        super().__init__(1, z_dim, hidden)
+
+    def forward(self, y: torch.Tensor) -> Gaussian:
+        return gaussian(self.params(y.unsqueeze(-1)))
+
+
 class MixtureClassEncoder(nn.Module):
     """q(z | a class index) as a mixture of K Gaussians: the same MLP on the C one-hot rows, with a head
     giving every component's weight logit, mean and scale.
@@ -135,17 +145,23 @@ class JointEncoder(nn.Module):
     the image is read by that network and each attribute adds its embedding to its output.
     """
 
-    def __init__(self, image_size: int, classes: Sequence[int], z_dim: int, hidden: int = 512,
+    def __init__(self, image_size: int, classes: Sequence[int | None], z_dim: int, hidden: int = 512,
                  image_trunk: nn.Module | None = None):
+        """`classes`: each attribute's number of classes, or None for a continuous one (read by a Linear)."""
         super().__init__()
+
+        def reader(c: int | None) -> nn.Module:
+            return nn.Embedding(c, hidden) if c is not None else nn.Linear(1, hidden, bias=False)
+
         if image_trunk is not None:
             self.image = image_trunk
-            self.attributes = nn.ModuleList(nn.Embedding(c, hidden) for c in classes)
+            self.attributes = nn.ModuleList(reader(c) for c in classes)
         else:
-            first = nn.Linear(image_size + sum(classes), hidden)  # drawn as the single Linear it stands for
+            width = sum(c if c is not None else 1 for c in classes)
+            first = nn.Linear(image_size + width, hidden)        # drawn as the single Linear it stands for
             with torch.random.fork_rng(devices=[]):            # overwritten below: the seed's stream stays as drawn
                 self.image = nn.Linear(image_size, hidden)
-                self.attributes = nn.ModuleList(nn.Embedding(c, hidden) for c in classes)
+                self.attributes = nn.ModuleList(reader(c) for c in classes)
             self.set_first_layer(first.weight, first.bias)
         self.body = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, 2 * z_dim)
@@ -153,15 +169,16 @@ class JointEncoder(nn.Module):
     @torch.no_grad()
     def set_first_layer(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Load W (hidden, image + sum of classes) and b of the equivalent single Linear."""
-        parts = weight.split([self.image.in_features, *(e.num_embeddings for e in self.attributes)], dim=1)
+        parts = weight.split([self.image.in_features, *(_width(e) for e in self.attributes)], dim=1)
         self.image.weight.copy_(parts[0])
         self.image.bias.copy_(bias)
         for emb, w in zip(self.attributes, parts[1:]):
-            emb.weight.copy_(w.t())
+            emb.weight.copy_(w.t() if isinstance(emb, nn.Embedding) else w)
 
     def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """W and b of the equivalent single Linear on [x, one-hot(y_1), ...]."""
-        return torch.cat([self.image.weight, *(e.weight.t() for e in self.attributes)], 1), self.image.bias
+        """W and b of the equivalent single Linear on [x, one-hot(y_1), ...] (a continuous y_i: its value)."""
+        return torch.cat([self.image.weight, *(e.weight.t() if isinstance(e, nn.Embedding) else e.weight
+                                               for e in self.attributes)], 1), self.image.bias
 
     def forward(self, x: torch.Tensor, ys: Sequence[torch.Tensor]) -> Gaussian:
         return gaussian(self.head(run(self.trunk, x, ys)))
@@ -169,8 +186,12 @@ class JointEncoder(nn.Module):
     def trunk(self, x: torch.Tensor, ys: Sequence[torch.Tensor]) -> torch.Tensor:
         h = self.image(x)
         for emb, y in zip(self.attributes, ys):
-            h = h + emb(y)
+            h = h + (emb(y) if isinstance(emb, nn.Embedding) else emb(y.unsqueeze(-1)))
         return self.body(h)
+
+
+def _width(reader: nn.Module) -> int:
+    return reader.num_embeddings if isinstance(reader, nn.Embedding) else reader.in_features
 
 
 def decoder(z_dim: int, out_dim: int, hidden: int = 512) -> nn.Sequential:
@@ -188,29 +209,29 @@ def uses_conv(image: Image) -> bool:
 class ConvTrunk(nn.Module):
     """(..., H*W) -> (..., hidden): three 4x4 stride-2 convolutions (32, 64, 64 channels), then a Linear."""
 
-    def __init__(self, shape: tuple[int, int], hidden: int = 512):
+    def __init__(self, shape: tuple[int, int], hidden: int = 512, channels: int = 1):
         super().__init__()
-        self.shape = shape
+        self.shape, self.channels = shape, channels
         h, w = shape
         self.net = nn.Sequential(
-            nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
             nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * (h // 8) * (w // 8), hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        return run(self.net, x.reshape(-1, 1, *self.shape)).reshape(*lead, -1)
+        return run(self.net, x.reshape(-1, self.channels, *self.shape)).reshape(*lead, -1)
 
 
 class ConvDecoder(nn.Module):
     """z -> hidden -> 64 x H/8 x W/8 -> three 4x4 stride-2 transposed convolutions -> (..., H*W) logits."""
 
-    def __init__(self, z_dim: int, shape: tuple[int, int], hidden: int = 512):
+    def __init__(self, z_dim: int, shape: tuple[int, int], hidden: int = 512, channels: int = 1):
         super().__init__()
         self.grid = (64, shape[0] // 8, shape[1] // 8)
         self.fc = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, 64 * self.grid[1] * self.grid[2]),
                                 nn.ReLU())
         self.net = nn.Sequential(nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, 2, 1),
-                                 nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Flatten())
+                                 nn.ReLU(), nn.ConvTranspose2d(32, channels, 4, 2, 1), nn.Flatten())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return run(self.pixels, z)
@@ -224,8 +245,10 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
     """The default unimodal encoder q(z|m): Gaussian on the image (MLP or conv trunk), on a class for an
     attribute (a mixture of `components` Gaussians if > 1)."""
     if isinstance(m, Image):
-        body = ConvTrunk(m.shape, hidden) if uses_conv(m) else None
+        body = ConvTrunk(m.shape, hidden, m.channels) if uses_conv(m) else None
         return GaussianEncoder(m.size, z_dim, hidden, body)
+    if isinstance(m, Continuous):
+        return ValueEncoder(z_dim, hidden)
     if components > 1:
         return MixtureClassEncoder(m.size, z_dim, components, hidden)
     return ClassEncoder(m.size, z_dim, hidden)
@@ -234,5 +257,5 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
 def modality_decoder(m: Modality, z_dim: int, hidden: int = 512) -> nn.Module:
     """The default decoder p(m|z): logits of the modality."""
     if isinstance(m, Image) and uses_conv(m):
-        return ConvDecoder(z_dim, m.shape, hidden)
-    return decoder(z_dim, m.size, hidden)
+        return ConvDecoder(z_dim, m.shape, hidden, m.channels)
+    return decoder(z_dim, m.out_size, hidden)

@@ -2,7 +2,7 @@
 
 Objectives say which subsets of modalities they condition on (JMVAE: the image, and the attributes; MVAE:
 the joint, each modality and k random subsets; MoPoE: every non-empty subset), so they share one helper.
-An attribute value of -1 means "not observed": a partly labelled batch carries `OBSERVED`, a (B, M) bool
+A cell that is not observed (-1 for a class, NaN for a number): a partly labelled batch carries `OBSERVED`, a (B, M) bool
 mask over the modalities in the model's order, and objectives train each example on what it has. A batch
 without the mask is fully observed and pays nothing for the possibility.
 """
@@ -33,13 +33,23 @@ def random_subsets(names: Sequence[str], k: int, generator: torch.Generator | No
     return [pool[i] for i in picks.tolist()]
 
 
-def mark_observed(batch: dict[str, torch.Tensor], names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """`batch` with its OBSERVED mask: an attribute (class indices, int64) where its value is >= 0; an image
-    (floats, or the uint8 pixels of a stored split) always."""
-    cols = [batch[n] >= 0 if batch[n].dtype == torch.long else torch.ones(len(batch[n]), dtype=torch.bool,
-                                                                           device=batch[n].device)
-            for n in names]
-    return batch | {OBSERVED: torch.stack(cols, -1)}
+def mark_observed(batch: dict[str, torch.Tensor], modalities: Sequence) -> dict[str, torch.Tensor]:
+    """`batch` with its OBSERVED mask, each modality's cells as its kind says (an image: always), and the
+    values that are not observed filled with ones its encoder can read (the terms that read them are masked)."""
+    cols, out = [], dict(batch)
+    for m in modalities:
+        v = batch[m.name]
+        if hasattr(m, "observed"):
+            cols.append(m.observed(v))
+            out[m.name] = m.filled(v)
+        else:
+            cols.append(torch.ones(len(v), dtype=torch.bool, device=v.device))
+    return out | {OBSERVED: torch.stack(cols, -1)}
+
+
+def missing(split: dict[str, torch.Tensor], modalities: Sequence) -> bool:
+    """Whether any cell of the split is not observed."""
+    return any(not bool(m.observed(split[m.name]).all()) for m in modalities if hasattr(m, "observed"))
 
 
 def observed(batch: dict[str, torch.Tensor], names: Sequence[str], subset: Sequence[str]) -> torch.Tensor | None:
@@ -55,7 +65,8 @@ def filled(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     that read them are masked out by the objective."""
     if OBSERVED not in batch:
         return batch
-    return {k: (v.clamp_min(0) if v.dtype == torch.long else v) for k, v in batch.items()}
+    return {k: (v.clamp_min(0) if v.dtype == torch.long else v.nan_to_num(0.0) if v.dim() == 1 else v)
+            for k, v in batch.items()}
 
 
 def membership(subsets: Sequence[Sequence[str]], names: Sequence[str]) -> torch.Tensor:

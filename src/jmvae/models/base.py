@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from ..modalities import Categorical, Image, Modality
+from ..modalities import Attribute, Image, Modality
 from ..networks import expert, modality_decoder
 from ..posteriors import Posterior
 from ..subsets import nonempty_subsets
@@ -32,7 +32,7 @@ class MultimodalVAE(nn.Module):
         if len(images) != 1:
             raise ValueError("a model needs exactly one Image modality")
         self.image: Image = images[0]
-        self.attributes: list[Categorical] = [m for m in modalities if isinstance(m, Categorical)]
+        self.attributes: list[Attribute] = [m for m in modalities if not isinstance(m, Image)]
         self.modalities: dict[str, Modality] = {m.name: m for m in [self.image, *self.attributes]}
         self.names: list[str] = list(self.modalities)          # the image first, then the attributes
         self.z_dim, self.hidden, self.components = z_dim, hidden, components
@@ -93,8 +93,9 @@ class MultimodalVAE(nn.Module):
     def generate(self, given: Batch, n: int, temperature: float = 1.0, complete: bool = False) -> dict[str, torch.Tensor]:
         """Draw n latents per query from q(z|given) (from p(z) if nothing is given) and decode them.
 
-        Each given value is a (B,) tensor of B queries; outputs have leading shape (n, B): "z", the image's
-        mean p(x|z) in [0, 1], and each attribute's most probable class under p(a|z). A temperature T < 1
+        Each given value is a (B,) tensor of B queries (stored values: class indices, standardised numbers);
+        outputs have leading shape (n, B): "z", the image's mean p(x|z) in [0, 1], and each attribute's
+        `point` under p(a|z) (the most probable class, the mean of a continuous one). A temperature T < 1
         draws z = mean + T * std * eps: fewer images from the posterior's tails, and less variety.
 
         complete=True first completes the attributes not given, one draw per image: z' ~ q(z|given) at T = 1,
@@ -109,7 +110,7 @@ class MultimodalVAE(nn.Module):
             full = {name: v.repeat(n, *[1] * (v.dim() - 1)) for name, v in given.items()}   # row i * queries + j
             drawn = self.posterior(given).sample((n,)).reshape(n * queries, self.z_dim)
             for name, logit in self.logits(drawn, missing).items():
-                full[name] = torch.distributions.Categorical(logits=logit).sample()
+                full[name] = self.modalities[name].sample(logit)
             z = self.posterior(full).tempered(temperature).sample().reshape(n, queries, self.z_dim)
         elif given:
             z = self.posterior(given).tempered(temperature).sample((n,))
@@ -120,7 +121,7 @@ class MultimodalVAE(nn.Module):
         for name in self.names:                 # decoded GENERATE_ROWS latents at a time: a conv decoder's
             decoder = self.decoders[name]       # activations for MNIST-A's 120,000 draws would take 31 GB
             logit = torch.cat([decoder(part) for part in flat.split(GENERATE_ROWS)]).reshape(*z.shape[:-1], -1)
-            out[name] = logit.sigmoid() if name == self.image.name else logit.argmax(-1)
+            out[name] = self.modalities[name].point(logit)
         return out
 
     # -- training -----------------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ class JMVAE(JointVAE):
             drawn |= self.cross_reconstruction(batch, q, q_y, labelled, draws)
         if prior:
             drawn |= self.prior_reconstruction(batch, q, z_p, {n: l[len(z):] for n, l in logits.items()})
+        elif self.prior_recon:
+            drawn |= {f"nll_{n}|p(z)": z.new_zeros(draws) for n in self.names}
         if labelled is not None:
             image_elbo = self.image_elbo(batch, q_x)
             per_example = torch.where(labelled, per_example, image_elbo)
@@ -152,7 +154,7 @@ class JMVAE(JointVAE):
         sum_k q(z|x_k,y_k) over the batch (the soft nearest code); per draw, named "nll_x|p(z)",
         "nll_position|p(z)", ...
 
-        Only fully labelled batches have the term: with 1% of the labels, a batch's one or two labelled
+        Only fully labelled batches have the term (others log it as 0, so every batch has the same terms): with 1% of the labels, a batch's one or two labelled
         codes stood for every cluster, so every draw was taught one random image (coverage 0.984 -> 0.941).
         """
         s = code_weights(q, z)                                                     # (B, B): s_j(z_i)
@@ -161,7 +163,8 @@ class JMVAE(JointVAE):
             if name == self.image.name:
                 pairs, weight = self.image.log_likelihood_pairs(l, batch[name]), self.prior_recon
             else:
-                pairs, weight = l.log_softmax(-1)[:, batch[name]], self.prior_recon * self.attribute_weight
+                pairs = self.modalities[name].log_likelihood_pairs(l, batch[name])
+                weight = self.prior_recon * self.attribute_weight
             out[f"nll_{name}|p(z)"] = weight * (s * pairs).sum(-1)
         return out
 
