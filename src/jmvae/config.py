@@ -59,7 +59,10 @@ def native_bfloat16() -> bool:
 @dataclass
 class TrainConfig:
     """Everything that decides a run; the CLI flags map onto these one to one."""
-    preset: str = "position-digit"
+    preset: str | None = None   # None: position-digit, unless `data` names a user's data
+    data: str | None = None     # a folder in the ImageFolder layout or an .npz (absolute; relative: inside the run)
+    attribute: list[str] = field(default_factory=list)   # NAME=categorical|binary|continuous: kinds not inferred
+    image_size: str | None = None   # N or HxW: every image resized to it (None: the data's own size)
     model: str = "jmvae"
     z_dim: int | None = None   # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
     hidden: int = 512
@@ -98,6 +101,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.preset is None and self.data is None:
+            self.preset = "position-digit"
         defaults = PRESET_TRAINING.get(self.preset) or (PAPER_TRAINING if self.paper else TRAINING_DEFAULTS)
         for name, default in defaults.items():
             if getattr(self, name) is None:
@@ -107,7 +112,14 @@ class TrainConfig:
         def check(ok: bool, what: str, allowed: str) -> None:
             if not ok:
                 raise UserError(f"{what} (allowed: {allowed})")
-        check(self.preset in PRESETS, f"preset {self.preset}", ", ".join(PRESETS))
+        if self.data is not None:
+            check(self.preset is None, f"--preset {self.preset} with --data", "one of them")
+            check(self.mnist_dir is None and self.split is None and self.mnist in ("auto", "none"),
+                  "--mnist, --mnist-dir or --split with --data", "those flags with --preset only")
+        else:
+            check(self.preset in PRESETS, f"preset {self.preset}", ", ".join(PRESETS))
+            check(not self.attribute and self.image_size is None, "--attribute or --image-size without --data",
+                  "those flags with --data")
         check(self.model in MODELS, f"model {self.model}", ", ".join(MODELS))
         check(self.z_dim is None or self.z_dim >= 1, f"z-dim {self.z_dim}", "an integer >= 1")
         check(self.hidden >= 1, f"hidden {self.hidden}", "an integer >= 1")
@@ -135,7 +147,8 @@ class TrainConfig:
         check(self.steps is None or self.steps >= 1, f"steps {self.steps}", "an integer >= 1")
         check(self.epochs is None or self.steps is None, f"both epochs {self.epochs} and steps {self.steps}",
               "one of them")
-        check(self.mnist in SOURCES, f"mnist {self.mnist}", ", ".join(SOURCES))
+        check(self.mnist in SOURCES or (self.data is not None and self.mnist == "none"), f"mnist {self.mnist}",
+              ", ".join(SOURCES))
         check(self.mnist != "bundled" or self.mnist_dir is None, f"--mnist-dir {self.mnist_dir} with --mnist bundled",
               "one of them")
         check(0 < self.test_fraction < 1, f"test-fraction {self.test_fraction}", "a number in (0, 1)")

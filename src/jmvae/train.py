@@ -20,23 +20,32 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .config import TrainConfig, is_run_dir, read_config, require_run, run_config
+from .data.own import save_dataset
 from .data.attributes import AttributeDataset, batches, hide_labels, load_dataset, seeded_subset, to_batch
 from .errors import UserError
 from .models import MultimodalVAE, build_model
 from .networks import low_precision
 from .runs import (FINISHED, check_data, check_parents, fingerprint, is_finished, load_torch, remove_temp_files, save_torch,
                    write_json, write_text)
-from .subsets import mark_observed
+from .subsets import mark_observed, missing
 from .trackers import Trackers
 
 
-def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, MultimodalVAE]:
-    """The dataset and a freshly initialised model (seeded) for a config."""
+def build(cfg: TrainConfig, quiet: bool = False, run_dir: Path | None = None,
+          dataset: AttributeDataset | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
+    """The dataset (`dataset` if given, else built from the config; a relative `data` path is inside `run_dir`)
+    and a freshly initialised model (seeded) for a config."""
     cfg.validate()
     cfg = cfg.resolved()
-    with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
-        data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist, cfg.binarize,
-                            cfg.split)
+    if dataset is not None:
+        data = dataset
+    else:
+        path = cfg.data
+        if path is not None and run_dir is not None and not Path(path).is_absolute():
+            path = str(run_dir / path)
+        with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+            data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist,
+                                cfg.binarize, cfg.split, path, cfg.attribute, cfg.image_size, progress=not quiet)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
     return data, model
@@ -48,9 +57,47 @@ def training_split(data: AttributeDataset, cfg: TrainConfig, device: torch.devic
     split = data.train
     if cfg.label_fraction < 1:
         split = hide_labels(split, [a.name for a in data.attributes], cfg.label_fraction, cfg.seed)
-    if any(bool((split[a.name] < 0).any()) for a in data.attributes):
-        split = mark_observed(split, [m.name for m in data.modalities])
-    return {k: v.to(device) for k, v in split.items()}
+    return {k: v.to(device) for k, v in observed_split(split, data).items()}
+
+
+def observed_split(split: dict[str, torch.Tensor], data: AttributeDataset) -> dict[str, torch.Tensor]:
+    """The split with the OBSERVED mask (and unobserved cells filled) where any cell is not observed."""
+    return mark_observed(split, data.modalities) if missing(split, data.modalities) else split
+
+
+DATA_FILE = "data.npz"   # a dataset given from Python, kept in its run
+
+
+def schema(data: AttributeDataset) -> dict:
+    """What config.json and the report say about the data: the image and every attribute's kind and values."""
+    im = data.image
+    return {"image": {"name": im.name, "height": im.shape[0], "width": im.shape[1], "channels": im.channels,
+                      "likelihood": im.likelihood},
+            "attributes": {a.name: a.describe() for a in data.attributes}}
+
+
+def data_card(data: AttributeDataset) -> dict:
+    """Per attribute: how often each value (a continuous one: each level, nearest) occurs in the training split,
+    and the share of cells not observed in each split; for the report's data card."""
+    card = {}
+    for a in data.attributes:
+        levels = a.to_levels(data.train[a.name])
+        counts = torch.bincount(levels[levels >= 0], minlength=len(a.classes)).tolist()
+        card[a.name] = {"kind": a.kind, "counts": dict(zip(a.classes, counts)),
+                        "missing_train": float((~a.observed(data.train[a.name])).float().mean()),
+                        "missing_test": float((~a.observed(data.test[a.name])).float().mean())}
+    return card
+
+
+def schema_text(data: AttributeDataset) -> str:
+    im = data.image
+    lines = [f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {'grey' if im.channels == 1 else 'colour'}"]
+    for a in data.attributes:
+        d = a.describe()
+        what = (f"continuous, mean {d['mean']:.4g}, std {d['std']:.4g}" if d["kind"] == "continuous"
+                else f"{d['kind']}: {', '.join(d['values'][:12])}{' ...' if len(d['values']) > 12 else ''}")
+        lines.append(f"  {a.name}: {what}")
+    return "schema:\n" + "\n".join(lines)
 
 
 def make_optimizer(model: MultimodalVAE, lr: float) -> torch.optim.Optimizer:
@@ -141,7 +188,7 @@ def write_history(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-RUN_FILES = (FINISHED, "report.html", "model.pt", "checkpoint.pt", "history.csv")  # config.json goes last
+RUN_FILES = (FINISHED, "report.html", "model.pt", "checkpoint.pt", "history.csv", "data.npz")  # config.json goes last
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -226,12 +273,15 @@ def reuse_freed_memory() -> bool:
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool | None = None, log=print, trackers: Trackers | None = None,
-          seconds: dict[str, float] | None = None, evaluation: dict | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
+          seconds: dict[str, float] | None = None, evaluation: dict | None = None,
+          dataset: AttributeDataset | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
     """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model.
 
     `seconds`, if given, receives the wall time of its phases: "data and model" (checks, dataset, model),
     "training steps", "test loss and checkpoints" (the per-epoch bookkeeping) and "saving".
     `evaluation`, if given, is recorded in config.json: the evaluation settings a resumed run is finished with.
+    `dataset`, if given (e.g. `jmvae.data.from_arrays(...)`), is trained on and saved in the run as data.npz, so
+    that every later command rebuilds it.
 
     Every check (flags, data, hold-out, batch size, the checkpoint to resume) runs before a file is deleted or
     written. With resume=True the run's own config is used and `cfg` is ignored. Started by torchrun, every
@@ -245,7 +295,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     if not ranks.main:
         log, progress = (lambda *a, **k: None), False
     try:
-        cfg, data, model, recorded = _prepare(cfg, run_dir, resume, overwrite, ranks)
+        if dataset is not None and not resume:
+            cfg = replace(cfg, preset=None, data=DATA_FILE, mnist="none")
+        cfg, data, model, recorded = _prepare(cfg, run_dir, resume, overwrite, ranks, dataset if not resume else None)
         error = None
     except UserError as e:
         error = str(e)
@@ -280,8 +332,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         if resume:
             log(f"{run_dir} was stopped before its first checkpoint: training it from the start")
         if ranks.main:
+            if dataset is not None:
+                save_dataset(data, run_dir / DATA_FILE)
             write_json(run_dir / "config.json", {
                 "train": asdict(cfg), "mnist_source": data.source, "objective": model.describe(),
+                "schema": schema(data), "data_card": data_card(data),
                 "data_fingerprint": fingerprint(data), **({"data_options": data.options} if data.options else {}),
                 "n_train": n_train, "n_test": data.n_test, "test_loss_examples": min(TEST_LOSS_EXAMPLES, data.n_test),
                 "device": str(device), "ranks": ranks.world,
@@ -294,11 +349,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     if ckpt is None:
         on = f"{device}" if not ranks.active else f"{ranks.world} ranks ({device.type}), {cfg.batch_size // ranks.world} rows each"
         on += f", products in {cfg.precision}" if cfg.precision != "float32" else ""
+        length = "" if cfg.steps or cfg.epochs else f" (the default length for {n_train:,} training examples)"
         log(f"{model.describe()}\ndata: {data.name}, {n_train} train / {data.n_test} test images "
-            f"from {data.source}\ntraining {total_steps} steps ({epochs} epochs of {per_epoch}) on {on} -> {run_dir}")
+            f"from {data.source}\n{schema_text(data)}\n"
+            f"training {total_steps} steps ({epochs} epochs of {per_epoch}){length} on {on} -> {run_dir}")
 
     examples = recorded.get("test_loss_examples") if ckpt is not None else TEST_LOSS_EXAMPLES   # older runs: all
-    monitored = {k: v[seeded_subset(data.n_test, examples, cfg.seed)] for k, v in data.test.items()}
+    monitored = observed_split({k: v[seeded_subset(data.n_test, examples, cfg.seed)] for k, v in data.test.items()}, data)
     step_loss = model.loss
     if cfg.compile != "none":
         # Only the training step: the test loss and the evaluation take other batch sizes, which would recompile.
@@ -385,7 +442,8 @@ def unused_parameters(model: MultimodalVAE, split: dict[str, torch.Tensor]) -> b
     return any(g is None for g in torch.autograd.grad(loss, list(model.parameters()), allow_unused=True))
 
 
-def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ranks: distributed.Ranks):
+def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ranks: distributed.Ranks,
+             dataset: AttributeDataset | None = None):
     """The checks and builds that touch no file: (resolved config, data, model, the recorded config or None)."""
     check_run_dir(run_dir, resume, overwrite)
     recorded = None
@@ -399,10 +457,14 @@ def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ran
     cfg = cfg.resolved()                  # config.json records the options the model actually trained with
     if cfg.mnist_dir is not None:
         cfg = replace(cfg, mnist_dir=str(Path(cfg.mnist_dir).expanduser().resolve()))
-    data, model = build(cfg, quiet=not ranks.main)
+    if cfg.data is not None and dataset is None and Path(cfg.data).is_absolute() is False and not resume:
+        cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+    data, model = build(cfg, quiet=not ranks.main, run_dir=run_dir, dataset=dataset)
     if resume:
         check_data(run_dir, recorded, data)
     cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
+    if cfg.data is not None and dataset is None:     # pinned: every attribute's kind as this run read it
+        cfg = replace(cfg, attribute=[f"{a.name}={a.kind}" for a in data.attributes])
     return cfg, data, model, recorded
 
 
@@ -411,7 +473,7 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
     run_dir = require_run(run_dir)
     config = read_config(run_dir)
     cfg = run_config(run_dir, config)
-    data, model = build(cfg, quiet=True)
+    data, model = build(cfg, quiet=True, run_dir=run_dir)
     check_data(run_dir, config, data)
     state = load_torch(run_dir / "model.pt", device)
     try:

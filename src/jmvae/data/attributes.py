@@ -1,20 +1,23 @@
-"""Attribute datasets built from MNIST digits: the presets of DESIGN.md.
+"""Datasets: a list of modalities (one image and its attributes) and their train and test splits.
 
-Images are kept as uint8 (N, H*W) tensors and attributes as int64 class indices; a batch turns the image
-into floats in [0, 1] only when it is used (`to_batch`). Train and test are split by *source digit*, so
-the two placements of one MNIST digit never straddle the split.
+Images are kept as uint8 (N, C*H*W) tensors, categorical attributes as int64 class indices (-1: not
+observed) and continuous ones as standardised float32 (NaN: not observed); a batch turns the image into
+floats in [0, 1] only when it is used (`to_batch`). The MNIST presets of the founding experiment live here
+(train and test split by *source digit*, so the two placements of one digit never straddle the split); a
+user's own folder, .npz or arrays are read by `own.py`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
 from ..errors import UserError
-from ..modalities import Categorical, Image, Modality
+from ..modalities import Attribute, Categorical, Continuous, Image, Modality
 from . import mnist_a as generator
 from .mnist import MnistData, load_mnist
 
@@ -23,7 +26,7 @@ from .mnist import MnistData, load_mnist
 class AttributeDataset:
     name: str
     image: Image
-    attributes: list[Categorical]
+    attributes: list[Attribute]
     train: dict[str, torch.Tensor]
     test: dict[str, torch.Tensor]
     source: str
@@ -47,9 +50,12 @@ class AttributeDataset:
     def default_steps(self, batch_size: int) -> int:
         """A run's length without --epochs or --steps: `default_epochs` epochs of the full-MNIST training
         split, so the bundled subset trains as many steps as full MNIST (more passes over fewer digits)."""
+        if not self.default_epochs:      # a user's data: its length scales with its size (own.default_steps)
+            from .own import default_steps
+            return default_steps(self.n_train, batch_size)
         return self.default_epochs * ((self.full_train_size or self.n_train) // batch_size)
 
-    def attribute(self, name: str) -> Categorical:
+    def attribute(self, name: str) -> Attribute:
         for a in self.attributes:
             if a.name == name:
                 return a
@@ -182,12 +188,13 @@ PRESETS: dict[str, Callable[..., AttributeDataset]] = {"position-digit": positio
 SPLIT_PRESETS = ("mnist-a",)   # the presets that take --split
 
 
-def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, int]:
-    """["position=left", "digit=2"] -> {"position": 0, "digit": 1}; UserError names what is allowed.
+def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, float | int]:
+    """["position=left", "digit=2"] -> {"position": 0, "digit": 1} (stored values: class indices, standardised
+    numbers, a flag as true/false or 1/0); UserError names what is allowed.
 
     Naming an attribute twice is an error, not "the last one wins".
     """
-    out: dict[str, int] = {}
+    out: dict[str, float | int] = {}
     for item in items:
         for part in item.split(","):
             name, sep, value = part.partition("=")
@@ -197,7 +204,7 @@ def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, int
             if attribute.name in out:
                 raise UserError(f"{attribute.name} given twice in {' '.join(items)!r} (allowed: each attribute once)")
             try:
-                out[attribute.name] = attribute.index(value.strip())
+                out[attribute.name] = attribute.parse(value.strip())
             except ValueError as e:
                 raise UserError(str(e)) from None
     return out
@@ -209,7 +216,8 @@ def hold_out(data: AttributeDataset, combinations: list[dict[str, int]]) -> Attr
     for combination in combinations:
         match = torch.ones(data.n_train, dtype=torch.bool)
         for name, value in combination.items():
-            match &= data.train[name] == value
+            a = data.attribute(name)
+            match &= a.to_levels(data.train[name]) == a.to_levels(torch.tensor(value))
         drop |= match
     if drop.all():
         raise UserError(f"--hold-out {' '.join(map(str, combinations))} leaves no training examples "
@@ -229,9 +237,21 @@ def binarized(split: dict[str, torch.Tensor], image: str, seed: int = BINARY_TES
     return split | {image: drawn.mul(255).to(torch.uint8)}
 
 
-def load_dataset(preset: str, mnist_dir: str | None = None, seed: int = 0, test_fraction: float = 0.2,
+def load_dataset(preset: str | None, mnist_dir: str | None = None, seed: int = 0, test_fraction: float = 0.2,
                  held_out: list[str] | None = None, mnist: str = "auto", binarize: bool = False,
-                 split: str | None = None) -> AttributeDataset:
+                 split: str | None = None, data: str | None = None, attribute: list[str] | None = None,
+                 image_size: str | None = None, progress: bool = True) -> AttributeDataset:
+    """A preset, or a user's data (`data`: a folder in the ImageFolder layout, or an .npz); then hold-outs and
+    the binarised test set."""
+    if data is not None:
+        from . import own
+        loaded = own.load(Path(data), own.parse_size(image_size), own.parse_kinds(attribute or []), test_fraction,
+                          seed, progress)
+        if held_out:
+            loaded = hold_out(loaded, [parse_assignments(loaded, [h]) for h in held_out])
+        if binarize:
+            loaded.test = binarized(loaded.test, loaded.image.name)
+        return loaded
     if preset not in PRESETS:
         raise UserError(f"preset {preset} (allowed: {', '.join(PRESETS)})")
     if split is not None and preset not in SPLIT_PRESETS:
@@ -256,5 +276,5 @@ def hide_labels(split: dict[str, torch.Tensor], attributes: list[str], fraction:
     out = dict(split)
     for a in attributes:
         out[a] = split[a].clone()
-        out[a][hidden] = -1
+        out[a][hidden] = -1 if out[a].dtype == torch.long else float("nan")
     return out

@@ -1,0 +1,618 @@
+"""A researcher's own data: a folder in the Hugging Face ImageFolder layout, an .npz, or arrays from Python.
+
+A folder holds images (PNG or JPEG, any size, grey or colour) and a `metadata.csv` or `metadata.jsonl` with a
+`file_name` column and one column per attribute, at its root (file names may start with `train/` or `test/`)
+or in `train/` and `test/` subfolders. Without a train/test division the test split is a seeded share.
+Images are decoded once into a cache keyed by the files' hashes and kept as uint8; attribute kinds are
+inferred per column (`infer_kind`) unless overridden; an empty cell is "not observed".
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from ..modalities import ATTRIBUTE_KINDS, LEVELS, Attribute, Binary, Categorical, Continuous, Image
+from ..runs import atomic_write
+from .attributes import AttributeDataset
+
+METADATA = ("metadata.csv", "metadata.jsonl")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_CLASSES = 256          # a text or integer column with more distinct values is not an attribute (an id?)
+FEW_INTEGERS = 20          # integer columns with at most this many values are categorical, else continuous
+CACHE_VERSION = 1
+STEPS_PER_EXAMPLE = 10     # the default length: 10 passes over the training split ...
+MIN_STEPS, MAX_STEPS = 1500, 4000   # ... within these bounds (a 10,000-image run: 390 steps/pass at b256)
+
+
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and v.strip() == "") or (isinstance(v, float) and math.isnan(v))
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        return float(str(v).strip())
+    except ValueError:
+        return None
+
+
+def infer_kind(name: str, values: Sequence[Any]) -> str:
+    """categorical, binary or continuous for a column's observed values (blanks already left out).
+
+    true/false (and yes/no) or exactly {0, 1}: binary; numbers that are all integers with at most FEW_INTEGERS
+    distinct values: categorical; other numbers: continuous; text: categorical. Text among numbers is an error.
+    """
+    words = {str(v).strip().lower() for v in values}
+    if words <= {"true", "false"} or words <= {"yes", "no"} or all(isinstance(v, bool) for v in values):
+        return "binary"
+    numbers = [_number(v) for v in values]
+    numeric = sum(n is not None for n in numbers)
+    if numeric == len(values):
+        distinct = set(numbers)
+        if distinct <= {0.0, 1.0}:
+            return "binary"
+        if all(float(n).is_integer() for n in distinct) and len(distinct) <= FEW_INTEGERS:
+            return "categorical"
+        if any(not math.isfinite(n) for n in distinct):
+            raise UserError(f"column {name}: a non-finite value (allowed: finite numbers)")
+        return "continuous"
+    if numeric >= len(values) / 2:
+        bad = next(v for v, n in zip(values, numbers) if n is None)
+        raise UserError(f"column {name}: {str(bad)!r} is text in a numeric column (allowed: numbers only, or "
+                        f"--attribute {name}=categorical)")
+    return "categorical"
+
+
+def _sort_key(v: str):
+    n = _number(v)
+    return (0, n, "") if n is not None else (1, 0.0, v)
+
+
+def build_attribute(name: str, kind: str, train: list[Any], rows: list[str]) -> Attribute:
+    """The attribute of a column from its training values (blanks left out); `rows` names them for errors."""
+    if kind == "binary":
+        attr = Binary(name)
+        for v, where in zip(train, rows):
+            try:
+                attr.index(v)
+            except ValueError:
+                raise UserError(f"column {name}: {v!r} at {where} is not a yes/no value (allowed: true/false, 1/0, "
+                                f"yes/no, or --attribute {name}=categorical)") from None
+        return attr
+    if kind == "continuous":
+        numbers = []
+        for v, where in zip(train, rows):
+            n = _number(v)
+            if n is None or not math.isfinite(n):
+                raise UserError(f"column {name}: {v!r} at {where} is not a number (allowed: finite numbers, "
+                                f"or --attribute {name}=categorical)")
+            numbers.append(n)
+        a = np.asarray(numbers, dtype=np.float64)
+        mean, std = float(a.mean()), float(a.std()) or 1.0
+        z = (a - mean) / std
+        return Continuous(name, mean, std, tuple(float(q) for q in np.quantile(z, LEVELS)), float(z.min()), float(z.max()))
+    classes = sorted({_text(v) for v in train}, key=_sort_key)
+    if len(classes) > MAX_CLASSES:
+        raise UserError(f"column {name} has {len(classes)} distinct values (allowed: at most {MAX_CLASSES} classes; "
+                        f"--attribute {name}=continuous for numbers, or drop an id column)")
+    return Categorical(name, tuple(classes))
+
+
+def _text(v: Any) -> str:
+    """A categorical value as text: 3.0 and "3" are the same class."""
+    n = _number(v)
+    if n is not None and n.is_integer() and not isinstance(v, str):
+        return str(int(n))
+    return str(v).strip()
+
+
+def encode(attr: Attribute, values: list[Any], where: list[str]) -> torch.Tensor:
+    """A column's values -> the stored tensor (class indices with -1, or standardised floats with NaN)."""
+    if isinstance(attr, Continuous):
+        out = []
+        for v, w in zip(values, where):
+            n = None if _blank(v) else _number(v)
+            if not _blank(v) and (n is None or not math.isfinite(n)):
+                raise UserError(f"column {attr.name}: {v!r} at {w} is not a number (allowed: finite numbers)")
+            out.append(math.nan if n is None else (n - attr.mean) / attr.std)
+        return torch.tensor(out, dtype=torch.float32)
+    out = []
+    for v, w in zip(values, where):
+        if _blank(v):
+            out.append(-1)
+            continue
+        try:
+            out.append(attr.index(v if isinstance(attr, Binary) else _text(v)))
+        except ValueError:
+            # a class seen only in the test split: not observed there (the model never learnt it)
+            out.append(-1)
+    return torch.tensor(out, dtype=torch.long)
+
+
+# -- reading a folder ----------------------------------------------------------------------------------------
+@dataclass
+class Table:
+    """The metadata rows: file paths (absolute), the split of each row ("train", "test" or ""), and columns."""
+    files: list[Path]
+    splits: list[str]
+    columns: dict[str, list[Any]]
+    where: list[str]   # "metadata.csv line 7" per row, for errors
+
+
+def read_metadata(path: Path, base: Path, split: str) -> tuple[list[Path], list[str], list[dict], list[str]]:
+    rows: list[dict] = []
+    try:
+        if path.suffix == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = list(csv.DictReader(f))
+            where = [f"{path.name} line {i + 2}" for i in range(len(rows))]
+        else:
+            where = []
+            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+                if line.strip():
+                    obj = json.loads(line)
+                    if not isinstance(obj, dict):
+                        raise UserError(f"{path} line {i + 1} is not a JSON object (allowed: one object per line)")
+                    rows.append(obj)
+                    where.append(f"{path.name} line {i + 1}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
+        raise UserError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}; allowed: a CSV or "
+                        "JSON-lines file with a file_name column)") from None
+    if rows and "file_name" not in rows[0]:
+        raise UserError(f"{path} has no file_name column (columns: {', '.join(map(str, rows[0])) or 'none'}; allowed: "
+                        "a file_name column and one column per attribute)")
+    files, splits = [], []
+    for row, w in zip(rows, where):
+        name = row.get("file_name")
+        if _blank(name):
+            raise UserError(f"{w}: empty file_name (allowed: an image path relative to {path.parent})")
+        rel = Path(str(name))
+        if rel.is_absolute() or ".." in rel.parts:
+            raise UserError(f"{w}: file_name {name} (allowed: a path inside {path.parent})")
+        files.append(path.parent / rel)
+        first = rel.parts[0] if len(rel.parts) > 1 else ""
+        splits.append(split or (first if first in ("train", "test") else ""))
+    return files, splits, [{k: v for k, v in r.items() if k != "file_name"} for r in rows], where
+
+
+def metadata_files(root: Path) -> list[tuple[Path, str]]:
+    found = []
+    for split in ("", "train", "test"):
+        names = [root / split / m for m in METADATA if (root / split / m).is_file()]
+        if len(names) > 1:
+            raise UserError(f"both {names[0]} and {names[1]} (allowed: one metadata file per folder)")
+        found += [(n, split) for n in names]
+    return found
+
+
+def read_table(root: Path) -> Table:
+    if not root.is_dir():
+        raise UserError(f"--data {root} does not exist (allowed: a folder with images and metadata.csv or metadata.jsonl, "
+                        "or an .npz)")
+    found = metadata_files(root)
+    if not found:
+        images = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES][:1]
+        what = "is empty" if not images else "has images but no metadata.csv or metadata.jsonl"
+        raise UserError(f"--data {root} {what} (allowed: images and a metadata.csv or metadata.jsonl with a file_name "
+                        "column and one column per attribute)")
+    files, splits, rows, where = [], [], [], []
+    for path, split in found:
+        f, s, r, w = read_metadata(path, root, split)
+        files += f
+        splits += s
+        rows += r
+        where += w
+    if not files:
+        raise UserError(f"--data {root}: the metadata lists no images (allowed: one row per image)")
+    seen: dict[Path, str] = {}
+    for f, w in zip(files, where):
+        key = f.resolve()
+        if key in seen:
+            raise UserError(f"file_name {f.relative_to(root)} given twice ({seen[key]} and {w}; allowed: each image once)")
+        seen[key] = w
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    if not names:
+        raise UserError(f"--data {root}: the metadata has no attribute columns (allowed: file_name and at least one "
+                        "attribute column)")
+    columns = {n: [r.get(n) for r in rows] for n in names}
+    return Table(files, splits, columns, where)
+
+
+def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None, str]:
+    """One image file -> uint8 (H, W, 3) RGB (or None and the reason), resized to `size` (H, W) if given."""
+    from PIL import Image as PILImage, UnidentifiedImageError
+    path, size = args
+    try:
+        with PILImage.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), PILImage.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8), ""
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else 'unreadable'}"
+
+
+def _size_of(path: str) -> tuple[tuple[int, int] | None, str]:
+    from PIL import Image as PILImage, UnidentifiedImageError
+    try:
+        with PILImage.open(path) as im:
+            return (im.size[1], im.size[0]), ""
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else 'unreadable'}"
+
+
+def _pool_map(fn, items: list, desc: str, progress: bool) -> list:
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=None if progress else True, leave=False)
+    out = []
+    if workers <= 1 or len(items) < 2000:
+        for item in items:
+            out.append(fn(item))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for result in pool.map(fn, items, chunksize=256):
+                out.append(result)
+                bar.update()
+    bar.close()
+    return out
+
+
+def parse_size(text: str | int | None) -> tuple[int, int] | None:
+    """--image-size 32 or 48x64 (height x width) -> (H, W)."""
+    if text is None:
+        return None
+    h, sep, w = str(text).lower().partition("x")
+    try:
+        size = (int(h), int(w) if sep else int(h))
+    except ValueError:
+        size = (0, 0)
+    if not (4 <= size[0] <= 1024 and 4 <= size[1] <= 1024):
+        raise UserError(f"--image-size {text} (allowed: N or HxW, 4 to 1024 pixels)")
+    return size
+
+
+def files_key(table: Table, root: Path, size: tuple[int, int] | None) -> str:
+    """sha256 over every image file's bytes and name, the size asked and the cache format."""
+    h = hashlib.sha256(f"v{CACHE_VERSION};{size}".encode())
+    for f in table.files:
+        try:
+            h.update(str(f.relative_to(root)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+        except OSError as e:
+            raise UserError(f"image {f} cannot be read ({e.strerror or e}; allowed: a readable PNG or JPEG file)") from None
+    return h.hexdigest()[:20]
+
+
+def read_images(table: Table, root: Path, size: tuple[int, int] | None, cache: Path | None,
+                progress: bool = True) -> tuple[np.ndarray, str]:
+    """(N, C, H, W) uint8 images (C = 1 when every image is grey) and the cache key; decoded once into `cache`."""
+    missing = [f for f in table.files if not f.is_file()]
+    if missing:
+        raise UserError(f"image {missing[0]} does not exist ({len(missing)} missing; allowed: every file_name a file)")
+    key = files_key(table, root, size)
+    path = cache / f"{key}.npy" if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            return np.load(path, allow_pickle=False), key
+        except (OSError, ValueError):
+            pass                                   # a cut-short cache file: decode again
+    names = [str(f) for f in table.files]
+    if size is None:
+        sizes = _pool_map(_size_of, names, "reading sizes", progress and len(names) > 5000)
+        for (s, why), f in zip(sizes, table.files):
+            if s is None:
+                raise UserError(f"image {f} cannot be read ({why}; allowed: a PNG or JPEG file)")
+        distinct = sorted({s for s, _ in sizes})
+        if len(distinct) > 1:
+            a = next(f for (s, _), f in zip(sizes, table.files) if s == distinct[0])
+            b = next(f for (s, _), f in zip(sizes, table.files) if s == distinct[1])
+            raise UserError(f"images of different sizes ({a.name} is {distinct[0][0]}x{distinct[0][1]}, {b.name} is "
+                            f"{distinct[1][0]}x{distinct[1][1]}; allowed: one size, or --image-size N to resize all)")
+    decoded = _pool_map(_decode, [(n, size) for n in names], "decoding images", progress)
+    for (img, why), f in zip(decoded, table.files):
+        if img is None:
+            raise UserError(f"image {f} cannot be read ({why}; allowed: a PNG or JPEG file)")
+    images = np.stack([img for img, _ in decoded])                     # (N, H, W, 3)
+    grey = bool((images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all())
+    images = images[..., :1] if grey else images
+    images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))        # channel-first
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), images))
+    return images, key
+
+
+# -- from arrays (an .npz, Python) ------------------------------------------------------------------------
+def image_array(images: Any, what: str) -> np.ndarray:
+    """(N, H, W) or (N, H, W, C) (or (N, C, H, W) with C in 1, 3) uint8 or floats in [0, 1] -> (N, C, H, W) uint8."""
+    a = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
+        a = a.transpose(0, 3, 1, 2)
+    if a.ndim != 4 or a.shape[1] not in (1, 3) or len(a) == 0:
+        raise UserError(f"{what}: images of shape {a.shape} (allowed: (N, H, W), (N, H, W, C) or (N, C, H, W), C 1 or 3)")
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise UserError(f"{what}: images of dtype {a.dtype} (allowed: uint8, or floats in [0, 1])")
+        a = np.round(a * 255).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+def resize(images: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or images.shape[2:] == size:
+        return images
+    from PIL import Image as PILImage
+    out = np.empty((len(images), images.shape[1], *size), dtype=np.uint8)
+    for i, img in enumerate(images):
+        for c in range(images.shape[1]):
+            out[i, c] = np.asarray(PILImage.fromarray(img[c]).resize((size[1], size[0]), PILImage.Resampling.BILINEAR))
+    return out
+
+
+def column_values(values: Any) -> list[Any]:
+    a = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    if a.ndim != 1:
+        raise ValueError(f"shape {a.shape}")
+    if a.dtype.kind == "f":
+        return [None if math.isnan(v) else float(v) for v in a.tolist()]
+    if a.dtype.kind == "b":
+        return ["true" if v else "false" for v in a.tolist()]
+    return [None if v is None else v for v in a.tolist()]
+
+
+# -- the dataset ------------------------------------------------------------------------------------------
+def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where: list[str], splits: list[str],
+             kinds: dict[str, str], test_fraction: float, seed: int, source: str,
+             image_name: str = "x") -> AttributeDataset:
+    """The dataset of decoded images and raw attribute columns: kinds inferred on the training rows."""
+    n = len(images)
+    unknown = sorted(set(kinds) - set(columns))
+    if unknown:
+        raise UserError(f"--attribute {unknown[0]}=... names no column (allowed: {', '.join(columns)})")
+    while image_name in columns:         # an attribute column already named like the image
+        image_name += "_"
+    split = np.array(splits or [""] * n)
+    if (split == "").all():
+        order = np.random.default_rng(seed).permutation(n)
+        n_test = int(round(test_fraction * n))
+        split = np.full(n, "train", dtype=object)
+        split[order[:n_test]] = "test"
+    elif (split == "").any():
+        raise UserError(f"--data {source}: some rows are in train/ or test/ and some are not (allowed: all or none)")
+    train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    if len(train_idx) < 2 or len(test_idx) < 1:
+        raise UserError(f"--data {source}: {len(train_idx)} training and {len(test_idx)} test images (allowed: at least 2 "
+                        "and 1; a larger --test-fraction or more images)")
+    attrs: list[Attribute] = []
+    for col, values in columns.items():
+        train_vals = [values[i] for i in train_idx if not _blank(values[i])]
+        train_where = [where[i] for i in train_idx if not _blank(values[i])]
+        distinct = {_text(v).lower() for v in train_vals}
+        if len(distinct) < 2:
+            raise UserError(f"column {col} has {'no value' if not distinct else 'a single value'} in the training rows "
+                            f"(allowed: attributes with at least two values; drop the column)")
+        kind = kinds.get(col) or infer_kind(col, train_vals)
+        attrs.append(build_attribute(col, kind, train_vals, train_where))
+    img = Image(image_name, (images.shape[2], images.shape[3]), images.shape[1])
+    flat = torch.from_numpy(images.reshape(n, -1))
+
+    def rows(idx: np.ndarray) -> dict[str, torch.Tensor]:
+        out = {img.name: flat[torch.from_numpy(idx)]}
+        for a in attrs:
+            out[a.name] = encode(a, [columns[a.name][i] for i in idx], [where[i] for i in idx])
+        return out
+
+    return AttributeDataset(name, img, attrs, rows(train_idx), rows(test_idx), source, mnist="none",
+                            default_epochs=0, options=None)
+
+
+def default_steps(n_train: int, batch_size: int) -> int:
+    """STEPS_PER_EXAMPLE passes, within [MIN_STEPS, MAX_STEPS]: small sets train long enough, large ones finish."""
+    return int(min(MAX_STEPS, max(MIN_STEPS, STEPS_PER_EXAMPLE * n_train // batch_size)))
+
+
+def parse_kinds(items: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, kind = item.partition("=")
+        if not sep or kind.strip() not in ATTRIBUTE_KINDS or not name.strip():
+            raise UserError(f"--attribute {item} (allowed: NAME={'|'.join(ATTRIBUTE_KINDS)})")
+        out[name.strip()] = kind.strip()
+    return out
+
+
+def load_folder(root: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], test_fraction: float,
+                seed: int, cache: Path | None, progress: bool = True) -> AttributeDataset:
+    table = read_table(root)
+    images, key = read_images(table, root, image_size, cache, progress)
+    data = assemble(root.name, images, table.columns, table.where, table.splits, kinds, test_fraction, seed, str(root),
+                    image_name="x")
+    data.options = {"files": key}
+    return data
+
+
+def load_npz(path: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], test_fraction: float,
+             seed: int) -> AttributeDataset:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"--data {path} cannot be read ({type(e).__name__}; allowed: an .npz of arrays, no pickles)") from None
+    return from_arrays(arrays, name=path.stem, kinds=kinds, image_size=image_size, test_fraction=test_fraction,
+                       seed=seed, source=str(path))
+
+
+def from_arrays(arrays: dict[str, Any], name: str = "data", kinds: dict[str, str] | None = None,
+                image_size: tuple[int, int] | None = None, test_fraction: float = 0.2, seed: int = 0,
+                source: str = "arrays", split: Sequence[str] | None = None) -> AttributeDataset:
+    """A dataset from one image array (ndim >= 3) and one 1-D array per attribute (NaN or None: not observed).
+    `split`, if given, says "train" or "test" for each row."""
+    arrays = dict(arrays)
+    if "split" in arrays and split is None:
+        split = [str(s) for s in np.asarray(arrays.pop("split")).tolist()]
+    image_keys = [k for k, v in arrays.items() if np.ndim(v) >= 3]
+    if len(image_keys) != 1:
+        raise UserError(f"{source}: {len(image_keys)} image arrays ({', '.join(image_keys) or 'none'}; allowed: exactly one "
+                        "array of images (N, H, W[, C]) beside 1-D attribute arrays)")
+    images = resize(image_array(arrays.pop(image_keys[0]), f"{source}: {image_keys[0]}"), image_size)
+    columns: dict[str, list[Any]] = {}
+    for k, v in arrays.items():
+        try:
+            columns[k] = column_values(v)
+        except ValueError as e:
+            raise UserError(f"{source}: attribute {k} of {e} (allowed: one value per image, 1-D)") from None
+        if len(columns[k]) != len(images):
+            raise UserError(f"{source}: attribute {k} has {len(columns[k])} values for {len(images)} images "
+                            "(allowed: one per image)")
+    if not columns:
+        raise UserError(f"{source}: no attribute arrays (allowed: the images and at least one 1-D attribute array)")
+    if split is not None and (len(split) != len(images) or not set(split) <= {"train", "test"}):
+        raise UserError(f"{source}: split (allowed: 'train' or 'test' for every image)")
+    where = [f"row {i}" for i in range(len(images))]
+    data = assemble(name, images, columns, where, list(split) if split is not None else [], kinds or {},
+                    test_fraction, seed, source, image_name=image_keys[0])
+    return data
+
+
+def from_hf(dataset: Any, image_column: str = "image", **kwargs) -> AttributeDataset:
+    """A Hugging Face `datasets.Dataset` (an Image feature and attribute columns) as a jmvae dataset."""
+    if image_column not in dataset.column_names:
+        raise UserError(f"no column {image_column} (allowed: {', '.join(dataset.column_names)})")
+    pictures = [np.asarray(im.convert("RGB")) for im in dataset[image_column]]
+    sizes = {p.shape for p in pictures}
+    if len(sizes) > 1 and kwargs.get("image_size") is None:
+        raise UserError("images of different sizes (allowed: one size, or image_size=(H, W))")
+    if kwargs.get("image_size") is not None:
+        from PIL import Image as PILImage
+        h, w = kwargs["image_size"]
+        pictures = [np.asarray(PILImage.fromarray(p).resize((w, h), PILImage.Resampling.BILINEAR)) for p in pictures]
+    images = np.stack(pictures)
+    if (images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all():
+        images = images[..., 0]
+    arrays = {image_column: images} | {c: [None if v is None else v for v in dataset[c]]
+                                       for c in dataset.column_names if c != image_column}
+    return from_arrays(arrays, **{k: v for k, v in kwargs.items() if k != "image_size"})
+
+
+def save_npz(data: AttributeDataset, path: Path) -> None:
+    """The dataset's splits as an .npz `load_npz` rebuilds exactly (raw values, a split column)."""
+    arrays: dict[str, np.ndarray] = {}
+    n_tr, n_te = data.n_train, data.n_test
+    img = torch.cat([data.train[data.image.name], data.test[data.image.name]])
+    arrays[data.image.name] = img.reshape(n_tr + n_te, data.image.channels, *data.image.shape).numpy()
+    for a in data.attributes:
+        v = torch.cat([data.train[a.name], data.test[a.name]])
+        if isinstance(a, Continuous):
+            arrays[a.name] = a.unstandardise(v.double()).numpy()
+        else:
+            arrays[a.name] = np.array(["" if i < 0 else a.classes[i] for i in v.tolist()])
+    arrays["split"] = np.array(["train"] * n_tr + ["test"] * n_te)
+    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+
+
+def save_dataset(data: AttributeDataset, path: Path) -> None:
+    """The dataset exactly as stored (schema and splits) in one .npz: what a run built from Python arrays keeps."""
+    schema = {"name": data.name, "source": data.source, "image": {"name": data.image.name, "shape": list(data.image.shape),
+              "channels": data.image.channels, "likelihood": data.image.likelihood},
+              "attributes": [_schema(a) for a in data.attributes]}
+    arrays = {f"{part}/{k}": v.numpy() for part, split in (("train", data.train), ("test", data.test))
+              for k, v in split.items()}
+    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), schema=np.array(json.dumps(schema)), **arrays))
+
+
+def _schema(a: Attribute) -> dict:
+    if isinstance(a, Continuous):
+        return {"name": a.name, "kind": "continuous", "mean": a.mean, "std": a.std, "quantiles": list(a.quantiles),
+                "low": a.low, "high": a.high}
+    return {"name": a.name, "kind": a.kind, "values": list(a.classes)}
+
+
+def load_saved(path: Path) -> AttributeDataset | None:
+    """A dataset `save_dataset` wrote, or None when `path` is another .npz."""
+    from ..modalities import attribute_from_json
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "schema" not in f.files:
+                return None
+            schema = json.loads(str(f["schema"]))
+            arrays = {k: torch.from_numpy(f[k]) for k in f.files if k != "schema"}
+    except (OSError, ValueError, EOFError, KeyError, json.JSONDecodeError) as e:
+        raise UserError(f"--data {path} cannot be read ({type(e).__name__}; allowed: an .npz of arrays)") from None
+    im = schema["image"]
+    image = Image(im["name"], tuple(im["shape"]), im["channels"], im["likelihood"])
+    attrs = [attribute_from_json(a) for a in schema["attributes"]]
+    split = {part: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(part + "/")} for part in ("train", "test")}
+    return AttributeDataset(schema["name"], image, attrs, split["train"], split["test"], schema["source"],
+                            mnist="none", default_epochs=0)
+
+
+def load(path: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], test_fraction: float, seed: int,
+         progress: bool = True) -> AttributeDataset:
+    """--data PATH: a folder in the ImageFolder layout, an .npz of arrays, or a dataset `save_dataset` wrote."""
+    from .mnist import cache_dir
+    path = path.expanduser()
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise UserError(f"--data {path} does not exist (allowed: a folder or an .npz)")
+        saved = load_saved(path)
+        data = saved if saved is not None else load_npz(path, image_size, kinds, test_fraction, seed)
+    else:
+        data = load_folder(path, image_size, kinds, test_fraction, seed, cache_dir() / "folders", progress)
+    return data
+
+
+def export(data: AttributeDataset, out: Path, progress: bool = True) -> Path:
+    """Write a dataset in the ImageFolder layout: train/ and test/, each with its PNGs and a metadata.csv
+    (attributes as the user reads them, an empty cell where not observed). Written beside `out` and renamed
+    into place, so a stopped export leaves nothing that looks finished."""
+    from PIL import Image as PILImage
+    import shutil
+    import tempfile
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} already exists and is not empty (allowed: a new or empty folder)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        for part, split in (("train", data.train), ("test", data.test)):
+            (tmp / part).mkdir()
+            n = len(split[data.image.name])
+            images = data.image.pixels(split[data.image.name]).numpy()
+            rows = []
+            for i in tqdm(range(n), desc=f"writing {part}", unit="img", disable=None if progress else True, leave=False):
+                name = f"{i:06d}.png"
+                PILImage.fromarray(images[i]).save(tmp / part / name)
+                row = {"file_name": name}
+                for a in data.attributes:
+                    v = split[a.name][i]
+                    row[a.name] = "" if not bool(a.observed(v)) else (
+                        repr(float(a.unstandardise(v.double()))) if isinstance(a, Continuous) else a.classes[int(v)])
+                rows.append(row)
+            with open(tmp / part / "metadata.csv", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

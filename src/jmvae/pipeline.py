@@ -1,0 +1,73 @@
+"""A run from start to finish, the same from Python and from the command line: train, then figures, explorer,
+evaluation and report (`finish_run`); `fit` does both.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from . import figures, report
+from .config import TrainConfig, read_config, run_config
+from .data.attributes import AttributeDataset
+from .errors import UserError
+from .evaluate import EvalConfig, evaluate, format_headline
+from .explore import EXPLORER, write_explorer
+from .runs import FINISHED, remove_temp_files, write_json
+from .train import train
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seconds: dict[str, float] | None = None) -> dict:
+    """Figures, metrics, report; metrics.json last, because it marks the run finished.
+
+    The old metrics.json goes first: a kill midway leaves an unfinished run (figures and report may be new),
+    never a finished one whose report disagrees with its metrics. metrics["run_seconds"] holds the wall time
+    of each phase: `seconds` (training's, from train()) and this function's own.
+    """
+    seconds = dict(seconds or {})
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        seconds[phase] = time.perf_counter() - clock
+        clock = time.perf_counter()
+
+    config = read_config(run_dir)
+    (run_dir / FINISHED).unlink(missing_ok=True)
+    remove_temp_files(run_dir)
+    history = read_history(run_dir)
+    infos = figures.make_figures(model, data, history, run_dir / "figures")
+    lap("figures")
+    try:
+        write_explorer(model, data, run_dir / EXPLORER, run_dir.name)
+    except UserError as e:                         # a decoder the page cannot run: the run finishes without it
+        (run_dir / EXPLORER).unlink(missing_ok=True)
+        log(f"no {EXPLORER}: {e}")
+    lap("explorer")
+    metrics = evaluate(model, data, run_config(run_dir, config), eval_cfg, log=log)
+    lap("evaluation")
+    metrics["run_seconds"] = seconds
+    report.write_report(run_dir, config, metrics, infos, history)
+    lap("report")
+    write_json(run_dir / FINISHED, metrics)
+    log(format_headline(metrics))
+    log(f"wrote {run_dir / FINISHED} and {run_dir / 'report.html'}")
+    return metrics
+
+
+
+def fit(cfg: TrainConfig, run_dir: str | Path, dataset: AttributeDataset | None = None,
+        eval_cfg: EvalConfig | None = None, overwrite: bool = False, log=print) -> dict:
+    """Train `cfg` (on `dataset` if given, e.g. `jmvae.data.from_arrays(...)`) into `run_dir` and finish the run:
+    figures, explorer, metrics and report, as `jmvae train` does. Returns the metrics."""
+    seconds: dict[str, float] = {}
+    eval_cfg = eval_cfg or EvalConfig()
+    data, model = train(cfg, run_dir, overwrite=overwrite, log=log, seconds=seconds, dataset=dataset,
+                        evaluation=asdict(eval_cfg))
+    return finish_run(Path(run_dir), model.cpu(), data, eval_cfg, log=log, seconds=seconds)
