@@ -1,8 +1,9 @@
-"""The attribute classifier that reads generated images for the coherence metrics.
+"""The attribute reader that reads generated images for the coherence metrics.
 
-A small CNN trained on the run's real training images to predict every attribute; its accuracy on the
-real test images bounds every metric that relies on it, so it is reported first. Trained once per
-dataset (keyed by the data's fingerprint) and cached under the jmvae cache directory.
+A small CNN trained on the run's real training images to predict every attribute (a class, or a continuous
+value by regression, each on the cells that are observed); its accuracy on the real test images bounds every
+metric that relies on it, so it is reported first. Trained once per dataset (keyed by the data's
+fingerprint) and cached under the jmvae cache directory.
 
 Generated images are means of p(x|z): greyer and blurrier than real digits. A classifier that has only
 seen crisp digits reads a dim, blurred 2 as a 1 (the first version did, on 15% of real test digits blurred
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ from torch import nn
 
 from .data.attributes import AttributeDataset, to_batch
 from .data.mnist import cache_dir
+from .modalities import Attribute, Continuous
 from .runs import fingerprint, save_torch
 
 
@@ -57,10 +60,13 @@ class AttributeClassifier(nn.Module):
     are read where the digit is and where it is comes from the coarse view (a CNN on the whole canvas read
     digits at 0.61 after the same training)."""
 
-    def __init__(self, shape: tuple[int, int], classes: dict[str, int]):
+    def __init__(self, shape: tuple[int, int], classes: dict[str, int], channels: int = 1,
+                 attributes: Sequence[Attribute] = ()):
+        """`classes`: the output width of each attribute (1 for a continuous one, read by regression)."""
         super().__init__()
-        self.shape, self.classes = shape, classes
-        self.crop = min(shape) >= LARGE
+        self.shape, self.classes, self.channels = shape, classes, channels
+        self.attributes = {a.name: a for a in attributes}
+        self.crop = min(shape) >= LARGE and channels == 1     # one small grey object on a black canvas
         if self.crop:
             self.features = nn.Sequential(
                 nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
@@ -69,16 +75,17 @@ class AttributeClassifier(nn.Module):
             self.overview = nn.AvgPool2d(8)             # the canvas at 1/8 scale: where the ink is
             width, hidden = 64 * ((CROP + 7) // 8) ** 2 + (shape[0] // 8) * (shape[1] // 8), 256
         else:
+            wide = 2 if channels > 1 else 1             # colour: twice the channels
             self.features = nn.Sequential(
-                nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
-            width, hidden = 32 * ((shape[0] + 3) // 4) * ((shape[1] + 3) // 4), 128
+                nn.Conv2d(channels, 16 * wide, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(16 * wide, 32 * wide, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
+            width, hidden = 32 * wide * ((shape[0] + 3) // 4) * ((shape[1] + 3) // 4), 128
         self.hidden = nn.Sequential(nn.Linear(width, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, sum(classes.values()))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Flattened images in [0, 1] -> logits per attribute."""
-        img = x.reshape(-1, 1, *self.shape)
+        img = x.reshape(-1, self.channels, *self.shape)
         if self.crop:
             h = torch.cat([self.features(crop_at(img, ink_centres(img))), self.overview(img).flatten(1)], -1)
         else:
@@ -88,10 +95,20 @@ class AttributeClassifier(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
-        """Most probable class of every attribute, for images of any leading shape (..., H*W)."""
+        """The level read for every attribute (the most probable class; a continuous value's nearest level),
+        for images of any leading shape (..., C*H*W)."""
+        values = self.read(x, chunk)
+        return {k: self.attributes[k].to_levels(v) if k in self.attributes else v for k, v in values.items()}
+
+    @torch.no_grad()
+    def read(self, x: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
+        """The value read for every attribute: a class index, or a continuous value (standardised)."""
         flat = x.reshape(-1, x.shape[-1])
-        parts = [{k: v.argmax(-1) for k, v in self(flat[i:i + chunk]).items()} for i in range(0, len(flat), chunk)]
+        parts = [{k: self._value(k, v) for k, v in self(flat[i:i + chunk]).items()} for i in range(0, len(flat), chunk)]
         return {k: torch.cat([p[k] for p in parts]).reshape(x.shape[:-1]) for k in self.classes}
+
+    def _value(self, name: str, logits: torch.Tensor) -> torch.Tensor:
+        return logits[..., 0] if isinstance(self.attributes.get(name), Continuous) else logits.argmax(-1)
 
 
 @torch.no_grad()
@@ -100,51 +117,86 @@ def accuracy(clf: AttributeClassifier, split: dict[str, torch.Tensor], image: st
     blurred (std 1.1 pixels) and at half contrast first, as a generated mean often is."""
     x = to_batch(split, slice(None))[image]
     if degraded:
-        x = blur(x, clf.shape, 1.1) * 0.5
+        x = blur(x, clf.shape, 1.1, clf.channels) * (0.5 if clf.channels == 1 else 1.0)
     pred = clf.predict(x)
-    return {k: float((pred[k] == split[k]).float().mean()) for k in clf.classes}
+    out = {}
+    for k in clf.classes:
+        truth = clf.attributes[k].to_levels(split[k]) if k in clf.attributes else split[k]
+        seen = truth >= 0
+        out[k] = float((pred[k] == truth)[seen].float().mean()) if seen.any() else float("nan")
+    return out
+
+
+@torch.no_grad()
+def value_errors(clf: AttributeClassifier, split: dict[str, torch.Tensor], image: str) -> dict[str, float]:
+    """Each continuous attribute's mean absolute reading error on the split's real images, as a share of
+    its training range (0.1 = a tenth of the range)."""
+    continuous = [a for a in clf.attributes.values() if isinstance(a, Continuous)]
+    if not continuous:
+        return {}
+    read = clf.read(to_batch(split, slice(None))[image])
+    out = {}
+    for a in continuous:
+        seen = ~split[a.name].isnan()
+        out[a.name] = float((read[a.name] - split[a.name])[seen].abs().mean() / (a.high - a.low))
+    return out
 
 
 VERSION = 2                    # part of the cache key: a classifier trained another way is another classifier
 BLURS = (0.0, 0.7, 1.1, 1.5)   # Gaussian blur std in pixels; a batch is split evenly among them
 
 
-def blur(x: torch.Tensor, shape: tuple[int, int], sigma: float) -> torch.Tensor:
-    """Flattened images (B, H*W) blurred by a separable Gaussian of std `sigma` pixels (zero padding)."""
+def blur(x: torch.Tensor, shape: tuple[int, int], sigma: float, channels: int = 1) -> torch.Tensor:
+    """Flattened images (B, C*H*W) blurred by a separable Gaussian of std `sigma` pixels (zero padding)."""
     if sigma <= 0:
         return x
     r = max(1, round(3 * sigma))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-t ** 2 / (2 * sigma ** 2))
     k = k / k.sum()
-    img = x.reshape(-1, 1, *shape)
+    img = x.reshape(-1, 1, *shape)                 # each channel blurred alone
     img = F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, r))
     img = F.conv2d(img, k.view(1, 1, -1, 1), padding=(r, 0))
     return img.reshape(x.shape)
 
 
-def degrade(x: torch.Tensor, shape: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+def degrade(x: torch.Tensor, shape: tuple[int, int], g: torch.Generator, channels: int = 1) -> torch.Tensor:
     """Real images made to look like generated means: blur (one std per quarter of the batch, from BLURS)
-    and contrast scaled by a factor in [0.4, 1] per image."""
-    parts = [blur(part, shape, s) for part, s in zip(x.chunk(len(BLURS)), BLURS)]
+    and contrast scaled by a factor in [0.4, 1] per image (grey images: dimmer ink on black)."""
+    parts = [blur(part, shape, s, channels) for part, s in zip(x.chunk(len(BLURS)), BLURS)]
     gain = 0.4 + 0.6 * torch.rand(len(x), 1, generator=g, device=x.device)
-    return torch.cat(parts) * gain
+    return torch.cat(parts) * gain if channels == 1 else torch.cat(parts)
 
 
 def train_classifier(data: AttributeDataset, steps: int = 2000, batch_size: int = 128, seed: int = 0) -> AttributeClassifier:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    clf = AttributeClassifier(data.image.shape, {a.name: a.size for a in data.attributes})
+    clf = reader_of(data)
     opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
     n = data.n_train
     for step in range(steps):
         batch = to_batch(data.train, torch.randint(0, n, (batch_size,), generator=g))
-        logits = clf(degrade(batch[data.image.name], data.image.shape, g))
-        loss = sum(F.cross_entropy(logits[a], batch[a]) for a in clf.classes)
+        logits = clf(degrade(batch[data.image.name], data.image.shape, g, data.image.channels))
+        loss = sum(reading_loss(clf.attributes[a], logits[a], batch[a]) for a in clf.classes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return clf.eval()
+
+
+def reader_of(data: AttributeDataset) -> AttributeClassifier:
+    widths = {a.name: 1 if isinstance(a, Continuous) else a.size for a in data.attributes}
+    return AttributeClassifier(data.image.shape, widths, data.image.channels, data.attributes)
+
+
+def reading_loss(attribute: Attribute, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a class, squared error of a continuous value; cells not observed left out."""
+    if isinstance(attribute, Continuous):
+        seen = ~target.isnan()
+        return ((logits[:, 0] - target.nan_to_num(0.0)) ** 2 * seen).sum() / seen.sum().clamp_min(1)
+    if bool((target < 0).any()):
+        return F.cross_entropy(logits, target, ignore_index=-1) if bool((target >= 0).any()) else logits.sum() * 0
+    return F.cross_entropy(logits, target)
 
 
 STEPS = 2000          # training steps of the small classifier
@@ -157,7 +209,7 @@ def classifier_for(data: AttributeDataset) -> tuple[AttributeClassifier, dict[st
     Keyed by the data's fingerprint, not the run's settings: runs whose seeds or models differ but whose data
     is the same (full MNIST, MNIST-A) are read by one instrument, trained once (its training seed is fixed).
     """
-    clf = AttributeClassifier(data.image.shape, {a.name: a.size for a in data.attributes})
+    clf = reader_of(data)
     steps = CROP_STEPS if clf.crop else STEPS
     how = {"version": VERSION} | ({"crop": CROP, "steps": steps} if clf.crop else {})   # small ones keep their keys
     key = hashlib.sha1(json.dumps({"data": fingerprint(data)} | how, sort_keys=True).encode()).hexdigest()[:16]

@@ -24,10 +24,11 @@ from typing import Callable
 
 import torch
 
-from .classifier import AttributeClassifier, accuracy, classifier_for
+from .classifier import AttributeClassifier, accuracy, classifier_for, value_errors
 from .data.attributes import AttributeDataset, batches, parse_assignments, seeded_subset
 from .posteriors import Posterior, standard_normal
 from .models import MultimodalVAE
+from .modalities import Continuous
 
 CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible
 COVERAGE_TARGET = 0.95
@@ -56,14 +57,26 @@ class EvalConfig:
 @torch.no_grad()
 def attribute_accuracy(model: MultimodalVAE, data: AttributeDataset, given: tuple[str, ...], chunk: int = 4096) -> dict[str, float]:
     """Share of test examples whose attribute a equals argmax_a p(a|z), z the mean of q(z|given)."""
-    split, device = data.test, next(model.parameters()).device
-    n = data.n_test
+    split, device = observed_rows(data, data.test, given), next(model.parameters()).device
     correct = {a.name: 0 for a in data.attributes}
+    seen = {a.name: 0 for a in data.attributes}
     for batch in batches(split, chunk, device):
         z = model.posterior({k: batch[k] for k in given}).mean
         for name, logits in model.logits(z, list(correct)).items():
-            correct[name] += int((logits.argmax(-1) == batch[name]).sum())
-    return {name: c / n for name, c in correct.items()}
+            a = data.attribute(name)
+            truth = a.to_levels(batch[name])
+            correct[name] += int(((a.to_levels(a.point(logits)) == truth) & (truth >= 0)).sum())
+            seen[name] += int((truth >= 0).sum())
+    return {name: c / seen[name] if seen[name] else float("nan") for name, c in correct.items()}
+
+
+def observed_rows(data: AttributeDataset, split: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
+    """The rows of a split that observe every modality in `names` (all rows of a fully observed split)."""
+    keep = torch.ones(len(split[data.image.name]), dtype=torch.bool)
+    for a in data.attributes:
+        if a.name in names:
+            keep &= a.observed(split[a.name])
+    return split if bool(keep.all()) else {k: v[keep] for k, v in split.items()}
 
 
 # -- intervals --------------------------------------------------------------------------------------------
@@ -134,15 +147,17 @@ def coverage_replicates(reads: list[tuple[torch.Tensor, int]], resamples: int, g
 def queries(data: AttributeDataset) -> list[dict[str, int]]:
     """Every non-empty subset of attributes with every combination of its values seen in the test set."""
     names = [a.name for a in data.attributes]
+    levels = {a.name: a.to_levels(data.test[a.name]) for a in data.attributes}   # a continuous value: its level
     out = []
     for size in range(1, len(names) + 1):
         for subset in itertools.combinations(names, size):
-            seen = torch.stack([data.test[a] for a in subset], -1).unique(dim=0)
-            out += [dict(zip(subset, row.tolist())) for row in seen]
+            seen = torch.stack([levels[a] for a in subset], -1).unique(dim=0)
+            out += [dict(zip(subset, row.tolist())) for row in seen if bool((row >= 0).all())]
     return out
 
 
 def query_label(data: AttributeDataset, query: dict[str, int]) -> str:
+    """name=value,...: a query's levels as the user reads them."""
     return ",".join(f"{k}={data.attribute(k).classes[v]}" for k, v in query.items())
 
 
@@ -171,24 +186,35 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
     subsets: dict[tuple[str, ...], list[dict[str, int]]] = {}
     for q in queries(data):
         subsets.setdefault(tuple(q), []).append(q)
+    continuous = {a.name: a for a in data.attributes if isinstance(a, Continuous)}
     for subset, qs in subsets.items():
-        given = {a: torch.tensor([q[a] for q in qs]) for a in subset}
+        given = {a: data.attribute(a).level_values(torch.tensor([q[a] for q in qs])) for a in subset}
         images = model.generate(given, n, temperature=temperature, complete=complete)[data.image.name]
-        read = {a: v.cpu() for a, v in clf.predict(images).items()}  # each (n, len(qs))
+        if continuous:                                                # each (n, len(qs))
+            values = {a: v.cpu() for a, v in clf.read(images).items()}
+            read = {a: continuous[a].to_levels(v) if a in continuous else v for a, v in values.items()}
+        else:
+            read = {a: v.cpu() for a, v in clf.predict(images).items()}
         free = [a for a in data.attributes if a.name not in subset]
         for j, q in enumerate(qs):
-            shown = torch.stack([read[a][:, j] == v for a, v in q.items()])    # (|O|, n)
+            # a class is shown when read back; a continuous value when read within its tolerance
+            shown = torch.stack([(values[a][:, j] - given[a][j]).abs() <= continuous[a].tolerance if a in continuous
+                                 else read[a][:, j] == v for a, v in q.items()])    # (|O|, n)
             correctness, all_correct = float(shown.double().mean()), float(shown.all(0).double().mean())
             row = {"label": query_label(data, q), "subset": list(subset), "n": n,
                    "correctness": correctness, "correctness_interval": wilson(correctness, n),
                    "all_correct": all_correct, "all_correct_interval": wilson(all_correct, n)}
+            errors = {a: float((values[a][:, j] - given[a][j]).abs().mean() / (c.high - c.low))
+                      for a, c in continuous.items() if a in q}
+            if errors:        # mean |read - asked| as a share of the training range
+                row["value_error"] = errors
             if free:
-                row["coverage"] = float(sum(coverage_of(torch.bincount(read[a.name][:, j], minlength=a.size))
+                row["coverage"] = float(sum(coverage_of(torch.bincount(read[a.name][:, j], minlength=len(a.classes)))
                                             for a in free) / len(free))
-                replicates[row["label"]] = coverage_replicates([(read[a.name][:, j], a.size) for a in free],
+                replicates[row["label"]] = coverage_replicates([(read[a.name][:, j], len(a.classes)) for a in free],
                                                                resamples, generator)
                 row["coverage_interval"] = bootstrap_interval(row["coverage"], replicates[row["label"]])
-            row["readings"] = {a.name: dict(zip(a.classes, (torch.bincount(read[a.name][:, j], minlength=a.size)
+            row["readings"] = {a.name: dict(zip(a.classes, (torch.bincount(read[a.name][:, j], minlength=len(a.classes))
                                                             .double() / n).tolist())) for a in data.attributes}
             rows.append(row)
 
@@ -212,7 +238,9 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
                             "by_size_interval": size_ci, "by_subset_interval": subset_ci},
             "coverage": {"by_size": size_v, "by_subset": subset_v,
                          "by_size_interval": size_vi, "by_subset_interval": subset_vi},
-            "queries": rows}
+            "queries": rows,
+            "value_error": {a: statistics.fmean(r["value_error"][a] for r in rows if a in r.get("value_error", {}))
+                            for a in continuous if any(a in r.get("value_error", {}) for r in rows)}}
 
 
 @torch.no_grad()
@@ -220,7 +248,7 @@ def joint_coherence(model: MultimodalVAE, data: AttributeDataset, clf: Attribute
     """Share of z ~ p(z) whose decoded image the classifier reads as argmax p(a|z), for every attribute."""
     drawn = model.generate({}, draws)           # (draws, 1, ...): decoded in bounded chunks
     reads = clf.predict(drawn[data.image.name])
-    agree = torch.stack([reads[a.name] == drawn[a.name] for a in data.attributes]).all(0)
+    agree = torch.stack([reads[a.name] == a.to_levels(drawn[a.name]) for a in data.attributes]).all(0)
     return float(agree.float().mean())
 
 
@@ -242,8 +270,9 @@ def log_likelihood_examples(model: MultimodalVAE, data: AttributeDataset, k: int
     """
     device = next(model.parameters()).device
     x, attrs = data.image.name, [a.name for a in data.attributes]
-    idx = seeded_subset(len(data.test[x]), examples, seed)
-    split = {name: v[idx] for name, v in data.test.items()}
+    test = observed_rows(data, data.test, attrs)                      # log p(x,y) needs every y
+    idx = seeded_subset(len(test[x]), examples, seed)
+    split = {name: v[idx] for name, v in test.items()}
     per_chunk, done = max(1, rows_per_chunk // k), 0
     values: dict[str, torch.Tensor] = {}   # filled in place: small tensors kept per chunk fragment the heap
     for batch in batches(split, per_chunk, device):
@@ -294,6 +323,8 @@ def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalCo
     names = tuple(m.name for m in data.modalities)
     metrics = {"classifier_test_accuracy": clf_accuracy,
                "classifier_degraded_accuracy": accuracy(clf, data.test, data.image.name, degraded=True)}
+    if errors := value_errors(clf, data.test, data.image.name):
+        metrics["classifier_value_error"] = errors       # mean |read - true| on real test images, share of range
     queries_cfg = {"n": eval_cfg.n_per_query, "resamples": eval_cfg.resamples, "seed": eval_cfg.seed}
     metrics |= timed("correctness_coverage", correctness_coverage, model, data, clf, **queries_cfg)
     if eval_cfg.low_temperature != 1:

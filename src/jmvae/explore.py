@@ -1,7 +1,7 @@
 """explore.html: the latent space of a run, to move through in a browser. One self-contained file.
 
 The page needs no server and no network: the decoders' weights are embedded (float16, base64) and run in
-plain JavaScript, and everything that needs an encoder is precomputed here: the test set's q(z|x) means (the
+plain JavaScript (MLPs and the conv image decoder; grey or colour images; a continuous attribute's mean), and everything that needs an encoder is precomputed here: the test set's q(z|x) means (the
 points), and for every attribute query (every non-empty subset of attributes, every combination of values)
 its posterior's components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few
 draws from it (the strip of images). For z > 2 the plane is spanned by the first two principal directions
@@ -20,7 +20,9 @@ from torch import nn
 
 from .data.attributes import AttributeDataset, to_batch
 from .errors import UserError
+from .modalities import Continuous
 from .models import MultimodalVAE
+from .networks import ConvDecoder
 from .runs import write_text
 
 EXPLORER = "explore.html"   # its name in a run directory
@@ -35,13 +37,32 @@ def half(a: torch.Tensor) -> str:
 
 
 def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
-    """The Linear layers of an MLP decoder (ReLU between them) as {out, in, w, b}; the page runs only these."""
-    layers = list(decoder) if isinstance(decoder, nn.Sequential) else [decoder]
-    linears = [m for m in layers if isinstance(m, nn.Linear)]
-    if not linears or any(not isinstance(m, (nn.Linear, nn.ReLU)) for m in layers):
+    """A decoder as the page's operations: each Linear as {out, in, w, b, relu} and each 2-D transposed
+    convolution (the conv image decoder) as {op: "convT", ...}; the page runs these in JavaScript."""
+    if isinstance(decoder, ConvDecoder):
+        layers = [*decoder.fc, *decoder.net]
+        h, w = decoder.grid[1:]
+    else:
+        layers = list(decoder) if isinstance(decoder, nn.Sequential) else [decoder]
+        h = w = 0
+    ops: list[dict] = []
+    for m in layers:
+        if isinstance(m, nn.Linear):
+            ops.append({"out": m.out_features, "in": m.in_features, "w": half(m.weight), "b": half(m.bias), "relu": False})
+        elif isinstance(m, nn.ConvTranspose2d) and m.stride[0] == m.stride[1] and m.padding[0] == m.padding[1]:
+            ops.append({"op": "convT", "cin": m.in_channels, "cout": m.out_channels, "k": m.kernel_size[0],
+                        "s": m.stride[0], "p": m.padding[0], "h": h, "wd": w, "w": half(m.weight), "b": half(m.bias),
+                        "relu": False})
+            h, w = (h - 1) * m.stride[0] - 2 * m.padding[0] + m.kernel_size[0], (w - 1) * m.stride[0] - 2 * m.padding[0] + m.kernel_size[0]
+        elif isinstance(m, nn.ReLU) and ops:
+            ops[-1]["relu"] = True
+        elif not isinstance(m, nn.Flatten):
+            ops = []
+            break
+    if not ops:
         raise UserError(f"explore: the decoder of {name} is a {type(decoder).__name__} (allowed: an MLP of Linear and "
-                        "ReLU layers, which the page runs in JavaScript)")
-    return [{"out": m.out_features, "in": m.in_features, "w": half(m.weight), "b": half(m.bias)} for m in linears]
+                        "ReLU layers or jmvae's conv decoder, which the page runs in JavaScript)")
+    return ops
 
 
 def plane_of(model: MultimodalVAE, data: AttributeDataset, points: torch.Tensor) -> dict:
@@ -67,8 +88,8 @@ def queries(model: MultimodalVAE, data: AttributeDataset, plane: dict, device, g
     names = [a.name for a in data.attributes]
     for r in range(1, len(names) + 1):
         for subset in itertools.combinations(data.attributes, r):
-            for values in itertools.product(*(range(a.size) for a in subset)):
-                given = {a.name: torch.tensor([v], device=device) for a, v in zip(subset, values)}
+            for values in itertools.product(*(range(len(a.classes)) for a in subset)):
+                given = {a.name: a.level_values(torch.tensor([v], device=device)) for a, v in zip(subset, values)}
                 q = model.posterior(given)
                 weights, loc, scale = (t[0].cpu() for t in q.components())   # (K,), (K, d), (K, d)
                 comps = []
@@ -109,14 +130,17 @@ def _explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, see
         coords = torch.cat([coords, torch.zeros_like(coords)], 1)
     extent = max(3.0, float(coords.abs().max()) * 1.05)
     return {
-        "title": title, "z_dim": model.z_dim, "image": {"name": x, "shape": list(data.image.shape)},
-        "attributes": [{"name": a.name, "classes": list(a.classes)} for a in data.attributes],
+        "title": title, "z_dim": model.z_dim,
+        "image": {"name": x, "shape": list(data.image.shape), "channels": data.image.channels},
+        "attributes": [{"name": a.name, "classes": list(a.classes), "kind": a.kind}
+                       | ({"mean": a.mean, "std": a.std, "low": a.low, "high": a.high} if isinstance(a, Continuous) else {})
+                       for a in data.attributes],
         "plane": plane, "extent": extent,
         "points": {"xy": [[round(float(u), 4) for u in p] for p in coords],
-                   "values": {a.name: batch[a.name].cpu().tolist() for a in data.attributes}},
+                   "values": {a.name: a.to_levels(batch[a.name]).cpu().tolist() for a in data.attributes}},
         "queries": queries(model, data, plane, device, g),
         "decoders": {name: {"layers": decoder_layers(model.decoders[name], name),
-                            "kind": "image" if name == x else "categorical"} for name in model.names},
+                            "kind": "image" if name == x else data.attribute(name).kind} for name in model.names},
         "objective": model.describe(),
     }
 

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from .data.attributes import AttributeDataset, to_batch
-from .evaluate import EvalConfig
+from .evaluate import EvalConfig, observed_rows
 from .modalities import Categorical
 from .runs import atomic_write, write_text
 
@@ -137,9 +137,9 @@ def query(names: Sequence[str]) -> str:
 
 def combination_index(split: dict[str, torch.Tensor], attributes: Sequence[Categorical]) -> torch.Tensor:
     """Each row's position in `combinations(attributes, limit=inf)` (mixed-radix number of its values)."""
-    index = torch.zeros_like(split[attributes[0].name])
+    index = torch.zeros(len(split[attributes[0].name]), dtype=torch.long, device=split[attributes[0].name].device)
     for a in attributes:
-        index = index * len(a.classes) + split[a.name]
+        index = index * len(a.classes) + a.to_levels(split[a.name])
     return index
 
 
@@ -151,10 +151,11 @@ def colours(n: int) -> list:
 
 # -- drawing helpers ---------------------------------------------------------------------------------------
 def tile(images: np.ndarray, ncols: int, pad: int = 1, pad_value: float = 0.5) -> np.ndarray:
-    """(n, H, W) images -> one (rows*(H+pad)-pad, ncols*(W+pad)-pad) mosaic, row-major, gaps in grey."""
-    n, h, w = images.shape
+    """(n, H, W) or (n, H, W, 3) images -> one (rows*(H+pad)-pad, ncols*(W+pad)-pad[, 3]) mosaic, row-major,
+    gaps in grey."""
+    n, h, w = images.shape[:3]
     nrows = -(-n // ncols)
-    out = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad), pad_value, dtype=np.float32)
+    out = np.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad, *images.shape[3:]), pad_value, dtype=np.float32)
     for i, image in enumerate(images):
         r, c = divmod(i, ncols)
         out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = image
@@ -162,7 +163,10 @@ def tile(images: np.ndarray, ncols: int, pad: int = 1, pad_value: float = 0.5) -
 
 
 def _show_image(ax, image: np.ndarray, **kwargs) -> None:
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest", **kwargs)
+    if image.ndim == 3:                       # colour (H, W, 3)
+        ax.imshow(np.clip(image, 0, 1), interpolation="nearest", **kwargs)
+    else:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest", **kwargs)
 
 
 def _hide_ticks(ax) -> None:
@@ -175,7 +179,7 @@ def _hide_ticks(ax) -> None:
 def _image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str) -> Figure:
     """One labelled row of images per query: rows[i] is (n, H, W)."""
     strips = [tile(r, len(r)) for r in rows]
-    height, width = strips[0].shape
+    height, width = strips[0].shape[:2]
     inch = min(0.06, 9.0 / width)                 # inches per image pixel: at most 9 inches of images
     fig = Figure(figsize=(max(width * inch + 2.2, 6.5), len(rows) * (height * inch + 0.08) + 0.8),
                  layout="constrained")
@@ -249,7 +253,7 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def save_image_grid(images: np.ndarray, out: Path | str, title: str = "", ncols: int = 8) -> None:
-    """Save (n, H, W) images in [0, 1] as one titled grid PNG (the `jmvae generate` output)."""
+    """Save (n, H, W) or (n, H, W, 3) images in [0, 1] as one titled grid PNG (the `jmvae generate` output)."""
     images = np.asarray(images, dtype=np.float32)
     ncols = max(1, min(ncols, len(images)))
     mosaic = tile(images, ncols)
@@ -276,10 +280,11 @@ class Embedding:
 
     @classmethod
     def of(cls, model, data: AttributeDataset, seed: int, limit: int = MAX_POINTS) -> "Embedding":
-        n = len(data.test[data.image.name])
+        test = observed_rows(data, data.test, [a.name for a in data.attributes])   # q(z|x,y) needs every y
+        n = len(test[data.image.name])
         generator = torch.Generator().manual_seed(seed)
         idx = torch.randperm(n, generator=generator)[:limit].sort().values
-        batch = to_batch(data.test, idx, _device(model))
+        batch = to_batch(test, idx, _device(model))
         qx = model.posterior({data.image.name: batch[data.image.name]})
         qxy = model.posterior(batch)
         return cls(batch, qx.mean, qx.stddev, qxy.mean, qxy.stddev)
@@ -301,7 +306,8 @@ def _spread(plane: Plane, u: np.ndarray, seed: int) -> np.ndarray:
 def fig_generated_joint(model, data: AttributeDataset, n: int) -> tuple[Figure, FigureInfo]:
     attrs = data.attributes
     combos = combinations(attrs)
-    given = {a.name: torch.tensor([c[i] for c in combos], device=_device(model)) for i, a in enumerate(attrs)}
+    given = {a.name: a.level_values(torch.tensor([c[i] for c in combos], device=_device(model)))
+             for i, a in enumerate(attrs)}
     images = _generated_rows(model, data, given, n)
     names = [a.name for a in attrs]
     title = f"Images generated from {query(names)}\n{n} samples of z per row, each decoded as the mean of p(x|z)"
@@ -316,7 +322,7 @@ def fig_generated_single(model, data: AttributeDataset, n: int,
     """completed=T: the same rows drawn by generate(complete=True) at temperature T."""
     rows, labels = [], []
     for a in data.attributes:
-        values = torch.arange(len(a.classes), device=_device(model))
+        values = a.level_values(torch.arange(len(a.classes), device=_device(model)))
         rows += _generated_rows(model, data, {a.name: values}, n, completed)
         labels += [f"{a.name}={c}" for c in a.classes]
     if completed is None:
@@ -337,8 +343,8 @@ def _generated_rows(model, data: AttributeDataset, given: dict[str, torch.Tensor
                     completed: float | None = None) -> list[np.ndarray]:
     """model.generate(given, n) (completed at temperature `completed`) -> one (n, H, W) image array per query."""
     how = {} if completed is None else {"complete": True, "temperature": completed}
-    x = model.generate(given, n, **how)[data.image.name].cpu().numpy()        # (n, B, H*W)
-    return [x[:, b].reshape(n, *data.image.shape) for b in range(x.shape[1])]
+    x = model.generate(given, n, **how)[data.image.name].cpu().numpy()        # (n, B, C*H*W)
+    return [data.image.pixels(x[:, b]) for b in range(x.shape[1])]
 
 
 def fig_latent_attributes(model, data: AttributeDataset, plane: Plane, seed: int) -> tuple[Figure, FigureInfo]:
@@ -346,12 +352,12 @@ def fig_latent_attributes(model, data: AttributeDataset, plane: Plane, seed: int
     panels: list[tuple[str, list[str], list[np.ndarray]]] = []   # (title, labels, points per label)
     combos = combinations(attrs)
     if len(attrs) > 1:
-        given = {a.name: torch.tensor([c[i] for c in combos], device=dev) for i, a in enumerate(attrs)}
+        given = {a.name: a.level_values(torch.tensor([c[i] for c in combos], device=dev)) for i, a in enumerate(attrs)}
         z = model.posterior(given).sample((LATENT_SAMPLES,))                # (S, B, z_dim)
         panels.append((query([a.name for a in attrs]), [assignment(attrs, c) for c in combos],
                        [plane.project(z[:, b]) for b in range(len(combos))]))
     for a in attrs:
-        z = model.posterior({a.name: torch.arange(len(a.classes), device=dev)}).sample((LATENT_SAMPLES,))
+        z = model.posterior({a.name: a.level_values(torch.arange(len(a.classes), device=dev))}).sample((LATENT_SAMPLES,))
         labels = [f"{a.name}={c}" for c in a.classes][:MAX_COMBINATIONS]
         panels.append((query([a.name]), labels, [plane.project(z[:, b]) for b in range(len(labels))]))
     panels = [(t, labels, [_spread(plane, p, seed + i) for i, p in enumerate(pts)]) for t, labels, pts in panels]
@@ -383,7 +389,7 @@ def colourings(data: AttributeDataset, batch: dict[str, torch.Tensor]) -> list[t
     attrs = data.attributes
     if math.prod(len(a.classes) for a in attrs) <= MAX_COMBINATIONS:
         return [("", combination_index(batch, attrs).cpu().numpy(), [assignment(attrs, c) for c in combinations(attrs)])]
-    return [(f", coloured by {a.name}", batch[a.name].cpu().numpy(), [f"{a.name}={c}" for c in a.classes])
+    return [(f", coloured by {a.name}", a.to_levels(batch[a.name]).cpu().numpy(), [f"{a.name}={c}" for c in a.classes])
             for a in attrs]
 
 
@@ -432,13 +438,13 @@ def fig_decision_boundaries(model, data: AttributeDataset, emb: Embedding, plane
     names = [a.name for a in data.attributes]
     z = plane.lift(u)
     logits = [model.logits(chunk, names) for chunk in z.split(4096)]    # bounded memory at any hidden width
-    probs = {n: torch.cat([l[n] for l in logits]).softmax(-1).cpu().numpy().reshape(len(ys), len(xs), -1)
+    probs = {n: data.attribute(n).level_probs(torch.cat([l[n] for l in logits])).cpu().numpy().reshape(len(ys), len(xs), -1)
              for n in names}
 
     attrs, extent = data.attributes, limits
     fig, axes = _latent_figure(len(attrs), 5.6, 5.8)
     for ax, a in zip(axes, attrs):
-        truth = emb.batch[a.name].cpu().numpy()
+        truth = a.to_levels(emb.batch[a.name]).cpu().numpy()
         palette = ["tab:blue", "tab:red"] if len(a.classes) == 2 else colours(len(a.classes))
         p = probs[a.name]
         if len(a.classes) == 2:
@@ -470,7 +476,7 @@ def fig_pxz_grid(model, data: AttributeDataset, plane: Plane) -> tuple[Figure, F
     u = np.stack(np.meshgrid(values, rows), -1).reshape(-1, 2)
     x = model.logits(plane.lift(u), [data.image.name])[data.image.name].sigmoid().cpu().numpy()
     h, w = data.image.shape
-    mosaic = tile(x.reshape(-1, h, w), len(values))
+    mosaic = tile(data.image.pixels(x), len(values))
 
     inch = min(0.03, 9.0 / mosaic.shape[1])
     fig = Figure(figsize=(mosaic.shape[1] * inch + 1.4, mosaic.shape[0] * inch + 1.4), layout="constrained")

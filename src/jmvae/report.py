@@ -115,6 +115,25 @@ def time_section(metrics: dict) -> str:
     return "<h2>Time</h2>" + table(rows, ("phase", "wall time"))
 
 
+def data_card_section(config: dict) -> str:
+    """The data: image size and colour, and per attribute its kind, value counts and missing share."""
+    schema, card = config.get("schema"), config.get("data_card")
+    if not schema or not card:
+        return ""
+    im = schema["image"]
+    rows = []
+    for name, c in card.items():
+        d = schema["attributes"].get(name, {})
+        counts = ", ".join(f"{k}: {v:,}" for k, v in c["counts"].items())
+        if c["kind"] == "continuous":
+            counts = (f"mean {d.get('mean', 0):.4g}, std {d.get('std', 0):.4g}, range {d['range'][0]:.4g} to "
+                      f"{d['range'][1]:.4g}; nearest level: {counts}") if "range" in d else counts
+        rows.append([name, c["kind"], counts, percent(c["missing_train"]), percent(c["missing_test"])])
+    return (f"<h2>Data</h2><p>{config['n_train']:,} training and {config['n_test']:,} test examples; images "
+            f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} ({html.escape(im['likelihood'])} "
+            f"likelihood).</p>" + grid(["attribute", "kind", "training values", "missing (train)", "missing (test)"], rows))
+
+
 def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, history: list[dict]) -> Path:
     """Write run_dir/report.html from the run's config, metrics, figures (FigureInfo list) and history."""
     run_dir = Path(run_dir)
@@ -122,11 +141,11 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
     last = history[-1] if history else {}
     losses = [(k.replace("_", " ", 1), v) for k, v in last.items() if k.startswith(("train_", "test_"))]
     parts = [f"<h1>jmvae run <code>{html.escape(run_dir.name)}</code></h1>",
-             f"<p><b>{html.escape(train['model'].upper())}</b> on <b>{html.escape(train['preset'])}</b>, "
+             f"<p><b>{html.escape(train['model'].upper())}</b> on <b>{html.escape(str(train.get('preset') or train.get('data')))}</b>, "
              f"z = {train['z_dim']}, {config['total_steps']} steps, seed {train['seed']}. "
-             f"MNIST source: {html.escape(config['mnist_source'])}; {config['n_train']} training and "
+             f"Data: {html.escape(config['mnist_source'])}; {config['n_train']} training and "
              f"{config['n_test']} test images.</p>",
-             f"<h2>Objective</h2><pre>{html.escape(config['objective'])}</pre>"]
+             f"<h2>Objective</h2><pre>{html.escape(config['objective'])}</pre>", data_card_section(config)]
     if metrics:
         clf = classifier_text(metrics)
         settings = metrics["settings"]
