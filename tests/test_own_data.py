@@ -1,0 +1,257 @@
+"""A user's own data: a folder in the ImageFolder layout, an .npz, arrays from Python; kinds inferred; empty
+cells; colour images; bad data refused with one line; the export round trip against the preset."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jmvae.cli import main
+from jmvae.config import TrainConfig
+from jmvae.data import own
+from jmvae.data.attributes import load_dataset
+from jmvae.errors import UserError
+from jmvae.models import MODELS
+from jmvae.modalities import Binary, Categorical, Continuous
+from jmvae.train import load_run, train
+
+@pytest.fixture(autouse=True)
+def quick_reader(monkeypatch):
+    """The attribute reader trained briefly: these tests check the plumbing, not its accuracy."""
+    from jmvae import classifier
+    monkeypatch.setattr(classifier, "STEPS", 60)
+
+
+TINY = ["--hidden", "32", "--k", "3", "--n-per-query", "4", "--coherence-draws", "20", "--likelihood-examples", "5"]
+
+
+def write_folder(root, n=60, size=(32, 32), colour=True, missing=True, seed=0, layout="root", fmt="csv"):
+    """A colour dataset: a square whose colour (categorical), brightness (continuous) and fill (binary) vary."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        colour_name = ["red", "green", "blue"][i % 3]
+        level, filled = float(rng.uniform(0.3, 1.0)), bool(i % 2)
+        img = np.zeros((*size, 3), np.uint8)
+        c = {"red": 0, "green": 1, "blue": 2}[colour_name]
+        img[4:-4, 4:-4, c] = int(255 * level) if filled else 0
+        img[4:6, 4:-4, c] = int(255 * level)
+        if not colour:
+            img = img.max(-1, keepdims=True).repeat(3, -1)
+        split = "" if layout == "root" else ("test/" if i % 5 == 0 else "train/")
+        name = f"{split}img{i:03d}.png"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / name)
+        row = {"file_name": name, "colour": colour_name, "brightness": f"{level:.3f}", "filled": str(filled).lower()}
+        if missing and i % 7 == 3:
+            row["colour"] = ""
+        if missing and i % 11 == 5:
+            row["brightness"] = ""
+        rows.append(row)
+    if fmt == "csv":
+        with open(root / "metadata.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        with open(root / "metadata.jsonl", "w") as f:
+            for r in rows:
+                typed = {"file_name": r["file_name"], "colour": r["colour"] or None,
+                         "brightness": float(r["brightness"]) if r["brightness"] else None,
+                         "filled": r["filled"] == "true"}
+                f.write(json.dumps(typed) + "\n")
+    return root
+
+
+def test_kinds_are_inferred_from_the_values():
+    assert own.infer_kind("a", ["true", "false", "TRUE"]) == "binary"
+    assert own.infer_kind("a", ["0", "1", "1"]) == "binary"
+    assert own.infer_kind("a", [True, False]) == "binary"
+    assert own.infer_kind("a", ["1", "2", "3"]) == "categorical"
+    assert own.infer_kind("a", ["red", "blue"]) == "categorical"
+    assert own.infer_kind("a", ["0.5", "1.25", "3"]) == "continuous"
+    assert own.infer_kind("a", [str(i) for i in range(40)]) == "continuous"   # many integers: a quantity
+    with pytest.raises(UserError, match="'abc' is text in a numeric column"):
+        own.infer_kind("dose", ["0.5", "1.5", "abc", "2"])
+
+
+def test_a_colour_folder_with_empty_cells_loads_with_its_schema(tmp_path):
+    write_folder(tmp_path / "d")
+    data = load_dataset(None, data=str(tmp_path / "d"), seed=0, test_fraction=0.25, progress=False)
+    assert data.image.channels == 3 and data.image.shape == (32, 32)
+    assert data.n_train == 45 and data.n_test == 15
+    kinds = {a.name: type(a) for a in data.attributes}
+    assert kinds == {"colour": Categorical, "brightness": Continuous, "filled": Binary}
+    assert data.attribute("colour").classes == ("blue", "green", "red")
+    both = {k: torch.cat([data.train[k], data.test[k]]) for k in data.train}
+    assert int((both["colour"] == -1).sum()) == sum(1 for i in range(60) if i % 7 == 3)   # empty cells: not observed
+    assert int(both["brightness"].isnan().sum()) == sum(1 for i in range(60) if i % 11 == 5)
+    b = data.attribute("brightness")      # standardised on the training split
+    seen = data.train["brightness"][~data.train["brightness"].isnan()]
+    assert abs(float(seen.mean())) < 1e-5 and abs(float(seen.std(unbiased=False)) - 1) < 1e-4
+    assert 0.3 <= b.mean <= 1.0
+    # colour kept, channel-first: the red square's pixels are in channel 0
+    img = data.train["x"][0].reshape(3, 32, 32)
+    assert img.shape == (3, 32, 32) and int(img.sum()) > 0
+
+
+def test_train_and_test_subfolders_and_jsonl_give_the_split_and_types(tmp_path):
+    write_folder(tmp_path / "d", layout="split", fmt="jsonl")
+    data = load_dataset(None, data=str(tmp_path / "d"), progress=False)
+    assert data.n_test == 12 and data.n_train == 48
+    assert isinstance(data.attribute("filled"), Binary) and isinstance(data.attribute("brightness"), Continuous)
+
+
+def test_grey_images_are_one_channel_and_a_kind_can_be_overridden(tmp_path):
+    write_folder(tmp_path / "d", colour=False, missing=False)
+    data = load_dataset(None, data=str(tmp_path / "d"), attribute=["filled=categorical"], image_size="16",
+                        progress=False)
+    assert data.image.channels == 1 and data.image.shape == (16, 16)
+    assert type(data.attribute("filled")) is Categorical and data.attribute("filled").classes == ("false", "true")
+
+
+def bad(tmp_path, edit):
+    root = write_folder(tmp_path / "d", n=12)
+    edit(root)
+    with pytest.raises(UserError) as e:
+        load_dataset(None, data=str(root), progress=False)
+    return str(e.value)
+
+
+def rewrite(root, change):
+    rows = list(csv.DictReader(open(root / "metadata.csv")))
+    rows = change(rows)
+    with open(root / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda r: (r / "img003.png").unlink(), "img003.png does not exist"),
+    (lambda r: (r / "img004.png").write_bytes(b"not a png"), "img004.png cannot be read"),
+    (lambda r: rewrite(r, lambda rows: rows + [dict(rows[0])]), "given twice"),
+    (lambda r: rewrite(r, lambda rows: [dict(x, filled="true") for x in rows]), "column filled has a single value"),
+    (lambda r: rewrite(r, lambda rows: [dict(x, brightness="lots") if i == 2 else x for i, x in enumerate(rows)]),
+     "column brightness: 'lots'"),
+    (lambda r: Image.new("RGB", (20, 32)).save(r / "img005.png"), "images of different sizes"),
+    (lambda r: rewrite(r, lambda rows: [{"file_name": x["file_name"]} for x in rows]), "no attribute columns"),
+    (lambda r: (r / "metadata.csv").unlink(), "has images but no metadata.csv"),
+    (lambda r: rewrite(r, lambda rows: [{"name": x["file_name"], "c": x["colour"]} for x in rows]), "no file_name column"),
+    (lambda r: rewrite(r, lambda rows: [dict(x, file_name="../escape.png") if i == 0 else x for i, x in enumerate(rows)]),
+     "file_name ../escape.png"),
+])
+def test_bad_data_is_one_line_naming_the_file_or_column(tmp_path, edit, says):
+    assert says in bad(tmp_path, edit)
+
+
+def test_an_empty_folder_and_a_missing_one_are_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jmvae: error:") and "does not exist" in err and not (tmp_path / "r").exists()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--preset", "mnist-a", "--out", str(tmp_path / "r")]) == 2
+    assert "--preset mnist-a with --data" in capsys.readouterr().err
+
+
+def test_the_cache_is_keyed_by_the_files(tmp_path):
+    root = write_folder(tmp_path / "d", n=12)
+    a = load_dataset(None, data=str(root), progress=False)
+    b = load_dataset(None, data=str(root), progress=False)          # from the cache
+    assert torch.equal(a.train["x"], b.train["x"])
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(root / "img000.png")   # a file changed: read again
+    c = load_dataset(None, data=str(root), progress=False)
+    assert a.options["files"] != c.options["files"]
+    assert not torch.equal(torch.cat([a.train["x"], a.test["x"]]).sort(0).values,
+                           torch.cat([c.train["x"], c.test["x"]]).sort(0).values)
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_every_model_trains_on_colour_data_with_empty_cells(tmp_path, model):
+    write_folder(tmp_path / "d", n=40)
+    data, m = train(TrainConfig(data=str(tmp_path / "d"), model=model, hidden=32, steps=3, batch_size=8),
+                    tmp_path / "run", progress=False, log=lambda *a: None)
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    out = m.generate({"brightness": torch.tensor([0.5]), "filled": torch.tensor([1])}, 4)
+    assert out["x"].shape == (4, 1, 3 * 32 * 32) and out["brightness"].dtype == torch.float32
+
+
+def test_a_run_on_own_data_generates_evaluates_and_reports(tmp_path, capsys):
+    write_folder(tmp_path / "d", n=60)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(run), "--steps", "4", "--batch-size", "16",
+                 *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "colour: categorical: blue, green, red" in out and "brightness: continuous" in out
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["attribute"] == ["colour=categorical", "brightness=continuous", "filled=binary"]
+    assert config["data_card"]["colour"]["missing_train"] > 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["classifier_test_accuracy"]) == {"colour", "brightness", "filled"}
+    assert "brightness" in metrics["classifier_value_error"] and "brightness" in metrics["value_error"]
+    report = (run / "report.html").read_text()
+    assert "<h2>Data</h2>" in report and "colour" in report and "missing (train)" in report
+    assert main(["generate", str(run), "--given", "colour=red", "brightness=0.8", "filled=true", "--n", "5",
+                 "--out", str(tmp_path / "g.npz")]) == 0
+    g = np.load(tmp_path / "g.npz")
+    assert g["images"].shape == (5, 32, 32, 3) and math.isclose(float(g["given_brightness"]), 0.8, rel_tol=1e-5)
+    assert g["brightness"].shape == (5,) and 0 < float(g["brightness"].mean()) < 2   # in the data's units
+    assert main(["generate", str(run), "--given", "filled=maybe", "--out", str(tmp_path / "g.png")]) == 2
+    assert "filled=maybe (allowed: true or false" in capsys.readouterr().err
+    assert main(["generate", str(run), "--given", "brightness=dim", "--out", str(tmp_path / "g.png")]) == 2
+    assert "brightness=dim (allowed: a number" in capsys.readouterr().err
+    assert main(["generate", str(run), "--given", "filled=1", "--out", str(tmp_path / "g.png")]) == 0
+    assert main(["figures", str(run)]) == 0
+    assert (run / "figures" / "generated_single.png").exists()
+    cfg, data, model = load_run(run)               # rebuilt from config.json: the same data
+    assert data.n_train == config["n_train"]
+
+
+def test_data_from_python_is_kept_in_the_run(tmp_path):
+    from jmvae.pipeline import fit
+    from jmvae.evaluate import EvalConfig
+    rng = np.random.default_rng(0)
+    images = rng.random((50, 12, 12)).astype(np.float32)
+    arrays = {"pixels": images, "label": np.array(["a", "b"] * 25),
+              "value": np.where(np.arange(50) % 9 == 0, np.nan, rng.normal(size=50))}
+    data = own.from_arrays(arrays)
+    assert data.image.name == "pixels" and isinstance(data.attribute("value"), Continuous)
+    metrics = fit(TrainConfig(hidden=16, steps=3, batch_size=8), tmp_path / "run", dataset=data,
+                  eval_cfg=EvalConfig(n_per_query=4, k=2, coherence_draws=10, likelihood_examples=4), log=lambda *a: None)
+    assert (tmp_path / "run" / "metrics.json").exists() and "correctness" in metrics
+    _, again, _ = load_run(tmp_path / "run")        # from data.npz in the run: the exact tensors
+    for k in data.train:
+        assert torch.equal(data.train[k].nan_to_num(-9), again.train[k].nan_to_num(-9))
+
+
+def test_an_npz_with_one_image_array_and_attribute_arrays(tmp_path):
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", images=(rng.random((30, 8, 8, 3)) * 255).astype(np.uint8),
+             flag=np.arange(30) % 2 == 0, kind=np.array(["x", "y", "z"] * 10))
+    data = load_dataset(None, data=str(tmp_path / "d.npz"), progress=False)
+    assert data.image.channels == 3 and isinstance(data.attribute("flag"), Binary)
+    np.savez(tmp_path / "bad.npz", a=np.zeros((3, 4, 4)), b=np.zeros((3, 4, 4)))
+    with pytest.raises(UserError, match="2 image arrays"):
+        load_dataset(None, data=str(tmp_path / "bad.npz"), progress=False)
+
+
+def test_export_round_trip_trains_exactly_as_the_preset(tmp_path, capsys):
+    """The general path loses nothing: an exported preset is the same data, bit for bit, and trains the same."""
+    assert main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")]) == 0
+    assert "jmvae train --data" in capsys.readouterr().out
+    a, _ = train(TrainConfig(mnist="bundled", steps=6, hidden=32, precision="float32"), tmp_path / "p",
+                 progress=False, log=lambda *a: None)
+    b, _ = train(TrainConfig(data=str(tmp_path / "pd"), steps=6, hidden=32, precision="float32"), tmp_path / "d",
+                 progress=False, log=lambda *a: None)
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["data_fingerprint"] == \
+        json.loads((tmp_path / "d" / "config.json").read_text())["data_fingerprint"]
+
+    def numbers(run):
+        return [line.split(",")[:2] + line.split(",")[3:] for line in (run / "history.csv").read_text().splitlines()]
+    assert numbers(tmp_path / "p") == numbers(tmp_path / "d")
+    assert main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")]) == 2
