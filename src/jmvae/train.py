@@ -10,6 +10,7 @@ import csv
 import ctypes
 import io
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -24,10 +25,10 @@ from .data.attributes import AttributeDataset, batches, hide_labels, load_datase
 from .errors import UserError
 from .models import MultimodalVAE, build_model
 from .networks import low_precision
-from .runs import (FINISHED, check_data, check_parents, fingerprint, is_finished, load_torch, remove_temp_files, save_torch,
-                   write_json, write_text)
+from .runs import (FINISHED, LOCK, RunLock, check_data, check_links, check_parents, check_path, fingerprint, is_finished,
+                   load_torch, remove_temp_files, safe_remove, save_torch, write_json, write_text)
 from .subsets import mark_observed
-from .trackers import Trackers
+from .trackers import Trackers, reachable
 
 
 def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, MultimodalVAE]:
@@ -38,7 +39,11 @@ def build(cfg: TrainConfig, quiet: bool = False) -> tuple[AttributeDataset, Mult
         data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist, cfg.binarize,
                             cfg.split)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
+    try:
+        model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
+    except (RuntimeError, MemoryError) as e:   # an allocation the machine refuses: name the setting that asked for it
+        raise UserError(f"--hidden {cfg.hidden}: the model cannot be allocated ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:80] if str(e) else 'out of memory'}) (allowed: a smaller --hidden)") from None
     return data, model
 
 
@@ -146,10 +151,13 @@ RUN_FILES = (FINISHED, "report.html", "model.pt", "checkpoint.pt", "history.csv"
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber a run, or anything that is not one, by accident; touches nothing."""
+    check_path(run_dir)
     check_parents(run_dir, f"run directory {run_dir}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file (allowed: a directory, new or a jmvae run)")
-    started = run_dir.is_dir() and any(not p.name.endswith(".tmp") for p in run_dir.iterdir())
+    RunLock(run_dir).check()
+    check_links(run_dir)
+    started = run_dir.is_dir() and any(not p.name.endswith(".tmp") and p.name != LOCK for p in run_dir.iterdir())
     is_run = is_run_dir(run_dir)
     if resume:
         if not started:
@@ -171,15 +179,26 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Delete a run's files, the finished mark first, so a kill midway never leaves a run that looks finished."""
+    """Delete a run's files, the finished mark first, so a kill midway never leaves a run that looks finished;
+    the old TensorBoard event files too (two runs would read as one). Never through a link (safe_remove)."""
     for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
+        safe_remove(run_dir, run_dir / name)
     figures_dir = run_dir / "figures"
-    if figures_dir.is_dir():
+    if figures_dir.is_dir() and not figures_dir.is_symlink():
         for f in [*figures_dir.glob("*.png"), figures_dir / "figures.json"]:
-            f.unlink(missing_ok=True)
+            safe_remove(run_dir, f)
+    events = run_dir / "tensorboard"
+    if events.is_dir() and not events.is_symlink():
+        for f in sorted(events.rglob("*"), reverse=True):
+            if f.is_dir() and not f.is_symlink():
+                try:
+                    f.rmdir()
+                except OSError:
+                    pass
+            else:
+                safe_remove(run_dir, f)
     remove_temp_files(run_dir)
-    (run_dir / "config.json").unlink(missing_ok=True)
+    safe_remove(run_dir, run_dir / "config.json")
 
 
 def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
@@ -226,8 +245,13 @@ def reuse_freed_memory() -> bool:
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool | None = None, log=print, trackers: Trackers | None = None,
-          seconds: dict[str, float] | None = None, evaluation: dict | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
+          seconds: dict[str, float] | None = None, evaluation: dict | None = None,
+          lock: RunLock | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
     """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model.
+
+    The run's RunLock is taken once every check has passed, before anything is deleted or written; a second
+    writer stops with one line naming this process. `lock`, if given, is taken and left held (the CLI holds it
+    through figures and evaluation); else the lock is released on return.
 
     `seconds`, if given, receives the wall time of its phases: "data and model" (checks, dataset, model),
     "training steps", "test loss and checkpoints" (the per-epoch bookkeeping) and "saving".
@@ -237,6 +261,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     written. With resume=True the run's own config is used and `cfg` is ignored. Started by torchrun, every
     rank trains its share of each batch and only rank 0 writes (see distributed.py).
     """
+    own = lock is None
+    lock = RunLock(run_dir) if own else lock
+    try:
+        return _train(cfg, Path(run_dir), resume, overwrite, progress, log, trackers, seconds, evaluation, lock)
+    finally:
+        if own:
+            lock.release()
+
+
+def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, evaluation, lock):
     run_dir = Path(run_dir)
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
@@ -246,6 +280,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         log, progress = (lambda *a, **k: None), False
     try:
         cfg, data, model, recorded = _prepare(cfg, run_dir, resume, overwrite, ranks)
+        if ranks.main:
+            lock.acquire()                                 # after every check, before the first file changes
         error = None
     except UserError as e:
         error = str(e)
@@ -399,11 +435,28 @@ def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ran
     cfg = cfg.resolved()                  # config.json records the options the model actually trained with
     if cfg.mnist_dir is not None:
         cfg = replace(cfg, mnist_dir=str(Path(cfg.mnist_dir).expanduser().resolve()))
+    reachable(cfg.log)                    # an unreachable tracker stops the run before a file is touched
     data, model = build(cfg, quiet=not ranks.main)
     if resume:
         check_data(run_dir, recorded, data)
+    check_space(run_dir, model)
     cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
     return cfg, data, model, recorded
+
+
+def check_space(run_dir: Path, model: MultimodalVAE) -> None:
+    """UserError if the run's disk cannot hold what training writes: model.pt, and checkpoint.pt (weights and
+    Adam's two moments) with its temporary copy beside it, plus 16 MB of figures and pages."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = 6 * weights + (16 << 20)
+    folder = next((p for p in (run_dir, *run_dir.parents) if p.is_dir()), Path("."))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < need:
+        raise UserError(f"run directory {run_dir}: training writes about {need / 1e6:,.0f} MB and {folder} has "
+                        f"{free / 1e6:,.0f} MB free (allowed: a disk with room for the run)")
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
