@@ -155,7 +155,6 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     check_parents(run_dir, f"run directory {run_dir}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file (allowed: a directory, new or a jmvae run)")
-    RunLock(run_dir).check()
     check_links(run_dir)
     started = run_dir.is_dir() and any(not p.name.endswith(".tmp") and p.name != LOCK for p in run_dir.iterdir())
     is_run = is_run_dir(run_dir)
@@ -423,6 +422,8 @@ def unused_parameters(model: MultimodalVAE, split: dict[str, torch.Tensor]) -> b
 
 def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ranks: distributed.Ranks):
     """The checks and builds that touch no file: (resolved config, data, model, the recorded config or None)."""
+    if ranks.main:                        # another command writing the run: say so before anything else
+        RunLock(run_dir).check()          # (rank 0 alone: it takes the lock, and the others must not see it)
     check_run_dir(run_dir, resume, overwrite)
     recorded = None
     if resume:
