@@ -544,7 +544,12 @@ def test_drill_figures_and_evaluate_beside_training_then_sigterm_and_resume(worl
         pytest.fail("the trainer never took the lock")
     for argv in (["figures", str(run)], ["evaluate", str(run)], ["train", "--out", str(run), "--resume"]):
         one_error_line(capsys, main(argv), f"(pid {trainer.pid} holds it)")
-    while json.loads((run / "config.json").read_text())["train"]["steps"] != 800 and time.time() < deadline:
+    def steps():
+        try:
+            return json.loads((run / "config.json").read_text())["train"]["steps"]
+        except (OSError, ValueError):                        # cleared by --overwrite, the new one not yet written
+            return None
+    while steps() != 800 and time.time() < deadline:
         time.sleep(0.05)                                     # the new run's config: it is training
     time.sleep(0.3)
     trainer.send_signal(signal.SIGTERM)
