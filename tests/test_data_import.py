@@ -302,3 +302,59 @@ def test_import_errors(tmp_path, cache, capsys):
     bad(capsys, "data", "import", str(write_idx(tmp_path / "idx27", small)), expect="test images (5, 27, 27)")
     bad(capsys, "data", expect="required")
     assert not cache.exists()
+
+
+def test_import_switches_the_whole_set_in_at_once(tmp_path, cache, capsys, monkeypatch):
+    """Ctrl-C after the first file of a new import leaves the old set whole (it replaced one file at a time:
+    train images of one import beside the labels of another, accepted silently by the next load)."""
+    old, new = digits(seed=6), digits(seed=7)
+    assert main(["data", "import", str(write_idx(tmp_path / "old", old))]) == 0
+    source = write_idx(tmp_path / "new", new)
+    real, calls = Path.write_bytes, {"n": 0}
+
+    def write_bytes(self, data):
+        calls["n"] += 1
+        if calls["n"] == 2:                                  # the second file of the set
+            raise KeyboardInterrupt
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    assert main(["data", "import", str(source)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["jmvae: interrupted (the cache keeps the MNIST it held before; run `jmvae data import` again)"]
+    monkeypatch.setattr(Path, "write_bytes", real)
+    assert_matches(mnist.load_mnist(), old)                  # the old set, every file of it
+    assert not list(cache.parent.glob(".*.tmp"))
+    assert main(["data", "import", str(source)]) == 0
+    assert_matches(mnist.load_mnist(), new)
+    # A full disk while the set is written: one line naming the cache, the old set still whole.
+    third = write_idx(tmp_path / "third", old)
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    bad(capsys, "data", "import", str(third), expect=f"cannot write MNIST into {cache}: No space")
+    monkeypatch.setattr(Path, "write_bytes", real)
+    assert_matches(mnist.load_mnist(), new)
+
+
+def test_import_replaces_an_older_jmvae_s_cache_folder(tmp_path, cache, capsys):
+    write_idx(cache, digits(seed=8))                         # a real folder, as jmvae wrote it before the switch
+    new = digits(seed=9)
+    assert main(["data", "import", str(write_idx(tmp_path / "new", new))]) == 0
+    assert cache.is_symlink() and sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.gz" for n in mnist.FILES.values())
+    assert_matches(mnist.load_mnist(), new)
+    assert [p.name for p in cache.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zip"])
+def test_import_refuses_a_bomb_in_one_line(tmp_path, cache, capsys, monkeypatch, kind):
+    """A file that unpacks beyond what MNIST can be stops before it is unpacked in full (it was a MemoryError)."""
+    monkeypatch.setattr(mnist, "MAX_UNPACKED", 1 << 20)      # 1 MB here; a few hundred MB in use
+    bomb = gzip.compress(bytes(4 << 20), compresslevel=1)    # 4 MB of zeros in 4 kB
+    if kind == "gzip":
+        path = tmp_path / "mnist.pkl.gz"
+        path.write_bytes(bomb)
+    else:
+        path = tmp_path / "bomb.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("mnist.pkl.gz", bytes(4 << 20))
+    bad(capsys, "data", "import", str(path), expect="more than MNIST can be (allowed: at most 1 MB per file")
+    assert not cache.exists()

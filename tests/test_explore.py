@@ -154,3 +154,22 @@ def test_a_decoder_the_page_cannot_run_is_one_line(founding_data, tmp_path):
     with pytest.raises(UserError, match="decoder of x is a Odd"):
         write_explorer(model, founding_data, tmp_path / "e.html", "odd")
     assert not (tmp_path / "e.html").exists()
+
+
+def test_a_run_name_cannot_put_script_into_the_page(run2, tmp_path):
+    """`--name "__DATA__<img src=x onerror=alert(1)>"` ran script: the data placeholder was also replaced inside the
+    escaped title. Neither the title nor the embedded JSON (a "</script>" in it) may run anything."""
+    _, data, model = load_run(run2)
+    title = "__DATA__<img src=x onerror=alert(1)></script><script>window.pwned = 1</script>__TITLE__ & <!--"
+    page_path = write_explorer(model, data, tmp_path / "e.html", title)
+    errors: list = []
+    with open_page(page_path, errors=errors) as page:
+        dialogs: list = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.wait_for_timeout(300)
+        assert page.evaluate("() => window.pwned") is None and not dialogs
+        assert page.evaluate("() => document.querySelectorAll('img').length") == 0
+        assert page.evaluate("() => document.querySelector('h1').textContent") == title
+        assert page.evaluate("() => JSON.parse(document.getElementById('data').textContent).title") == title
+        assert page.title() == f"{title} · latent explorer"
+    assert not errors, errors

@@ -7,8 +7,14 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
+import zipfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -24,8 +30,10 @@ from .errors import UserError
 from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, evaluate, format_headline, headline
 from .explore import EXPLORER, screenshot, write_explorer
 from .models import MODELS, options
-from .config import COMPILE_MODES, PAPER_TRAINING, PRESET_DEFAULTS, PRESET_TRAINING, TrainConfig, read_config, read_json, require_run, run_config
-from .runs import FINISHED, atomic_write, check_parents, remove_temp_files, write_json
+from .config import (COMPILE_MODES, PAPER_TRAINING, PRESET_DEFAULTS, PRESET_TRAINING, TrainConfig, check_seed, read_config,
+                     read_json, require_run, run_config)
+from .runs import (FINISHED, RunLock, atomic_write, check_links, check_parents, check_path, remove_temp_files, safe_remove,
+                   write_json)
 from .trackers import TRACKERS, Trackers
 from .pipeline import finish_run, read_history
 from .train import TRAINING_PHASES, differing_flags, load_run, reuse_freed_memory, train
@@ -76,6 +84,16 @@ def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
+def writer(run_dir: Path) -> RunLock:
+    """What a command that writes a run checks first, creating nothing: a UTF-8 path, no folder linked out of
+    the run, and no other command writing it. Returns the run's lock, to take once the command's checks pass."""
+    check_path(run_dir)
+    check_links(run_dir)
+    lock = RunLock(run_dir)
+    lock.check()
+    return lock
+
+
 def cmd_train(args) -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     for path in ("mnist_dir", "data"):
@@ -97,24 +115,28 @@ def cmd_train(args) -> None:
                             "(allowed: no training flags, or the run's values)")
         evaluation = read_config(run_dir).get("evaluation")   # absent in runs started before it was recorded
         eval_cfg = eval_config(args, recorded.preset, evaluation if isinstance(evaluation, dict) else None)
+    lock = RunLock(run_dir)                            # taken by train() once its checks pass, held to the end
     try:
         tracked = Trackers()
         seconds: dict[str, float] = {}
         data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, trackers=tracked, seconds=seconds,
-                            evaluation=asdict(eval_cfg))
+                            evaluation=asdict(eval_cfg), lock=lock)
         distributed.leave_if_not_main()                # figures, metrics and report: rank 0 alone, after training
         distributed.teardown()
         metrics = finish_run(run_dir, model.cpu(), data, eval_cfg, seconds=seconds)
         tracked.finish(headline(metrics), run_dir)
     finally:
+        lock.release()
         distributed.teardown()
 
 
 def cmd_evaluate(args) -> None:
     run_dir = require_run(args.run)
+    lock = writer(run_dir)
     eval_cfg = eval_config(args, run_config(run_dir).preset)
     _, data, model = load_run(run_dir)
-    finish_run(run_dir, model, data, eval_cfg, seconds=training_seconds(run_dir))
+    with lock:
+        finish_run(run_dir, model, data, eval_cfg, seconds=training_seconds(run_dir))
 
 
 def training_seconds(run_dir: Path) -> dict[str, float]:
@@ -130,36 +152,42 @@ def training_seconds(run_dir: Path) -> dict[str, float]:
 
 def cmd_figures(args) -> None:
     run_dir = require_run(args.run)
+    lock = writer(run_dir)
     _, data, model = load_run(run_dir)
-    remove_temp_files(run_dir)
-    for info in figures.make_figures(model, data, read_history(run_dir), run_dir / "figures"):
-        print(run_dir / "figures" / info.file)
+    with lock:
+        remove_temp_files(run_dir)
+        for info in figures.make_figures(model, data, read_history(run_dir), run_dir / "figures"):
+            print(run_dir / "figures" / info.file)
 
 
 def cmd_explore(args) -> None:
     run_dir = require_run(args.run)
+    lock = writer(run_dir)
     out = output_file("--out", args.out, (".html",)) if args.out else run_dir / EXPLORER
     _, data, model = load_run(run_dir)
-    remove_temp_files(run_dir)
-    write_explorer(model, data, out, run_dir.name)
-    print(f"{out} ({out.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
-    if args.screenshot:
-        print(screenshot(out, run_dir / "figures" / "explore.png"))
+    with lock:
+        remove_temp_files(run_dir)
+        write_explorer(model, data, out, run_dir.name)
+        print(f"{out} ({out.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
+        if args.screenshot:
+            print(screenshot(out, run_dir / "figures" / "explore.png"))
 
 
 def cmd_report(args) -> None:
     run_dir = require_run(args.run, finished=True)
+    lock = writer(run_dir)
     config = read_config(run_dir)
     metrics = read_json(run_dir / FINISHED, ": run `jmvae evaluate` again")
     if not isinstance(metrics, dict) or "correctness" not in metrics:
         raise UserError(f"{run_dir / FINISHED} is not jmvae metrics (allowed: the file `jmvae evaluate` writes)")
-    remove_temp_files(run_dir)
-    history = read_history(run_dir)
-    infos = figures.read_figures(run_dir / "figures")
-    if infos is None:                              # figures missing or drawn before figures.json existed
-        _, data, model = load_run(run_dir)
-        infos = figures.make_figures(model, data, history, run_dir / "figures")
-    print(report.write_report(run_dir, config, metrics, infos, history))
+    with lock:
+        remove_temp_files(run_dir)
+        history = read_history(run_dir)
+        infos = figures.read_figures(run_dir / "figures")
+        if infos is None:                              # figures missing or drawn before figures.json existed
+            _, data, model = load_run(run_dir)
+            infos = figures.make_figures(model, data, history, run_dir / "figures")
+        print(report.write_report(run_dir, config, metrics, infos, history))
 
 
 def write_npz(path: Path, **arrays) -> None:
@@ -167,25 +195,79 @@ def write_npz(path: Path, **arrays) -> None:
         np.savez(f, **arrays)
 
 
+MAX_TEMPERATURE = 100.0   # z = mean + T std eps: beyond this every image is the decoder saturated, or nan
+MAX_GRID = 10_000         # images in one .png grid; an .npz takes any number, generated in chunks
+GENERATE_CHUNK = 10_000   # images generated at once (the first chunk draws what one call for all of them did)
+
+
+def generated_chunks(model, data, given: dict, n: int, temperature: float, complete: bool, seed: int):
+    """(images, {attribute: values}) in chunks of GENERATE_CHUNK, from one seeded stream; UserError on a
+    non-finite image (a model or temperature that overflows)."""
+    torch.manual_seed(seed)
+    for start in range(0, n, GENERATE_CHUNK):
+        m = min(GENERATE_CHUNK, n - start)
+        samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, m, temperature=temperature,
+                                 complete=complete)
+        images = data.image.pixels(samples[data.image.name][:, 0]).numpy()   # (m, H, W) grey, (m, H, W, 3) colour
+        if not np.isfinite(images).all():
+            raise UserError(f"the generated images are not finite at --temperature {temperature:g} (allowed: a lower "
+                            "--temperature, or a run whose model gives finite images)")
+        yield images, {a.name: as_user(a, samples[a.name][:, 0]) for a in data.attributes}
+
+
+def write_npz_chunks(path: Path, chunks, n: int, **fixed) -> None:
+    """An .npz as np.savez writes it (a zip of .npy members), the chunked arrays filled on disk (memory maps in a
+    hidden folder beside it) so that no array of all n images is ever held in memory."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".generate.", suffix=".tmp") as work:
+        arrays: dict[str, np.ndarray] = {}
+        start = 0
+        for images, attributes in chunks:
+            for name, values in {"images": images, **attributes}.items():
+                if name not in arrays:
+                    arrays[name] = np.lib.format.open_memmap(Path(work) / f"{name}.npy", mode="w+", dtype=values.dtype,
+                                                             shape=(n, *values.shape[1:]))
+                arrays[name][start:start + len(values)] = values
+            start += len(images)
+        for array in arrays.values():
+            array.flush()
+        del arrays
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, value in fixed.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+            for npy in sorted(Path(work).glob("*.npy"), key=lambda q: q.name != "images.npy"):
+                zf.write(npy, npy.name)
+
+
 def cmd_generate(args) -> None:
     run_dir = require_run(args.run)
     out = output_file("--out", args.out, (".png", ".npz"))
     if args.n < 1:
         raise UserError(f"--n {args.n} (allowed: an integer >= 1)")
+    npz = out.suffix.lower() == ".npz"
+    if not npz and args.n > MAX_GRID:
+        raise UserError(f"--n {args.n} with a .png grid (allowed: 1 to {MAX_GRID:,}; an .npz takes any number)")
+    check_seed(args.seed, "--seed")
     temperature = positive_temperature("temperature", args.temperature)
+    if temperature > MAX_TEMPERATURE:
+        raise UserError(f"--temperature {temperature:g} (allowed: a number > 0 and at most {MAX_TEMPERATURE:g})")
     cfg, data, model = load_run(run_dir)
     given = parse_assignments(data, args.given)
-    torch.manual_seed(args.seed)
-    samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, args.n, temperature=temperature,
-                             complete=args.complete)
-    images = data.image.pixels(samples[data.image.name][:, 0]).numpy()    # (n, H, W) grey, (n, H, W, 3) colour
+    need = args.n * (4 * data.image.size + 8 * len(data.attributes))
+    folder = next((q for q in (out.parent, *out.parent.parents) if q.is_dir()), Path("."))
+    free = shutil.disk_usage(folder).free
+    if npz and 2 * need > free:   # the memory maps, then the zip
+        raise UserError(f"--n {args.n}: the .npz takes about {need / 1e9:,.1f} GB (twice that while it is written) and "
+                        f"{folder} has {free / 1e9:,.1f} GB free (allowed: a smaller --n)")
+    chunks = generated_chunks(model, data, given, args.n, temperature, args.complete, args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npz":   # through a file object: np.savez would add ".npz" to "X.NPZ"
-        atomic_write(out, lambda tmp: write_npz(tmp, images=images, temperature=np.array(temperature),
-                 complete=np.array(args.complete),
-                 **{f"given_{k}": np.array(as_user(data.attribute(k), torch.tensor(v))) for k, v in given.items()},
-                 **{a.name: as_user(a, samples[a.name][:, 0]) for a in data.attributes}))
+    if npz:   # through a file object: np.savez would add ".npz" to "X.NPZ"
+        atomic_write(out, lambda tmp: write_npz_chunks(tmp, chunks, args.n, temperature=np.array(temperature),
+                                                       complete=np.array(args.complete),
+                                                       **{f"given_{k}": np.array(as_user(data.attribute(k), torch.tensor(v)))
+                                                          for k, v in given.items()}))
     else:
+        images = np.concatenate([images for images, _ in chunks])
         title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items()) or "prior p(z)"
         title += f", T = {temperature:g}" if temperature != 1 else ""
         title += ", completed" if args.complete else ""
@@ -392,21 +474,76 @@ def build_parser() -> Parser:
     return p
 
 
+def interrupted_line(args) -> str:
+    """The one line an interrupted command prints: what state it left and what to run next."""
+    command = getattr(args, "command", None)
+    if command == "train":
+        return "jmvae: interrupted (resume a training run with --resume)"
+    if command == "evaluate":
+        return f"jmvae: interrupted (run `jmvae evaluate {args.run}` again to finish the run)"
+    if command == "data":
+        return "jmvae: interrupted (the cache keeps the MNIST it held before; run `jmvae data import` again)"
+    return "jmvae: interrupted (nothing half-written is left; run the command again)"
+
+
+class Interrupts:
+    """SIGINT and SIGTERM as KeyboardInterrupt, remembered: one raised where Python swallows it (a finalizer, a
+    weakref callback: "Exception ignored in ...") is raised again every 50 ms by SIGALRM until the command stops,
+    and main() reports it even if the command ran to its end."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.armed = True
+        self.previous: dict = {}
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame) -> None:
+        if signum != signal.SIGALRM:
+            self.signum = self.signum or signum
+        if self.armed and self.signum is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)   # again, in case this one is swallowed
+            raise KeyboardInterrupt
+
+    def disarm(self) -> None:
+        self.armed = False
+        if self.previous:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def __exit__(self, *exc) -> None:
+        self.disarm()
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        reuse_freed_memory()            # process-wide: evaluation and generation allocate the same large tensors again and again
-        args.func(args)
-    except UserError as e:
-        print(f"jmvae: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:   # a path the user gave that the OS refuses (permissions, a full disk, ...)
-        print(f"jmvae: error: {e.strerror or e}: {e.filename or ''} (allowed: a path this user can write)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("jmvae: interrupted (resume a training run with --resume)", file=sys.stderr)
-        return 130
-    return 0
+    args = None
+    with Interrupts() as interrupts:
+        try:
+            args = build_parser().parse_args(argv)
+            reuse_freed_memory()        # process-wide: evaluation and generation allocate the same large tensors again and again
+            args.func(args)
+            if interrupts.signum is None:
+                return 0
+            raise KeyboardInterrupt     # a signal whose KeyboardInterrupt something swallowed
+        except UserError as e:
+            interrupts.disarm()
+            print(f"jmvae: error: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:   # a path the user gave that the OS refuses (permissions, a full disk, ...)
+            interrupts.disarm()
+            where = f": {e.filename}" if e.filename else ""
+            print(f"jmvae: error: {e.strerror or e}{where} (allowed: a path this user can write, on a disk with room)",
+                  file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            interrupts.disarm()
+            print(interrupted_line(args), file=sys.stderr)
+            return 128 + (interrupts.signum or signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,22 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 WARMUP_MODELS = ("jmvae", "telbo")   # the objectives whose KL terms kl_weight scales
 MODEL_OPTIONS = tuple(dict.fromkeys(o for name in MODELS for o in options(name)))   # every model's options: TrainConfig fields
 
+
+
+SEEDS = 2**32   # a seed is an integer from 0 to SEEDS - 1 (train and generate)
+
+
+def check_seed(seed: int, flag: str = "seed") -> None:
+    if not 0 <= seed < SEEDS:
+        raise UserError(f"{flag} {seed} (allowed: an integer from 0 to {SEEDS - 1})")
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def native_bfloat16() -> bool:
@@ -123,6 +141,11 @@ class TrainConfig:
         check(self.model in MODELS, f"model {self.model}", ", ".join(MODELS))
         check(self.z_dim is None or self.z_dim >= 1, f"z-dim {self.z_dim}", "an integer >= 1")
         check(self.hidden >= 1, f"hidden {self.hidden}", "an integer >= 1")
+        # At least three hidden x hidden layers and a 784 x hidden one each way, in float32: a lower bound on the
+        # weights alone, so a width no machine holds stops here, not as an allocation failure deep in torch.
+        need, have = 4 * (3 * self.hidden ** 2 + 2 * 784 * self.hidden), memory_bytes()
+        check(have is None or need <= have, f"hidden {self.hidden}",
+              f"a width whose weights fit in this machine's {(have or 0) / 1e9:.0f} GB; it needs at least {need / 1e9:,.0f} GB")
         for name in ("alpha", "attribute_recon", "image_recon", "prior_recon"):
             value = getattr(self, name)
             check(value is None or (value >= 0 and math.isfinite(value)), f"{name.replace('_', '-')} {value}", "a number >= 0")
@@ -139,7 +162,7 @@ class TrainConfig:
             for name in MODEL_OPTIONS:
                 check(getattr(self, name) is None or name in takes, f"--{name.replace('_', '-')} with model {self.model}",
                       f"options of {self.model}: {', '.join('--' + o.replace('_', '-') for o in takes)}")
-        check(0 <= self.seed < 2**32, f"seed {self.seed}", "an integer from 0 to 4294967295")
+        check_seed(self.seed)
         check(self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
         check(0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
         check(self.lr_schedule in LR_SCHEDULES, f"lr-schedule {self.lr_schedule}", ", ".join(LR_SCHEDULES))
@@ -236,11 +259,18 @@ class TrainConfig:
             d = {name: paper(d.get("model", "jmvae")).get(name, default) for name, default in takes.items()} | d
         # options added since: a run recorded without one trained without it (the value that turns it off)
         d = {name: off for name, off in LATER_OPTIONS.items() if name in options(d.get("model", "jmvae"))} | LATER_FIELDS | d
-        cfg = cls(**{k: v for k, v in d.items() if k in known})
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            raise UserError(f"config.json: unknown setting {unknown[0]!r} in \"train\" (allowed: the settings jmvae "
+                            "writes; remove it, or train again with --overwrite)")
+        cfg = cls(**d)
         try:
             replace(cfg, device="cpu", compile="none").validate()   # the device it trained on need not be here
         except TypeError:
             raise UserError("config.json: a setting of the wrong type (allowed: the config jmvae wrote)") from None
+        except UserError as e:   # a recorded setting, not a flag: name it as config.json spells it
+            text = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(e))
+            raise UserError(f"config.json: {text}") from None
         return cfg
 
 

@@ -13,6 +13,7 @@ import base64
 import html
 import itertools
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -145,12 +146,22 @@ def _explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, see
     }
 
 
+def script_json(payload: str) -> str:
+    """JSON that cannot end or alter the <script> element holding it: <, > and & inside strings as \\u escapes
+    (the only places they occur in JSON), which JSON.parse reads back unchanged."""
+    return payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """The template with each placeholder replaced, in one pass over the template alone: text put in is never
+    scanned for placeholders (a title holding "__DATA__" stays text)."""
+    return re.sub("|".join(map(re.escape, values)), lambda m: values[m.group(0)], template)
+
+
 def write_explorer(model: MultimodalVAE, data: AttributeDataset, out: Path, title: str, seed: int = 0) -> Path:
     """Write the explorer page to `out` (atomically)."""
     payload = json.dumps(explorer_data(model, data, title, seed), separators=(",", ":"))
-    page = TEMPLATE.read_text().replace("__TITLE__", html.escape(title)).replace(
-        "__DATA__", payload.replace("</", "<\\/"))
-    write_text(Path(out), page)
+    write_text(Path(out), fill(TEMPLATE.read_text(), {"__TITLE__": html.escape(title), "__DATA__": script_json(payload)}))
     return Path(out)
 
 

@@ -4,13 +4,21 @@ A run is finished when `metrics.json` exists; it is written last, so a killed ru
 finished one. Every file is written to a temporary file beside it, flushed to disk (fsync) and renamed over
 the old one, then the directory is synced: a kill or a power loss leaves the old file or the new one, never
 a part. Temporary files a kill leaves behind are removed by the next command that writes to the run.
+
+One command writes a run at a time: each holds RunLock (an flock on RUN/.lock, which names its pid), so the
+temporary files any other writer meets are a dead process's. Nothing is deleted or written through a link that
+leads out of the run (check_links, safe_remove).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +27,8 @@ import torch
 from .errors import UserError
 
 FINISHED = "metrics.json"
+LOCK = ".lock"          # RUN/.lock: flock-ed by the one command writing the run, holding its pid
+LINKED_DIRS = ("figures", "tensorboard")   # the folders a run writes into
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
@@ -35,6 +45,10 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         sync_directory(path.parent)
+    except OSError as e:
+        if e.filename is None:   # a full disk in write() or fsync names no file: name the one being written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -55,14 +69,125 @@ def sync_directory(directory: Path) -> None:
 
 
 def remove_temp_files(run_dir: Path) -> list[Path]:
-    """Delete the `.NAME.*.tmp` files that atomic_write leaves when a process is killed mid-write."""
+    """Delete the `.NAME.*.tmp` files that atomic_write leaves when a process is killed mid-write.
+
+    Called with the run's RunLock held, so no live process owns them; never inside a linked folder."""
     removed = []
     for directory in (run_dir, run_dir / "figures"):
-        if directory.is_dir():
+        if directory.is_dir() and (directory == run_dir or not directory.is_symlink()):
             for tmp in directory.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-                removed.append(tmp)
+                if safe_remove(run_dir, tmp):
+                    removed.append(tmp)
     return removed
+
+
+def safe_remove(run_dir: Path, path: Path) -> bool:
+    """Unlink `path`, a file of the run, unless a folder between `run_dir` and it is a link (which could lead out
+    of the run) or it is a directory; a link itself is removed, never what it points to. True if removed."""
+    try:
+        relative = Path(path).relative_to(run_dir)
+    except ValueError:
+        return False
+    folder = Path(run_dir)
+    for part in relative.parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink() or not folder.is_dir():
+            return False
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return False
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def check_links(run_dir: Path) -> None:
+    """UserError if a folder the run writes into (figures, tensorboard) is a link leading out of the run: its
+    files would be deleted and written wherever it points."""
+    inside = Path(run_dir).resolve()
+    for name in LINKED_DIRS:
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            target = path.resolve()
+            if target != inside and inside not in target.parents:
+                raise UserError(f"{path} is a link to {target}, outside the run, whose files a run would delete and "
+                                "write there (allowed: a run whose folders are its own; remove the link)")
+
+
+def check_path(run_dir: Path) -> None:
+    """UserError for a run path that is not valid UTF-8 (its pages and config could never be written)."""
+    try:
+        str(run_dir).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"run directory {ascii(str(run_dir))} is not valid UTF-8 (allowed: a path in UTF-8)") from None
+
+
+class RunLock:
+    """An exclusive lock on a run for the command that writes it: flock on RUN/.lock, which holds the pid.
+
+    The kernel drops it when the process ends, however it ends; a second writer gets one line naming the
+    holder. `check` probes without creating anything (for before the checks that must change nothing)."""
+
+    def __init__(self, run_dir: str | Path, what: str = "run"):
+        self.run_dir, self.what = Path(run_dir), what
+        self.path = self.run_dir / LOCK
+        self.fd: int | None = None
+
+    def _refuse(self, fd: int) -> UserError:
+        pid = "?"
+        for _ in range(20):                      # the holder writes its pid just after taking the lock
+            try:
+                pid = os.pread(fd, 32, 0).decode().strip() or "?"
+            except OSError:
+                break
+            if pid != "?":
+                break
+            time.sleep(0.01)
+        return UserError(f"{self.what} {self.run_dir} is being written by another jmvae command; one writer at a time, "
+                         f"wait for it or stop it (pid {pid} holds it)")
+
+    def check(self) -> None:
+        if self.fd is not None or not self.path.is_file():
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            raise self._refuse(fd) from None
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> "RunLock":
+        if self.fd is not None:
+            return self
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            error = self._refuse(fd)
+            os.close(fd)
+            raise error from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)                    # the pid stays: only a lock held means anything
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def write_text(path: Path, text: str) -> None:
@@ -74,7 +199,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda p: torch.save(obj, p))
+    def write(tmp: Path) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:   # torch's zip writer reports a full disk as "PytorchStreamWriter failed writing"
+            raise OSError(errno.ENOSPC if "writ" in str(e) else errno.EIO,
+                          f"{str(e).splitlines()[0][:100] if str(e) else 'write failed'}", str(path)) from None
+    atomic_write(path, write)
 
 
 def check_parents(path: Path, what: str) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import socket
+import urllib.parse
 from pathlib import Path
 
 from .errors import UserError
@@ -25,6 +27,28 @@ def check(names: list[str]) -> None:
         if importlib.util.find_spec(TRACKERS[name]) is None:
             raise UserError(f"--log {name}: the {TRACKERS[name]} package is not installed (allowed: "
                             f"pip install \"jmvae[{name}]\")")
+
+
+PROBE_SECONDS = 5.0   # how long a tracking server may take to accept a connection before a run refuses to start
+
+
+def reachable(names: list[str]) -> None:
+    """UserError, within PROBE_SECONDS, if --log mlflow names an HTTP tracking server that does not answer: checked
+    before a run deletes or writes anything (MLflow itself retries for minutes, then fails mid-run)."""
+    if "mlflow" not in (names or []):
+        return
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "", port), timeout=PROBE_SECONDS):
+            pass
+    except (OSError, ValueError) as e:
+        reason = "no answer" if isinstance(e, socket.timeout) else (getattr(e, "strerror", None) or str(e) or type(e).__name__)
+        raise UserError(f"--log mlflow: the tracking server {uri} cannot be reached ({reason}) (allowed: a reachable "
+                        "$MLFLOW_TRACKING_URI, or none for a file store beside the runs)") from None
 
 
 def metric_name(name: str) -> str:
@@ -60,6 +84,8 @@ class MLflow:
         import mlflow
         self.mlflow = mlflow
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir.resolve().parent / "mlruns").as_uri()
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")      # a server that goes away mid-run: a
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")   # minute or so, not MLflow's minutes
         if uri.startswith("file:"):   # MLflow 3 keeps the file store only for those who ask for it
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)
@@ -76,7 +102,7 @@ class MLflow:
     def finish(self, headline: dict, run_dir: Path) -> None:
         self.mlflow.log_metrics({"metrics/" + metric_name(k): v for k, v in headline.items()})
         for path in sorted(run_dir.glob("*")):
-            if path.is_file() and not path.name.endswith(".tmp"):
+            if path.is_file() and not path.name.endswith(".tmp") and not path.name.startswith("."):
                 self.mlflow.log_artifact(str(path))
         if (run_dir / "figures").is_dir():
             self.mlflow.log_artifacts(str(run_dir / "figures"), artifact_path="figures")

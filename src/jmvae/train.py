@@ -10,6 +10,7 @@ import csv
 import ctypes
 import io
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -25,10 +26,10 @@ from .data.attributes import AttributeDataset, batches, hide_labels, load_datase
 from .errors import UserError
 from .models import MultimodalVAE, build_model
 from .networks import low_precision
-from .runs import (FINISHED, check_data, check_parents, fingerprint, is_finished, load_torch, remove_temp_files, save_torch,
-                   write_json, write_text)
+from .runs import (FINISHED, LOCK, RunLock, check_data, check_links, check_parents, check_path, fingerprint, is_finished,
+                   load_torch, remove_temp_files, safe_remove, save_torch, write_json, write_text)
 from .subsets import mark_observed, missing
-from .trackers import Trackers
+from .trackers import Trackers, reachable
 
 
 def build(cfg: TrainConfig, quiet: bool = False, run_dir: Path | None = None,
@@ -47,7 +48,11 @@ def build(cfg: TrainConfig, quiet: bool = False, run_dir: Path | None = None,
             data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist,
                                 cfg.binarize, cfg.split, path, cfg.attribute, cfg.image_size, progress=not quiet)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
+    try:
+        model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
+    except (RuntimeError, MemoryError) as e:   # an allocation the machine refuses: name the setting that asked for it
+        raise UserError(f"--hidden {cfg.hidden}: the model cannot be allocated ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:80] if str(e) else 'out of memory'}) (allowed: a smaller --hidden)") from None
     return data, model
 
 
@@ -193,10 +198,12 @@ RUN_FILES = (FINISHED, "report.html", "model.pt", "checkpoint.pt", "history.csv"
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber a run, or anything that is not one, by accident; touches nothing."""
+    check_path(run_dir)
     check_parents(run_dir, f"run directory {run_dir}")
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file (allowed: a directory, new or a jmvae run)")
-    started = run_dir.is_dir() and any(not p.name.endswith(".tmp") for p in run_dir.iterdir())
+    check_links(run_dir)
+    started = run_dir.is_dir() and any(not p.name.endswith(".tmp") and p.name != LOCK for p in run_dir.iterdir())
     is_run = is_run_dir(run_dir)
     if resume:
         if not started:
@@ -218,15 +225,26 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def clear_run(run_dir: Path) -> None:
-    """Delete a run's files, the finished mark first, so a kill midway never leaves a run that looks finished."""
+    """Delete a run's files, the finished mark first, so a kill midway never leaves a run that looks finished;
+    the old TensorBoard event files too (two runs would read as one). Never through a link (safe_remove)."""
     for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
+        safe_remove(run_dir, run_dir / name)
     figures_dir = run_dir / "figures"
-    if figures_dir.is_dir():
+    if figures_dir.is_dir() and not figures_dir.is_symlink():
         for f in [*figures_dir.glob("*.png"), figures_dir / "figures.json"]:
-            f.unlink(missing_ok=True)
+            safe_remove(run_dir, f)
+    events = run_dir / "tensorboard"
+    if events.is_dir() and not events.is_symlink():
+        for f in sorted(events.rglob("*"), reverse=True):
+            if f.is_dir() and not f.is_symlink():
+                try:
+                    f.rmdir()
+                except OSError:
+                    pass
+            else:
+                safe_remove(run_dir, f)
     remove_temp_files(run_dir)
-    (run_dir / "config.json").unlink(missing_ok=True)
+    safe_remove(run_dir, run_dir / "config.json")
 
 
 def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
@@ -274,8 +292,12 @@ def reuse_freed_memory() -> bool:
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool | None = None, log=print, trackers: Trackers | None = None,
           seconds: dict[str, float] | None = None, evaluation: dict | None = None,
-          dataset: AttributeDataset | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
+          dataset: AttributeDataset | None = None, lock: RunLock | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
     """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model.
+
+    The run's RunLock is taken once every check has passed, before anything is deleted or written; a second
+    writer stops with one line naming this process. `lock`, if given, is taken and left held (the CLI holds it
+    through figures and evaluation); else the lock is released on return.
 
     `seconds`, if given, receives the wall time of its phases: "data and model" (checks, dataset, model),
     "training steps", "test loss and checkpoints" (the per-epoch bookkeeping) and "saving".
@@ -287,6 +309,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     written. With resume=True the run's own config is used and `cfg` is ignored. Started by torchrun, every
     rank trains its share of each batch and only rank 0 writes (see distributed.py).
     """
+    own = lock is None
+    lock = RunLock(run_dir) if own else lock
+    try:
+        return _train(cfg, Path(run_dir), resume, overwrite, progress, log, trackers, seconds, evaluation, lock, dataset)
+    finally:
+        if own:
+            lock.release()
+
+
+def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, evaluation, lock, dataset):
     run_dir = Path(run_dir)
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
@@ -298,6 +330,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
         if dataset is not None and not resume:
             cfg = replace(cfg, preset=None, data=DATA_FILE, mnist="none")
         cfg, data, model, recorded = _prepare(cfg, run_dir, resume, overwrite, ranks, dataset if not resume else None)
+        if ranks.main:
+            lock.acquire()                                 # after every check, before the first file changes
         error = None
     except UserError as e:
         error = str(e)
@@ -445,6 +479,8 @@ def unused_parameters(model: MultimodalVAE, split: dict[str, torch.Tensor]) -> b
 def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ranks: distributed.Ranks,
              dataset: AttributeDataset | None = None):
     """The checks and builds that touch no file: (resolved config, data, model, the recorded config or None)."""
+    if ranks.main:                        # another command writing the run: say so before anything else
+        RunLock(run_dir).check()          # (rank 0 alone: it takes the lock, and the others must not see it)
     check_run_dir(run_dir, resume, overwrite)
     recorded = None
     if resume:
@@ -459,13 +495,30 @@ def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ran
         cfg = replace(cfg, mnist_dir=str(Path(cfg.mnist_dir).expanduser().resolve()))
     if cfg.data is not None and dataset is None and Path(cfg.data).is_absolute() is False and not resume:
         cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
+    reachable(cfg.log)                    # an unreachable tracker stops the run before a file is touched
     data, model = build(cfg, quiet=not ranks.main, run_dir=run_dir, dataset=dataset)
     if resume:
         check_data(run_dir, recorded, data)
+    check_space(run_dir, model)
     cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
     if cfg.data is not None and dataset is None:     # pinned: every attribute's kind as this run read it
         cfg = replace(cfg, attribute=[f"{a.name}={a.kind}" for a in data.attributes])
     return cfg, data, model, recorded
+
+
+def check_space(run_dir: Path, model: MultimodalVAE) -> None:
+    """UserError if the run's disk cannot hold what training writes: model.pt, and checkpoint.pt (weights and
+    Adam's two moments) with its temporary copy beside it, plus 16 MB of figures and pages."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = 6 * weights + (16 << 20)
+    folder = next((p for p in (run_dir, *run_dir.parents) if p.is_dir()), Path("."))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < need:
+        raise UserError(f"run directory {run_dir}: training writes about {need / 1e6:,.0f} MB and {folder} has "
+                        f"{free / 1e6:,.0f} MB free (allowed: a disk with room for the run)")
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

@@ -7,14 +7,17 @@ turns any full-MNIST source (IDX files, mnist.pkl.gz, a wheel holding one) into 
 """
 from __future__ import annotations
 
+import ctypes
 import gzip
 import hashlib
 import importlib.resources
 import io
 import os
 import pickle
+import shutil
 import sys
 import tempfile
+import time
 import urllib.request
 import zipfile
 import zlib
@@ -26,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UserError
-from ..runs import atomic_write
+from ..runs import RunLock, sync_directory
 
 FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
@@ -40,6 +43,33 @@ CHECKSUMS = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
 PICKLE = "mnist.pkl.gz"
 IMPORTABLE = (f"allowed: a directory with the four MNIST IDX files or {PICKLE}, an {PICKLE} file, "
               f"or a .whl/.zip holding one")
+
+
+# What any MNIST file may unpack to: the classic mnist.pkl.gz holds 220 MB of float32 pixels, the IDX files 47 MB.
+# A zip or gzip "bomb" stops here with one line instead of a MemoryError.
+MAX_UNPACKED = 320 << 20
+
+
+def too_large(where: object, size: int | str) -> UserError:
+    return UserError(f"{where} unpacks to {size} bytes, more than MNIST can be (allowed: at most "
+                     f"{MAX_UNPACKED >> 20} MB per file; the classic mnist.pkl.gz is 220 MB)")
+
+
+def gunzip(raw: bytes, where: object) -> bytes:
+    """gzip.decompress, stopping at MAX_UNPACKED bytes (UserError); corrupt streams raise as gzip.decompress."""
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+        out = f.read(MAX_UNPACKED + 1)
+    if len(out) > MAX_UNPACKED:
+        raise too_large(where, f"more than {MAX_UNPACKED:,}")
+    return out
+
+
+def read_capped(path: Path) -> bytes:
+    """A source file's bytes; one larger than MNIST unpacks to is refused before it is read."""
+    size = path.stat().st_size
+    if size > MAX_UNPACKED:
+        raise too_large(path, f"{size:,}")
+    return path.read_bytes()
 
 
 class DownloadError(Exception):
@@ -63,12 +93,12 @@ class MnistData:
 def read_idx(path: str | Path) -> np.ndarray:
     """Read a uint8 IDX file, gzipped or plain (told apart by the gzip magic, since names lie)."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_capped(Path(path))
     except OSError as e:
         raise UserError(f"cannot read MNIST file {path}: {e.strerror or e}") from e
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
+            raw = gunzip(raw, f"MNIST file {path}")
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise UserError(f"MNIST file {path} is a truncated or corrupt gzip stream ({e})") from e
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
@@ -146,7 +176,7 @@ def parse_pickle(raw: bytes, where: str) -> MnistData:
     """
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
+            raw = gunzip(raw, where)
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise UserError(f"{where} is a truncated or corrupt gzip stream ({_one_line(e)})") from e
     try:
@@ -186,7 +216,7 @@ def load_pickle(path: str | Path) -> MnistData:
     """MNIST from the classic mnist.pkl.gz, without running anything but numpy array reconstruction."""
     path = Path(path).expanduser().absolute()
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path)
     except OSError as e:
         raise UserError(f"cannot read MNIST file {path}: {e.strerror or e}") from e
     data = parse_pickle(raw, str(path))
@@ -204,7 +234,12 @@ def load_zip(path: str | Path) -> MnistData:
             if len(members) > 1:
                 raise UserError(f"{path} has {len(members)} members ending in {PICKLE}: {', '.join(members)} "
                                 "(allowed: exactly one)")
-            raw = zf.read(members[0])
+            if zf.getinfo(members[0]).file_size > MAX_UNPACKED:
+                raise too_large(f"{members[0]} in {path}", f"{zf.getinfo(members[0]).file_size:,}")
+            with zf.open(members[0]) as f:
+                raw = f.read(MAX_UNPACKED + 1)
+            if len(raw) > MAX_UNPACKED:
+                raise too_large(f"{members[0]} in {path}", f"more than {MAX_UNPACKED:,}")
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
         raise UserError(f"{path} is not a readable zip ({type(e).__name__}: {_one_line(e)})") from e
     return replace(parse_pickle(raw, f"{members[0]} in {path}"), source=f"{members[0]} in {path}")
@@ -303,8 +338,8 @@ def load_mnist(mnist_dir: str | Path | None = None, download_ok: bool | None = N
             raise UserError(f"--mnist-dir {mnist_dir} {missing} (expected {_expected_names()}, or {PICKLE})")
         return data
     cache = cache_dir() / "mnist"
-    if find_idx(cache) is not None:
-        return replace(load_idx_dir(cache), source=f"cache {cache}")
+    if find_idx(cache) is not None:   # resolved once: the four files come from one imported set (import_mnist)
+        return replace(load_idx_dir(cache.resolve()), source=f"cache {cache}")
     if (cache / PICKLE).is_file():
         return replace(load_pickle(cache / PICKLE), source=f"cache {cache / PICKLE}")
     if download_ok is None:
@@ -368,8 +403,10 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def import_mnist(path: str | Path, dest: Path | None = None) -> tuple[MnistData, Path]:
     """Validate full MNIST from `path`, then store it as the four gzipped IDX files in `dest` (the cache).
 
-    Everything is read, checked and compressed before the first file is replaced, and each file lands by
-    os.replace, so a bad source or an interrupted import leaves the previous copy in place.
+    Everything is read, checked and compressed before anything is written. The set is written whole into a new
+    hidden folder beside `dest` and switched in by one rename: `dest` is a link to the current set, and a reader
+    resolves it once (load_mnist), so it sees the old set or the new one, never a mix. A bad source, a full disk
+    or Ctrl-C leaves the previous set in place. One import at a time (RunLock on the cache folder).
     """
     data = read_source(path)
     dest = dest or cache_dir() / "mnist"
@@ -377,13 +414,57 @@ def import_mnist(path: str | Path, dest: Path | None = None) -> tuple[MnistData,
               "test_images": data.test_images, "test_labels": data.test_labels}
     packed = {key: gzip.compress(idx_bytes(array), compresslevel=6, mtime=0) for key, array in arrays.items()}
     try:
-        for key, name in FILES.items():
-            atomic_write(dest / f"{name}.gz", lambda tmp, blob=packed[key]: tmp.write_bytes(blob))
-        for name in FILES.values():
-            (dest / name).unlink(missing_ok=True)  # an uncompressed copy would be read before the .gz
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with RunLock(dest.parent, what="the MNIST cache"):
+            switch_in(dest, packed)
     except OSError as e:
         raise UserError(f"cannot write MNIST into {dest}: {e.strerror or e}") from e
     return data, dest
+
+
+def switch_in(dest: Path, packed: dict[str, bytes]) -> None:
+    """Write the four files into a new set beside `dest` and make `dest` point at it with one rename."""
+    parent = dest.parent
+    for stale in parent.glob(f".{dest.name}.*.tmp"):           # a killed import's (the lock is ours)
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+    work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    link = parent / f"{work.name[:-4]}.link.tmp"
+    try:
+        for key, name in FILES.items():
+            (work / f"{name}.gz").write_bytes(packed[key])
+            with open(work / f"{name}.gz", "rb") as f:
+                os.fsync(f.fileno())
+        sync_directory(work)
+        version = parent / f".{dest.name}-{time.strftime('%Y%m%d%H%M%S')}-{work.name[len(dest.name) + 2:-4]}"
+        os.rename(work, version)
+        os.symlink(version.name, link)
+        previous = os.readlink(dest) if dest.is_symlink() else None
+        if dest.is_symlink() or not dest.exists():
+            os.replace(link, dest)                            # the switch: one rename
+        elif not _exchange(link, dest):                       # a real folder (an older jmvae's cache)
+            os.rename(dest, parent / f"{work.name[:-4]}.old.tmp")   # no atomic swap here: a moment with no cache
+            os.replace(link, dest)
+        sync_directory(parent)
+        for old in [*parent.glob(f".{dest.name}-*"), *parent.glob(f".{dest.name}.*.tmp")]:
+            if old.name not in (version.name, previous):      # the set a reader may be reading stays one import
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+        if link.is_symlink():
+            link.unlink()
+        elif link.is_dir():                                   # _exchange put the old real folder here
+            shutil.rmtree(link, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the OS or file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _expected_names() -> str:
