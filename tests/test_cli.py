@@ -241,3 +241,18 @@ def test_resume_finishes_the_run_with_the_evaluation_it_was_started_with(tmp_pat
         "n_per_query": 5, "k": 10, "coherence_draws": 200, "complete_temperature": 0, "low_temperature": 0.7,
         "likelihood_examples": 50}
     assert "completed" not in metrics or not metrics["completed"]
+
+
+def test_every_model_option_flag_states_each_models_own_default(capsys):
+    """Flags and help come from the models' files: a default changed in a constructor shows in --help."""
+    import inspect
+    from jmvae.models import MODELS
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, cls in MODELS.items():
+        for p in list(inspect.signature(cls.__init__).parameters.values())[4:]:
+            if p.kind is p.VAR_KEYWORD or p.default is None:
+                continue
+            value = f"{p.default:g}" if isinstance(p.default, float) else str(p.default)
+            assert f"--{p.name.replace('_', '-')}" in text and f"{name} {value}" in text, (name, p.name)

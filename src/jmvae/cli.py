@@ -29,7 +29,7 @@ from .data.mnist_a import SPLITS
 from .errors import UserError
 from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, evaluate, format_headline, headline
 from .explore import EXPLORER, screenshot, write_explorer
-from .models import MODELS, options
+from .models import MODELS, option_flags, options
 from .config import (COMPILE_MODES, PAPER_TRAINING, PRESET_DEFAULTS, PRESET_TRAINING, TrainConfig, check_seed, read_config,
                      read_json, require_run, run_config)
 from .runs import (FINISHED, RunLock, atomic_write, check_links, check_parents, check_path, remove_temp_files, safe_remove,
@@ -316,7 +316,7 @@ def build_parser() -> Parser:
     p = Parser(prog="jmvae", description="Joint multimodal VAEs: train, evaluate, draw and generate.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     d = TrainConfig()
-    jm, te, ma = options("jmvae"), options("telbo"), PRESET_DEFAULTS["mnist-a"]
+    ma = PRESET_DEFAULTS["mnist-a"]
     t = sub.add_parser("train", help="train a model and write its run directory with figures and report")
     t.add_argument("--preset", choices=list(PRESETS), help="a built-in dataset (default position-digit)")
     t.add_argument("--data", metavar="PATH",
@@ -332,37 +332,18 @@ def build_parser() -> Parser:
     t.add_argument("--model", choices=list(MODELS), help=f"objective (default {d.model})")
     t.add_argument("--z-dim", type=int, help=f"latent dimensions (default 2; mnist-a {ma['z_dim']})")
     t.add_argument("--hidden", type=int, help=f"width of every hidden layer (default {d.hidden})")
-    t.add_argument("--alpha", type=float, help=f"JMVAE: weight of its KL terms; 0 is JMVAE-zero (default {jm['alpha']:g})")
-    t.add_argument("--attribute-weight", type=float, metavar="LAMBDA",
-                   help=f"weight of every log p(y_i|z) (default jmvae {jm['attribute_weight']:g}, telbo {te['attribute_weight']:g}, "
-                        f"mvae, mmvae, mopoe 1; mnist-a {ma['attribute_weight']:g})")
-    t.add_argument("--every-subset", action=argparse.BooleanOptionalAction, default=None,
-                   help="a KL term (JMVAE) or an ELBO (TELBO) for every non-empty attribute subset, not only all "
-                        f"attributes together (default jmvae {jm['every_subset']}, telbo {te['every_subset']}; mnist-a {ma['every_subset']})")
-    t.add_argument("--attribute-recon", type=float, metavar="GAMMA_Y",
-                   help=f"JMVAE: weight of the attributes reconstructed from q(z|y_S) (default {jm['attribute_recon']:g})")
-    t.add_argument("--image-recon", type=float, metavar="GAMMA_X",
-                   help=f"weight of the image reconstructed from q(z|y) (default jmvae {jm['image_recon']:g}, "
-                        f"telbo {te['image_recon']:g}; mnist-a {ma['image_recon']:g})")
-    t.add_argument("--image-target", choices=("matched", "paired"),
-                   help="JMVAE: the image that term scores at z ~ q(z|y): the batch's images of the class weighted by "
-                        f"q(z|x_j,y), or the example's own (default {jm['image_target']})")
-    t.add_argument("--prior-recon", type=float, metavar="GAMMA_P",
-                   help="JMVAE: weight of both decoders taught the nearest codes at draws of p(z), so that images drawn "
-                        f"from p(z) show the attributes p(y|z) gives them (default {jm['prior_recon']:g}; mnist-a {ma['prior_recon']:g})")
-    t.add_argument("--recon-draws", type=int, metavar="N",
-                   help="JMVAE: draws of q(z|y) and of p(z) a step for the image-recon and prior-recon terms, the "
-                        f"first N examples' (default {jm['recon_draws']}; 0: one per example)")
-    t.add_argument("--components", type=int, help=f"JMVAE: Gaussians in each attribute expert (default {jm['components']})")
-    mv, mm = options("mvae"), options("mmvae")
-    t.add_argument("--random-subsets", type=int, metavar="K",
-                   help=f"MVAE: ELBOs of K random subsets of 2..M-1 modalities per step (default {mv['random_subsets']})")
-    t.add_argument("--samples", type=int, metavar="K", help=f"MMVAE: importance samples per expert (default {mm['samples']})")
-    t.add_argument("--dreg", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"MMVAE: doubly reparameterised encoder gradients (default {mm['dreg']})")
-    t.add_argument("--sample-subsets", action=argparse.BooleanOptionalAction, default=None,
-                   help="MoPoE: each example reconstructed from one subset drawn for it, not from every subset "
-                        "(default: where there are more than 7 subsets, e.g. mnist-a's 31)")
+    for option, flag in option_flags().items():      # every model option, written once in its model's file
+        defaults = ", ".join(f"{m} {v if not isinstance(v, float) else f'{v:g}'}" for m, v in flag["defaults"].items()
+                             if v is not None)
+        preset = "; ".join(f"{p} {d[option]}" for p, d in PRESET_DEFAULTS.items() if option in d)
+        models = ", ".join(flag["defaults"]) if len(flag["defaults"]) < len(MODELS) else "every model"
+        said = "; ".join(x for x in (defaults, preset) if x)
+        text = f"{models}: {flag['help']}" + (f" (default {said})" if said else "")
+        name = "--" + option.replace("_", "-")
+        if flag["type"] is bool:
+            t.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            t.add_argument(name, type=flag["type"], metavar=flag["metavar"], choices=flag["choices"], help=text)
     t.add_argument("--label-fraction", type=float, metavar="F",
                    help="train with the attributes of only a random share F of the training examples (seeded; default 1)")
     t.add_argument("--binarize", action="store_true", default=None,

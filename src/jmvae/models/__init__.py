@@ -21,20 +21,34 @@ from .telbo import TELBO
 
 MODELS: dict[str, type[MultimodalVAE]] = {"jmvae": JMVAE, "telbo": TELBO, "mvae": MVAE, "mmvae": MMVAE, "mopoe": MoPoE}
 
-# The published objectives: JMVAE-kl (Suzuki et al. 2016) and TELBO (Vedantam et al. 2018) as the papers write them.
-PAPER: dict[str, Any] = {"alpha": 1.0, "attribute_weight": 1.0, "every_subset": False, "attribute_recon": 0.0,
-                         "image_recon": 0.0, "prior_recon": 0.0, "components": 1}
-# The others' published settings where they differ from their defaults here: MVAE's MNIST experiment weighs
-# the label 50 (as our default does); MMVAE trains with K = 30 and DReG (our default K = 1 is 30x cheaper a
-# step on a CPU); MoPoE and MMVAE weigh the modalities alike (our defaults: attributes 50).
-PAPER_OF: dict[str, dict[str, Any]] = {"jmvae": PAPER, "telbo": PAPER, "mvae": {"attribute_weight": 50.0},
-                                       "mmvae": {"attribute_weight": 1.0, "samples": 30, "dreg": True},
-                                       "mopoe": {"attribute_weight": 1.0}}
+# The published objectives' settings, as each model file declares them (PAPER); PAPER here is JMVAE's, which
+# TELBO shares.
+PAPER: dict[str, Any] = JMVAE.PAPER
+PAPER_OF: dict[str, dict[str, Any]] = {name: cls.PAPER for name, cls in MODELS.items()}
 
 
 def paper(name: str) -> dict[str, Any]:
     """The options that give model `name`'s published objective (only those it takes)."""
     return {k: v for k, v in PAPER_OF[name].items() if k in options(name)}
+
+
+def option_flags() -> dict[str, dict[str, Any]]:
+    """Every model option as a CLI flag: {option: {type, metavar, help, choices, defaults: {model: default}}},
+    from the models' constructors (defaults, types) and their HELP and CHOICES (the text written once, there)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, cls in MODELS.items():
+        params = list(inspect.signature(cls.__init__).parameters.values())[4:]
+        for p in params:
+            if p.kind is p.VAR_KEYWORD:
+                continue
+            flag = out.setdefault(p.name, {"defaults": {}})
+            flag["defaults"][name] = p.default
+            if "help" not in flag:
+                kind = str(p.annotation)
+                flag["type"] = bool if "bool" in kind else int if "int" in kind else float if "float" in kind else str
+                flag["metavar"], flag["help"] = cls.HELP[p.name]
+                flag["choices"] = getattr(cls, "CHOICES", {}).get(p.name)
+    return out
 
 
 def options(name: str) -> dict[str, Any]:

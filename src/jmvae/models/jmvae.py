@@ -53,6 +53,23 @@ def code_weights(q: Gaussian, z: torch.Tensor, allowed: torch.Tensor | None = No
 
 
 class JMVAE(JointVAE):
+    # each option's flag help (metavar, text): the CLI's flags are generated from these and the defaults below
+    HELP = {"alpha": ("A", "weight of the KL terms to the unimodal posteriors; 0 is JMVAE-zero"),
+            "attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+            "every_subset": (None, "a KL term for every non-empty attribute subset, not only all attributes together"),
+            "attribute_recon": ("GAMMA_Y", "weight of the attributes reconstructed from q(z|y_S)"),
+            "image_recon": ("GAMMA_X", "weight of the image reconstructed from q(z|y)"),
+            "image_target": (None, "the image that term scores at z ~ q(z|y): the batch's images of the class weighted "
+                                   "by q(z|x_j,y) (matched), or the example's own (paired)"),
+            "prior_recon": ("GAMMA_P", "weight of both decoders taught the nearest codes at draws of p(z), so that images "
+                                       "drawn from p(z) show the attributes p(y|z) gives them"),
+            "recon_draws": ("N", "draws of q(z|y) and of p(z) a step for the image-recon and prior-recon terms (0: one "
+                                 "per example)"),
+            "components": ("K", "Gaussians in each attribute expert")}
+    CHOICES = {"image_target": IMAGE_TARGETS}
+    PAPER = {"alpha": 1.0, "attribute_weight": 1.0, "every_subset": False, "attribute_recon": 0.0, "image_recon": 0.0,
+             "prior_recon": 0.0, "components": 1}    # JMVAE-kl as Suzuki et al. 2016 write it
+
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, alpha: float = 1.0,
                  attribute_weight: float = 1.0, every_subset: bool = True, attribute_recon: float = 0.0,
                  image_recon: float = 1.0, image_target: str = "matched", prior_recon: float = 0.3,

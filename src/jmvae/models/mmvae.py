@@ -25,6 +25,11 @@ from .base import Batch, MultimodalVAE, terms
 
 
 class MMVAE(MultimodalVAE):
+    HELP = {"attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+            "samples": ("K", "importance samples per expert"),
+            "dreg": (None, "doubly reparameterised encoder gradients")}
+    PAPER = {"attribute_weight": 1.0, "samples": 30, "dreg": True}   # Shi et al. 2019 (K = 1 is 30x cheaper a step)
+
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
                  attribute_weight: float = 50.0, samples: int = 1, dreg: bool = False, **networks):
         super().__init__(modalities, z_dim, hidden, **networks)

@@ -29,6 +29,11 @@ SUBSETS_DECODED = 7     # up to this many subsets, every one's draw is decoded (
 
 
 class MoPoE(MultimodalVAE):
+    HELP = {"attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+            "sample_subsets": (None, "each example reconstructed from one subset drawn for it, not from every subset "
+                                     "(default: where there are more than 7 subsets)")}
+    PAPER = {"attribute_weight": 1.0}       # Sutter et al. 2021 weigh the modalities alike
+
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
                  attribute_weight: float = 50.0, sample_subsets: bool | None = None, **networks):
         super().__init__(modalities, z_dim, hidden, **networks)

@@ -22,6 +22,10 @@ from .base import Batch, MultimodalVAE, terms
 
 
 class MVAE(MultimodalVAE):
+    HELP = {"attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+            "random_subsets": ("K", "ELBOs of K random subsets of 2..M-1 modalities per step")}
+    PAPER = {"attribute_weight": 50.0}     # the MNIST experiment of Wu & Goodman 2018 weighs the label 50
+
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
                  attribute_weight: float = 50.0, random_subsets: int = 1, **networks):
         super().__init__(modalities, z_dim, hidden, **networks)

@@ -25,6 +25,11 @@ from .joint import JointVAE
 
 
 class TELBO(JointVAE):
+    HELP = {"attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+            "every_subset": (None, "an ELBO for every non-empty attribute subset, not only all attributes together"),
+            "image_recon": ("GAMMA_X", "weight of the image reconstructed in the ELBO of q(z|y)")}
+    PAPER = {"attribute_weight": 1.0, "every_subset": False, "image_recon": 0.0}   # Vedantam et al. 2018
+
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
                  attribute_weight: float = 1.0, every_subset: bool = False, image_recon: float = 0.0, **networks):
         super().__init__(modalities, z_dim, hidden, **networks)
