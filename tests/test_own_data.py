@@ -143,6 +143,12 @@ def rewrite(root, change):
     (lambda r: rewrite(r, lambda rows: [{"name": x["file_name"], "c": x["colour"]} for x in rows]), "no file_name column"),
     (lambda r: rewrite(r, lambda rows: [dict(x, file_name="../escape.png") if i == 0 else x for i, x in enumerate(rows)]),
      "file_name ../escape.png"),
+    (lambda r: rewrite(r, lambda rows: [{"observed" if k == "colour" else k: v for k, v in x.items()} for x in rows]),
+     "column 'observed': not a usable attribute name"),
+    (lambda r: rewrite(r, lambda rows: [{"a=b" if k == "colour" else k: v for k, v in x.items()} for x in rows]),
+     "column 'a=b': not a usable attribute name"),
+    (lambda r: (r / "metadata.csv").unlink() or (r / "metadata.jsonl").write_text(
+        '{"file_name": "img000.png", "c": [1, 2]}\n{"file_name": "img001.png", "c": "x"}\n'), "column c: a list value"),
 ])
 def test_bad_data_is_one_line_naming_the_file_or_column(tmp_path, edit, says):
     assert says in bad(tmp_path, edit)

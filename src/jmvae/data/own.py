@@ -30,9 +30,11 @@ from .attributes import AttributeDataset
 
 METADATA = ("metadata.csv", "metadata.jsonl")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+RESERVED = ("observed", "z")   # batch and generation keys of their own
 MAX_CLASSES = 256          # a text or integer column with more distinct values is not an attribute (an id?)
 FEW_INTEGERS = 20          # integer columns with at most this many values are categorical, else continuous
 CACHE_VERSION = 1
+MAX_PIXELS = 4096 * 4096   # an image larger than this is refused (a decompression bomb, or not a dataset image)
 STEPS_PER_EXAMPLE = 10     # the default length: 10 passes over the training split ...
 MIN_STEPS, MAX_STEPS = 1500, 4000   # ... within these bounds (a 10,000-image run: 390 steps/pass at b256)
 
@@ -239,21 +241,25 @@ def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None
     from PIL import Image as PILImage, UnidentifiedImageError
     path, size = args
     try:
+        PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
         with PILImage.open(path) as im:
             im = im.convert("RGB")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), PILImage.Resampling.BILINEAR)
             return np.asarray(im, dtype=np.uint8), ""
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, PILImage.DecompressionBombError) as e:
         return None, f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else 'unreadable'}"
 
 
 def _size_of(path: str) -> tuple[tuple[int, int] | None, str]:
     from PIL import Image as PILImage, UnidentifiedImageError
     try:
+        PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
         with PILImage.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise ValueError(f"{im.size[0]}x{im.size[1]} pixels, more than {MAX_PIXELS:,}")
             return (im.size[1], im.size[0]), ""
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, PILImage.DecompressionBombError) as e:
         return None, f"{type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else 'unreadable'}"
 
 
@@ -272,6 +278,14 @@ def _pool_map(fn, items: list, desc: str, progress: bool) -> list:
                 bar.update()
     bar.close()
     return out
+
+
+def _memory() -> int:
+    """This machine's physical memory in bytes (a large number where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 50
 
 
 def parse_size(text: str | int | None) -> tuple[int, int] | None:
@@ -324,6 +338,11 @@ def read_images(table: Table, root: Path, size: tuple[int, int] | None, cache: P
             b = next(f for (s, _), f in zip(sizes, table.files) if s == distinct[1])
             raise UserError(f"images of different sizes ({a.name} is {distinct[0][0]}x{distinct[0][1]}, {b.name} is "
                             f"{distinct[1][0]}x{distinct[1][1]}; allowed: one size, or --image-size N to resize all)")
+    h, w = size if size is not None else distinct[0]
+    need, have = 2 * len(names) * 3 * h * w, _memory()        # the decoded list and the stacked array
+    if need > have // 2:
+        raise UserError(f"{len(names):,} images of {h}x{w} need about {need / 1e9:.1f} GB to load and this machine has "
+                        f"{have / 1e9:.1f} GB (allowed: a smaller --image-size, or fewer images)")
     decoded = _pool_map(_decode, [(n, size) for n in names], "decoding images", progress)
     for (img, why), f in zip(decoded, table.files):
         if img is None:
@@ -383,6 +402,14 @@ def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where
              image_name: str = "x") -> AttributeDataset:
     """The dataset of decoded images and raw attribute columns: kinds inferred on the training rows."""
     n = len(images)
+    for col, values in columns.items():
+        if col in RESERVED or not col.strip() or any(c in col for c in "=,"):
+            raise UserError(f"column {col!r}: not a usable attribute name (allowed: names without '=' or ',', other "
+                            f"than {', '.join(RESERVED)}; rename the column)")
+        odd = next((v for v in values if not (v is None or isinstance(v, (str, int, float, bool)))), None)
+        if odd is not None:
+            raise UserError(f"column {col}: a {type(odd).__name__} value {str(odd)[:40]!r} (allowed: text, numbers, "
+                            "true/false, or empty)")
     unknown = sorted(set(kinds) - set(columns))
     if unknown:
         raise UserError(f"--attribute {unknown[0]}=... names no column (allowed: {', '.join(columns)})")
