@@ -1,0 +1,136 @@
+"""Does a run on a user's own data draw what is asked? Read by an independent reader, not jmvae's own.
+
+    python examples/make_shapes.py shapes --n 10000
+    jmvae train --data shapes --out runs/shapes --seed 0          # and seeds 1, 2
+    python benchmarks/own_data_quality.py runs/shapes [runs/shapes-1 ...]
+
+The independent reader is a CNN of another architecture (three conv layers with batch norm, a wider head) and
+seed than the evaluation's reader, trained here on the run's training images (every observed cell). For each
+run it prints the reader's accuracy on real test images, then the share of images generated from every
+combination of values with *all* attributes given (a continuous one at its levels) that it reads back (a
+continuous value: the mean |read - asked| as a share of the range), beside the run's own metrics.json, and the
+ratio to the reader's accuracy on real images. 200 images per query (--n).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jmvae.data.attributes import to_batch
+from jmvae.modalities import Continuous
+from jmvae.train import load_run
+
+
+class Reader(nn.Module):
+    def __init__(self, channels: int, shape: tuple[int, int], widths: dict[str, int]):
+        super().__init__()
+        self.channels, self.shape, self.widths = channels, shape, widths
+        layers, c = [], channels
+        for out in (32, 64, 96):
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
+            c = out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(c * 4, 256), nn.ReLU(), nn.Linear(256, sum(widths.values())))
+
+    def forward(self, x):
+        h = self.head(self.features(x.reshape(-1, self.channels, *self.shape)))
+        return dict(zip(self.widths, h.split(list(self.widths.values()), -1)))
+
+
+def train_reader(data, steps: int = 3000, seed: int = 1234) -> Reader:
+    torch.manual_seed(seed)
+    widths = {a.name: 1 if isinstance(a, Continuous) else a.size for a in data.attributes}
+    reader = Reader(data.image.channels, data.image.shape, widths)
+    opt = torch.optim.Adam(reader.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        b = to_batch(data.train, torch.randint(0, data.n_train, (128,), generator=g))
+        x = b[data.image.name]
+        if torch.rand(1, generator=g) < 0.5:                       # generated images are means: blur some
+            x = F.avg_pool2d(x.reshape(-1, data.image.channels, *data.image.shape), 3, 1, 1).reshape(x.shape)
+        out = reader(x)
+        loss = 0
+        for a in data.attributes:
+            y = b[a.name]
+            if isinstance(a, Continuous):
+                seen = ~y.isnan()
+                loss = loss + ((out[a.name][:, 0] - y.nan_to_num(0)) ** 2 * seen).sum() / seen.sum().clamp_min(1)
+            else:
+                loss = loss + F.cross_entropy(out[a.name], y, ignore_index=-1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return reader.eval()
+
+
+@torch.no_grad()
+def read(reader: Reader, data, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    out = {k: [] for k in reader.widths}
+    for part in x.split(2048):
+        for k, v in reader(part).items():
+            out[k].append(v)
+    values = {k: torch.cat(v) for k, v in out.items()}
+    return {a.name: values[a.name][:, 0] if isinstance(a, Continuous) else values[a.name].argmax(-1)
+            for a in data.attributes}
+
+
+@torch.no_grad()
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--n", type=int, default=200, help="images per query (default 200)")
+    p.add_argument("--steps", type=int, default=3000, help="the reader's training steps (default 3000)")
+    args = p.parse_args()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+               platform.processor())
+    print(f"CPU: {cpu}; {torch.get_num_threads()} threads")
+    readers = {}
+    for run in args.runs:
+        cfg, data, model = load_run(run)
+        key = json.loads((Path(run) / "config.json").read_text())["data_fingerprint"]
+        if key not in readers:
+            with torch.enable_grad():
+                readers[key] = train_reader(data, args.steps)
+        reader = readers[key]
+        real = read(reader, data, to_batch(data.test, slice(None))[data.image.name])
+        base = {}
+        for a in data.attributes:
+            truth, seen = data.test[a.name], a.observed(data.test[a.name])
+            if isinstance(a, Continuous):
+                base[a.name] = float((real[a.name] - truth)[seen].abs().mean() / (a.high - a.low))
+            else:
+                base[a.name] = float((real[a.name] == truth)[seen].float().mean())
+        combos = list(itertools.product(*(range(len(a.classes)) for a in data.attributes)))
+        given = {a.name: a.level_values(torch.tensor([c[i] for c in combos])) for i, a in enumerate(data.attributes)}
+        torch.manual_seed(0)
+        images = model.generate(given, args.n)[data.image.name]            # (n, queries, D)
+        got = read(reader, data, images.reshape(-1, images.shape[-1]))
+        metrics = json.loads((Path(run) / "metrics.json").read_text())
+        own = {q["label"]: q for q in metrics["queries"] if len(q["subset"]) == len(data.attributes)}
+        print(f"\n{run}: {len(combos)} queries with every attribute given, {args.n} images each")
+        print(f"  {'attribute':12s} {'real test':>10s} {'generated':>10s} {'ratio':>6s}   report's reader (generated)")
+        for a in data.attributes:
+            asked = given[a.name].expand(args.n, -1).reshape(-1)
+            if isinstance(a, Continuous):
+                err = float((got[a.name] - asked).abs().mean() / (a.high - a.low))
+                mine = [q["value_error"][a.name] for q in own.values() if a.name in q.get("value_error", {})]
+                print(f"  {a.name:12s} {base[a.name]:10.3f} {err:10.3f} {'':6s}   {sum(mine) / len(mine):.3f}   "
+                      "(mean |read - asked| / range)")
+            else:
+                share = float((got[a.name] == asked).float().mean())
+                levels = {q["label"]: q["readings"][a.name] for q in own.values()}
+                mine = sum(levels[lbl][a.classes[c[i]]] for lbl, c in zip(
+                    [",".join(f"{b.name}={b.classes[c[j]]}" for j, b in enumerate(data.attributes)) for c in combos],
+                    combos) for i in [data.attributes.index(a)] if lbl in levels) / max(1, len(levels))
+                print(f"  {a.name:12s} {base[a.name]:10.3f} {share:10.3f} {share / base[a.name]:6.3f}   {mine:.3f}")
+
+
+if __name__ == "__main__":
+    main()
