@@ -173,3 +173,34 @@ def test_a_run_name_cannot_put_script_into_the_page(run2, tmp_path):
         assert page.evaluate("() => JSON.parse(document.getElementById('data').textContent).title") == title
         assert page.title() == f"{title} · latent explorer"
     assert not errors, errors
+
+
+def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path):
+    """A user's colour 32x32 data: the conv decoder and the continuous attribute's mean in JavaScript agree with
+    PyTorch, and the page draws the colour image."""
+    import numpy as np
+
+    from jmvae.data.own import from_arrays
+    from jmvae.models import build_model
+    rng = np.random.default_rng(0)
+    data = from_arrays({"x": (rng.random((40, 32, 32, 3)) * 255).astype(np.uint8), "kind": np.array(["a", "b"] * 20),
+                        "amount": rng.normal(size=40)})
+    torch.manual_seed(0)
+    model = build_model("jmvae", data.modalities, z_dim=3, hidden=32).eval()
+    page_path = write_explorer(model, data, tmp_path / "e.html", "colour")
+    errors: list = []
+    with open_page(page_path, errors=errors) as page:
+        z = [0.4, -0.7, 1.1]
+        js = page.evaluate("z => window.jmvaeExplorer.decode(z)", z)
+        with torch.no_grad():
+            logits = model.logits(torch.tensor([z]))
+        assert len(js["image"]) == 3 * 32 * 32
+        assert (torch.tensor(js["image"]) - logits["x"][0].sigmoid()).abs().max() < 1e-2
+        assert (torch.tensor(js["attrs"]["kind"]) - logits["kind"][0].softmax(-1)).abs().max() < 1e-3
+        assert sum(js["attrs"]["amount"]) == 1                       # the nearest level of the mean
+        page.select_option("#query select[name=amount]", index=2)
+        assert len(page.evaluate("() => window.jmvaeExplorer.ellipses()")) >= 1
+        pixel = page.evaluate("() => Array.from(document.getElementById('image').getContext('2d')"
+                              ".getImageData(0, 0, 1, 1).data)")
+        assert pixel[3] == 255 and len(set(pixel[:3])) > 1           # a colour pixel, not grey
+    assert errors == [], errors

@@ -249,11 +249,12 @@ def test_an_npz_with_one_image_array_and_attribute_arrays(tmp_path):
 def test_export_round_trip_trains_exactly_as_the_preset(tmp_path, capsys):
     """The general path loses nothing: an exported preset is the same data, bit for bit, and trains the same."""
     assert main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")]) == 0
-    assert "jmvae train --data" in capsys.readouterr().out
-    a, _ = train(TrainConfig(mnist="bundled", steps=6, hidden=32, precision="float32"), tmp_path / "p",
-                 progress=False, log=lambda *a: None)
-    b, _ = train(TrainConfig(data=str(tmp_path / "pd"), steps=6, hidden=32, precision="float32"), tmp_path / "d",
-                 progress=False, log=lambda *a: None)
+    said = capsys.readouterr().out.split("jmvae train --data ")[1].split()[1:]     # the flags it prints
+    assert said[:2] == ["--steps", "1980"] and "--z-dim" in said and "--prior-recon" in said
+    assert main(["train", "--mnist", "bundled", *TINY, "--steps", "6", "--precision", "float32",
+                 "--out", str(tmp_path / "p")]) == 0
+    assert main(["train", "--data", str(tmp_path / "pd"), *said, *TINY, "--steps", "6", "--precision", "float32",
+                 "--out", str(tmp_path / "d")]) == 0
     assert json.loads((tmp_path / "p" / "config.json").read_text())["data_fingerprint"] == \
         json.loads((tmp_path / "d" / "config.json").read_text())["data_fingerprint"]
 

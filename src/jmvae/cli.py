@@ -27,6 +27,7 @@ from .data.own import export
 from .data.mnist import import_mnist
 from .data.mnist_a import SPLITS
 from .errors import UserError
+from .modalities import IMAGE_LIKELIHOODS, LAPLACE_SCALE
 from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, evaluate, format_headline, headline
 from .explore import EXPLORER, screenshot, write_explorer
 from .models import MODELS, option_flags, options
@@ -302,14 +303,25 @@ def cmd_data_export(args) -> None:
     cfg.validate()
     data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, mnist=cfg.mnist, split=cfg.split)
     out = export(data, Path(args.out))
-    steps = data.default_steps(cfg.batch_size)
-    same = {"z_dim": cfg.resolved().z_dim} | PRESET_DEFAULTS.get(args.preset, {})
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{'' if v else 'no-'}{k.replace('_', '-')}"
-                     for k, v in same.items())
-    if args.preset in PRESET_TRAINING:
-        flags += f" --batch-size {cfg.batch_size} --lr {cfg.lr:g}"
     print(f"wrote {data.n_train:,} training and {data.n_test:,} test images of {args.preset} ({data.source}) to {out}\n"
-          f"train on it as --preset {args.preset} trains: jmvae train --data {out} --steps {steps} {flags}".rstrip())
+          f"train on it as --preset {args.preset} trains: jmvae train --data {out} "
+          + " ".join(same_as_preset(args.preset, data.default_steps(cfg.batch_size))))
+
+
+def same_as_preset(preset: str, steps: int, model: str = "jmvae") -> list[str]:
+    """The flags that make `--data` on an exported preset train as `--preset` does: its length, and every
+    setting whose preset default differs from own data's."""
+    a = TrainConfig(preset=preset, model=model).resolved()
+    b = TrainConfig(data="exported", model=model).resolved()
+    flags = [f"--steps {steps}"]
+    for name in ("z_dim", "batch_size", "lr", *options(model)):
+        v = getattr(a, name)
+        if v == getattr(b, name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        flags.append(f"--{'' if v else 'no-'}{name.replace('_', '-')}" if isinstance(v, bool) else f"{flag} {v:g}"
+                     if isinstance(v, float) else f"{flag} {v}")
+    return flags
 
 
 def build_parser() -> Parser:
@@ -326,6 +338,9 @@ def build_parser() -> Parser:
     t.add_argument("--attribute", action="append", metavar="NAME=KIND",
                    help="with --data: an attribute's kind, categorical, binary or continuous (default: inferred "
                         "from its values)")
+    t.add_argument("--image-likelihood", choices=IMAGE_LIKELIHOODS,
+                   help="p(x|z) of every pixel: bernoulli (intensities as soft targets; default) or laplace (mean "
+                        f"sigmoid(logit), scale {LAPLACE_SCALE})")
     t.add_argument("--image-size", metavar="N|HxW",
                    help="with --data: resize every image to N x N or H x W pixels (default: the data's own size, "
                         "when all images agree)")

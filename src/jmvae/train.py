@@ -47,6 +47,8 @@ def build(cfg: TrainConfig, quiet: bool = False, run_dir: Path | None = None,
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
             data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist,
                                 cfg.binarize, cfg.split, path, cfg.attribute, cfg.image_size, progress=not quiet)
+    if cfg.image_likelihood not in (None, data.image.likelihood):
+        data.image = replace(data.image, likelihood=cfg.image_likelihood)
     torch.manual_seed(cfg.seed)
     try:
         model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
