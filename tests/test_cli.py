@@ -241,3 +241,13 @@ def test_resume_finishes_the_run_with_the_evaluation_it_was_started_with(tmp_pat
         "n_per_query": 5, "k": 10, "coherence_draws": 200, "complete_temperature": 0, "low_temperature": 0.7,
         "likelihood_examples": 50}
     assert "completed" not in metrics or not metrics["completed"]
+
+
+def test_version_is_the_package_version(capsys):
+    import jmvae
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jmvae {jmvae.__version__}"
+    assert version("jmvae") == jmvae.__version__           # pyproject.toml reads it from jmvae/__init__.py
