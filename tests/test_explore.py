@@ -54,6 +54,14 @@ def test_page_in_a_real_browser(run2):
     errors: list = []
     with open_page(run2 / "explore.html", errors=errors) as page:
         assert page.url.startswith("file://")
+        # it opens on the first query, position=left: its ellipses, its draws, z at its mean; no empty box
+        assert page.evaluate("() => window.jmvaeExplorer.queryIndex()") == 0
+        assert page.evaluate("() => document.querySelector('#query select[name=position]').value") == "0"
+        assert len(page.evaluate("() => window.jmvaeExplorer.ellipses()")) == 1
+        assert page.evaluate("() => !document.getElementById('strip').hidden")
+        with torch.no_grad():
+            left = model.posterior({"position": torch.tensor([data.attribute("position").index("left")])}).mean[0]
+        assert torch.allclose(torch.tensor(page.evaluate("() => window.jmvaeExplorer.getZ()")), left, atol=1e-4)
         for z in ([0.0, 0.0], [1.2, -0.7], [-2.5, 2.0], [0.3, 2.9]):
             js = page.evaluate("z => window.jmvaeExplorer.decode(z)", z)
             ref = torch_decode(model, z)
@@ -78,16 +86,24 @@ def test_page_in_a_real_browser(run2):
         page.keyboard.press("ArrowLeft")
         page.wait_for_timeout(50)
         assert page.evaluate("() => window.jmvaeExplorer.getZ()")[0] < z[0]
-        # choosing digit=2 draws q(z | digit=2): its centre is that posterior's mean
+        # choosing digit=2 (position back to any) draws q(z | digit=2): its centre is that posterior's mean
+        page.select_option("#query select[name=position]", label="any")
         page.select_option("#query select[name=digit]", label="2")
         drawn = page.evaluate("() => window.jmvaeExplorer.ellipses()")
         with torch.no_grad():
             q = model.posterior({"digit": torch.tensor([data.attribute("digit").index("2")])})
         assert len(drawn) == 1 and torch.allclose(torch.tensor(drawn[0]["centre"]), q.mean[0], atol=1e-4)
         assert page.evaluate("() => !document.getElementById('strip').hidden")
-        # readable on a phone-sized window: nothing wider than the screen
-        page.set_viewport_size({"width": 390, "height": 844})
-        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        # readable on a phone-sized window and a desktop one: nothing wider than the screen, no canvas taller
+        # than the window (a hidden strip once stayed displayed, 1 pixel wide scaled to 10,882 px tall)
+        for width, height in ((390, 844), (1280, 800)):
+            page.set_viewport_size({"width": width, "height": height})
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+            boxes = page.evaluate("() => [...document.querySelectorAll('canvas')].map(c => "
+                                  "[c.id, c.getBoundingClientRect().width, c.getBoundingClientRect().height])")
+            assert all(0 < w <= width and 0 < h <= height for _, w, h in boxes), boxes
+        page.select_option("#query select[name=digit]", label="any")        # no query: the strip is not shown
+        assert page.evaluate("() => document.getElementById('strip').getBoundingClientRect().height") == 0
     assert errors == [], errors
 
 
