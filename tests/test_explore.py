@@ -44,11 +44,13 @@ def test_founding_network_page_is_self_contained_and_under_5_mb(founding_data, t
     assert "http://" not in text and "https://" not in text and "<script src" not in text
 
 
+@pytest.mark.slow
 def test_train_writes_the_explorer_and_the_report_links_it(run2):
     assert (run2 / "explore.html").is_file()
     assert 'href="explore.html"' in (run2 / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_page_in_a_real_browser(run2):
     _, data, model = load_run(run2)
     errors: list = []
@@ -107,6 +109,7 @@ def test_page_in_a_real_browser(run2):
     assert errors == [], errors
 
 
+@pytest.mark.slow
 def test_mixture_posterior_and_three_dimensional_latent(run3):
     _, data, model = load_run(run3)
     errors: list = []
@@ -126,6 +129,7 @@ def test_mixture_posterior_and_three_dimensional_latent(run3):
     assert errors == [], errors
 
 
+@pytest.mark.slow
 def test_explore_command_rewrites_the_page_and_saves_a_screenshot(run2, tmp_path, capsys):
     assert main(["explore", str(run2), "--out", str(tmp_path / "mine.html"), "--screenshot"]) == 0
     assert (tmp_path / "mine.html").is_file()
@@ -136,6 +140,7 @@ def test_explore_command_rewrites_the_page_and_saves_a_screenshot(run2, tmp_path
     json.loads((run2 / "config.json").read_text())        # the run is untouched otherwise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,z_dim", [("mmvae", 1), ("telbo", 5)])
 def test_any_model_any_latent_size(founding_data, tmp_path, name, z_dim):
     """An untrained model is enough: the page must load and decode like PyTorch for a 1-D and a 5-D latent."""
@@ -172,6 +177,7 @@ def test_a_decoder_the_page_cannot_run_is_one_line(founding_data, tmp_path):
     assert not (tmp_path / "e.html").exists()
 
 
+@pytest.mark.slow
 def test_a_run_name_cannot_put_script_into_the_page(run2, tmp_path):
     """`--name "__DATA__<img src=x onerror=alert(1)>"` ran script: the data placeholder was also replaced inside the
     escaped title. Neither the title nor the embedded JSON (a "</script>" in it) may run anything."""
