@@ -445,7 +445,7 @@ def full_disk(path, *args, **kwargs):
 FAULTS = [  # (command, what fails, how, exit status, what the one line says): a finished run stays finished
     ("evaluate", "os.fsync", OSError(errno.ENOSPC, "No space left on device"), 2, "No space left on device: {run}/figures/"),
     ("evaluate", "jmvae.report.write_text", full_disk, 2, "No space left on device: {run}/report.html"),
-    ("evaluate", "jmvae.cli.evaluate", KeyboardInterrupt(), 130, "jmvae: interrupted (run `jmvae evaluate {run}` again"),
+    ("evaluate", "jmvae.pipeline.evaluate", KeyboardInterrupt(), 130, "jmvae: interrupted (run `jmvae evaluate {run}` again"),
     ("train", "torch.save", RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
                                          "data/0: file write failed"), 2, "PytorchStreamWriter failed writing file data/0"),
 ]
