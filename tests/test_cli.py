@@ -33,6 +33,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_a_finished_run(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "model.pt", "checkpoint.pt", "history.csv", "metrics.json", "report.html", "figures"} <= names
@@ -58,10 +59,12 @@ def test_train_writes_a_finished_run(run_dir):
     assert "http://" not in page and "https://" not in page  # opens from disk, offline
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_a_finished_run(run_dir, capsys):
     bad(capsys, "train", "--out", str(run_dir), *TINY, expect="already holds a finished run")
 
 
+@pytest.mark.slow
 def test_figures_report_evaluate(run_dir, capsys):
     (run_dir / "figures" / "pxz_grid.png").unlink()
     code, out, _ = run_cli(capsys, "figures", str(run_dir))
@@ -86,6 +89,7 @@ def test_figures_report_evaluate(run_dir, capsys):
     assert run_cli(capsys, "compare", str(run_dir), "--csv", str(run_dir.parent / "c.csv"))[0] == 0
 
 
+@pytest.mark.slow
 def test_generate_png_and_npz(run_dir, tmp_path, capsys):
     code, _, _ = run_cli(capsys, "generate", str(run_dir), "--given", "position=left", "digit=2", "--n", "6",
                          "--out", str(tmp_path / "g.npz"))
@@ -114,6 +118,7 @@ def test_generate_png_and_npz(run_dir, tmp_path, capsys):
     assert not np.allclose(arrays["images"], np.load(tmp_path / "t1.npz")["images"])
 
 
+@pytest.mark.slow
 def test_generate_bad_input(run_dir, tmp_path, capsys):
     out = str(tmp_path / "g.png")
     bad(capsys, "generate", str(run_dir), "--given", "colour=red", "--out", out, expect="colour (allowed: position, digit)")
@@ -159,6 +164,7 @@ def test_mnist_dir_without_files(tmp_path, capsys):
     bad(capsys, "train", "--out", str(tmp_path / "r"), "--mnist-dir", str(tmp_path / "nope"), expect="does not exist")
 
 
+@pytest.mark.slow
 def test_missing_or_unfinished_run(tmp_path, run_dir, capsys):
     for verb in ("figures", "report", "evaluate"):
         bad(capsys, verb, str(tmp_path / "nope"), expect="does not exist")
@@ -173,12 +179,14 @@ def test_missing_or_unfinished_run(tmp_path, run_dir, capsys):
     bad(capsys, "train", "--out", str(tmp_path / "fresh"), "--resume", expect="does not exist")
 
 
+@pytest.mark.slow
 def test_console_entry_exits_2_without_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "jmvae.cli", "train", "--out", str(tmp_path / "r"), "--z-dim", "-3"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr == "jmvae: error: z-dim -3 (allowed: an integer >= 1)\n"
 
 
+@pytest.mark.slow
 def test_hold_out_reports_the_held_out_combination(tmp_path, capsys):
     out = tmp_path / "held"
     assert main(["train", "--out", str(out), *TINY, "--hold-out", "digit=2,position=right"]) == 0
@@ -192,6 +200,7 @@ def test_hold_out_reports_the_held_out_combination(tmp_path, capsys):
     assert config["n_train"] == 1600 - int((full.train["digit"] == 1).sum()) // 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mvae", "mmvae", "mopoe"])
 def test_every_model_trains_on_partly_labelled_data_into_a_finished_run(tmp_path, capsys, model):
     out = tmp_path / model
@@ -217,6 +226,7 @@ def test_second_temperature_is_the_presets_unless_asked():
     assert eval_config(Namespace(low_temperature=0.7, **flags), "mnist-a").low_temperature == 0.7
 
 
+@pytest.mark.slow
 def test_resume_finishes_the_run_with_the_evaluation_it_was_started_with(tmp_path, capsys, monkeypatch):
     # a resumed run was once evaluated at the defaults (500 images per query, the completed pass, MNIST-A's skipped
     # T = 0.5 pass too): 22 minutes instead of the 100 per query it was started with
@@ -256,3 +266,13 @@ def test_every_model_option_flag_states_each_models_own_default(capsys):
                 continue
             value = f"{p.default:g}" if isinstance(p.default, float) else str(p.default)
             assert f"--{p.name.replace('_', '-')}" in text and f"{name} {value}" in text, (name, p.name)
+
+
+def test_version_is_the_package_version(capsys):
+    import jmvae
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jmvae {jmvae.__version__}"
+    assert version("jmvae") == jmvae.__version__           # pyproject.toml reads it from jmvae/__init__.py

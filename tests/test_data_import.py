@@ -185,6 +185,7 @@ def payloads(marker: Path) -> dict:
             "numpy.savetxt": Payload(np.savetxt, str(marker), np.zeros(1))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("refused", ["posix.system", "__builtin__.eval", "numpy.savetxt"])
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path, cache, capsys, refused):
     marker = tmp_path / "pwned"

@@ -66,6 +66,7 @@ def history(run) -> list[dict]:
     return list(csv.DictReader(open(run / "history.csv")))
 
 
+@pytest.mark.slow
 def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path):
     """Same global batch, same noise (a function of each row's own posterior, so it does not depend on which
     rank holds the row): the weights after one Adam step agree within 1e-5."""
@@ -113,6 +114,7 @@ def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+@pytest.mark.slow
 def test_two_ranks_write_one_run_resume_exactly_and_survive_a_dying_rank(tmp_path):
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     argv = ["train", "--epochs", "4", "--seed", "0", *TINY]
@@ -148,6 +150,7 @@ def test_two_ranks_write_one_run_resume_exactly_and_survive_a_dying_rank(tmp_pat
     assert (broken / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_batch_that_does_not_split_evenly_is_refused_on_every_rank(tmp_path):
     results = launch(train_code(["train", "--epochs", "1", "--out", str(tmp_path / "odd"), *TINY[:2],
                                  "--batch-size", "63", "--mnist", "bundled"]))
@@ -156,6 +159,7 @@ def test_batch_that_does_not_split_evenly_is_refused_on_every_rank(tmp_path):
     assert not (tmp_path / "odd").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("world", [1])
 def test_resume_on_a_different_number_of_ranks(tmp_path, world):
     run = tmp_path / "r"

@@ -20,6 +20,7 @@ def classifier(founding_data):
     return clf, acc
 
 
+@pytest.mark.slow
 def test_the_classifier_is_trained_once_per_dataset_whatever_the_run(classifier, founding_data, monkeypatch):
     """Runs of other seeds or models on the same data load the cached instrument; other data trains its own."""
     import jmvae.classifier as module
@@ -119,11 +120,13 @@ def test_queries_cover_every_subset_and_seen_combination(founding_data):
     assert {tuple(q) for q in qs} == {("position",), ("digit",), ("position", "digit")}
 
 
+@pytest.mark.slow
 def test_classifier_reads_real_images(classifier):
     _, acc = classifier
     assert acc["position"] > 0.99 and acc["digit"] > 0.95
 
 
+@pytest.mark.slow
 def test_classifier_reads_blurred_dimmed_digits_like_crisp_ones(founding_data, classifier):
     """Generated images are grey, blurred means: the classifier must read a dim, blurred 2 as a 2 (one trained
     on crisp digits only read 15% of such real test digits wrong), or faithful images count as failures."""
@@ -136,6 +139,7 @@ def test_classifier_reads_blurred_dimmed_digits_like_crisp_ones(founding_data, c
     assert (blurred - x).abs().max() > 0.2 and blurred.max() < x.max()      # ... and spreads it out
 
 
+@pytest.mark.slow
 def test_perfect_model_scores_one(founding_data, classifier):
     clf, _ = classifier
     model = RealImageModel(founding_data)
@@ -144,6 +148,7 @@ def test_perfect_model_scores_one(founding_data, classifier):
     assert attribute_accuracy(model, founding_data, ("x",)) == {"position": 1.0, "digit": 1.0}
 
 
+@pytest.mark.slow
 def test_model_ignoring_its_input_is_at_chance_with_full_coverage(founding_data, classifier):
     clf, _ = classifier
     cc = correctness_coverage(RealImageModel(founding_data, ignore_input=True), founding_data, clf, n=400)
@@ -155,6 +160,7 @@ def test_model_ignoring_its_input_is_at_chance_with_full_coverage(founding_data,
     assert perfect["coverage"]["by_size"]["1"] > 0.98
 
 
+@pytest.mark.slow
 def test_joint_coherence_of_a_decoder_that_agrees_with_itself(founding_data, classifier):
     clf, _ = classifier
 
@@ -242,6 +248,7 @@ def test_intervals_cover_known_rates_in_repeated_runs(founding_data):
     assert min(share.values()) >= 0.88, share
 
 
+@pytest.mark.slow
 def test_rows_of_a_model_that_draws_the_wrong_digit(founding_data, classifier):
     # The real classifier reads the real images drawn: each query's true rates follow exactly from what it
     # reads on the pools the fake model draws from.
@@ -328,6 +335,7 @@ def test_terminal_names_the_ten_worst_failing_queries_of_many(founding_data):
     assert "30 of 30" in line and "q0, q1" in line and "q9," not in line and "q9 and 20 more" in line and "q10" not in line
 
 
+@pytest.mark.slow
 def test_report_of_a_model_ignoring_its_input(founding_data, classifier, tmp_path):
     clf, _ = classifier
     cc = correctness_coverage(RealImageModel(founding_data, ignore_input=True), founding_data, clf, n=100)

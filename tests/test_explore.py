@@ -44,16 +44,26 @@ def test_founding_network_page_is_self_contained_and_under_5_mb(founding_data, t
     assert "http://" not in text and "https://" not in text and "<script src" not in text
 
 
+@pytest.mark.slow
 def test_train_writes_the_explorer_and_the_report_links_it(run2):
     assert (run2 / "explore.html").is_file()
     assert 'href="explore.html"' in (run2 / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_page_in_a_real_browser(run2):
     _, data, model = load_run(run2)
     errors: list = []
     with open_page(run2 / "explore.html", errors=errors) as page:
         assert page.url.startswith("file://")
+        # it opens on the first query, position=left: its ellipses, its draws, z at its mean; no empty box
+        assert page.evaluate("() => window.jmvaeExplorer.queryIndex()") == 0
+        assert page.evaluate("() => document.querySelector('#query select[name=position]').value") == "0"
+        assert len(page.evaluate("() => window.jmvaeExplorer.ellipses()")) == 1
+        assert page.evaluate("() => !document.getElementById('strip').hidden")
+        with torch.no_grad():
+            left = model.posterior({"position": torch.tensor([data.attribute("position").index("left")])}).mean[0]
+        assert torch.allclose(torch.tensor(page.evaluate("() => window.jmvaeExplorer.getZ()")), left, atol=1e-4)
         for z in ([0.0, 0.0], [1.2, -0.7], [-2.5, 2.0], [0.3, 2.9]):
             js = page.evaluate("z => window.jmvaeExplorer.decode(z)", z)
             ref = torch_decode(model, z)
@@ -78,19 +88,28 @@ def test_page_in_a_real_browser(run2):
         page.keyboard.press("ArrowLeft")
         page.wait_for_timeout(50)
         assert page.evaluate("() => window.jmvaeExplorer.getZ()")[0] < z[0]
-        # choosing digit=2 draws q(z | digit=2): its centre is that posterior's mean
+        # choosing digit=2 (position back to any) draws q(z | digit=2): its centre is that posterior's mean
+        page.select_option("#query select[name=position]", label="any")
         page.select_option("#query select[name=digit]", label="2")
         drawn = page.evaluate("() => window.jmvaeExplorer.ellipses()")
         with torch.no_grad():
             q = model.posterior({"digit": torch.tensor([data.attribute("digit").index("2")])})
         assert len(drawn) == 1 and torch.allclose(torch.tensor(drawn[0]["centre"]), q.mean[0], atol=1e-4)
         assert page.evaluate("() => !document.getElementById('strip').hidden")
-        # readable on a phone-sized window: nothing wider than the screen
-        page.set_viewport_size({"width": 390, "height": 844})
-        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        # readable on a phone-sized window and a desktop one: nothing wider than the screen, no canvas taller
+        # than the window (a hidden strip once stayed displayed, 1 pixel wide scaled to 10,882 px tall)
+        for width, height in ((390, 844), (1280, 800)):
+            page.set_viewport_size({"width": width, "height": height})
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+            boxes = page.evaluate("() => [...document.querySelectorAll('canvas')].map(c => "
+                                  "[c.id, c.getBoundingClientRect().width, c.getBoundingClientRect().height])")
+            assert all(0 < w <= width and 0 < h <= height for _, w, h in boxes), boxes
+        page.select_option("#query select[name=digit]", label="any")        # no query: the strip is not shown
+        assert page.evaluate("() => document.getElementById('strip').getBoundingClientRect().height") == 0
     assert errors == [], errors
 
 
+@pytest.mark.slow
 def test_mixture_posterior_and_three_dimensional_latent(run3):
     _, data, model = load_run(run3)
     errors: list = []
@@ -110,6 +129,7 @@ def test_mixture_posterior_and_three_dimensional_latent(run3):
     assert errors == [], errors
 
 
+@pytest.mark.slow
 def test_explore_command_rewrites_the_page_and_saves_a_screenshot(run2, tmp_path, capsys):
     assert main(["explore", str(run2), "--out", str(tmp_path / "mine.html"), "--screenshot"]) == 0
     assert (tmp_path / "mine.html").is_file()
@@ -120,6 +140,7 @@ def test_explore_command_rewrites_the_page_and_saves_a_screenshot(run2, tmp_path
     json.loads((run2 / "config.json").read_text())        # the run is untouched otherwise
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,z_dim", [("mmvae", 1), ("telbo", 5)])
 def test_any_model_any_latent_size(founding_data, tmp_path, name, z_dim):
     """An untrained model is enough: the page must load and decode like PyTorch for a 1-D and a 5-D latent."""
@@ -156,6 +177,7 @@ def test_a_decoder_the_page_cannot_run_is_one_line(founding_data, tmp_path):
     assert not (tmp_path / "e.html").exists()
 
 
+@pytest.mark.slow
 def test_a_run_name_cannot_put_script_into_the_page(run2, tmp_path):
     """`--name "__DATA__<img src=x onerror=alert(1)>"` ran script: the data placeholder was also replaced inside the
     escaped title. Neither the title nor the embedded JSON (a "</script>" in it) may run anything."""

@@ -85,6 +85,7 @@ def test_all_figures_for_any_attributes(tmp_path, attributes):
     check_pngs(tmp_path, infos, one_attribute=len(attributes) == 1)
 
 
+@pytest.mark.slow
 def test_figures_are_deterministic_given_seed(tmp_path):
     data = fake_dataset(POSITION_DIGIT)
     model = model_for(data, 2)

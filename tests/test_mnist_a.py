@@ -33,12 +33,14 @@ def test_same_seed_same_set_other_seed_other_set(digits, iid):
     assert not np.array_equal(other.images, iid.images)
 
 
+@pytest.mark.slow
 def test_iid_split_is_a_partition_85_5_10(iid):
     rows = [iid.split[k] for k in ("train", "val", "test")]
     assert [len(r) for r in rows] == [204, 12, 24]
     assert np.array_equal(np.sort(np.concatenate(rows)), np.arange(240))
 
 
+@pytest.mark.slow
 def test_compositional_split_keeps_test_combinations_out_of_training(digits):
     data = generate(*digits, renders=8, seed=0, split="compositional")
     code = lambda rows: {tuple(data.labels[k][i] for k in ATTRIBUTES) for i in rows}   # noqa: E731
@@ -152,6 +154,7 @@ def test_crop_classifier_reads_where_the_ink_is():
     assert abs(rows.float().mean() - 19.5) <= 1 and abs(cols.float().mean() - 19.5) <= 1   # centred, within a pixel
 
 
+@pytest.mark.slow
 def test_train_runs_end_to_end_on_the_compositional_split(tmp_path, small_sets, monkeypatch, capsys):
     """Every step of a run on four attributes: training, the classifier, correctness at |O| = 1..4 (|O| = 4
     holds only the combinations never trained on), figures, report; explore.html is skipped (conv decoder)."""

@@ -177,6 +177,7 @@ def test_the_cache_is_keyed_by_the_files(tmp_path):
                            torch.cat([c.train["x"], c.test["x"]]).sort(0).values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", list(MODELS))
 def test_every_model_trains_on_colour_data_with_empty_cells(tmp_path, model):
     write_folder(tmp_path / "d", n=40)
@@ -187,6 +188,7 @@ def test_every_model_trains_on_colour_data_with_empty_cells(tmp_path, model):
     assert out["x"].shape == (4, 1, 3 * 32 * 32) and out["brightness"].dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_a_run_on_own_data_generates_evaluates_and_reports(tmp_path, capsys):
     write_folder(tmp_path / "d", n=60)
     run = tmp_path / "run"
@@ -218,6 +220,7 @@ def test_a_run_on_own_data_generates_evaluates_and_reports(tmp_path, capsys):
     assert data.n_train == config["n_train"]
 
 
+@pytest.mark.slow
 def test_data_from_python_is_kept_in_the_run(tmp_path):
     from jmvae.pipeline import fit
     from jmvae.evaluate import EvalConfig
@@ -246,6 +249,7 @@ def test_an_npz_with_one_image_array_and_attribute_arrays(tmp_path):
         load_dataset(None, data=str(tmp_path / "bad.npz"), progress=False)
 
 
+@pytest.mark.slow
 def test_export_round_trip_trains_exactly_as_the_preset(tmp_path, capsys):
     """The general path loses nothing: an exported preset is the same data, bit for bit, and trains the same."""
     assert main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")]) == 0

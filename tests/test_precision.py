@@ -2,6 +2,7 @@
 import csv
 import json
 
+import pytest
 import torch
 
 from jmvae import config
@@ -88,6 +89,7 @@ def test_resume_accepts_precision_auto_where_it_chooses_what_the_run_recorded(mo
     assert differing_flags({"precision": "auto"}, recorded) == ["--precision auto (the run has bfloat16)"]
 
 
+@pytest.mark.slow
 def test_a_bfloat16_run_learns_records_its_precision_and_trains_what_float32_does_not(tmp_path):
     """(Its resume is exact: tests/test_train.py kills and resumes one.)"""
     cfg = TrainConfig(epochs=4, hidden=32, batch_size=256, seed=3, precision="bfloat16")

@@ -140,6 +140,7 @@ BAD = [  # (argv with {root} for the world's directory, what the one line must s
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,expect", BAD, ids=[f"{a[0]}-{i}" for i, (a, _) in enumerate(BAD)])
 def test_bad_input_is_one_line_and_changes_nothing(world, capsys, argv, expect):
     root, hold_all = world
@@ -154,6 +155,7 @@ def test_bad_input_is_one_line_and_changes_nothing(world, capsys, argv, expect):
     assert not (root / "new").exists() and not (root / "escaped").exists()
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_run_only_after_every_check(world, tmp_path, capsys):
     root, _ = world
     run = tmp_path / "run"
@@ -175,6 +177,7 @@ def test_each_hold_out_flag_is_its_own_combination():
     assert len(set(zip(data.test["position"].tolist(), data.test["digit"].tolist()))) == 4
 
 
+@pytest.mark.slow
 def test_data_is_pinned_and_paths_are_absolute(tmp_path, monkeypatch):
     write_digits(tmp_path / "digits")
     monkeypatch.chdir(tmp_path)
@@ -190,6 +193,7 @@ def test_data_is_pinned_and_paths_are_absolute(tmp_path, monkeypatch):
         train(TrainConfig(), tmp_path / "run", resume=True, **QUIET)
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     real_loss, calls = JMVAE.loss, {"n": 0}
 
@@ -210,6 +214,7 @@ def test_a_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeyp
     assert not (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_resume_before_the_first_checkpoint_trains_from_the_start(tmp_path, monkeypatch):
     cfg = TrainConfig(steps=6, hidden=16, batch_size=256, seed=2)
     train(cfg, tmp_path / "straight", **QUIET)
@@ -240,6 +245,7 @@ def test_figures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert out.read_bytes() == before and list(tmp_path.iterdir()) == [out]
 
 
+@pytest.mark.slow
 def test_report_redraws_rather_than_embed_an_empty_figure(world, tmp_path, capsys):
     root, _ = world
     run = tmp_path / "run"
@@ -251,6 +257,7 @@ def test_report_redraws_rather_than_embed_an_empty_figure(world, tmp_path, capsy
     assert not list((run / "figures").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_generate_npz_keeps_the_name_given(world, tmp_path, capsys):
     root, _ = world
     assert main(["generate", str(root / "run"), "--n", "3", "--out", str(tmp_path / "X.NPZ")]) == 0
@@ -270,6 +277,7 @@ train(TrainConfig(epochs=12, hidden=48, batch_size=128, seed=5), out, resume=res
 """
 
 
+@pytest.mark.slow
 def test_kill_drill_resumes_to_the_uninterrupted_weights(tmp_path):
     """SIGKILL the trainer at several points; every restart resumes; the end matches a run never killed."""
     env = os.environ | {"OMP_NUM_THREADS": "1"}
@@ -371,6 +379,7 @@ def one_error_line(capsys, code: int, expect: str, status: int = 2) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_a_link_out_of_the_run_is_never_deleted_or_written_through(world, tmp_path, capsys):
     """`ln -s ~/pics RUN/figures`: --overwrite deleted the pictures there and drew the new figures into it."""
     root, _ = world
@@ -393,6 +402,7 @@ def test_a_link_out_of_the_run_is_never_deleted_or_written_through(world, tmp_pa
     assert snapshot(pics) == {k[len("pics/"):]: v for k, v in before.items() if k.startswith("pics/")}
 
 
+@pytest.mark.slow
 def test_overwrite_deletes_nothing_before_the_tracker_and_the_disk_are_checked(world, tmp_path, capsys, monkeypatch):
     """An unreachable MLflow server (it hung for minutes, after the old run was gone) and a full disk stop first."""
     root, _ = world
@@ -410,6 +420,7 @@ def test_overwrite_deletes_nothing_before_the_tracker_and_the_disk_are_checked(w
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_the_run_lock_names_the_writer_and_keeps_out_every_other(world, tmp_path, capsys):
     root, _ = world
     run = tmp_path / "run"
@@ -434,12 +445,13 @@ def full_disk(path, *args, **kwargs):
 FAULTS = [  # (command, what fails, how, exit status, what the one line says): a finished run stays finished
     ("evaluate", "os.fsync", OSError(errno.ENOSPC, "No space left on device"), 2, "No space left on device: {run}/figures/"),
     ("evaluate", "jmvae.report.write_text", full_disk, 2, "No space left on device: {run}/report.html"),
-    ("evaluate", "jmvae.cli.evaluate", KeyboardInterrupt(), 130, "jmvae: interrupted (run `jmvae evaluate {run}` again"),
+    ("evaluate", "jmvae.pipeline.evaluate", KeyboardInterrupt(), 130, "jmvae: interrupted (run `jmvae evaluate {run}` again"),
     ("train", "torch.save", RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file "
                                          "data/0: file write failed"), 2, "PytorchStreamWriter failed writing file data/0"),
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command,target,error,status,expect", FAULTS, ids=[f"{c}-{t}" for c, t, *_ in FAULTS])
 def test_a_failed_command_is_one_line_and_keeps_the_finished_run(world, tmp_path, capsys, monkeypatch, command, target,
                                                                   error, status, expect):
@@ -460,6 +472,7 @@ def test_a_failed_command_is_one_line_and_keeps_the_finished_run(world, tmp_path
     assert not list(run.rglob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_generate_refuses_non_finite_images_and_writes_a_large_n_in_chunks(world, tmp_path, capsys, monkeypatch):
     root, _ = world
     monkeypatch.setattr(cli, "GENERATE_CHUNK", 4)
@@ -475,6 +488,7 @@ def test_generate_refuses_non_finite_images_and_writes_a_large_n_in_chunks(world
     assert not (tmp_path / "nan.png").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")   # the swallowed one, as Python prints it
 def test_a_swallowed_ctrl_c_still_stops_with_the_interrupt_line(world, tmp_path, capsys, monkeypatch):
     """A KeyboardInterrupt raised inside a finalizer is printed as "Exception ignored" and lost; the run went on
@@ -500,6 +514,7 @@ def test_a_swallowed_ctrl_c_still_stops_with_the_interrupt_line(world, tmp_path,
 DRILL = [sys.executable, "-m", "jmvae", "train"]
 
 
+@pytest.mark.slow
 def test_drill_two_trainers_on_one_run_leave_one_whole_run(world, tmp_path):
     """Two `jmvae train --out SAME` with seeds 1 and 2 both exited 0, leaving seed 1's config with seed 2's
     history and checkpoint. Now one trains, the other stops at once with one line naming it."""
@@ -524,6 +539,7 @@ def test_drill_two_trainers_on_one_run_leave_one_whole_run(world, tmp_path):
     assert len(rows) == 1 + config["epochs"] and not list(run.rglob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_drill_figures_and_evaluate_beside_training_then_sigterm_and_resume(world, tmp_path, capsys):
     """`jmvae figures RUN` while the run trained deleted the trainer's temp files ("No such file ... .tmp").
     Now each is turned away with one line; SIGTERM stops the trainer as Ctrl-C does, and --resume finishes."""

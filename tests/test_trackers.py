@@ -8,6 +8,7 @@ from jmvae.cli import main
 TINY = ["--epochs", "3", "--hidden", "32", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_history_column_per_epoch_the_objective_and_the_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     run = tmp_path / "tb"
@@ -27,6 +28,7 @@ def test_tensorboard_holds_every_history_column_per_epoch_the_objective_and_the_
     assert "objective/text_summary" in events.Tags()["tensors"]
 
 
+@pytest.mark.slow
 def test_mlflow_logs_params_metrics_per_epoch_and_the_run_files(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     store = (tmp_path / "store").as_uri()
@@ -44,6 +46,7 @@ def test_mlflow_logs_params_metrics_per_epoch_and_the_run_files(tmp_path, monkey
     assert found.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_a_missing_tracker_package_is_one_line_before_training(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
@@ -53,6 +56,7 @@ def test_a_missing_tracker_package_is_one_line_before_training(tmp_path, monkeyp
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["wandb"])
 def test_unknown_tracker(tmp_path, capsys, bad):
     assert main(["train", "--log", bad, "--out", str(tmp_path / "no"), *TINY]) == 2

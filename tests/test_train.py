@@ -14,6 +14,7 @@ from jmvae.data.attributes import seeded_subset
 from jmvae.train import evaluate_loss, train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["jmvae", "telbo", "mvae", "mmvae", "mopoe"])
 def test_short_training_learns(tmp_path, model, founding_data):
     steps = 150 if model in ("jmvae", "telbo") else 300   # the subset objectives weigh the digit less early on
@@ -67,6 +68,7 @@ def test_test_loss_chunks_mix_the_split_as_training_batches_do(founding_data):
     assert shuffled["loss"] == pytest.approx(first["loss"], rel=0.02)           # the order of the rows is no matter
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs, killed_at, saved, rows, schedule", [
     (4, 2 * 6 + 3, 2, 4, {}),     # a row and checkpoint per epoch: killed in epoch 3, after the epoch-2 checkpoint
     (44, 5 * 6 + 3, 4, 22, {}),   # one per 2 epochs (about 20 a run): killed in epoch 6, after the epoch-4 one
@@ -105,6 +107,7 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch, epochs,
     assert [int(r["epoch"]) for r in resumed] == list(range(epochs // rows, epochs + 1, epochs // rows))
 
 
+@pytest.mark.slow
 def test_cosine_schedule_sets_each_steps_learning_rate(tmp_path, monkeypatch):
     seen, real_step = [], torch.optim.Adam.step
 
@@ -162,6 +165,7 @@ def test_config_validation(field, value, message):
     assert str(e.value) == message
 
 
+@pytest.mark.slow
 def test_model_options_resolve_and_are_recorded(tmp_path):
     """None means the model's default; --paper means the published objective; given values always win; an
     option the model does not take is a one-line error; a run records the options it trained with."""
@@ -224,6 +228,7 @@ def test_warmup_scales_every_kl_term_and_the_test_loss_is_at_full_weight(foundin
         TrainConfig(model="mmvae", warmup=3).validate()
 
 
+@pytest.mark.slow
 def test_binarize_draws_training_images_afresh_and_the_test_images_once(tmp_path, founding_data):
     from jmvae.data.attributes import binarized
     from jmvae.train import train_steps, build
@@ -251,6 +256,7 @@ def test_binarize_draws_training_images_afresh_and_the_test_images_once(tmp_path
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["binarize"] is True
 
 
+@pytest.mark.slow
 def test_compiled_training_step_trains_like_the_eager_one(tmp_path):
     """--compile default (torch.compile of the loss, the step's only change) ends near the eager run: the
     same batches and noise, summed in another order; reduce-overhead is refused without CUDA."""
@@ -284,6 +290,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 def test_decoding_again_reuses_the_memory_a_decode_freed():
     """MNIST-A's evaluation decodes a thousand 64x64 images at a time, hundreds of times: with glibc's default
     thresholds each pass faulted its ~200 MB of activations in afresh (a third of the evaluation's time)."""

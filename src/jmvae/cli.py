@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import compare, distributed, figures, report
+from . import __version__, compare, distributed, figures, report
 from .data.attributes import PRESETS, load_dataset, parse_assignments
 from .data.own import export
 from .data.mnist import import_mnist
@@ -326,6 +326,7 @@ def same_as_preset(preset: str, steps: int, model: str = "jmvae") -> list[str]:
 
 def build_parser() -> Parser:
     p = Parser(prog="jmvae", description="Joint multimodal VAEs: train, evaluate, draw and generate.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     d = TrainConfig()
     ma = PRESET_DEFAULTS["mnist-a"]

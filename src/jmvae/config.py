@@ -24,25 +24,17 @@ from .models.jmvae import IMAGE_TARGETS
 from .runs import FINISHED, is_finished
 
 # What a preset changes where no flag is given (before --paper and the model's own defaults): MNIST-A takes the
-# TELBO paper's best settings, z = 10 and the attributes' log-likelihood weighted by 50 (at weight 1 its 4,096
-# pixels outweighed the labels: digit and orientation stayed at chance in p(y|z)), and JMVAE there is the
-# published objective: one KL per subset of four attributes taxed each nat that q(z|x,y) holds beyond the
-# labels 16 times (KL(q(z|x,y) || q(z|y)) fell to 0.3 nats and the images were blobs), and the image term at
-# q(z|y) pulled p(x|z) to the class average (with 240 label combinations a batch holds no other image of an
-# example's class). Two passes of each: correctness at |O| = 4 0.541 (default) -> 0.732, log p(x,y) -171 -> -125.
-# A user's data (--data) starts from MNIST-A's settings: several attributes on images of 32x32 and more. On the
-# tutorial's colour shapes (docs/results-own-data.md) the founding experiment's defaults (z = 2, lambda = 1, the
-# subset KLs and the image and prior terms) drew the asked shape in 39% of images, these in 84%.
+# TELBO paper's settings (z = 10, attribute weight 50) and JMVAE's published objective, whose subset KLs and
+# image term cost more than they buy on four attributes (docs/results-mnist-a.md). A user's data (--data) starts
+# from the same settings (docs/results-own-data.md).
 OWN_DATA = "--data"
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {OWN_DATA: {"z_dim": 10, "attribute_weight": 50.0, "prior_recon": 0.0,
                                                          "every_subset": False, "image_recon": 0.0},
                                               "mnist-a": {"z_dim": 10, "attribute_weight": 50.0, "prior_recon": 0.0,
                                                           "every_subset": False, "image_recon": 0.0}}
-# The batch and step size where no flag gives them. The founding experiment trains its 20 epochs at batch 256 and
-# lr 1.5e-3: half the steps of batch 128, 1.2-1.5x the samples a second on an AMX Xeon (a step's fixed cost is
-# paid half as often), with the same query answers over 3 seeds on both MNISTs (docs/results-queries.md, `default` against
-# `default-b128`; lr 1e-3 at batch 256 drew digit=1 right in 58% of images on full MNIST). The other presets and
-# --paper (the founding experiment as published) keep batch 128 and lr 1e-3, where their results were measured.
+# The batch and step size where no flag gives them: the founding experiment trains its 20 epochs at batch 256 and
+# lr 1.5e-3 (half the steps of batch 128, the same answers: docs/results-queries.md); the other presets and
+# --paper keep batch 128 and lr 1e-3, where their results were measured.
 TRAINING_DEFAULTS = {"batch_size": 256, "lr": 1.5e-3}
 PAPER_TRAINING = {"batch_size": 128, "lr": 1e-3}
 PRESET_TRAINING: dict[str, dict[str, Any]] = {"mnist-a": PAPER_TRAINING, "mnist-label": PAPER_TRAINING}
