@@ -71,7 +71,7 @@ def test_the_readme_shows_the_own_data_commands():
     assert any(c[0] == "generate" and "--given" in c for c in commands)
     text = README.read_text()
     assert "python examples/make_shapes.py shapes" in text and (ROOT / "examples" / "make_shapes.py").is_file()
-    assert "<!-- own-data results -->" in text
+    assert "docs/own-data-generated.png" in text and "docs/results-own-data.md" in text   # what it draws, measured
     assert len(text.splitlines()) <= 220
 
 

@@ -35,8 +35,8 @@ MAX_CLASSES = 256          # a text or integer column with more distinct values 
 FEW_INTEGERS = 20          # integer columns with at most this many values are categorical, else continuous
 CACHE_VERSION = 1
 MAX_PIXELS = 4096 * 4096   # an image larger than this is refused (a decompression bomb, or not a dataset image)
-STEPS_PER_EXAMPLE = 10     # the default length: 10 passes over the training split ...
-MIN_STEPS, MAX_STEPS = 1500, 4000   # ... within these bounds (a 10,000-image run: 390 steps/pass at b256)
+PASSES = 100               # the default length: 100 passes over the training split ...
+MIN_STEPS, MAX_STEPS = 3000, 20_000   # ... within these bounds (docs/results-own-data.md)
 
 
 def _blank(v: Any) -> bool:
@@ -451,8 +451,8 @@ def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where
 
 
 def default_steps(n_train: int, batch_size: int) -> int:
-    """STEPS_PER_EXAMPLE passes, within [MIN_STEPS, MAX_STEPS]: small sets train long enough, large ones finish."""
-    return int(min(MAX_STEPS, max(MIN_STEPS, STEPS_PER_EXAMPLE * n_train // batch_size)))
+    """PASSES passes, within [MIN_STEPS, MAX_STEPS]: small sets train long enough, large ones finish."""
+    return int(min(MAX_STEPS, max(MIN_STEPS, PASSES * n_train // batch_size)))
 
 
 def parse_kinds(items: Sequence[str]) -> dict[str, str]:
