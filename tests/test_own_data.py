@@ -74,6 +74,8 @@ def test_kinds_are_inferred_from_the_values():
     assert own.infer_kind("a", ["red", "blue"]) == "categorical"
     assert own.infer_kind("a", ["0.5", "1.25", "3"]) == "continuous"
     assert own.infer_kind("a", [str(i) for i in range(40)]) == "continuous"   # many integers: a quantity
+    assert own.infer_kind("a", ["1.0", "2.0", "3.0"]) == "continuous"          # written as real numbers
+    assert own.infer_kind("a", [1.0, 2.0, 3.0]) == "continuous" and own.infer_kind("a", [1, 2, 3]) == "categorical"
     with pytest.raises(UserError, match="'abc' is text in a numeric column"):
         own.infer_kind("dose", ["0.5", "1.5", "abc", "2"])
 
@@ -266,3 +268,23 @@ def test_export_round_trip_trains_exactly_as_the_preset(tmp_path, capsys):
         return [line.split(",")[:2] + line.split(",")[3:] for line in (run / "history.csv").read_text().splitlines()]
     assert numbers(tmp_path / "p") == numbers(tmp_path / "d")
     assert main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")]) == 2
+
+
+def test_a_hugging_face_style_dataset_object(tmp_path):
+    """from_hf reads what a `datasets.Dataset` offers (column_names, a column by name; an Image feature gives PIL
+    images); the optional package itself is not a dependency, so a stand-in with that interface is used."""
+    class Stand_in:
+        def __init__(self, columns):
+            self.columns = columns
+            self.column_names = list(columns)
+
+        def __getitem__(self, name):
+            return self.columns[name]
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)) for _ in range(20)]
+    data = own.from_hf(Stand_in({"image": pictures, "label": ["cat", "dog"] * 10,
+                                 "weight": [None if i == 3 else float(i) for i in range(20)]}))
+    assert data.image.channels == 3 and data.image.shape == (8, 8) and data.image.name == "image"
+    assert isinstance(data.attribute("label"), Categorical) and isinstance(data.attribute("weight"), Continuous)
+    both = torch.cat([data.train["weight"], data.test["weight"]])
+    assert int(both.isnan().sum()) == 1

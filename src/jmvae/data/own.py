@@ -57,8 +57,9 @@ def _number(v: Any) -> float | None:
 def infer_kind(name: str, values: Sequence[Any]) -> str:
     """categorical, binary or continuous for a column's observed values (blanks already left out).
 
-    true/false (and yes/no) or exactly {0, 1}: binary; numbers that are all integers with at most FEW_INTEGERS
-    distinct values: categorical; other numbers: continuous; text: categorical. Text among numbers is an error.
+    true/false (and yes/no) or exactly {0, 1}: binary; integers (written without a decimal point) with at most
+    FEW_INTEGERS distinct values: categorical; other numbers: continuous; text: categorical. Text among numbers
+    is an error.
     """
     words = {str(v).strip().lower() for v in values}
     if words <= {"true", "false"} or words <= {"yes", "no"} or all(isinstance(v, bool) for v in values):
@@ -69,7 +70,7 @@ def infer_kind(name: str, values: Sequence[Any]) -> str:
         distinct = set(numbers)
         if distinct <= {0.0, 1.0}:
             return "binary"
-        if all(float(n).is_integer() for n in distinct) and len(distinct) <= FEW_INTEGERS:
+        if all(_integer(v) for v in values) and len(distinct) <= FEW_INTEGERS:
             return "categorical"
         if any(not math.isfinite(n) for n in distinct):
             raise UserError(f"column {name}: a non-finite value (allowed: finite numbers)")
@@ -79,6 +80,15 @@ def infer_kind(name: str, values: Sequence[Any]) -> str:
         raise UserError(f"column {name}: {str(bad)!r} is text in a numeric column (allowed: numbers only, or "
                         f"--attribute {name}=categorical)")
     return "categorical"
+
+
+def _integer(v: Any) -> bool:
+    """Written as an integer: an int, or text of digits (1.0 and 1e3 are real numbers)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    return isinstance(v, str) and v.strip().lstrip("+-").isdigit()
 
 
 def _sort_key(v: str):
