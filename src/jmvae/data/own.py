@@ -254,6 +254,8 @@ def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None
     try:
         PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
         with PILImage.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise ValueError(f"{im.size[0]}x{im.size[1]} pixels, more than {MAX_PIXELS:,}")
             im = im.convert("RGB")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), PILImage.Resampling.BILINEAR)
@@ -338,18 +340,10 @@ def read_images(table: Table, root: Path, size: tuple[int, int] | None, cache: P
         except (OSError, ValueError):
             pass                                   # a cut-short cache file: decode again
     names = [str(f) for f in table.files]
-    if size is None:
-        sizes = _pool_map(_size_of, names, "reading sizes", progress and len(names) > 5000)
-        for (s, why), f in zip(sizes, table.files):
-            if s is None:
-                raise UserError(f"image {f} cannot be read ({why}; allowed: a PNG or JPEG file)")
-        distinct = sorted({s for s, _ in sizes})
-        if len(distinct) > 1:
-            a = next(f for (s, _), f in zip(sizes, table.files) if s == distinct[0])
-            b = next(f for (s, _), f in zip(sizes, table.files) if s == distinct[1])
-            raise UserError(f"images of different sizes ({a.name} is {distinct[0][0]}x{distinct[0][1]}, {b.name} is "
-                            f"{distinct[1][0]}x{distinct[1][1]}; allowed: one size, or --image-size N to resize all)")
-    h, w = size if size is not None else distinct[0]
+    first, why = _size_of(names[0]) if size is None else (size, "")
+    if first is None:
+        raise UserError(f"image {table.files[0]} cannot be read ({why}; allowed: a PNG or JPEG file)")
+    h, w = first
     need, have = 2 * len(names) * 3 * h * w, _memory()        # the decoded list and the stacked array
     if need > have // 2:
         raise UserError(f"{len(names):,} images of {h}x{w} need about {need / 1e9:.1f} GB to load and this machine has "
@@ -358,6 +352,12 @@ def read_images(table: Table, root: Path, size: tuple[int, int] | None, cache: P
     for (img, why), f in zip(decoded, table.files):
         if img is None:
             raise UserError(f"image {f} cannot be read ({why}; allowed: a PNG or JPEG file)")
+    shapes = [img.shape[:2] for img, _ in decoded]
+    distinct = sorted(set(shapes))
+    if len(distinct) > 1:                          # only without --image-size: every image keeps its own size
+        a, b = (table.files[shapes.index(d)] for d in distinct[:2])
+        raise UserError(f"images of different sizes ({a.name} is {distinct[0][0]}x{distinct[0][1]}, {b.name} is "
+                        f"{distinct[1][0]}x{distinct[1][1]}; allowed: one size, or --image-size N to resize all)")
     images = np.stack([img for img, _ in decoded])                     # (N, H, W, 3)
     grey = bool((images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all())
     images = images[..., :1] if grey else images
