@@ -151,6 +151,13 @@ def rewrite(root, change):
      "column 'a=b': not a usable attribute name"),
     (lambda r: (r / "metadata.csv").unlink() or (r / "metadata.jsonl").write_text(
         '{"file_name": "img000.png", "c": [1, 2]}\n{"file_name": "img001.png", "c": "x"}\n'), "column c: a list value"),
+    (lambda r: (r / "metadata.csv").write_text((r / "metadata.csv").read_text().replace("\n", ",oops\n", 2)
+                                                .replace(",oops", "", 1)), "has more fields than the header"),
+    (lambda r: (r / "metadata.csv").write_text((r / "metadata.csv").read_text().replace("filled", "colour", 1)),
+     "column colour named twice"),
+    (lambda r: (r / "metadata.csv").unlink() or (r / "metadata.jsonl").write_text("".join(
+        f'{{"file_name": "img{i:03d}.png", "v": {10 ** 400 if i == 1 else i / 3}}}\n' for i in range(12))),
+     "column v: a non-finite value"),
 ])
 def test_bad_data_is_one_line_naming_the_file_or_column(tmp_path, edit, says):
     assert says in bad(tmp_path, edit)
@@ -288,3 +295,27 @@ def test_a_hugging_face_style_dataset_object(tmp_path):
     assert isinstance(data.attribute("label"), Categorical) and isinstance(data.attribute("weight"), Continuous)
     both = torch.cat([data.train["weight"], data.test["weight"]])
     assert int(both.isnan().sum()) == 1
+
+
+def test_flags_as_floats_or_mixed_words_are_binary_and_a_comma_stays_in_a_value(tmp_path):
+    rng = np.random.default_rng(0)
+    data = own.from_arrays({"x": rng.random((20, 8, 8)), "on": np.array([1.0, 0.0, np.nan, 1.0] * 5),
+                            "ok": np.array(["TRUE", "Yes", "false", "no"] * 5), "col": np.array(["red, dark", "blue"] * 10)})
+    assert isinstance(data.attribute("on"), Binary) and isinstance(data.attribute("ok"), Binary)
+    assert int(torch.cat([data.train["on"], data.test["on"]]).eq(-1).sum()) == 5
+    from jmvae.data.attributes import parse_assignments
+    assert parse_assignments(data, ["col=red, dark,on=1"]) == {"col": data.attribute("col").index("red, dark"), "on": 1}
+    with pytest.raises(UserError, match="images of 2x8 pixels"):
+        own.from_arrays({"x": rng.random((20, 2, 8)), "on": np.arange(20) % 2})
+
+
+def test_sixteen_bit_grey_images_are_rescaled_not_clipped(tmp_path):
+    root = tmp_path / "d"
+    root.mkdir()
+    rows = []
+    for i in range(12):
+        Image.fromarray(np.full((8, 8), 256 * 100 + i, np.uint16)).save(root / f"{i}.png")
+        rows.append(f"{i}.png,{'ab'[i % 2]}")
+    (root / "metadata.csv").write_text("file_name,k\n" + "\n".join(rows) + "\n")
+    data = load_dataset(None, data=str(root), progress=False)
+    assert data.image.channels == 1 and 95 <= int(data.train["x"].float().mean()) <= 105

@@ -166,9 +166,9 @@ class Binary(Categorical):
 
     def index(self, value: str | int) -> int:
         text = str(value).strip().lower()
-        if text in TRUE_WORDS:
+        if text in TRUE_WORDS or text in ("1.0", "1."):
             return 1
-        if text in FALSE_WORDS:
+        if text in FALSE_WORDS or text in ("0.0", "0.", "-0.0"):
             return 0
         raise ValueError(f"{self.name}={value} (allowed: true or false, 1 or 0)")
 

@@ -250,4 +250,5 @@ def check_data(run_dir: Path, config: dict, data) -> None:
     if now != pinned:
         raise UserError(f"run {run_dir} trained on data {pinned} ({config.get('n_train')} train / {config.get('n_test')} test "
                         f"images from {config.get('mnist_source')}); the data built now is {now} ({data.n_train} / "
-                        f"{data.n_test} from {data.source}) (allowed: the run's own MNIST files)")
+                        f"{data.n_test} from {data.source}) (allowed: the run's own data, as it was: its MNIST files, or its --data "
+                        "folder unchanged)")

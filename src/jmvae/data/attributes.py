@@ -9,6 +9,7 @@ user's own folder, .npz or arrays are read by `own.py`.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -195,8 +196,9 @@ def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, flo
     Naming an attribute twice is an error, not "the last one wins".
     """
     out: dict[str, float | int] = {}
+    names = "|".join(re.escape(a.name) for a in data.attributes)
     for item in items:
-        for part in item.split(","):
+        for part in re.split(rf",(?=\s*(?:{names})\s*=)", item):   # a comma inside a value stays in it
             name, sep, value = part.partition("=")
             if not sep:
                 raise UserError(f"{part!r} is not name=value (e.g. {data.attributes[0].name}={data.attributes[0].classes[0]})")

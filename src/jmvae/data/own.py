@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,16 @@ def _number(v: Any) -> float | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:
+            return math.inf
     try:
         return float(str(v).strip())
     except ValueError:
         return None
+    except OverflowError:            # an integer beyond any float
+        return math.inf
 
 
 def infer_kind(name: str, values: Sequence[Any]) -> str:
@@ -62,7 +68,7 @@ def infer_kind(name: str, values: Sequence[Any]) -> str:
     is an error.
     """
     words = {str(v).strip().lower() for v in values}
-    if words <= {"true", "false"} or words <= {"yes", "no"} or all(isinstance(v, bool) for v in values):
+    if words <= {"true", "false", "yes", "no"} or all(isinstance(v, bool) for v in values):
         return "binary"
     numbers = [_number(v) for v in values]
     numeric = sum(n is not None for n in numbers)
@@ -152,6 +158,9 @@ def encode(attr: Attribute, values: list[Any], where: list[str]) -> torch.Tensor
         try:
             out.append(attr.index(v if isinstance(attr, Binary) else _text(v)))
         except ValueError:
+            if isinstance(attr, Binary):
+                raise UserError(f"column {attr.name}: {v!r} at {w} is not a yes/no value (allowed: true/false, 1/0, "
+                                f"yes/no, or --attribute {attr.name}=categorical)") from None
             # a class seen only in the test split: not observed there (the model never learnt it)
             out.append(-1)
     return torch.tensor(out, dtype=torch.long)
@@ -167,13 +176,27 @@ class Table:
     where: list[str]   # "metadata.csv line 7" per row, for errors
 
 
+def _shown(path: Path) -> str:
+    """metadata.csv, or train/metadata.csv: which metadata file a row is in."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name in ("train", "test") else path.name
+
+
 def read_metadata(path: Path, base: Path, split: str) -> tuple[list[Path], list[str], list[dict], list[str]]:
     rows: list[dict] = []
     try:
         if path.suffix == ".csv":
             with open(path, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.DictReader(f))
-            where = [f"{path.name} line {i + 2}" for i in range(len(rows))]
+                reader = csv.DictReader(f)
+                rows = list(reader)
+            header = reader.fieldnames or []
+            twice = next((h for h in header if header.count(h) > 1), None)
+            if twice is not None:
+                raise UserError(f"{path}: column {twice} named twice in the header (allowed: each column once)")
+            where = [f"{_shown(path)} line {i + 2}" for i in range(len(rows))]
+            extra = next((w for r, w in zip(rows, where) if None in r), None)
+            if extra is not None:
+                raise UserError(f"{extra} has more fields than the header (allowed: one value per column; quote "
+                                "values that hold commas)")
         else:
             where = []
             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
@@ -182,7 +205,7 @@ def read_metadata(path: Path, base: Path, split: str) -> tuple[list[Path], list[
                     if not isinstance(obj, dict):
                         raise UserError(f"{path} line {i + 1} is not a JSON object (allowed: one object per line)")
                     rows.append(obj)
-                    where.append(f"{path.name} line {i + 1}")
+                    where.append(f"{_shown(path)} line {i + 1}")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
         raise UserError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}; allowed: a CSV or "
                         "JSON-lines file with a file_name column)") from None
@@ -250,12 +273,19 @@ def read_table(root: Path) -> Table:
 def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None, str]:
     """One image file -> uint8 (H, W, 3) RGB (or None and the reason), resized to `size` (H, W) if given."""
     from PIL import Image as PILImage, UnidentifiedImageError
+    warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)   # refused below, in one line
     path, size = args
     try:
         PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
         with PILImage.open(path) as im:
             if im.size[0] * im.size[1] > MAX_PIXELS:
                 raise ValueError(f"{im.size[0]}x{im.size[1]} pixels, more than {MAX_PIXELS:,}")
+            if im.mode.startswith("I;16"):        # 16-bit grey: rescaled to 8 bits (convert() would clip at 255)
+                a = np.asarray(im).astype(np.float64) / 257
+                im = PILImage.fromarray(np.round(a).astype(np.uint8))
+            elif im.mode in ("I", "F"):
+                raise ValueError(f"a {'32-bit integer' if im.mode == 'I' else 'floating-point'} image (mode {im.mode}); "
+                                 "save it as 8 or 16 bits")
             im = im.convert("RGB")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), PILImage.Resampling.BILINEAR)
@@ -266,6 +296,7 @@ def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None
 
 def _size_of(path: str) -> tuple[tuple[int, int] | None, str]:
     from PIL import Image as PILImage, UnidentifiedImageError
+    warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
     try:
         PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
         with PILImage.open(path) as im:
@@ -442,12 +473,17 @@ def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where
     for col, values in columns.items():
         train_vals = [values[i] for i in train_idx if not _blank(values[i])]
         train_where = [where[i] for i in train_idx if not _blank(values[i])]
-        distinct = {_text(v).lower() for v in train_vals}
-        if len(distinct) < 2:
+        kind = (kinds.get(col) or infer_kind(col, train_vals)) if train_vals else "categorical"
+        attr = build_attribute(col, kind, train_vals, train_where)
+        stored = encode(attr, train_vals, train_where)
+        distinct = len(set(stored.tolist())) if isinstance(attr, Continuous) else len(set(stored.tolist()) - {-1})
+        if distinct < 2:
             raise UserError(f"column {col} has {'no value' if not distinct else 'a single value'} in the training rows "
                             f"(allowed: attributes with at least two values; drop the column)")
-        kind = kinds.get(col) or infer_kind(col, train_vals)
-        attrs.append(build_attribute(col, kind, train_vals, train_where))
+        attrs.append(attr)
+    if min(images.shape[2:]) < 4:
+        raise UserError(f"{source}: images of {images.shape[2]}x{images.shape[3]} pixels (allowed: at least 4x4; "
+                        "--image-size N resizes)")
     img = Image(image_name, (images.shape[2], images.shape[3]), images.shape[1])
     flat = torch.from_numpy(images.reshape(n, -1))
 
@@ -522,7 +558,8 @@ def from_arrays(arrays: dict[str, Any], name: str = "data", kinds: dict[str, str
     if not columns:
         raise UserError(f"{source}: no attribute arrays (allowed: the images and at least one 1-D attribute array)")
     if split is not None and (len(split) != len(images) or not set(split) <= {"train", "test"}):
-        raise UserError(f"{source}: split (allowed: 'train' or 'test' for every image)")
+        bad = next((w for w in split if w not in ("train", "test")), f"{len(split)} values")
+        raise UserError(f"{source}: split {bad!r} (allowed: 'train' or 'test' for every image)")
     where = [f"row {i}" for i in range(len(images))]
     data = assemble(name, images, columns, where, list(split) if split is not None else [], kinds or {},
                     test_fraction, seed, source, image_name=image_keys[0])
@@ -611,6 +648,8 @@ def load(path: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], 
             raise UserError(f"--data {path} does not exist (allowed: a folder or an .npz)")
         saved = load_saved(path)
         data = saved if saved is not None else load_npz(path, image_size, kinds, test_fraction, seed)
+    elif path.is_file():
+        raise UserError(f"--data {path} is a file (allowed: the folder that holds the images and metadata, or an .npz)")
     else:
         data = load_folder(path, image_size, kinds, test_fraction, seed, cache_dir() / "folders", progress)
     return data
