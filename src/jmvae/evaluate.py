@@ -347,7 +347,7 @@ def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalCo
     metrics["log_likelihood_standard_error"] = {name: float(v.double().std() / math.sqrt(used)) if used > 1 else 0.0
                                                 for name, v in per_example.items()}
     if cfg.hold_out:
-        held = [query_label(data, {a.name: v[a.name] for a in data.attributes if a.name in v})
+        held = [query_label(data, {a.name: int(a.to_levels(torch.tensor(v[a.name]))) for a in data.attributes if a.name in v})
                 for v in (parse_assignments(data, [h]) for h in cfg.hold_out)]
         metrics["held_out_correctness"] = {h: metrics["correctness"]["by_query"].get(h) for h in held}
     metrics["settings"] = asdict(eval_cfg) | {"test_examples": len(data.test[data.image.name]), "likelihood_examples": used}
