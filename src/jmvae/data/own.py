@@ -586,22 +586,6 @@ def from_hf(dataset: Any, image_column: str = "image", **kwargs) -> AttributeDat
     return from_arrays(arrays, **{k: v for k, v in kwargs.items() if k != "image_size"})
 
 
-def save_npz(data: AttributeDataset, path: Path) -> None:
-    """The dataset's splits as an .npz `load_npz` rebuilds exactly (raw values, a split column)."""
-    arrays: dict[str, np.ndarray] = {}
-    n_tr, n_te = data.n_train, data.n_test
-    img = torch.cat([data.train[data.image.name], data.test[data.image.name]])
-    arrays[data.image.name] = img.reshape(n_tr + n_te, data.image.channels, *data.image.shape).numpy()
-    for a in data.attributes:
-        v = torch.cat([data.train[a.name], data.test[a.name]])
-        if isinstance(a, Continuous):
-            arrays[a.name] = a.unstandardise(v.double()).numpy()
-        else:
-            arrays[a.name] = np.array(["" if i < 0 else a.classes[i] for i in v.tolist()])
-    arrays["split"] = np.array(["train"] * n_tr + ["test"] * n_te)
-    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
-
-
 def save_dataset(data: AttributeDataset, path: Path) -> None:
     """The dataset exactly as stored (schema and splits) in one .npz: what a run built from Python arrays keeps."""
     schema = {"name": data.name, "source": data.source, "image": {"name": data.image.name, "shape": list(data.image.shape),
