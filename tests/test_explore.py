@@ -220,8 +220,17 @@ def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path
         assert (torch.tensor(js["image"]) - logits["x"][0].sigmoid()).abs().max() < 1e-2
         assert (torch.tensor(js["attrs"]["kind"]) - logits["kind"][0].softmax(-1)).abs().max() < 1e-3
         assert sum(js["attrs"]["amount"]) == 1                       # the nearest level of the mean
-        page.select_option("#query select[name=amount]", index=2)
+        page.select_option("#query select[name=kind]", "")            # a continuous attribute is a slider
+        page.check("#query input[aria-label='give amount']")
+        page.fill("#query input[aria-label='amount value']", "9")
         assert len(page.evaluate("() => window.jmvaeExplorer.ellipses()")) >= 1
+        asked = data.attribute("amount")
+        value = asked.low + 9 * (asked.high - asked.low) / 10          # the 10th of 11 steps over the range
+        assert page.text_content("#query output") == asked.show(value)
+        index = page.evaluate("() => window.jmvaeExplorer.queryIndex()")
+        with torch.no_grad():
+            mean = model.posterior({"amount": torch.tensor([value])}).mean[0]
+        assert (torch.tensor(page.evaluate("i => window.jmvaeExplorer.queryMean(i)", index)) - mean).abs().max() < 1e-4
         pixel = page.evaluate("() => Array.from(document.getElementById('image').getContext('2d')"
                               ".getImageData(0, 0, 1, 1).data)")
         assert pixel[3] == 255 and len(set(pixel[:3])) > 1           # a colour pixel, not grey

@@ -319,3 +319,54 @@ def test_sixteen_bit_grey_images_are_rescaled_not_clipped(tmp_path):
     (root / "metadata.csv").write_text("file_name,k\n" + "\n".join(rows) + "\n")
     data = load_dataset(None, data=str(root), progress=False)
     assert data.image.channels == 1 and 95 <= int(data.train["x"].float().mean()) <= 105
+
+
+# -- many attributes: nothing lists 2^n subsets or combinations -----------------------------------------------
+def many_attributes(n_attrs=40, n=80):
+    rng = np.random.default_rng(0)
+    arrays = {"images": (rng.random((n, 8, 8)) * 255).astype(np.uint8)}
+    arrays |= {f"flag{i}": rng.integers(0, 2, n).astype(bool) for i in range(n_attrs)}
+    return own.from_arrays(arrays | {"dose": rng.random(n) * 3})
+
+
+def test_queried_subsets_are_all_for_few_attributes_and_a_bounded_sample_for_many():
+    from jmvae.evaluate import MAX_QUERY_SUBSETS, query_subsets
+    names = ["a", "b", "c", "d"]
+    assert query_subsets(names) == [s for r in range(1, 5) for s in __import__("itertools").combinations(names, r)]
+    many = [f"n{i}" for i in range(40)]
+    chosen = query_subsets(many)
+    assert len(chosen) == 41 and len(set(chosen)) == 41          # every single one and all together: above the cap
+    assert {s for s in chosen if len(s) == 1} == {(n,) for n in many} and tuple(many) in chosen
+    twelve = [f"n{i}" for i in range(12)]
+    some = query_subsets(twelve, seed=3)
+    assert len(some) == MAX_QUERY_SUBSETS and len(set(some)) == MAX_QUERY_SUBSETS
+    assert any(1 < len(s) < 12 for s in some) and some == sorted(some, key=lambda s: (len(s), [twelve.index(x) for x in s]))
+
+
+def test_many_attributes_are_queried_within_the_budget_quickly():
+    import time
+    from jmvae.evaluate import MAX_QUERIES, queries
+    from jmvae.explore import query_sizes
+    from jmvae.figures import combinations
+    data = many_attributes()
+    t = time.perf_counter()
+    qs = queries(data)
+    assert 0 < len(qs) <= MAX_QUERIES and max(len(q) for q in qs) == 41
+    shown = combinations(data.attributes)
+    assert len(shown) == 20 and len(set(shown)) == 20
+    assert query_sizes([2] * 40 + [11]) == 1 and query_sizes([3, 4, 2, 11]) == 4      # the tutorial's: all of them
+    assert time.perf_counter() - t < 20
+
+
+def test_objectives_over_every_subset_refuse_many_modalities_in_one_line(tmp_path):
+    from jmvae.subsets import random_subsets
+    data = many_attributes(n_attrs=14)
+    with pytest.raises(UserError, match="16 modalities have 65,535 subsets.*at most 12"):
+        train(TrainConfig(model="mopoe", hidden=16, steps=1, batch_size=8), tmp_path / "r", dataset=data,
+              progress=False, log=lambda *a: None)
+    picks = random_subsets([str(i) for i in range(30)], 2000, torch.Generator().manual_seed(0))
+    sizes = torch.tensor([len(p) for p in picks], dtype=torch.float)
+    assert 2 <= sizes.min() and sizes.max() <= 29 and abs(float(sizes.mean()) - 15) < 0.5   # uniform: mean n/2
+    _, m = train(TrainConfig(model="mvae", hidden=16, steps=2, batch_size=8), tmp_path / "m", dataset=data,
+                 progress=False, log=lambda *a: None)
+    assert all(torch.isfinite(p).all() for p in m.parameters())

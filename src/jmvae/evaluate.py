@@ -32,6 +32,8 @@ from .modalities import Continuous
 
 CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible
 COVERAGE_TARGET = 0.95
+MAX_QUERY_SUBSETS = 31     # attribute subsets queried: every one of up to 5 attributes, else a sample (query_subsets)
+MAX_QUERIES = 700          # queries in all: MNIST-A's 659 and every preset keep all of theirs
 Z95 = 1.959963984540054     # standard normal 97.5% quantile: two-sided 95% intervals
 
 
@@ -144,15 +146,37 @@ def coverage_replicates(reads: list[tuple[torch.Tensor, int]], resamples: int, g
                         for read, size in reads]).mean(0)
 
 
-def queries(data: AttributeDataset) -> list[dict[str, int]]:
-    """Every non-empty subset of attributes with every combination of its values seen in the test set."""
-    names = [a.name for a in data.attributes]
+def query_subsets(names: list[str], seed: int = 0) -> list[tuple[str, ...]]:
+    """The attribute subsets queried, smallest first: all of them up to MAX_QUERY_SUBSETS; else every single
+    attribute, all of them together, and a seeded sample of the sizes between (never listing 2^n subsets)."""
+    n = len(names)
+    if 2 ** n - 1 <= MAX_QUERY_SUBSETS:
+        return [s for size in range(1, n + 1) for s in itertools.combinations(names, size)]
+    chosen = {(i,) for i in range(n)} | {tuple(range(n))}
+    g = torch.Generator().manual_seed(seed)
+    for k in range(100 * MAX_QUERY_SUBSETS if n > 2 else 0):      # sizes 2 .. n-1 in turn
+        if len(chosen) >= MAX_QUERY_SUBSETS:
+            break
+        chosen.add(tuple(sorted(torch.randperm(n, generator=g)[:2 + k % (n - 2)].tolist())))
+    return [tuple(names[i] for i in s) for s in sorted(chosen, key=lambda s: (len(s), s))]
+
+
+def queries(data: AttributeDataset, seed: int = 0) -> list[dict[str, int]]:
+    """Each queried subset of attributes (query_subsets) with every combination of its values seen in the test
+    set; where that makes more than MAX_QUERIES, each subset's most frequent combinations, as many as fit."""
     levels = {a.name: a.to_levels(data.test[a.name]) for a in data.attributes}   # a continuous value: its level
+    seen = {}
+    for subset in query_subsets([a.name for a in data.attributes], seed):
+        rows, counts = torch.stack([levels[a] for a in subset], -1).unique(dim=0, return_counts=True)
+        keep = (rows >= 0).all(-1)
+        seen[subset] = (rows[keep], counts[keep])
+    per_subset = None if sum(len(r) for r, _ in seen.values()) <= MAX_QUERIES else max(1, MAX_QUERIES // len(seen))
     out = []
-    for size in range(1, len(names) + 1):
-        for subset in itertools.combinations(names, size):
-            seen = torch.stack([levels[a] for a in subset], -1).unique(dim=0)
-            out += [dict(zip(subset, row.tolist())) for row in seen if bool((row >= 0).all())]
+    for subset, (rows, counts) in seen.items():
+        if per_subset is not None and len(rows) > per_subset:
+            top = counts.argsort(descending=True, stable=True)[:per_subset]
+            rows = rows[top.sort().values]
+        out += [dict(zip(subset, row.tolist())) for row in rows]
     return out
 
 
@@ -184,7 +208,7 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
     rows: list[dict] = []
     replicates: dict[str, torch.Tensor] = {}
     subsets: dict[tuple[str, ...], list[dict[str, int]]] = {}
-    for q in queries(data):
+    for q in queries(data, seed):
         subsets.setdefault(tuple(q), []).append(q)
     continuous = {a.name: a for a in data.attributes if isinstance(a, Continuous)}
     for subset, qs in subsets.items():
@@ -238,7 +262,7 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
                             "by_size_interval": size_ci, "by_subset_interval": subset_ci},
             "coverage": {"by_size": size_v, "by_subset": subset_v,
                          "by_size_interval": size_vi, "by_subset_interval": subset_vi},
-            "queries": rows,
+            "queries": rows, "subsets_queried": [len(subsets), 2 ** len(data.attributes) - 1],
             "value_error": {a: statistics.fmean(r["value_error"][a] for r in rows if a in r.get("value_error", {}))
                             for a in continuous if any(a in r.get("value_error", {}) for r in rows)}}
 
@@ -426,6 +450,10 @@ def format_headline(metrics: dict) -> str:
     settings, rows = metrics.get("settings", {}), metrics.get("queries", [])
     if "n_per_query" in settings:
         lines.append(f"correctness and coverage: {settings['n_per_query']} images per query, 95% intervals")
+    queried, every = metrics.get("subsets_queried", (0, 0))
+    if queried < every:
+        lines.append(f"(queries of {queried} of the {every:,} attribute subsets, a seeded sample: every single attribute, "
+                     f"all together, and others between; at most {MAX_QUERIES} queries)")
     for name, cells in size_rows(metrics):
         lines.append(f"{name:>32}: " + "   ".join(v if t == "T = 1" else f"{t}: {v}" for t, v in cells.items()))
     if rows:

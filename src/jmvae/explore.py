@@ -1,9 +1,10 @@
 """explore.html: the latent space of a run, to move through in a browser. One self-contained file.
 
 The page needs no server and no network: the decoders' weights are embedded (float16, base64) and run in
-plain JavaScript (MLPs and the conv image decoder; grey or colour images; a continuous attribute's mean), and everything that needs an encoder is precomputed here: the test set's q(z|x) means (the
-points), and for every attribute query (every non-empty subset of attributes, every combination of values)
-its posterior's components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few
+plain JavaScript (MLPs and the conv image decoder; grey or colour images; a continuous attribute's mean), and
+everything that needs an encoder is precomputed here: the test set's q(z|x) means (the points), and for every
+attribute query (every subset of up to as many attributes as MAX_QUERIES allows, which on the presets is all of
+them; every combination of classes, a continuous attribute's slider at SLIDER_STEPS values) its posterior's components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few
 draws from it (the strip of images). For z > 2 the plane is spanned by the first two principal directions
 of the test embeddings, and sliders move along the others.
 """
@@ -13,6 +14,7 @@ import base64
 import html
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from torch import nn
 
 from .data.attributes import AttributeDataset, to_batch
 from .errors import UserError
-from .modalities import Continuous
+from .modalities import Attribute, Continuous
 from .models import MultimodalVAE
 from .networks import ConvDecoder
 from .runs import write_text
@@ -29,6 +31,9 @@ from .runs import write_text
 EXPLORER = "explore.html"   # its name in a run directory
 MAX_POINTS = 2000        # test points drawn on the plane
 STRIP = 8                # images per query strip
+SLIDER_STEPS = 11        # values a continuous attribute's slider offers, evenly over its training range
+MAX_QUERIES = 1000       # precomputed queries: every one of up to as many attributes as fit (query_sizes)
+MAX_SINGLE_QUERIES = 4 * MAX_QUERIES   # ... and of single attributes at most this many, whatever they hold
 TEMPLATE = Path(__file__).with_name("explore.html")
 
 
@@ -81,16 +86,41 @@ def plane_of(model: MultimodalVAE, data: AttributeDataset, points: torch.Tensor)
     return {"origin": origin.tolist(), "basis": basis.tolist(), "slider_sd": spread.tolist()}
 
 
-def queries(model: MultimodalVAE, data: AttributeDataset, plane: dict, device, generator: torch.Generator) -> list[dict]:
-    """Every attribute query: label, given values, components on the plane (weight, centre, 2x2 covariance), draws."""
+def choices(a: Attribute) -> tuple[list[str], torch.Tensor]:
+    """What the query panel offers for an attribute: its classes, or for a continuous one SLIDER_STEPS values
+    evenly over its training range (labels, and the values as the model takes them)."""
+    if isinstance(a, Continuous):
+        values = torch.linspace(a.low, a.high, SLIDER_STEPS)
+        return [a.show(float(v)) for v in values], values
+    return list(a.classes), a.level_values(torch.arange(len(a.classes)))
+
+
+def query_sizes(counts: list[int], limit: int = MAX_QUERIES) -> int:
+    """How many attributes a precomputed query may give: every query of up to that many fits in `limit`
+    (at least 1). counts: each attribute's number of choices."""
+    total, size = 0, 0
+    for r in range(1, len(counts) + 1):
+        total += sum(math.prod(c) for c in itertools.combinations(counts, r))
+        if total > limit and r > 1:
+            break
+        size = r
+    return size
+
+
+def queries(model: MultimodalVAE, data: AttributeDataset, plane: dict, device, generator: torch.Generator,
+            max_given: int) -> list[dict]:
+    """Every attribute query of up to `max_given` attributes (every combination of their choices): label, given
+    choices, components on the plane (weight, centre, 2x2 covariance), the mean and a few draws."""
     origin = torch.tensor(plane["origin"])
     basis = torch.tensor(plane["basis"])[:2]                              # (2 or 1, d)
+    offered = {a.name: choices(a) for a in data.attributes}
     out = []
-    names = [a.name for a in data.attributes]
-    for r in range(1, len(names) + 1):
+    for r in range(1, max_given + 1):
         for subset in itertools.combinations(data.attributes, r):
-            for values in itertools.product(*(range(len(a.classes)) for a in subset)):
-                given = {a.name: a.level_values(torch.tensor([v], device=device)) for a, v in zip(subset, values)}
+            for values in itertools.product(*(range(len(offered[a.name][0])) for a in subset)):
+                if len(out) >= MAX_SINGLE_QUERIES:        # one attribute with very many values: the first ones
+                    return out
+                given = {a.name: offered[a.name][1][v:v + 1].to(device) for a, v in zip(subset, values)}
                 q = model.posterior(given)
                 weights, loc, scale = (t[0].cpu() for t in q.components())   # (K,), (K, d), (K, d)
                 comps = []
@@ -103,7 +133,7 @@ def queries(model: MultimodalVAE, data: AttributeDataset, plane: dict, device, g
                     comps.append({"w": float(w), "c": centre.tolist(), "cov": cov.tolist()})
                 torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
                 draws = q.sample((STRIP,))[:, 0].cpu()
-                out.append({"label": ", ".join(f"{a.name}={a.classes[v]}" for a, v in zip(subset, values)),
+                out.append({"label": ", ".join(f"{a.name}={offered[a.name][0][v]}" for a, v in zip(subset, values)),
                             "given": {a.name: int(v) for a, v in zip(subset, values)}, "components": comps,
                             "mean": q.mean[0].cpu().tolist(), "draws": draws.tolist()})
     return out
@@ -130,16 +160,18 @@ def _explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, see
     if coords.shape[1] == 1:
         coords = torch.cat([coords, torch.zeros_like(coords)], 1)
     extent = max(3.0, float(coords.abs().max()) * 1.05)
+    max_given = query_sizes([len(choices(a)[0]) for a in data.attributes])
     return {
         "title": title, "z_dim": model.z_dim,
         "image": {"name": x, "shape": list(data.image.shape), "channels": data.image.channels},
-        "attributes": [{"name": a.name, "classes": list(a.classes), "kind": a.kind}
+        "attributes": [{"name": a.name, "classes": list(a.classes), "kind": a.kind, "choices": choices(a)[0]}
                        | ({"mean": a.mean, "std": a.std, "low": a.low, "high": a.high} if isinstance(a, Continuous) else {})
                        for a in data.attributes],
+        "max_given": max_given,
         "plane": plane, "extent": extent,
         "points": {"xy": [[round(float(u), 4) for u in p] for p in coords],
                    "values": {a.name: a.to_levels(batch[a.name]).cpu().tolist() for a in data.attributes}},
-        "queries": queries(model, data, plane, device, g),
+        "queries": queries(model, data, plane, device, g, max_given),
         "decoders": {name: {"layers": decoder_layers(model.decoders[name], name),
                             "kind": "image" if name == x else data.attribute(name).kind} for name in model.names},
         "objective": model.describe(),

@@ -34,6 +34,7 @@ from .runs import atomic_write, write_text
 
 DPI = 110
 MAX_COMBINATIONS = 20      # rows/colours for attribute combinations: enough to read, few enough to tell apart
+MAX_LISTED_COMBINATIONS = 5000   # beyond, combinations to show are picked from a sample of this many
 MAX_POINTS = 3000          # test points per scatter: keeps memory and file size small at any test-set size
 LATENT_SAMPLES = 300       # samples per attribute query in latent_attributes.png
 GRID_TILES = 11            # p(x|z) grid: tiles per axis
@@ -110,11 +111,15 @@ def combinations(attributes: Sequence[Categorical], limit: int = MAX_COMBINATION
     appears limit / |values| times, rounded), picked greedily (ties broken by a fixed seed) and sorted, so that MNIST-A's rows show
     every digit, scale, orientation and location instead of the first 20 of the product (all digit 0)."""
     sizes = [len(a.classes) for a in attributes]
-    every = list(itertools.product(*(range(n) for n in sizes)))
-    if len(every) <= limit:
-        return every
-    order = np.random.default_rng(seed).permutation(len(every))
-    remaining, shown = [every[i] for i in order], []
+    if math.prod(sizes) <= limit:
+        return list(itertools.product(*(range(n) for n in sizes)))
+    rng = np.random.default_rng(seed)
+    if math.prod(sizes) <= MAX_LISTED_COMBINATIONS:
+        every = list(itertools.product(*(range(n) for n in sizes)))
+        remaining = [every[i] for i in rng.permutation(len(every))]
+    else:                      # too many to list (many attributes): a seeded sample of distinct ones to pick from
+        remaining = list(dict.fromkeys(tuple(int(rng.integers(n)) for n in sizes) for _ in range(MAX_LISTED_COMBINATIONS)))
+    shown: list[tuple[int, ...]] = []
     counts = [np.zeros(n, np.int64) for n in sizes]
     for _ in range(limit):     # greedily the combination whose values have been shown least (ties: the seeded order)
         best = min(remaining, key=lambda c: sum(int(counts[i][v]) for i, v in enumerate(c)))

@@ -13,11 +13,18 @@ from typing import Sequence
 
 import torch
 
+from .errors import UserError
+
 OBSERVED = "observed"   # the batch key of the (B, M) mask; absent = every modality observed in every example
+MAX_LISTED = 12         # modalities up to which every subset is listed (4,095); beyond, they are sampled
 
 
 def nonempty_subsets(names: Sequence[str]) -> list[tuple[str, ...]]:
     """Every non-empty subset of `names`, smallest first, each in the order of `names`."""
+    if len(names) > MAX_LISTED:
+        raise UserError(f"{len(names)} modalities have {2 ** len(names) - 1:,} subsets, too many to list (allowed: "
+                        f"at most {MAX_LISTED} modalities where every subset has a term, as in MoPoE and with "
+                        "--every-subset: train another model or setting, or drop columns)")
     return [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
 
 
@@ -26,11 +33,21 @@ def random_subsets(names: Sequence[str], k: int, generator: torch.Generator | No
     """k subsets drawn uniformly from those whose size lies in `sizes` (default: 2 .. len-1, the ones that
     are neither a single modality nor all of them: MVAE's sub-sampled terms)."""
     sizes = sizes if sizes is not None else range(2, len(names))
+    if len(names) > MAX_LISTED:      # too many to list: each name in or out with probability 1/2, until one fits
+        return [sampled_subset(names, sizes, generator) for _ in range(k)] if k > 0 and len(sizes) else []
     pool = [s for s in nonempty_subsets(names) if len(s) in sizes]
     if not pool or k <= 0:
         return []
     picks = torch.randint(len(pool), (k,), generator=generator)
     return [pool[i] for i in picks.tolist()]
+
+
+def sampled_subset(names: Sequence[str], sizes: range, generator: torch.Generator | None) -> tuple[str, ...]:
+    """One subset drawn uniformly from those whose size lies in `sizes`, without listing them (rejection)."""
+    while True:
+        keep = torch.rand(len(names), generator=generator) < 0.5
+        if int(keep.sum()) in sizes:
+            return tuple(n for n, k in zip(names, keep.tolist()) if k)
 
 
 def mark_observed(batch: dict[str, torch.Tensor], modalities: Sequence) -> dict[str, torch.Tensor]:
