@@ -2,7 +2,8 @@
 than argmax p(y|z), split by attribute and by who is sure (docs/results-queries.md used it to find that the
 failures lie between the clusters, the image read with confidence while p(y|z) hesitates).
 
-    JMVAE_OFFLINE=1 python benchmarks/coherence_failures.py runs/sweep/bundled/noprior-seed0 runs/sweep/bundled/default-seed0
+    R=runs/sweep/bundled
+    JMVAE_OFFLINE=1 python benchmarks/coherence_failures.py $R/noprior-seed0 $R/default-seed0
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import torch  # noqa: E402
+
 from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.train import load_run  # noqa: E402
 

@@ -80,7 +80,8 @@ def pixyz_reference(kind: str, lr: float = 1e-3):
 
 
 def pixyz_batch(split: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
-    """Rows idx as a pixyz batch: the image as floats in [0, 1] (like jmvae's to_batch), attributes one-hot."""
+    """Rows idx as a pixyz batch: the image as floats in [0, 1] (like jmvae's to_batch), attributes
+    one-hot."""
     return {"x": split["x"][idx].float().div_(255), **{n: F.one_hot(split[n][idx], c).float() for n, c in ATTRIBUTES.items()}}
 
 
@@ -179,13 +180,13 @@ class MatmulReplay:
 class ParameterTraffic:
     """What a step must move besides its products, replayed on parameters of the step's layers' shapes: with
     products in bfloat16, each float32 weight and bias cast to bfloat16 for the forward pass and its bfloat16
-    gradient cast back (once per step: the least autocast can do), then the trainer's Adam (fused where it can be)
-    over all of them. Memory-bound work that a matmul ceiling does not count; with float32 products, Adam only.
-    Called like MatmulReplay: n steps, the seconds taken."""
+    gradient cast back (once per step: the least autocast can do), then the trainer's Adam (fused where it can
+    be) over all of them. Memory-bound work that a matmul ceiling does not count; with float32 products, Adam
+    only. Called like MatmulReplay: n steps, the seconds taken."""
 
     def __init__(self, layers: list[Layer], dtype: torch.dtype = torch.float32):
         shapes = [s for i, o, _, _ in layers for s in ((o, i), (o,))]
-        from jmvae.train import make_optimizer          # the benchmarks put src/ on the path before importing this
+        from jmvae.train import make_optimizer  # the benchmarks put src/ on the path before importing this
         params = nn.ParameterList(nn.Parameter(torch.randn(*s) * 0.01) for s in shapes)
         self.casts = [(p, torch.empty_like(p, dtype=dtype), torch.randn(*p.shape).to(dtype)) for p in params] \
             if dtype != torch.float32 else []

@@ -24,7 +24,6 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 import torch  # noqa: E402
 from train_speed import machine  # noqa: E402
 
-
 ALLREDUCE = """
 import os, sys, time, torch, torch.distributed as dist
 dist.init_process_group("gloo"); torch.set_num_threads(1)
@@ -91,7 +90,8 @@ def main() -> None:
                   f"efficiency {r / (n * base):.2f}")
         most = max(args.ranks) * args.threads
         if args.threads < most:   # the same cores used by one process's threads instead: the reference on CPU
-            print(f"batch {batch:4d}, 1 rank  x {most} thread(s): {rate(1, batch, most, args):8.0f} samples/s   (reference)")
+            print(f"batch {batch:4d}, 1 rank  x {most} thread(s): {rate(1, batch, most, args):8.0f} "
+                  "samples/s   (reference)")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def main() -> None:
     images, labels = synthetic_digits(12_700 + 2_167, seed=0)
     data = position_digit(MnistData(images[:12_700], labels[:12_700], images[12_700:], labels[12_700:], "synthetic"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; {len(data.train['x']):,} train images of 28x56 resident as uint8")
+    print(f"device: {name}; torch {torch.__version__}; {len(data.train['x']):,} train images of 28x56 "
+          "resident as uint8")
     for batch in args.batch:
         for mode in args.modes:
             if mode == "reduce-overhead" and device.type != "cuda":

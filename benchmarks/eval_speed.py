@@ -33,11 +33,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from jmvae.classifier import train_classifier  # noqa: E402
+from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import position_digit  # noqa: E402
 from jmvae.data.mnist import MnistData, load_bundled, load_mnist  # noqa: E402
 from jmvae.evaluate import EvalConfig, correctness_coverage, evaluate, joint_coherence, log_likelihoods  # noqa: E402
 from jmvae.models import build_model  # noqa: E402
-from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.train import build  # noqa: E402
 
 
@@ -80,8 +80,8 @@ def load(run: str | None):
 
 
 def decoder_layers(model) -> list[tuple[int, int]]:
-    """(in, out) of every Linear a likelihood estimate runs per importance sample: all decoders on z ~ q(z|x,y),
-    and the image decoder again on z ~ q(z|x)."""
+    """(in, out) of every Linear a likelihood estimate runs per importance sample: all decoders on z ~
+    q(z|x,y), and the image decoder again on z ~ q(z|x)."""
     def layers(seq):
         return [(m.in_features, m.out_features) for m in seq if isinstance(m, torch.nn.Linear)]
     out = [l for d in model.decoders.values() for l in layers(d)]
@@ -166,23 +166,28 @@ def main() -> None:
                       *(["--likelihood-examples", str(args.likelihood_examples)] if args.likelihood_examples else []))
         s = r["settings"]
         print(f"\nevaluate() of a default run (fresh JMVAE, classifier not cached) on {r['source']}: "
-              f"{r['n_train']:,} training / {r['n_test']:,} test images; {s['n_per_query']} images per query at "
-              f"T = 1 and {s['low_temperature']}, likelihoods K={s['k']} on {s['likelihood_examples']} test images")
+              f"{r['n_train']:,} training / {r['n_test']:,} test images; {s['n_per_query']} images per query "
+              f"at T = 1 and {s['low_temperature']}, likelihoods K={s['k']} on {s['likelihood_examples']} "
+              "test images")
         for part, seconds in r["seconds"].items():
             print(f"{part:>36}: {seconds:6.1f} s")
-        print(f"{'peak RSS':>36}: {r['peak_rss_mb']:6.0f} MB   (load average {os.getloadavg()[0]:.1f} at the end)")
+        print(f"{'peak RSS':>36}: {r['peak_rss_mb']:6.0f} MB   (load average {os.getloadavg()[0]:.1f} at the "
+              "end)")
     if "likelihood" in args.tasks:
         results = {rows: child("--task", "likelihood", "--rows", str(rows)) for rows in args.rows}
-        print(f"\nimportance-sampled likelihoods of the {'run' if args.run else 'default dataset'}'s whole test split "
-              f"({next(iter(results.values()))['n']:,} images), K={args.k}, 4 estimates (3 share z ~ q(z|x,y), 1 uses z ~ q(z|x))")
-        print(f"{'rows/chunk':>10} {'seconds':>8} {'IS samples/s':>13} {'ceiling':>9} {'share':>6} {'peak RSS MB':>12}")
+        print(f"\nimportance-sampled likelihoods of the {'run' if args.run else 'default dataset'}'s whole "
+              f"test split ({next(iter(results.values()))['n']:,} images), K={args.k}, 4 estimates (3 share z "
+              "~ q(z|x,y), 1 uses z ~ q(z|x))")
+        print(f"{'rows/chunk':>10} {'seconds':>8} {'IS samples/s':>13} {'ceiling':>9} {'share':>6} "
+              f"{'peak RSS MB':>12}")
         for rows, r in results.items():
             print(f"{rows:10} {r['seconds']:8.1f} {r['samples_per_s']:13.0f} {r['ceiling']:9.0f} "
                   f"{100 * r['samples_per_s'] / r['ceiling']:5.0f}% {r['peak_rss_mb']:12.0f}")
     if "queries" in args.tasks:
         q = child("--task", "queries", "--rows", "0")
-        print(f"\ncorrectness/coverage queries ({EvalConfig().n_per_query} images each, T = 1) + joint coherence "
-              f"({EvalConfig().coherence_draws} draws): {q['seconds']:.1f} s, peak RSS {q['peak_rss_mb']:.0f} MB")
+        print(f"\ncorrectness/coverage queries ({EvalConfig().n_per_query} images each, T = 1) + joint "
+              f"coherence ({EvalConfig().coherence_draws} draws): {q['seconds']:.1f} s, peak RSS "
+              f"{q['peak_rss_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
+from train_speed import machine  # noqa: E402
+
 from jmvae.browser import open_page  # noqa: E402
 from jmvae.explore import write_explorer  # noqa: E402
 from jmvae.train import load_run  # noqa: E402
-from train_speed import machine  # noqa: E402
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ over 200 epochs, 500 epochs, batch 100, Adam 1e-3, and K = 1,000 importance samp
 10,000 test images. This trains each seed with `jmvae train` (as subprocesses, --parallel at a time), then
 estimates the likelihoods on every test image and prints one row per seed and their mean.
 
-    python benchmarks/mnist_label.py                                   # the paper's schedule, 3 seeds
-    python benchmarks/mnist_label.py --budget 420 --device cuda        # as many epochs as fit 420 s of training
-    python benchmarks/mnist_label.py --evaluate-only OUT               # the table of runs already trained
+    python benchmarks/mnist_label.py                               # the paper's schedule, 3 seeds
+    python benchmarks/mnist_label.py --budget 420 --device cuda    # as many epochs as fit 420 s of training
+    python benchmarks/mnist_label.py --evaluate-only OUT           # the table of runs already trained
 
 --budget first trains every seed for 2 epochs together (the same concurrency as the real runs), reads the
 seconds per epoch from history.csv, and shortens the schedule to fit, keeping warm-up / epochs = 200 / 500.
@@ -42,7 +42,8 @@ def train_command(seed: int, epochs: int, warmup: int, device: str, out: Path) -
             "--warmup", str(warmup), "--epochs", str(epochs), "--seed", str(seed), "--device", device,
             "--precision", "float32",          # the paper's number, not a CPU's bfloat16 (auto picks it on some)
             "--out", str(out), "--overwrite",
-            # the run's own evaluation kept small: the likelihoods that matter are estimated below, on the device
+            # the run's own evaluation kept small: the likelihoods that matter are estimated below, on the
+            # device
             "--k", "10", "--likelihood-examples", "100", "--n-per-query", "100", "--coherence-draws", "1000",
             "--low-temperature", "1"]
 

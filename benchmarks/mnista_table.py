@@ -1,12 +1,13 @@
 """Not a timing: finished MNIST-A runs side by side, grouped by objective, mean ± std over their seeds
 (docs/results-mnist-a.md, the table of every model at two passes).
 
-Each run is a `jmvae train --preset mnist-a` directory; runs of one model with the same passes, learning rate and
-evaluation settings form one row. Every number is the run's own metrics.json (its attribute classifier, its
-images per query), so rows compare when their runs were evaluated alike (the script says when they were not).
+Each run is a `jmvae train --preset mnist-a` directory; runs of one model with the same passes, learning rate
+and evaluation settings form one row. Every number is the run's own metrics.json (its attribute classifier,
+its images per query), so rows compare when their runs were evaluated alike (the script says when they were
+not).
 
-    for m in jmvae telbo mopoe mmvae; do for s in 0 1 2; do
-        jmvae train --preset mnist-a --model $m --epochs 2 --n-per-query 100 --seed $s --out runs/mnista-zoo/$m-s$s
+    for m in jmvae telbo mopoe mmvae; do for s in 0 1 2; do out=runs/mnista-zoo/$m-s$s
+        jmvae train --preset mnist-a --model $m --epochs 2 --n-per-query 100 --seed $s --out $out
     done; done                                  # and --model mvae --lr 3e-4 (at 1e-3 its loss goes nan)
     python benchmarks/mnista_table.py runs/mnista-zoo/*            # add --per-seed for one row per run
 """

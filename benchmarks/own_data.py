@@ -3,9 +3,9 @@
     python benchmarks/own_data.py                      # 100,000 colour 64x64 images; steps at 32x32 and 64x64
     python benchmarks/own_data.py --images 20000 --steps 10
 
-Load: writes --images random-shape colour PNGs and a metadata.csv to a temporary folder (not timed), then times
-`jmvae.data.attributes.load_dataset(data=...)` cold (decoding every file into the cache) and warm (the cache).
-Steps: samples/s of the default JMVAE step and of MVAE on 32x32 and 64x64 colour data, beside a plain
+Load: writes --images random-shape colour PNGs and a metadata.csv to a temporary folder (not timed), then
+times `jmvae.data.attributes.load_dataset(data=...)` cold (decoding every file into the cache) and warm (the
+cache). Steps: samples/s of the default JMVAE step and of MVAE on 32x32 and 64x64 colour data, beside a plain
 single-image VAE step on the same conv networks (the reference: what one image's ELBO costs), alternated in
 one process. Prints the CPU model and threads first.
 """
@@ -15,7 +15,6 @@ import argparse
 import csv
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,8 +68,9 @@ def time_load(n: int, size: int) -> None:
             t = time.perf_counter()
             data = load_dataset(None, data=str(root), progress=False)
             dt = time.perf_counter() - t
-            print(f"load {what}: {dt:.1f} s, {n / dt:,.0f} images/s; {data.n_train:,} train / {data.n_test:,} test, "
-                  f"images {data.train[data.image.name].dtype} ({data.train[data.image.name].numel() / 1e9:.2f} G values)")
+            print(f"load {what}: {dt:.1f} s, {n / dt:,.0f} images/s; {data.n_train:,} train / {data.n_test:,} "
+                  f"test, images {data.train[data.image.name].dtype} "
+                  f"({data.train[data.image.name].numel() / 1e9:.2f} G values)")
 
 
 class PlainVAE(torch.nn.Module):

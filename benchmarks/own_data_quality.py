@@ -5,11 +5,12 @@
     python benchmarks/own_data_quality.py runs/shapes [runs/shapes-1 ...]
 
 The independent reader is a CNN of another architecture (three 3x3 conv layers with max pooling, a wider head)
-and seed than the evaluation's reader, blurred at random while it learns (generated images are means), trained here on the run's training images (every observed cell). For each
-run it prints the reader's accuracy on real test images, then the share of images generated from every
-combination of values with *all* attributes given (a continuous one at its levels) that it reads back (a
-continuous value: the mean |read - asked| as a share of the range), beside the run's own metrics.json, and the
-ratio to the reader's accuracy on real images. 200 images per query (--n).
+and seed than the evaluation's reader, blurred at random while it learns (generated images are means), trained
+here on the run's training images (every observed cell). For each run it prints the reader's accuracy on real
+test images, then the share of images generated from every combination of values with *all* attributes given
+(a continuous one at its levels) that it reads back (a continuous value: the mean |read - asked| as a share of
+the range), beside the run's own metrics.json, and the ratio to the reader's accuracy on real images. 200
+images per query (--n).
 """
 from __future__ import annotations
 
@@ -122,21 +123,23 @@ def main() -> None:
         metrics = json.loads((Path(run) / "metrics.json").read_text())
         own = {q["label"]: q for q in metrics["queries"] if len(q["subset"]) == len(data.attributes)}
         print(f"\n{run}: {len(combos)} queries with every attribute given, {args.n} images each")
-        print(f"  {'attribute':12s} {'real test':>10s} {'generated':>10s} {'ratio':>6s}   report's reader (generated)")
+        print(f"  {'attribute':12s} {'real test':>10s} {'generated':>10s} {'ratio':>6s}   report's reader "
+              "(generated)")
         for a in data.attributes:
             asked = given[a.name].expand(args.n, -1).reshape(-1)
             if isinstance(a, Continuous):
                 err = float((got[a.name] - asked).abs().mean() / (a.high - a.low))
                 mine = [q["value_error"][a.name] for q in own.values() if a.name in q.get("value_error", {})]
-                print(f"  {a.name:12s} {base[a.name]:10.3f} {err:10.3f} {'':6s}   {sum(mine) / len(mine):.3f}   "
-                      "(mean |read - asked| / range)")
+                print(f"  {a.name:12s} {base[a.name]:10.3f} {err:10.3f} {'':6s}   "
+                      f"{sum(mine) / len(mine):.3f}   (mean |read - asked| / range)")
             else:
                 share = float((got[a.name] == asked).float().mean())
                 levels = {q["label"]: q["readings"][a.name] for q in own.values()}
                 mine = sum(levels[lbl][a.classes[c[i]]] for lbl, c in zip(
                     [",".join(f"{b.name}={b.classes[c[j]]}" for j, b in enumerate(data.attributes)) for c in combos],
                     combos) for i in [data.attributes.index(a)] if lbl in levels) / max(1, len(levels))
-                print(f"  {a.name:12s} {base[a.name]:10.3f} {share:10.3f} {share / base[a.name]:6.3f}   {mine:.3f}")
+                print(f"  {a.name:12s} {base[a.name]:10.3f} {share:10.3f} {share / base[a.name]:6.3f}   "
+                      f"{mine:.3f}")
 
 
 if __name__ == "__main__":

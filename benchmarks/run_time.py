@@ -26,8 +26,9 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
-from jmvae.data.mnist import cache_dir  # noqa: E402
 from train_speed import machine  # noqa: E402
+
+from jmvae.data.mnist import cache_dir  # noqa: E402
 
 
 def run(args) -> tuple[float, dict, dict]:
@@ -65,8 +66,9 @@ def main() -> None:
     phases["start-up"] = wall - sum(phases.values())
     steps = phases["training steps"]
     print(f"jmvae train --mnist {args.mnist} {' '.join(args.flags)}: {config['total_steps']} steps of batch "
-          f"{config['train']['batch_size']} on {config['n_train']:,} images; {config['total_steps'] * config['train']['batch_size'] / steps:,.0f} "
-          f"samples/s in the training steps")
+          f"{config['train']['batch_size']} on {config['n_train']:,} images; "
+          f"{config['total_steps'] * config['train']['batch_size'] / steps:,.0f} samples/s in the training "
+          "steps")
     print(f"{'phase':<28}{'seconds':>9}{'share':>8}")
     for name, s in sorted(phases.items(), key=lambda kv: -kv[1]):
         print(f"{name:<28}{s:9.1f}{s / wall:8.0%}")

@@ -22,17 +22,18 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
+from train_speed import machine  # noqa: E402
 
 from jmvae.config import TrainConfig  # noqa: E402
-from jmvae.train import build, make_optimizer, training_split, train_steps  # noqa: E402
-from train_speed import machine  # noqa: E402
+from jmvae.train import build, make_optimizer, train_steps, training_split  # noqa: E402
 
 GAMMA_TERMS = ["no-prior:prior_recon=0", "no-image:image_recon=0", "neither:prior_recon=0,image_recon=0",
                "draws128:recon_draws=128", "draws64:recon_draws=64", "draws32:recon_draws=32"]
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """"name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig field."""
+    """"name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig
+    field."""
     name, _, spec = text.partition(":")
     types = {f.name: f.type for f in fields(TrainConfig)}
     options = {}
@@ -67,8 +68,8 @@ def main() -> None:
     n = len(next(iter(runs.values()))[2]["position"])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     print(f"machine: {machine()}")
-    print(f"position-digit, {n} training images, batch {cfg.batch_size}, products in {cfg.resolved_precision()}; "
-          f"{args.rounds} blocks of {args.steps} steps per variant, interleaved")
+    print(f"position-digit, {n} training images, batch {cfg.batch_size}, products in "
+          f"{cfg.resolved_precision()}; {args.rounds} blocks of {args.steps} steps per variant, interleaved")
 
     def block(name: str, steps: int, at: int) -> float:
         model, optimizer, split, precision = runs[name]

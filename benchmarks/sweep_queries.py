@@ -8,7 +8,8 @@ sweep can be stopped and started again.
     python benchmarks/sweep_queries.py --jobs 2                   # everything (about 2 hours on 2 cores)
     python benchmarks/sweep_queries.py --only paper-jmvae --sources full --seeds 0
     python benchmarks/sweep_queries.py --report-only              # table and figure from the runs there
-    python benchmarks/sweep_queries.py --from-csv docs/results-queries.csv   # figure and table from a recorded CSV
+    python benchmarks/sweep_queries.py --from-csv docs/results-queries.csv   # figure and table from a
+                                                                             # recorded CSV
 
 Runs go to runs/sweep/<source>/<config>-seed<seed>. Each training process uses one thread, `--jobs` of them
 at a time: the founding network's products are too small for two threads to help one process much.
@@ -67,7 +68,8 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
     "b256-lr2e-3": ("the default at batch 256 and lr 2e-3", ["--batch-size", "256", "--lr", "2e-3"]),
     "default": ("jmvae train with every default: subsets, matched image from q(z|y), the prior term at weight 0.3, "
                 "20 epochs at batch 256 and lr 1.5e-3, products in bfloat16 where the CPU has it", []),
-    # 2026-11-28, on an AMD EPYC without bfloat16 (family 25 model 1): the default's gamma terms on fewer draws
+    # 2026-11-28, on an AMD EPYC without bfloat16 (family 25 model 1): the default's gamma terms on fewer
+    # draws
     "default-b256-float32": ("the default in float32 (batch 256, lr 1.5e-3): the baseline of the draws rows", []),
     "draws64": ("the float32 default with its image-from-q(z|y) and prior terms on the first 64 examples' draws a "
                 "step instead of all 256", ["--recon-draws", "64"]),
@@ -77,8 +79,9 @@ CONFIGS: dict[str, tuple[str, list[str]]] = {
                              ["--model", "jmvae", "--paper", "--z-dim", str(z), *ONE_X]) for z in (3, 4, 6, 8, 16)},
 }
 # A rerun trains what is recorded: every config but the batch-256 ones at the batch and lr that were then the
-# default's (128 and 1e-3, unless its flags set the lr), and all but default-b128 and the first three batch-256
-# ones in float32 (the draws rows were trained on a CPU without bfloat16, where the default is float32).
+# default's (128 and 1e-3, unless its flags set the lr), and all but default-b128 and the first three
+# batch-256 ones in float32 (the draws rows were trained on a CPU without bfloat16, where the default is
+# float32).
 AT_B256 = ("b256-lr1e-3", "b256-lr2e-3", "default", "default-b256-float32", "draws64", "draws128")
 IN_DEFAULT_PRECISION = ("default-b128", "b256-lr1e-3", "b256-lr2e-3", "default")
 
@@ -110,7 +113,8 @@ def train(root: Path, source: str, name: str, seed: int, extra: list[str]) -> st
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
-        return f"FAILED {out}: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        return (f"FAILED {out}: "
+                f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
     return f"done   {out} ({time.perf_counter() - t0:.0f} s)"
 
 

@@ -6,7 +6,8 @@ targets, and the mean over runs where several are given. T = 1 is what a run's r
 trades the variety of the attributes left free (coverage) for images that show the given ones. `--complete`
 draws as `jmvae generate --complete` does: the attributes not given first, from the model.
 
-    JMVAE_OFFLINE=1 python benchmarks/temperature_sweep.py runs/mnist-a-jmvae-z10-seed0 --temperatures 1 0.75 0.5 0.25
+    RUN=runs/mnist-a-jmvae-z10-seed0
+    JMVAE_OFFLINE=1 python benchmarks/temperature_sweep.py $RUN --temperatures 1 0.75 0.5 0.25
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import torch  # noqa: E402
+
 from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.evaluate import correctness_coverage, misses  # noqa: E402
 from jmvae.train import load_run  # noqa: E402

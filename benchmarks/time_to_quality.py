@@ -10,26 +10,27 @@ default adds terms) is judged on the published one. Only the training steps are 
 interleaved chunk by chunk, so the machine's drift falls on all alike. The time a contender needs is linearly
 interpolated between the two scorings around the crossing.
 
-    JMVAE_OFFLINE=1 python benchmarks/time_to_quality.py   # pixyz; jmvae --paper at 128 and at the default's batch; default
+    JMVAE_OFFLINE=1 python benchmarks/time_to_quality.py   # pixyz; jmvae --paper at 128 and at the default's
+                                                           # batch; default
 """
 from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import replace
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
-
 from common import copy_weights, pixyz_batch, pixyz_reference  # noqa: E402
+from train_speed import batch_indices, machine  # noqa: E402
+
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
 from jmvae.train import build, evaluate_loss, flush_subnormals, make_optimizer, train_steps  # noqa: E402
-from train_speed import batch_indices, machine  # noqa: E402
 
 
 class Contender:
@@ -120,7 +121,8 @@ def main() -> None:
     args = ap.parse_args()
     flush_subnormals()                             # as jmvae.train.train does; process-wide: pixyz's steps too
     torch.set_num_threads(args.threads)
-    print(f"machine: {machine()}; jmvae's products in {TrainConfig(precision=args.precision).resolved_precision()}")
+    print(f"machine: {machine()}; jmvae's products in "
+          f"{TrainConfig(precision=args.precision).resolved_precision()}")
 
     published = TrainConfig(batch_size=args.batch, seed=args.seed, paper=True, precision=args.precision)
     data, scorer = build(published, quiet=True)      # the scorer: a jmvae model with the published objective
@@ -130,7 +132,8 @@ def main() -> None:
     default = TrainConfig(seed=args.seed, precision=args.precision)    # its own batch size and learning rate
     default_steps = args.steps * args.batch // default.batch_size
     default_batches = batch_indices(data.n_train, default.batch_size, default_steps, args.seed)
-    # the published objective at jmvae train's own batch and lr (`jmvae train --paper` keeps the paper's 128 / 1e-3)
+    # the published objective at jmvae train's own batch and lr (`jmvae train --paper` keeps the paper's 128 /
+    # 1e-3)
     paper_at_default = replace(published, batch_size=default.batch_size, lr=default.lr)
     contenders: list[Contender] = [
         Pixyz("pixyz (published JMVAE)", copy.deepcopy(scorer), start, data, batches[:args.reference_steps], args.seed, published.lr),
@@ -138,9 +141,9 @@ def main() -> None:
         Jmvae(f"jmvae --paper, b{default.batch_size}", paper_at_default, copy.deepcopy(scorer), data.test, default_batches,
               args.seed),
         Jmvae(f"jmvae (default, b{default.batch_size})", default, copy.deepcopy(scorer), data.test, default_batches, args.seed)]
-    print(f"data: {data.name} from {data.source}, {data.n_train} train / {data.n_test} test images; batch {args.batch} "
-          f"(jmvae's default: {default.batch_size} at lr {default.lr:g}); scored every {args.every * args.batch:,} samples "
-          f"on the test set with the published JMVAE loss (nats/example)")
+    print(f"data: {data.name} from {data.source}, {data.n_train} train / {data.n_test} test images; batch "
+          f"{args.batch} (jmvae's default: {default.batch_size} at lr {default.lr:g}); scored every "
+          f"{args.every * args.batch:,} samples on the test set with the published JMVAE loss (nats/example)")
 
     k = 0
     while any(c.done < len(c.batches) for c in contenders):
@@ -157,7 +160,8 @@ def main() -> None:
         reached = c.time_to(level)
         rate = c.done * c.batch / c.seconds
         if reached is None:
-            print(f"{c.name:26}{'never':>7}{'':>9}{rate:11.0f}{'':>10}   {c.curve[-1][2]:.2f} after {c.done} steps")
+            print(f"{c.name:26}{'never':>7}{'':>9}{rate:11.0f}{'':>10}   {c.curve[-1][2]:.2f} after {c.done} "
+                  "steps")
         else:
             print(f"{c.name:26}{reached[1]:7d}{reached[0]:9.1f}{rate:11.0f}{ref[0] / reached[0]:9.2f}x   "
                   f"{c.curve[-1][2]:.2f} after {c.done} steps")

@@ -59,7 +59,8 @@ def main() -> None:
     n_images, pixels = 2 * (12_700 + 2_167), 28 * 56
     print(f"jmvae train on {n_images:,} synthetic 28x56 images ({2 * 12_700:,} train), {args.steps} steps, "
           f"then figures, metrics (K=50) and report: {seconds:.0f} s")
-    print(f"images as uint8: {n_images * pixels / 2**20:.0f} MiB; as float32 they would be {4 * n_images * pixels / 2**20:.0f} MiB")
+    print(f"images as uint8: {n_images * pixels / 2**20:.0f} MiB; as float32 they would be "
+          f"{4 * n_images * pixels / 2**20:.0f} MiB")
     print(f"peak RSS of the jmvae process: {peak:.0f} MiB")
 
 

@@ -28,8 +28,16 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
+from common import (  # noqa: E402
+    MatmulReplay,
+    ParameterTraffic,
+    copy_weights,
+    flops_per_sample,
+    pixyz_batch,
+    pixyz_reference,
+    step_layers,
+)
 
-from common import MatmulReplay, ParameterTraffic, copy_weights, flops_per_sample, pixyz_batch, pixyz_reference, step_layers  # noqa: E402
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
 from jmvae.train import build, evaluate_loss, flush_subnormals, make_optimizer, train_steps  # noqa: E402
 
@@ -42,7 +50,8 @@ def machine() -> str:
         info = {k.strip(): v.strip() for k, v in info.items()}
         simd = next((f for f in ("avx512f", "avx2") if f in info.get("flags", "").split()), "no avx2")
         # "AMD EPYC" names several generations: family/model tell them apart (25/17: Zen 4)
-        cpu = f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, {simd})"
+        cpu = (f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, "
+               f"{simd})")
     except (OSError, KeyError):
         cpu = platform.processor() or "unknown CPU"
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -84,10 +93,12 @@ def pixyz_steps(model, split):
 
 class Pair:
     """jmvae (its own model, optimizer and hot loop) and the pixyz reference, from the same initial weights,
-    fed the same batches and the same reparameterisation noise (each draws from its own copy of one stream)."""
+    fed the same batches and the same reparameterisation noise (each draws from its own copy of one
+    stream)."""
 
     def __init__(self, kind: str, batch: int, seed: int, steps: int, precision: str):
-        # the published objective, which the pixyz reference writes (jmvae's own defaults add terms: see objectives())
+        # the published objective, which the pixyz reference writes (jmvae's own defaults add terms: see
+        # objectives())
         cfg = TrainConfig(model=kind, batch_size=batch, seed=seed, paper=True, precision=precision)
         self.data, self.jm = build(cfg, quiet=True)
         optimizer = make_optimizer(self.jm, lr=1e-3)                 # the trainer's own optimizer
@@ -108,7 +119,8 @@ class Pair:
         return seconds
 
     def test_losses(self) -> dict[str, float]:
-        """jmvae's objective on the whole test set, each trained set of weights in a jmvae model, same noise."""
+        """jmvae's objective on the whole test set, each trained set of weights in a jmvae model, same
+        noise."""
         mapped = copy.deepcopy(self.jm)
         copy_weights(mapped, self.dists, to="jmvae")
         torch.manual_seed(self.seed)
@@ -179,8 +191,9 @@ def batch_ms(m: dict, name: str) -> float:
 
 def report(m: dict, args) -> None:
     med, rates, share = m["median"], m["rates"], m["share"]
-    print(f"\n== {m['kind'].upper()}, batch {m['batch']}: {WARMUP} warm-up + {args.rounds} rounds x {args.steps} timed "
-          f"steps, interleaved every {args.slot} steps; same initial weights, batches and noise ==")
+    print(f"\n== {m['kind'].upper()}, batch {m['batch']}: {WARMUP} warm-up + {args.rounds} rounds x "
+          f"{args.steps} timed steps, interleaved every {args.slot} steps; same initial weights, batches and "
+          "noise ==")
     print(f"   {m['describe']}")
     print(f"   {'':22}{'samples/s':>10}  {'share of ceiling':>16}   per round")
     low = m["precision"] != "float32"
@@ -194,24 +207,27 @@ def report(m: dict, args) -> None:
         print(f"   {label:22}{med[name]:10.0f}  {s}   " + " ".join(f"{v:.0f}" for v in rates[name]))
     print(f"   jmvae / pixyz         {m['ratio']:.2f}x (median of per-round ratios); jmvae's share per round: "
           + " ".join(f"{100 * v:.0f}%" for v in m["shares"]["jmvae"]))
-    print(f"   FLOP/sample           {m['flops'] / 1e6:.1f} M in the founding architecture (3 products per Linear), "
-          f"which the matmul ceiling replays; jmvae's step runs {m['flops_own'] / 1e6:.1f} M of them (attribute encoders "
-          f"on their classes, no input gradients for data): against the replay of those alone jmvae is at "
-          f"{100 * share['jmvae_own']:.0f}%")
+    print(f"   FLOP/sample           {m['flops'] / 1e6:.1f} M in the founding architecture (3 products per "
+          f"Linear), which the matmul ceiling replays; jmvae's step runs {m['flops_own'] / 1e6:.1f} M of them "
+          "(attribute encoders on their classes, no input gradients for data): against the replay of those "
+          f"alone jmvae is at {100 * share['jmvae_own']:.0f}%")
     cast = "weights cast to bfloat16 and gradients back, " if low else ""
     print(f"   parameter traffic     {cast}Adam: {batch_ms(m, 'traffic'):.1f} ms a step against the ceiling's "
-          f"{batch_ms(m, 'ceiling'):.1f} ms of products; jmvae reaches {100 * share['jmvae_floor']:.0f}% of the two together "
-          f"(the most the ceiling's share could be with them: {100 * med['traffic'] / (med['ceiling'] + med['traffic']):.0f}%)")
+          f"{batch_ms(m, 'ceiling'):.1f} ms of products; jmvae reaches {100 * share['jmvae_floor']:.0f}% of "
+          "the two together (the most the ceiling's share could be with them: "
+          f"{100 * med['traffic'] / (med['ceiling'] + med['traffic']):.0f}%)")
     need, floor = 2 * med["pixyz"], batch_ms(m, "own") + batch_ms(m, "traffic")
     need_ms = batch_ms(m, "pixyz") / 2
     print(f"   2x pixyz              needs {need:.0f} samples/s ({need_ms:.1f} ms a step, "
-          f"{100 * need / med['ceiling']:.0f}% of the matmul ceiling): jmvae's own products and Adam take {floor:.1f} ms, "
-          f"leaving {need_ms - floor:.1f} ms for everything else (now {batch_ms(m, 'jmvae') - floor:.1f} ms)")
+          f"{100 * need / med['ceiling']:.0f}% of the matmul ceiling): jmvae's own products and Adam take "
+          f"{floor:.1f} ms, leaving {need_ms - floor:.1f} ms for everything else (now "
+          f"{batch_ms(m, 'jmvae') - floor:.1f} ms)")
     t, losses = m["test"], m["losses"]
     diffs = [l["jmvae"] - l["pixyz"] for l in losses]
     spread = f" ± {statistics.stdev(diffs):.2f} (std over seeds)" if len(diffs) > 1 else ""
-    print(f"   test loss             jmvae {t['jmvae']:.1f}   pixyz {t['pixyz']:.1f}   after {m['steps']} steps each, mean over "
-          f"{len(losses)} seed(s): jmvae's objective in nats/example on the {m['n_test']} test examples, fixed noise")
+    print(f"   test loss             jmvae {t['jmvae']:.1f}   pixyz {t['pixyz']:.1f}   after {m['steps']} "
+          f"steps each, mean over {len(losses)} seed(s): jmvae's objective in nats/example on the "
+          f"{m['n_test']} test examples, fixed noise")
     print("     per seed            " + "   ".join(f"{l['jmvae']:.1f} vs {l['pixyz']:.1f}" for l in losses)
           + f";  jmvae - pixyz = {statistics.fmean(diffs):+.2f}{spread}"
           f" (pixyz's own model.test on its weights: {statistics.fmean(l['pixyz_own'] for l in losses):.1f})")
@@ -285,7 +301,8 @@ def main() -> None:
             m = measure(kind, batch, args)
             if not results:
                 d = m["data"]
-                print(f"data: {d.name}, {len(d.train['x'])} train / {len(d.test['x'])} test images from {d.source}")
+                print(f"data: {d.name}, {len(d.train['x'])} train / {len(d.test['x'])} test images from "
+                      f"{d.source}")
             results.append(m)
             report(m, args)
 
@@ -295,8 +312,9 @@ def main() -> None:
     for m in results:
         med, sh, t = m["median"], m["share"], m["test"]
         print(f"   {m['kind']:6} {m['batch']:5} {med['jmvae']:8.0f} {med['pixyz']:8.0f} {m['ratio']:5.2f}x "
-              f"{med['ceiling']:8.0f} {100 * sh['jmvae']:6.0f}% {100 * sh['pixyz']:6.0f}% {100 * sh['jmvae_own']:5.0f}% "
-              f"{100 * sh['jmvae_floor']:6.0f}% {t['jmvae']:11.1f} {t['pixyz']:11.1f}")
+              f"{med['ceiling']:8.0f} {100 * sh['jmvae']:6.0f}% {100 * sh['pixyz']:6.0f}% "
+              f"{100 * sh['jmvae_own']:5.0f}% {100 * sh['jmvae_floor']:6.0f}% {t['jmvae']:11.1f} "
+              f"{t['pixyz']:11.1f}")
     if args.objectives:
         for batch in args.batch:
             objectives(batch, args)

@@ -1,15 +1,16 @@
-"""The model zoo side by side (docs/results-zoo.md): the five objectives on position-digit, fully and partly labelled.
+"""The model zoo side by side (docs/results-zoo.md): the five objectives on position-digit, fully and partly
+labelled.
 
-Every model at its defaults (`jmvae train --model M`), 3 seeds, on full MNIST (`jmvae data import` first), read
-by the attribute classifier at 500 images per query; then every model with the attributes of only 10% and 1%
-of the training examples (`--label-fraction`). Runs are the query sweep's (benchmarks/sweep_queries.py: same
-evaluation flags, same run layout runs/sweep/<source>/<config>-seed<seed>, finished runs kept), so the
+Every model at its defaults (`jmvae train --model M`), 3 seeds, on full MNIST (`jmvae data import` first),
+read by the attribute classifier at 500 images per query; then every model with the attributes of only 10% and
+1% of the training examples (`--label-fraction`). Runs are the query sweep's (benchmarks/sweep_queries.py:
+same evaluation flags, same run layout runs/sweep/<source>/<config>-seed<seed>, finished runs kept), so the
 JMVAE row reuses the sweep's `default-float32` runs, which are the same configuration. Every run here was
 recorded in float32 and keeps it (`--precision float32`; the default since multiplies in bfloat16 on CPUs that
 have it, at the same quality: docs/results-queries.md).
 
-    python benchmarks/zoo_results.py --jobs 2                          # everything (about 80 minutes on 2 cores)
-    python benchmarks/zoo_results.py --report-only                     # tables from the runs there
+    python benchmarks/zoo_results.py --jobs 2                # everything (about 80 minutes on 2 cores)
+    python benchmarks/zoo_results.py --report-only           # tables from the runs there
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def tables(rows: dict, seeds_full: int) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default="runs/sweep")
     p.add_argument("--source", default="full")
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])

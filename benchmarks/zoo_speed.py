@@ -9,7 +9,8 @@ the timed pair and for --loss-seeds - 1 more pairs trained from other seeds: equ
 two compute the same objective.
 
     JMVAE_OFFLINE=1 python benchmarks/zoo_speed.py --steps 100 --rounds 3        # the headline
-    JMVAE_OFFLINE=1 python benchmarks/zoo_speed.py --steps 10 --rounds 1 --loss-seeds 1 --loss-steps 20   # smoke
+    # smoke:
+    JMVAE_OFFLINE=1 python benchmarks/zoo_speed.py --steps 10 --rounds 1 --loss-seeds 1 --loss-steps 20
 """
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.distributions import Normal  # noqa: E402
+from train_speed import WARMUP, batch_indices, interleaved, machine  # noqa: E402
 
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
 from jmvae.subsets import nonempty_subsets, random_subsets  # noqa: E402
 from jmvae.train import build, evaluate_loss, make_optimizer  # noqa: E402
-from train_speed import WARMUP, batch_indices, interleaved, machine  # noqa: E402
 
 
 # -- the references ---------------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ def measure(kind: str, batch: int, args) -> dict:
     for seed in range(args.seed, args.seed + args.loss_seeds):
         d, ms, rs = pair(kind, batch, seed)
         steps = batch_indices(d.n_train, batch, args.loss_steps, seed)
-        for name, run in rs.items():
+        for run in rs.values():
             torch.manual_seed(seed)
             run(steps)
         losses.append({name: evaluate_loss(m, d.test, seed=seed)["loss"] for name, m in ms.items()})
@@ -155,8 +156,8 @@ def main() -> None:
     for kind in args.models:
         m = measure(kind, args.batch, args)
         rows.append(m)
-        print(f"\n== {kind.upper()}, batch {args.batch}: {args.rounds} rounds x {args.steps} steps, interleaved every "
-              f"{args.slot}; same weights, batches, optimizer ==\n   {m['describe']}")
+        print(f"\n== {kind.upper()}, batch {args.batch}: {args.rounds} rounds x {args.steps} steps, "
+              f"interleaved every {args.slot}; same weights, batches, optimizer ==\n   {m['describe']}")
         for name in ("jmvae", "reference"):
             print(f"   {name:10} {m['median'][name]:8.0f} samples/s   per round " + " ".join(f"{v:.0f}" for v in m["rates"][name]))
         diffs = [l["jmvae"] - l["reference"] for l in m["losses"]]
@@ -167,8 +168,9 @@ def main() -> None:
     print("\n== summary ==")
     for m in rows:
         t = {k: statistics.fmean(l[k] for l in m["losses"]) for k in ("jmvae", "reference")}
-        print(f"   {m['kind']:6} b{m['batch']}: jmvae {m['median']['jmvae']:.0f} vs reference {m['median']['reference']:.0f} "
-              f"samples/s = {m['ratio']:.2f}x; test loss {t['jmvae']:.1f} vs {t['reference']:.1f}")
+        print(f"   {m['kind']:6} b{m['batch']}: jmvae {m['median']['jmvae']:.0f} vs reference "
+              f"{m['median']['reference']:.0f} samples/s = {m['ratio']:.2f}x; test loss {t['jmvae']:.1f} vs "
+              f"{t['reference']:.1f}")
 
 
 if __name__ == "__main__":

@@ -110,7 +110,8 @@ def test_generate_png_and_npz(run_dir, tmp_path, capsys):
         assert float(arrays["temperature"]) == float(t)
         spread[t] = arrays["images"].std(0).mean()
     assert spread["0.1"] < spread["1"]
-    # --complete reaches the model (its mechanics: test_models): other latents than q(z|digit=2)'s at that seed
+    # --complete reaches the model (its mechanics: test_models): other latents than q(z|digit=2)'s at that
+    # seed
     assert run_cli(capsys, "generate", str(run_dir), "--given", "digit=2", "--n", "64", "--complete",
                    "--out", str(tmp_path / "c.npz"))[0] == 0
     arrays = np.load(tmp_path / "c.npz")
@@ -219,6 +220,7 @@ def test_second_temperature_is_the_presets_unless_asked():
     """MNIST-A's 659 queries skip the T = 0.5 pass by default (a third of its evaluation); the founding
     experiment keeps it; --low-temperature wins either way."""
     from argparse import Namespace
+
     from jmvae.cli import eval_config
     flags = dict(k=10, n_per_query=10, coherence_draws=10, likelihood_examples=10, complete_temperature=0.5)
     assert eval_config(Namespace(low_temperature=None, **flags), "mnist-a").low_temperature == 1.0
@@ -228,8 +230,8 @@ def test_second_temperature_is_the_presets_unless_asked():
 
 @pytest.mark.slow
 def test_resume_finishes_the_run_with_the_evaluation_it_was_started_with(tmp_path, capsys, monkeypatch):
-    # a resumed run was once evaluated at the defaults (500 images per query, the completed pass, MNIST-A's skipped
-    # T = 0.5 pass too): 22 minutes instead of the 100 per query it was started with
+    # a resumed run was once evaluated at the defaults (500 images per query, the completed pass, MNIST-A's
+    # skipped T = 0.5 pass too): 22 minutes instead of the 100 per query it was started with
     import torch
     real_step, out = torch.optim.Adam.step, tmp_path / "run"
 
@@ -256,6 +258,7 @@ def test_resume_finishes_the_run_with_the_evaluation_it_was_started_with(tmp_pat
 def test_every_model_option_flag_states_each_models_own_default(capsys):
     """Flags and help come from the models' files: a default changed in a constructor shows in --help."""
     import inspect
+
     from jmvae.models import MODELS
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -269,8 +272,9 @@ def test_every_model_option_flag_states_each_models_own_default(capsys):
 
 
 def test_version_is_the_package_version(capsys):
-    import jmvae
     from importlib.metadata import version
+
+    import jmvae
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0

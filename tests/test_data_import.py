@@ -216,7 +216,7 @@ def test_corrupt_or_truncated_files(tmp_path):
              "empty.pkl.gz": (b"", "not a readable pickle")}
     for name, (content, why) in cases.items():
         (tmp_path / name).write_bytes(content)
-        one_line_error(lambda: mnist.load_pickle(tmp_path / name), str(tmp_path / name), why)
+        one_line_error(lambda name=name: mnist.load_pickle(tmp_path / name), str(tmp_path / name), why)
     one_line_error(lambda: mnist.load_pickle(tmp_path / "missing.pkl.gz"), "cannot read MNIST file")
 
 
@@ -347,7 +347,8 @@ def test_import_replaces_an_older_jmvae_s_cache_folder(tmp_path, cache, capsys):
 
 @pytest.mark.parametrize("kind", ["gzip", "zip"])
 def test_import_refuses_a_bomb_in_one_line(tmp_path, cache, capsys, monkeypatch, kind):
-    """A file that unpacks beyond what MNIST can be stops before it is unpacked in full (it was a MemoryError)."""
+    """A file that unpacks beyond what MNIST can be stops before it is unpacked in full (it was a
+    MemoryError)."""
     monkeypatch.setattr(mnist, "MAX_UNPACKED", 1 << 20)      # 1 MB here; a few hundred MB in use
     bomb = gzip.compress(bytes(4 << 20), compresslevel=1)    # 4 MB of zeros in 4 kB
     if kind == "gzip":

@@ -78,7 +78,8 @@ def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path):
         from jmvae.modalities import Categorical, Image
         from jmvae.posteriors import Gaussian
         from jmvae.train import make_optimizer
-        Gaussian.rsample = lambda self, shape=(): self.loc + self.scale * torch.sin(1e3 * self.loc + 1e2 * self.scale)
+        Gaussian.rsample = lambda self, shape=(): self.loc + self.scale * torch.sin(
+            1e3 * self.loc + 1e2 * self.scale)
         mods = [Image("x", (4, 4)), Categorical("position", ("l", "r")), Categorical("digit", ("1", "2"))]
         g = torch.Generator().manual_seed(0)
         batch = {{"x": torch.rand(8, 16, generator=g), "position": torch.randint(2, (8,), generator=g),
@@ -99,7 +100,8 @@ def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path):
         opt.step()
         if world == 1 or dist.get_rank() == 0:
             torch.save(model.state_dict(), sys.argv[1] if len(sys.argv) > 1 else {str(tmp_path / "ddp.pt")!r})
-        if world > 1:   # as the trainer does: gloo's threads torn down before exit, not by interpreter shutdown
+        # as the trainer does: gloo's threads torn down before exit, not by interpreter shutdown
+        if world > 1:
             dist.barrier()
             dist.destroy_process_group()
     """

@@ -8,9 +8,19 @@ from torch.distributions import Normal
 
 from jmvae.classifier import accuracy, blur, classifier_for
 from jmvae.data.attributes import seeded_subset, to_batch
+from jmvae.evaluate import (
+    attribute_accuracy,
+    correctness_coverage,
+    coverage_of,
+    format_headline,
+    importance_log_means,
+    joint_coherence,
+    jsd,
+    log_likelihood_examples,
+    queries,
+    wilson,
+)
 from jmvae.posteriors import Gaussian
-from jmvae.evaluate import (attribute_accuracy, correctness_coverage, coverage_of, format_headline, importance_log_means,
-                            joint_coherence, jsd, log_likelihood_examples, queries, wilson)
 from jmvae.report import write_report
 
 
@@ -22,7 +32,8 @@ def classifier(founding_data):
 
 @pytest.mark.slow
 def test_the_classifier_is_trained_once_per_dataset_whatever_the_run(classifier, founding_data, monkeypatch):
-    """Runs of other seeds or models on the same data load the cached instrument; other data trains its own."""
+    """Runs of other seeds or models on the same data load the cached instrument; other data trains its
+    own."""
     import jmvae.classifier as module
     trained = []
 

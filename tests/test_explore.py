@@ -179,8 +179,9 @@ def test_a_decoder_the_page_cannot_run_is_one_line(founding_data, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_name_cannot_put_script_into_the_page(run2, tmp_path):
-    """`--name "__DATA__<img src=x onerror=alert(1)>"` ran script: the data placeholder was also replaced inside the
-    escaped title. Neither the title nor the embedded JSON (a "</script>" in it) may run anything."""
+    """`--name "__DATA__<img src=x onerror=alert(1)>"` ran script: the data placeholder was also replaced
+    inside the escaped title. Neither the title nor the embedded JSON (a "</script>" in it) may run
+    anything."""
     _, data, model = load_run(run2)
     title = "__DATA__<img src=x onerror=alert(1)></script><script>window.pwned = 1</script>__TITLE__ & <!--"
     page_path = write_explorer(model, data, tmp_path / "e.html", title)
@@ -198,8 +199,8 @@ def test_a_run_name_cannot_put_script_into_the_page(run2, tmp_path):
 
 
 def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path):
-    """A user's colour 32x32 data: the conv decoder and the continuous attribute's mean in JavaScript agree with
-    PyTorch, and the page draws the colour image."""
+    """A user's colour 32x32 data: the conv decoder and the continuous attribute's mean in JavaScript agree
+    with PyTorch, and the page draws the colour image."""
     import numpy as np
 
     from jmvae.data.own import from_arrays

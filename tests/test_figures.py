@@ -1,14 +1,15 @@
-"""figures.py: every figure is written as a real PNG for any z_dim and any attributes, and its geometry is right.
+"""figures.py: every figure is written as a real PNG for any z_dim and any attributes, and its geometry is
+right.
 
 A small fake dataset of random images and an untrained narrow model keep these tests fast and free of MNIST.
 """
 from __future__ import annotations
 
 import matplotlib.image
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from jmvae import figures
 from jmvae.data.attributes import AttributeDataset
@@ -159,8 +160,8 @@ def rendered(fig):
 
 @pytest.mark.parametrize("rows", [2, 19])
 def test_row_labels_lie_inside_the_figure(rows):
-    # MNIST-A's longest single-attribute label; constrained layout with fixed-aspect image strips once placed it
-    # 28 px past the left edge of a 19-row figure ("ntation=counterclockwise" in the report)
+    # MNIST-A's longest single-attribute label; constrained layout with fixed-aspect image strips once placed
+    # it 28 px past the left edge of a 19-row figure ("ntation=counterclockwise" in the report)
     labels = [f"digit={i}" for i in range(rows - 1)] + ["orientation=counterclockwise"]
     fig = figures._image_rows([np.zeros((8, 64, 64))] * rows, labels, "title\nsecond line")
     renderer = rendered(fig)
@@ -170,10 +171,11 @@ def test_row_labels_lie_inside_the_figure(rows):
 
 
 def test_no_text_leaves_the_figure_or_covers_another_panels_title(tmp_path, monkeypatch):
-    # four attributes with MNIST-A's names, values and 64x64 canvas: its 19 single-attribute rows once pushed the
-    # label "orientation=counterclockwise" 30 px past the figure's left edge (fixed-aspect strips under constrained
-    # layout). Titles that touched in a trained run's panels (narrower than this untrained model's) were shortened by
-    # eye: this plane is wider, so the overlap check below guards only against worse.
+    # four attributes with MNIST-A's names, values and 64x64 canvas: its 19 single-attribute rows once pushed
+    # the label "orientation=counterclockwise" 30 px past the figure's left edge (fixed-aspect strips under
+    # constrained layout). Titles that touched in a trained run's panels (narrower than this untrained
+    # model's) were shortened by eye: this plane is wider, so the overlap check below guards only against
+    # worse.
     attributes = [Categorical("digit", tuple(map(str, range(10)))), Categorical("scale", ("big", "small")),
                   Categorical("orientation", ("clockwise", "upright", "counterclockwise")),
                   Categorical("location", ("top-left", "top-right", "bottom-left", "bottom-right"))]

@@ -117,7 +117,7 @@ def test_an_unknown_split_is_refused_before_rendering_and_on_a_cached_set(tmp_pa
         mnist_a.cached(small, renders=1, split="random", directory=tmp_path)
 
 
-# -- the preset: `jmvae train --preset mnist-a [--split iid|compositional]` ------------------------------------
+# -- the preset: `jmvae train --preset mnist-a [--split iid|compositional]` ----------------------------------
 @pytest.fixture
 def small_sets(monkeypatch):
     """MNIST-A at 10,000 renders (2 per bundled digit) instead of 140,000: a second to render."""
@@ -159,6 +159,7 @@ def test_train_runs_end_to_end_on_the_compositional_split(tmp_path, small_sets, 
     """Every step of a run on four attributes: training, the classifier, correctness at |O| = 1..4 (|O| = 4
     holds only the combinations never trained on), figures, report; explore.html is skipped (conv decoder)."""
     import json
+
     from jmvae import classifier
     from jmvae.cli import main
     monkeypatch.setattr(classifier, "CROP_STEPS", 30)

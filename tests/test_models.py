@@ -3,10 +3,10 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
-from jmvae.posteriors import Gaussian, Mixture, divergences, kl, product_of_experts, standard_normal
 from jmvae.modalities import Categorical, Image
 from jmvae.models import JMVAE, PAPER, TELBO, build_model, options
 from jmvae.networks import JointEncoder
+from jmvae.posteriors import Gaussian, Mixture, divergences, kl, product_of_experts, standard_normal
 from jmvae.subsets import OBSERVED
 
 MODALITIES = [Image("x", (4, 6)), Categorical("position", ("left", "right")), Categorical("digit", ("1", "2", "3"))]
@@ -242,7 +242,8 @@ def test_jmvae_options_are_their_equation_by_hand():
 
 
 def test_jmvae_defaults_that_match_the_paper_give_the_founding_loss():
-    """With the published options, the loss is the founding equation (the same value as before the options)."""
+    """With the published options, the loss is the founding equation (the same value as before the
+    options)."""
     torch.manual_seed(0)
     m = build_model("jmvae", MODALITIES, z_dim=2, hidden=16, **PAPER)
     b = batch()
@@ -334,8 +335,8 @@ def test_matched_image_target_weights_the_batch_images_of_the_class_by_the_joint
 
 
 def test_recon_draws_average_the_gamma_terms_over_the_first_n_examples_draws():
-    """recon_draws = n: the prior term and the reconstructions from q(z|y_S) are averaged over n draws (of p(z),
-    and of q(z|y_S) for the batch's first n examples, each scored against every image of the batch), the
+    """recon_draws = n: the prior term and the reconstructions from q(z|y_S) are averaged over n draws (of
+    p(z), and of q(z|y_S) for the batch's first n examples, each scored against every image of the batch), the
     rest of the loss over all B examples; written out by hand with the same noise, drawn in the same order."""
     torch.manual_seed(0)
     n = 3
@@ -447,7 +448,8 @@ def test_prior_term_teaches_both_decoders_the_nearest_code_at_draws_of_the_prior
 
 def test_prior_term_enters_the_loss_at_its_weight():
     """The loss with gamma_p is the loss without it minus gamma_p times the (gamma_p = 1) term, on the same
-    noise (no image term here: its draws come after the prior's); the terms are logged, and the objective says it."""
+    noise (no image term here: its draws come after the prior's); the terms are logged, and the objective says
+    it."""
     b = batch(n=8, seed=5)
     torch.manual_seed(0)
     m = JMVAE(MODALITIES, z_dim=2, hidden=16, image_recon=0.0, prior_recon=1.0)
@@ -468,8 +470,9 @@ def test_completed_generation_draws_the_missing_attributes_from_the_model_and_ke
     which values reached it, so a mixed-up row (query j's value given to query k) or an argmax instead of a
     draw would show."""
     from torch import nn
-    from jmvae.models.base import MultimodalVAE
+
     from jmvae.modalities import Categorical, Image
+    from jmvae.models.base import MultimodalVAE
     from jmvae.posteriors import Gaussian
 
     class Spelled(MultimodalVAE):

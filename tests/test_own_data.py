@@ -14,9 +14,10 @@ from jmvae.config import TrainConfig
 from jmvae.data import own
 from jmvae.data.attributes import load_dataset
 from jmvae.errors import UserError
-from jmvae.models import MODELS
 from jmvae.modalities import Binary, Categorical, Continuous
+from jmvae.models import MODELS
 from jmvae.train import load_run, train
+
 
 @pytest.fixture(autouse=True)
 def quick_reader(monkeypatch):
@@ -29,7 +30,8 @@ TINY = ["--hidden", "32", "--k", "3", "--n-per-query", "4", "--coherence-draws",
 
 
 def write_folder(root, n=60, size=(32, 32), colour=True, missing=True, seed=0, layout="root", fmt="csv"):
-    """A colour dataset: a square whose colour (categorical), brightness (continuous) and fill (binary) vary."""
+    """A colour dataset: a square whose colour (categorical), brightness (continuous) and fill (binary)
+    vary."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
@@ -231,8 +233,8 @@ def test_a_run_on_own_data_generates_evaluates_and_reports(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_data_from_python_is_kept_in_the_run(tmp_path):
-    from jmvae.pipeline import fit
     from jmvae.evaluate import EvalConfig
+    from jmvae.pipeline import fit
     rng = np.random.default_rng(0)
     images = rng.random((50, 12, 12)).astype(np.float32)
     arrays = {"pixels": images, "label": np.array(["a", "b"] * 25),
@@ -260,7 +262,8 @@ def test_an_npz_with_one_image_array_and_attribute_arrays(tmp_path):
 
 @pytest.mark.slow
 def test_export_round_trip_trains_exactly_as_the_preset(tmp_path, capsys):
-    """The general path loses nothing: an exported preset is the same data, bit for bit, and trains the same."""
+    """The general path loses nothing: an exported preset is the same data, bit for bit, and trains the
+    same."""
     assert main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")]) == 0
     said = capsys.readouterr().out.split("jmvae train --data ")[1].split()[1:]     # the flags it prints
     assert said[:2] == ["--steps", "1980"] and "--z-dim" in said and "--prior-recon" in said
@@ -278,8 +281,9 @@ def test_export_round_trip_trains_exactly_as_the_preset(tmp_path, capsys):
 
 
 def test_a_hugging_face_style_dataset_object(tmp_path):
-    """from_hf reads what a `datasets.Dataset` offers (column_names, a column by name; an Image feature gives PIL
-    images); the optional package itself is not a dependency, so a stand-in with that interface is used."""
+    """from_hf reads what a `datasets.Dataset` offers (column_names, a column by name; an Image feature gives
+    PIL images); the optional package itself is not a dependency, so a stand-in with that interface is
+    used."""
     class Stand_in:
         def __init__(self, columns):
             self.columns = columns

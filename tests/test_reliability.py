@@ -17,13 +17,12 @@ import torch
 
 from jmvae import figures
 from jmvae.cli import main
+from jmvae.config import TrainConfig
 from jmvae.data.attributes import load_dataset
 from jmvae.data.mnist import FILES
 from jmvae.errors import UserError
 from jmvae.models.jmvae import JMVAE
-from jmvae.train import load_run
-from jmvae.config import TrainConfig
-from jmvae.train import train
+from jmvae.train import load_run, train
 
 TINY = ["--mnist", "bundled", "--steps", "24", "--hidden", "32", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]
 QUIET = dict(log=lambda *a: None)
@@ -301,7 +300,8 @@ def test_kill_drill_resumes_to_the_uninterrupted_weights(tmp_path):
 
 
 # -- property-based fuzzing: the readers and parsers answer every input with data or a UserError ----------
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from jmvae.data import mnist  # noqa: E402
 from jmvae.data.attributes import parse_assignments  # noqa: E402
@@ -404,7 +404,8 @@ def test_a_link_out_of_the_run_is_never_deleted_or_written_through(world, tmp_pa
 
 @pytest.mark.slow
 def test_overwrite_deletes_nothing_before_the_tracker_and_the_disk_are_checked(world, tmp_path, capsys, monkeypatch):
-    """An unreachable MLflow server (it hung for minutes, after the old run was gone) and a full disk stop first."""
+    """An unreachable MLflow server (it hung for minutes, after the old run was gone) and a full disk stop
+    first."""
     root, _ = world
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
@@ -491,8 +492,8 @@ def test_generate_refuses_non_finite_images_and_writes_a_large_n_in_chunks(world
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")   # the swallowed one, as Python prints it
 def test_a_swallowed_ctrl_c_still_stops_with_the_interrupt_line(world, tmp_path, capsys, monkeypatch):
-    """A KeyboardInterrupt raised inside a finalizer is printed as "Exception ignored" and lost; the run went on
-    and exited 0 (1 in 4 Ctrl-C during figure drawing, in matplotlib's WeakKeyDictionary)."""
+    """A KeyboardInterrupt raised inside a finalizer is printed as "Exception ignored" and lost; the run went
+    on and exited 0 (1 in 4 Ctrl-C during figure drawing, in matplotlib's WeakKeyDictionary)."""
     root, _ = world
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
@@ -520,7 +521,8 @@ def test_drill_two_trainers_on_one_run_leave_one_whole_run(world, tmp_path):
     history and checkpoint. Now one trains, the other stops at once with one line naming it."""
     run = tmp_path / "run"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    # Seeds 1 and 2 of the issue, as two learning rates: the bundled split and its classifier depend on the seed.
+    # Seeds 1 and 2 of the issue, as two learning rates: the bundled split and its classifier depend on the
+    # seed.
     procs = {seed: subprocess.Popen([*DRILL, "--out", str(run), *SMALL, "--lr", f"0.00{seed}"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (1, 2)}
     results = {seed: (p.wait(timeout=300), p.stderr.read().strip().splitlines()) for seed, p in procs.items()}

@@ -1,16 +1,16 @@
 import csv
 import json
 import math
+import sys
 from dataclasses import asdict
 
 import pytest
 import torch
 
+from jmvae.config import TrainConfig
+from jmvae.data.attributes import seeded_subset
 from jmvae.errors import UserError
 from jmvae.evaluate import attribute_accuracy
-from jmvae.config import TrainConfig
-import sys
-from jmvae.data.attributes import seeded_subset
 from jmvae.train import evaluate_loss, train
 
 
@@ -140,8 +140,9 @@ def test_plan_keeps_the_steps_of_twenty_full_mnist_epochs_whatever_the_data_size
 
 
 def test_batch_and_lr_defaults_follow_the_preset_and_paper_unless_given():
-    """The founding experiment trains at batch 256 and lr 1.5e-3; --paper (the published experiment), mnist-a and
-    mnist-label at 128 and 1e-3, where their results were measured; a given value always wins, and is recorded."""
+    """The founding experiment trains at batch 256 and lr 1.5e-3; --paper (the published experiment), mnist-a
+    and mnist-label at 128 and 1e-3, where their results were measured; a given value always wins, and is
+    recorded."""
     assert (TrainConfig().batch_size, TrainConfig().lr) == (256, 1.5e-3)
     for cfg in (TrainConfig(paper=True), TrainConfig(preset="mnist-a"), TrainConfig(preset="mnist-label"),
                 TrainConfig(preset="mnist-a", paper=True)):
@@ -198,8 +199,9 @@ def test_model_options_resolve_and_are_recorded(tmp_path):
 
 
 def test_warmup_scales_every_kl_term_and_the_test_loss_is_at_full_weight(founding_data):
-    """kl_weight w multiplies KL(q(z|x,y)||p(z)) + alpha * (the other KLs) in JMVAE and each ELBO's KL in TELBO;
-    the reconstruction terms keep their weight; the schedule rises linearly and reaches 1 at the warm-up's end."""
+    """kl_weight w multiplies KL(q(z|x,y)||p(z)) + alpha * (the other KLs) in JMVAE and each ELBO's KL in
+    TELBO; the reconstruction terms keep their weight; the schedule rises linearly and reaches 1 at the
+    warm-up's end."""
     from jmvae.data.attributes import to_batch
     from jmvae.train import build
     cfg = TrainConfig(warmup=4, hidden=32, alpha=0.5)
@@ -231,7 +233,7 @@ def test_warmup_scales_every_kl_term_and_the_test_loss_is_at_full_weight(foundin
 @pytest.mark.slow
 def test_binarize_draws_training_images_afresh_and_the_test_images_once(tmp_path, founding_data):
     from jmvae.data.attributes import binarized
-    from jmvae.train import train_steps, build
+    from jmvae.train import build, train_steps
     test = binarized(founding_data.test, "x")
     again = binarized(founding_data.test, "x")
     assert torch.equal(test["x"], again["x"]) and set(test["x"].unique().tolist()) <= {0, 255}

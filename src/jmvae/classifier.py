@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -25,13 +26,13 @@ from .data.mnist import cache_dir
 from .modalities import Attribute, Continuous
 from .runs import fingerprint, save_torch
 
-
 CROP = 40            # the window a large canvas's digit is read in: a 28x28 digit turned 45 degrees fits in 40x40
 LARGE = 64           # canvases of this size and more (MNIST-A) are read through that window
 
 
 def ink_centres(img: torch.Tensor) -> torch.Tensor:
-    """(B, 2) ink-weighted centre (row, column) of images (B, 1, H, W); the canvas centre where there is no ink."""
+    """(B, 2) ink-weighted centre (row, column) of images (B, 1, H, W); the canvas centre where there is no
+    ink."""
     h, w = img.shape[-2:]
     mass = img.sum((-3, -2, -1)).clamp_min(1e-6)
     rows = (img.sum((-3, -1)) * torch.arange(h, dtype=img.dtype, device=img.device)).sum(-1) / mass
@@ -55,10 +56,10 @@ def crop_at(img: torch.Tensor, centres: torch.Tensor, size: int = CROP) -> torch
 
 class AttributeClassifier(nn.Module):
     """Small images: a two-layer CNN on the whole image. A canvas of LARGE pixels or more holding one small
-    object (MNIST-A's 64x64 with a rotated, scaled digit somewhere): the CNN reads a CROP x CROP window centred
-    on the ink, beside the whole canvas averaged to 1/8 scale, so what the digit is, its size and its turn
-    are read where the digit is and where it is comes from the coarse view (a CNN on the whole canvas read
-    digits at 0.61 after the same training)."""
+    object (MNIST-A's 64x64 with a rotated, scaled digit somewhere): the CNN reads a CROP x CROP window
+    centred on the ink, beside the whole canvas averaged to 1/8 scale, so what the digit is, its size and its
+    turn are read where the digit is and where it is comes from the coarse view (a CNN on the whole canvas
+    read digits at 0.61 after the same training)."""
 
     def __init__(self, shape: tuple[int, int], classes: dict[str, int], channels: int = 1,
                  attributes: Sequence[Attribute] = ()):
@@ -174,10 +175,10 @@ def train_classifier(data: AttributeDataset, steps: int = 2000, batch_size: int 
     clf = reader_of(data)
     opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
     n = data.n_train
-    for step in range(steps):
+    for _ in range(steps):
         batch = to_batch(data.train, torch.randint(0, n, (batch_size,), generator=g))
         logits = clf(degrade(batch[data.image.name], data.image.shape, g, data.image.channels))
-        loss = sum(reading_loss(clf.attributes[a], logits[a], batch[a]) for a in clf.classes)
+        loss = cast(torch.Tensor, sum(reading_loss(clf.attributes[a], logits[a], batch[a]) for a in clf.classes))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

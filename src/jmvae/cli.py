@@ -5,15 +5,12 @@ Bad input ends in one line, `jmvae: error: <what> (<allowed>)`, and exit status 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
-import os
 import shutil
 import signal
 import sys
 import tempfile
 import threading
-import time
 import zipfile
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -22,21 +19,38 @@ import numpy as np
 import torch
 
 from . import __version__, compare, distributed, figures, report
+from .config import (
+    COMPILE_MODES,
+    PAPER_TRAINING,
+    PRESET_DEFAULTS,
+    PRESET_TRAINING,
+    TrainConfig,
+    check_seed,
+    read_config,
+    read_json,
+    require_run,
+    run_config,
+)
 from .data.attributes import PRESETS, load_dataset, parse_assignments
-from .data.own import export
 from .data.mnist import import_mnist
 from .data.mnist_a import SPLITS
+from .data.own import export
 from .errors import UserError
-from .modalities import IMAGE_LIKELIHOODS, LAPLACE_SCALE
-from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, evaluate, format_headline, headline
+from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, headline
 from .explore import EXPLORER, screenshot, write_explorer
+from .modalities import IMAGE_LIKELIHOODS, LAPLACE_SCALE
 from .models import MODELS, option_flags, options
-from .config import (COMPILE_MODES, PAPER_TRAINING, PRESET_DEFAULTS, PRESET_TRAINING, TrainConfig, check_seed, read_config,
-                     read_json, require_run, run_config)
-from .runs import (FINISHED, RunLock, atomic_write, check_links, check_parents, check_path, remove_temp_files, safe_remove,
-                   write_json)
-from .trackers import TRACKERS, Trackers
 from .pipeline import finish_run, read_history
+from .runs import (
+    FINISHED,
+    RunLock,
+    atomic_write,
+    check_links,
+    check_parents,
+    check_path,
+    remove_temp_files,
+)
+from .trackers import TRACKERS, Trackers
 from .train import TRAINING_PHASES, differing_flags, load_run, reuse_freed_memory, train
 
 
@@ -51,9 +65,9 @@ def positive_temperature(flag: str, value: float) -> float:
     return value
 
 
-def eval_config(args, preset: str, recorded: dict | None = None) -> EvalConfig:
-    """The evaluation flags, checked. A flag not given takes the run's recorded value (`recorded`, what the run
-    was started with: --resume finishes a run as it was asked for), else the default; --low-temperature's
+def eval_config(args, preset: str | None, recorded: dict | None = None) -> EvalConfig:
+    """The evaluation flags, checked. A flag not given takes the run's recorded value (`recorded`, what the
+    run was started with: --resume finishes a run as it was asked for), else the default; --low-temperature's
     default is the preset's (SECOND_TEMPERATURE_OFF)."""
     defaults = EvalConfig(low_temperature=1.0) if preset in SECOND_TEMPERATURE_OFF else EvalConfig()
 
@@ -75,7 +89,8 @@ def eval_config(args, preset: str, recorded: dict | None = None) -> EvalConfig:
 
 
 def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
-    """An output file path the user gave, checked before any work: right suffix, not a directory, parent not a file."""
+    """An output file path the user gave, checked before any work: right suffix, not a directory, parent not a
+    file."""
     path = Path(value)
     if path.suffix.lower() not in suffixes:
         raise UserError(f"{flag} {value} (allowed: a {' or '.join(suffixes)} file)")
@@ -87,7 +102,8 @@ def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
 
 def writer(run_dir: Path) -> RunLock:
     """What a command that writes a run checks first, creating nothing: a UTF-8 path, no folder linked out of
-    the run, and no other command writing it. Returns the run's lock, to take once the command's checks pass."""
+    the run, and no other command writing it. Returns the run's lock, to take once the command's checks
+    pass."""
     check_path(run_dir)
     check_links(run_dir)
     lock = RunLock(run_dir)
@@ -107,7 +123,7 @@ def cmd_train(args) -> None:
         raise UserError("--resume with --overwrite (allowed: one of them)")
     if args.name is not None and (args.name in ("", ".", "..") or Path(args.name).name != args.name or "\\" in args.name):
         raise UserError(f"--name {args.name} (allowed: a plain name under --runs-dir, no / or ..; use --out for a path)")
-    dataset = cfg.preset or Path(cfg.data).stem
+    dataset = cfg.preset if cfg.data is None else Path(cfg.data).stem    # validate(): one of the two
     run_dir = Path(args.out) if args.out else Path(args.runs_dir) / (args.name or f"{dataset}-{cfg.model}-z{cfg.resolved().z_dim}-seed{cfg.seed}")
     if args.resume and (run_dir / "config.json").is_file():
         recorded = run_config(run_dir)
@@ -217,10 +233,10 @@ def generated_chunks(model, data, given: dict, n: int, temperature: float, compl
 
 
 def write_npz_chunks(path: Path, chunks, n: int, **fixed) -> None:
-    """An .npz as np.savez writes it (a zip of .npy members), the chunked arrays filled on disk (memory maps in a
-    hidden folder beside it) so that no array of all n images is ever held in memory."""
+    """An .npz as np.savez writes it (a zip of .npy members), the chunked arrays filled on disk (memory maps
+    in a hidden folder beside it) so that no array of all n images is ever held in memory."""
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".generate.", suffix=".tmp") as work:
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.memmap] = {}
         start = 0
         for images, attributes in chunks:
             for name, values in {"images": images, **attributes}.items():
@@ -294,6 +310,7 @@ def cmd_compare(args) -> None:
 
 def cmd_data_import(args) -> None:
     data, dest = import_mnist(args.path)
+    assert data.test_labels is not None           # an import has the official test split (check_full)
     print(f"imported {len(data.labels):,} training + {len(data.test_labels):,} test digits "
           f"from {data.source} into {dest} (every command now uses them)")
 
@@ -301,9 +318,11 @@ def cmd_data_import(args) -> None:
 def cmd_data_export(args) -> None:
     cfg = TrainConfig(preset=args.preset, mnist=args.mnist, mnist_dir=args.mnist_dir, split=args.split, seed=args.seed)
     cfg.validate()
+    assert cfg.batch_size is not None             # set on creation (__post_init__)
     data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, mnist=cfg.mnist, split=cfg.split)
     out = export(data, Path(args.out))
-    print(f"wrote {data.n_train:,} training and {data.n_test:,} test images of {args.preset} ({data.source}) to {out}\n"
+    print(f"wrote {data.n_train:,} training and {data.n_test:,} test images of {args.preset} ({data.source}) "
+          f"to {out}\n"
           f"train on it as --preset {args.preset} trains: jmvae train --data {out} "
           + " ".join(same_as_preset(args.preset, data.default_steps(cfg.batch_size))))
 
@@ -361,7 +380,8 @@ def build_parser() -> Parser:
         else:
             t.add_argument(name, type=flag["type"], metavar=flag["metavar"], choices=flag["choices"], help=text)
     t.add_argument("--label-fraction", type=float, metavar="F",
-                   help="train with the attributes of only a random share F of the training examples (seeded; default 1)")
+                   help="train with the attributes of only a random share F of the training examples "
+                        "(seeded; default 1)")
     t.add_argument("--binarize", action="store_true", default=None,
                    help="binary images, as the likelihood papers: each training image drawn from Bernoulli(pixel) at "
                         "every step, the test images once (a fixed seed, the same for every run)")
@@ -373,10 +393,12 @@ def build_parser() -> Parser:
                         "H100 at batch 128, after ~23 s of capture; CUDA only); default fuses ops (1.04-1.08x on 2 CPU "
                         "cores, ~30 s to compile: not worth it there). Default none")
     t.add_argument("--log", action="extend", nargs="+", choices=list(TRACKERS), metavar="TRACKER",
-                   help="also log to an experiment tracker: tensorboard (RUN/tensorboard), mlflow ($MLFLOW_TRACKING_URI, "
-                        "else mlruns beside the run directories); each needs its package: pip install \"jmvae[tensorboard]\"")
+                   help="also log to an experiment tracker: tensorboard (RUN/tensorboard), mlflow "
+                        "($MLFLOW_TRACKING_URI, else mlruns beside the run directories); each needs its package: pip "
+                        "install \"jmvae[tensorboard]\"")
     t.add_argument("--paper", action="store_true", default=None,
-                   help="the published experiment: every option above at the paper's value, batch 128 and lr 1e-3, unless given")
+                   help="the published experiment: every option above at the paper's value, batch 128 and lr 1e-3, "
+                        "unless given")
     t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}; {PAPER_TRAINING['batch_size']} with --paper "
                                                   f"and for {', '.join(PRESET_TRAINING)}")
     t.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr:g}; {PAPER_TRAINING['lr']:g} with --paper "
@@ -425,7 +447,8 @@ def build_parser() -> Parser:
                        help="temperature of the completed sampler's correctness/coverage (generate --complete); "
                             f"0 skips it (default {d_eval.complete_temperature})")
         s.add_argument("--likelihood-examples", type=int,
-                       help=f"test images (seeded subsample) for the K-sample likelihoods (default {d_eval.likelihood_examples})")
+                       help="test images (seeded subsample) for the K-sample likelihoods (default "
+                            f"{d_eval.likelihood_examples})")
     for name, func, text in (("figures", cmd_figures, "draw every figure of a trained run"),
                              ("report", cmd_report, "rewrite report.html of a finished run")):
         s = sub.add_parser(name, help=text)
@@ -484,16 +507,16 @@ def interrupted_line(args) -> str:
 
 
 class Interrupts:
-    """SIGINT and SIGTERM as KeyboardInterrupt, remembered: one raised where Python swallows it (a finalizer, a
-    weakref callback: "Exception ignored in ...") is raised again every 50 ms by SIGALRM until the command stops,
-    and main() reports it even if the command ran to its end."""
+    """SIGINT and SIGTERM as KeyboardInterrupt, remembered: one raised where Python swallows it (a finalizer,
+    a weakref callback: "Exception ignored in ...") is raised again every 50 ms by SIGALRM until the command
+    stops, and main() reports it even if the command ran to its end."""
 
     def __init__(self):
         self.signum: int | None = None
         self.armed = True
         self.previous: dict = {}
 
-    def __enter__(self) -> "Interrupts":
+    def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
                 self.previous[sig] = signal.signal(sig, self.handle)
@@ -522,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     with Interrupts() as interrupts:
         try:
             args = build_parser().parse_args(argv)
-            reuse_freed_memory()        # process-wide: evaluation and generation allocate the same large tensors again and again
+            # process-wide: evaluation and generation allocate the same large tensors again and again
+            reuse_freed_memory()
             args.func(args)
             if interrupts.signum is None:
                 return 0
@@ -534,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:   # a path the user gave that the OS refuses (permissions, a full disk, ...)
             interrupts.disarm()
             where = f": {e.filename}" if e.filename else ""
-            print(f"jmvae: error: {e.strerror or e}{where} (allowed: a path this user can write, on a disk with room)",
+            print(f"jmvae: error: {e.strerror or e}{where} (allowed: a path this user can write, on a disk "
+                  "with room)",
                   file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -7,9 +7,9 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
+from .config import MODEL_OPTIONS, read_json, require_run, run_config
 from .errors import UserError
 from .evaluate import headline
-from .config import MODEL_OPTIONS, read_json, require_run, run_config
 from .models import options
 from .runs import FINISHED
 

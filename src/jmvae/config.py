@@ -13,28 +13,28 @@ from typing import Any
 
 import torch
 
-from .data.attributes import PRESETS, SPLIT_PRESETS
-from .data.mnist_a import SPLITS
-from .data.mnist import SOURCES
 from . import trackers
+from .data.attributes import PRESETS, SPLIT_PRESETS
+from .data.mnist import SOURCES
+from .data.mnist_a import SPLITS
 from .errors import UserError
 from .modalities import IMAGE_LIKELIHOODS
 from .models import MODELS, options, paper
 from .models.jmvae import IMAGE_TARGETS
 from .runs import FINISHED, is_finished
 
-# What a preset changes where no flag is given (before --paper and the model's own defaults): MNIST-A takes the
-# TELBO paper's settings (z = 10, attribute weight 50) and JMVAE's published objective, whose subset KLs and
-# image term cost more than they buy on four attributes (docs/results-mnist-a.md). A user's data (--data) starts
-# from the same settings (docs/results-own-data.md).
+# What a preset changes where no flag is given (before --paper and the model's own defaults): MNIST-A takes
+# the TELBO paper's settings (z = 10, attribute weight 50) and JMVAE's published objective, whose subset KLs
+# and image term cost more than they buy on four attributes (docs/results-mnist-a.md). A user's data (--data)
+# starts from the same settings (docs/results-own-data.md).
 OWN_DATA = "--data"
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {OWN_DATA: {"z_dim": 10, "attribute_weight": 50.0, "prior_recon": 0.0,
                                                          "every_subset": False, "image_recon": 0.0},
                                               "mnist-a": {"z_dim": 10, "attribute_weight": 50.0, "prior_recon": 0.0,
                                                           "every_subset": False, "image_recon": 0.0}}
-# The batch and step size where no flag gives them: the founding experiment trains its 20 epochs at batch 256 and
-# lr 1.5e-3 (half the steps of batch 128, the same answers: docs/results-queries.md); the other presets and
-# --paper keep batch 128 and lr 1e-3, where their results were measured.
+# The batch and step size where no flag gives them: the founding experiment trains its 20 epochs at batch 256
+# and lr 1.5e-3 (half the steps of batch 128, the same answers: docs/results-queries.md); the other presets
+# and --paper keep batch 128 and lr 1e-3, where their results were measured.
 TRAINING_DEFAULTS = {"batch_size": 256, "lr": 1.5e-3}
 PAPER_TRAINING = {"batch_size": 128, "lr": 1e-3}
 PRESET_TRAINING: dict[str, dict[str, Any]] = {"mnist-a": PAPER_TRAINING, "mnist-label": PAPER_TRAINING}
@@ -84,7 +84,8 @@ class TrainConfig:
     model: str = "jmvae"
     z_dim: int | None = None   # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
     hidden: int = 512
-    # The model's options (see models/__init__.py): None is the model's own default; `resolved()` fills them in.
+    # The model's options (see models/__init__.py): None is the model's own default; `resolved()` fills them
+    # in.
     alpha: float | None = None             # JMVAE: weight of its KL terms; 0 is JMVAE-zero
     attribute_weight: float | None = None  # lambda on every log p(y_i|z)
     every_subset: bool | None = None       # a term for every non-empty attribute subset, not only all of them
@@ -121,7 +122,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.preset is None and self.data is None:
             self.preset = "position-digit"
-        defaults = PRESET_TRAINING.get(self.preset) or (PAPER_TRAINING if self.paper else TRAINING_DEFAULTS)
+        preset_training = PRESET_TRAINING.get(self.preset) if self.preset is not None else None
+        defaults = preset_training or (PAPER_TRAINING if self.paper else TRAINING_DEFAULTS)
         for name, default in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, default)
@@ -141,11 +143,13 @@ class TrainConfig:
         check(self.model in MODELS, f"model {self.model}", ", ".join(MODELS))
         check(self.z_dim is None or self.z_dim >= 1, f"z-dim {self.z_dim}", "an integer >= 1")
         check(self.hidden >= 1, f"hidden {self.hidden}", "an integer >= 1")
-        # At least three hidden x hidden layers and a 784 x hidden one each way, in float32: a lower bound on the
-        # weights alone, so a width no machine holds stops here, not as an allocation failure deep in torch.
+        # At least three hidden x hidden layers and a 784 x hidden one each way, in float32: a lower bound on
+        # the weights alone, so a width no machine holds stops here, not as an allocation failure deep in
+        # torch.
         need, have = 4 * (3 * self.hidden ** 2 + 2 * 784 * self.hidden), memory_bytes()
         check(have is None or need <= have, f"hidden {self.hidden}",
-              f"a width whose weights fit in this machine's {(have or 0) / 1e9:.0f} GB; it needs at least {need / 1e9:,.0f} GB")
+              f"a width whose weights fit in this machine's {(have or 0) / 1e9:.0f} GB; it needs at least "
+              f"{need / 1e9:,.0f} GB")
         for name in ("alpha", "attribute_recon", "image_recon", "prior_recon"):
             value = getattr(self, name)
             check(value is None or (value >= 0 and math.isfinite(value)), f"{name.replace('_', '-')} {value}", "a number >= 0")
@@ -163,8 +167,8 @@ class TrainConfig:
                 check(getattr(self, name) is None or name in takes, f"--{name.replace('_', '-')} with model {self.model}",
                       f"options of {self.model}: {', '.join('--' + o.replace('_', '-') for o in takes)}")
         check_seed(self.seed)
-        check(self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
-        check(0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
+        check(self.batch_size is not None and self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
+        check(self.lr is not None and 0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
         check(self.lr_schedule in LR_SCHEDULES, f"lr-schedule {self.lr_schedule}", ", ".join(LR_SCHEDULES))
         check(self.epochs is None or self.epochs >= 1, f"epochs {self.epochs}", "an integer >= 1")
         check(self.steps is None or self.steps >= 1, f"steps {self.steps}", "an integer >= 1")
@@ -194,7 +198,7 @@ class TrainConfig:
         check(self.compile != "reduce-overhead" or self.resolved_device().type == "cuda",
               f"--compile reduce-overhead on {self.resolved_device()}", "CUDA graphs need a CUDA device; default on the CPU")
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """This config with z_dim and every option of its model filled in: given values, else the preset's
         (PRESET_DEFAULTS), else the paper's (--paper), else the model's defaults; options the model does not
         take stay None."""
@@ -222,8 +226,9 @@ class TrainConfig:
         return 1.0 if epoch + 1 >= self.warmup else (epoch + 1) / self.warmup
 
     def lr_at(self, step: int, total_steps: int) -> float:
-        """Adam's learning rate at (0-based) `step` of a run of `total_steps`: a function of the step alone, so a
-        resumed run follows the same schedule."""
+        """Adam's learning rate at (0-based) `step` of a run of `total_steps`: a function of the step alone,
+        so a resumed run follows the same schedule."""
+        assert self.lr is not None        # set on creation (__post_init__)
         if self.lr_schedule == "cosine":
             return self.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
         return self.lr
@@ -239,6 +244,7 @@ class TrainConfig:
     def plan(self, n_train: int, default_steps: int) -> tuple[int, int, int]:
         """(steps per epoch, epochs, total steps); every step is a full batch. Without --epochs or --steps a
         run takes the dataset's default length (`AttributeDataset.default_steps`)."""
+        assert self.batch_size is not None        # set on creation (__post_init__)
         per_epoch = n_train // self.batch_size
         if per_epoch == 0:
             raise UserError(f"batch-size {self.batch_size} (allowed: at most the {n_train} training examples)")
@@ -251,7 +257,7 @@ class TrainConfig:
         return per_epoch, math.ceil(total / per_epoch), total
 
     @classmethod
-    def from_json(cls, d: dict) -> "TrainConfig":
+    def from_json(cls, d: dict) -> TrainConfig:
         """The config a run recorded; a UserError if it is not one jmvae could have written."""
         known = {f.name for f in fields(cls)}
         if d.get("model", "jmvae") not in MODELS:
@@ -314,7 +320,8 @@ def require_run(run_dir: str | Path, finished: bool = False) -> Path:
         raise UserError(f"run directory {run_dir} does not exist or is not a jmvae run (no config.json)")
     read_config(run_dir)
     if not (run_dir / "model.pt").exists():
-        raise UserError(f"run {run_dir} is not finished: no model.pt (resume it with `jmvae train --resume --out {run_dir}`)")
+        raise UserError(f"run {run_dir} is not finished: no model.pt (resume it with `jmvae train --resume --out "
+                        f"{run_dir}`)")
     if finished and not is_finished(run_dir):
         raise UserError(f"run {run_dir} is not finished: no {FINISHED} (run `jmvae evaluate {run_dir}`)")
     return run_dir

@@ -12,6 +12,7 @@ import faulthandler
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -57,7 +58,8 @@ def setup(device: torch.device) -> Ranks:
     """Join the process group torchrun describes (nothing for a single process)."""
     ranks = from_env()
     if ranks.active:
-        faulthandler.enable()    # a rank that dies in native code prints where it was (torchrun shows only the signal)
+        # a rank that dies in native code prints where it was (torchrun shows only the signal)
+        faulthandler.enable()
     if ranks.active and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
@@ -98,7 +100,7 @@ def wrap(model: torch.nn.Module, device: torch.device, unused: bool) -> Distribu
     tables), so they are not synced before every step. Gradients live in the all-reduce buckets (no second
     copy of them)."""
     ids = [device.index] if device.type == "cuda" else None
-    options = dict(device_ids=ids, find_unused_parameters=unused, gradient_as_bucket_view=True)
+    options: dict[str, Any] = dict(device_ids=ids, find_unused_parameters=unused, gradient_as_bucket_view=True)
     try:
         return DistributedDataParallel(model, forward_sync_buffers=False, **options)
     except TypeError:   # torch before forward_sync_buffers

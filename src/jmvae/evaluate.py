@@ -19,16 +19,17 @@ import itertools
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any
 
 import torch
 
 from .classifier import AttributeClassifier, accuracy, classifier_for, value_errors
 from .data.attributes import AttributeDataset, batches, parse_assignments, seeded_subset
-from .posteriors import Posterior, standard_normal
-from .models import MultimodalVAE
 from .modalities import Continuous
+from .models import MultimodalVAE
+from .posteriors import Posterior, standard_normal
 
 CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible
 COVERAGE_TARGET = 0.95
@@ -46,7 +47,8 @@ SECOND_TEMPERATURE_OFF = ("mnist-a",)
 class EvalConfig:
     n_per_query: int = 500            # images per correctness/coverage query: a 1% failure is 5 images
     k: int = 250                      # importance samples per test example: within 0.05-0.3 nats of K = 1,000
-                                      # (a tenth of the 400-image mean's standard error) at a quarter of the time
+                                      # (a tenth of the 400-image mean's standard error) at a quarter of the
+                                      # time
     coherence_draws: int = 10_000     # z ~ p(z) for joint coherence
     low_temperature: float = 0.5      # second temperature for correctness/coverage (1: skip it)
     complete_temperature: float = 0.5 # temperature of the completed sampler's column (generate complete=True; 0: skip)
@@ -129,7 +131,8 @@ def jsd(p: torch.Tensor, q: torch.Tensor) -> float:
 
 
 def coverage_of(counts: torch.Tensor) -> torch.Tensor:
-    """1 - JSD(histogram, uniform) along the last dimension (float64: the bootstrap compares small differences)."""
+    """1 - JSD(histogram, uniform) along the last dimension (float64: the bootstrap compares small
+    differences)."""
     return 1 - js_divergence(counts.double(), torch.ones(counts.shape[-1], dtype=torch.float64))
 
 
@@ -225,7 +228,7 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
             shown = torch.stack([(values[a][:, j] - given[a][j]).abs() <= continuous[a].tolerance if a in continuous
                                  else read[a][:, j] == v for a, v in q.items()])    # (|O|, n)
             correctness, all_correct = float(shown.double().mean()), float(shown.all(0).double().mean())
-            row = {"label": query_label(data, q), "subset": list(subset), "n": n,
+            row: dict[str, Any] = {"label": query_label(data, q), "subset": list(subset), "n": n,
                    "correctness": correctness, "correctness_interval": wilson(correctness, n),
                    "all_correct": all_correct, "all_correct_interval": wilson(all_correct, n)}
             errors = {a: float((values[a][:, j] - given[a][j]).abs().mean() / (c.high - c.low))
@@ -302,12 +305,12 @@ def log_likelihood_examples(model: MultimodalVAE, data: AttributeDataset, k: int
     for batch in batches(split, per_chunk, device):
         q_y = model.posterior({a: batch[a] for a in attrs})
 
-        def via_joint(z: torch.Tensor) -> dict[str, torch.Tensor]:
+        def via_joint(z: torch.Tensor, batch: dict[str, torch.Tensor] = batch, q_y: Posterior = q_y) -> dict[str, torch.Tensor]:
             lp = model.log_likelihood(z, batch, [x, *attrs])   # z: (k, b, d); observations broadcast
             lx, ly, lz = lp[x], sum(lp[a] for a in attrs), standard_normal(z).log_prob(z)
             return {"log p(x,y)": lx + ly + lz, "log p(x)": lx + lz, "log p(x|y)": lx + q_y.log_prob(z)}
 
-        def via_image(z: torch.Tensor) -> dict[str, torch.Tensor]:
+        def via_image(z: torch.Tensor, batch: dict[str, torch.Tensor] = batch) -> dict[str, torch.Tensor]:
             return {"log p(x) [proposal q(z|x)]": model.log_likelihood(z, batch, [x])[x] + standard_normal(z).log_prob(z)}
 
         est = importance_log_means(model.posterior(batch), k, via_joint)
@@ -381,7 +384,8 @@ def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalCo
 
 
 def headline(metrics: dict) -> dict[str, float]:
-    """The numbers a results table shows, flat: correctness and coverage per |O|, accuracy, coherence, nats."""
+    """The numbers a results table shows, flat: correctness and coverage per |O|, accuracy, coherence,
+    nats."""
     row = {f"correctness |O|={k}": v for k, v in metrics["correctness"]["by_size"].items()}
     row |= {f"coverage |O|={k}": v for k, v in metrics["coverage"]["by_size"].items()}
     for t, m in metrics.get("completed", {}).items():
@@ -413,7 +417,8 @@ def percent(share: float) -> str:
 
 
 def readings_text(row: dict) -> str:
-    """What the classifier read, e.g. "position: left 100%; digit: 1 56%, 2 44%" (classes never read left out)."""
+    """What the classifier read, e.g. "position: left 100%; digit: 1 56%, 2 44%" (classes never read left
+    out)."""
     return "; ".join(f"{a}: " + ", ".join(f"{c} {percent(s)}" for c, s in shares.items() if s > 0)
                      for a, shares in row["readings"].items())
 
@@ -425,11 +430,12 @@ def columns(metrics: dict) -> dict[str, dict]:
 
 
 def size_rows(metrics: dict) -> list[tuple[str, dict[str, str]]]:
-    """("correctness |O|=1", {"T = 1": "0.92 [..]", "T = 0.5": ...}) per metric and |O|, for every sampler evaluated."""
+    """("correctness |O|=1", {"T = 1": "0.92 [..]", "T = 0.5": ...}) per metric and |O|, for every sampler
+    evaluated."""
     runs = columns(metrics)
     out = []
     for metric in ("correctness", "coverage"):
-        for size, value in metrics[metric]["by_size"].items():
+        for size in metrics[metric]["by_size"]:
             cells = {t: with_interval(m[metric]["by_size"][size], m[metric].get("by_size_interval", {}).get(size))
                      for t, m in runs.items() if size in m[metric]["by_size"]}
             out.append((f"{metric} |O|={size}", cells))
@@ -459,7 +465,8 @@ def format_headline(metrics: dict) -> str:
     if rows:
         worst = min(rows, key=lambda r: (r["correctness"], r["all_correct"]))
         lines.append(f"{'worst query':>32}: {worst['label']}: correctness "
-                     f"{with_interval(worst['correctness'], worst.get('correctness_interval'))}; read {readings_text(worst)}")
+                     f"{with_interval(worst['correctness'], worst.get('correctness_interval'))}; read "
+                     f"{readings_text(worst)}")
         failing = sorted((r for r in rows if misses(r)), key=lambda r: r["correctness"])
         shown = ", ".join(r["label"] for r in failing[:SHOWN_FAILING])   # the worst first; the report lists them all
         more = f" and {len(failing) - SHOWN_FAILING} more (report.html lists every query)" if len(failing) > SHOWN_FAILING else ""
@@ -468,6 +475,6 @@ def format_headline(metrics: dict) -> str:
                      + (f": {shown}{more}" if failing else ""))
     lines += [f"{k:>32}: {v:.4g}" for k, v in headline(metrics).items() if not k.startswith(("correctness", "coverage"))]
     if "likelihood_examples" in settings and settings["likelihood_examples"] < settings["test_examples"]:
-        lines.append(f"(likelihoods on {settings['likelihood_examples']:,} of {settings['test_examples']:,} test images, "
-                     f"seeded subsample)")
+        lines.append(f"(likelihoods on {settings['likelihood_examples']:,} of {settings['test_examples']:,} test "
+                     "images, seeded subsample)")
     return "\n".join(lines)

@@ -4,9 +4,10 @@ The page needs no server and no network: the decoders' weights are embedded (flo
 plain JavaScript (MLPs and the conv image decoder; grey or colour images; a continuous attribute's mean), and
 everything that needs an encoder is precomputed here: the test set's q(z|x) means (the points), and for every
 attribute query (every subset of up to as many attributes as MAX_QUERIES allows, which on the presets is all of
-them; every combination of classes, a continuous attribute's slider at SLIDER_STEPS values) its posterior's components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few
-draws from it (the strip of images). For z > 2 the plane is spanned by the first two principal directions
-of the test embeddings, and sliders move along the others.
+them; every combination of classes, a continuous attribute's slider at SLIDER_STEPS values) its posterior's
+components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few draws from it (the
+strip of images). For z > 2 the plane is spanned by the first two principal directions of the test
+embeddings, and sliders move along the others.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
     for m in layers:
         if isinstance(m, nn.Linear):
             ops.append({"out": m.out_features, "in": m.in_features, "w": half(m.weight), "b": half(m.bias), "relu": False})
-        elif isinstance(m, nn.ConvTranspose2d) and m.stride[0] == m.stride[1] and m.padding[0] == m.padding[1]:
+        elif (isinstance(m, nn.ConvTranspose2d) and m.bias is not None and isinstance(m.padding, tuple)
+              and m.stride[0] == m.stride[1] and m.padding[0] == m.padding[1]):
             ops.append({"op": "convT", "cin": m.in_channels, "cout": m.out_channels, "k": m.kernel_size[0],
                         "s": m.stride[0], "p": m.padding[0], "h": h, "wd": w, "w": half(m.weight), "b": half(m.bias),
                         "relu": False})
@@ -72,7 +74,8 @@ def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
 
 
 def plane_of(model: MultimodalVAE, data: AttributeDataset, points: torch.Tensor) -> dict:
-    """Origin, the two plane directions and the slider directions (rows of `basis`), with each slider's range."""
+    """Origin, the two plane directions and the slider directions (rows of `basis`), with each slider's
+    range."""
     d = model.z_dim
     if d <= 2:
         basis = torch.eye(d)
@@ -198,12 +201,14 @@ def write_explorer(model: MultimodalVAE, data: AttributeDataset, out: Path, titl
 
 
 def screenshot(page_path: Path, png: Path, width: int = 1280, height: int = 800) -> Path:
-    """A PNG of the page in Chromium (Playwright with the system browser); UserError where neither is installed."""
+    """A PNG of the page in Chromium (Playwright with the system browser); UserError where neither is
+    installed."""
     from .browser import open_page
     with open_page(page_path, width, height) as page:
         last = page.evaluate("() => document.querySelectorAll('#query select').length") - 1
         page.select_option(f"#query select >> nth={last}", index=2)         # the last attribute's second value
-        page.evaluate("() => window.jmvaeExplorer.setZ(window.jmvaeExplorer.queryMean(window.jmvaeExplorer.queryIndex()))")
+        page.evaluate("() => "
+                      "window.jmvaeExplorer.setZ(window.jmvaeExplorer.queryMean(window.jmvaeExplorer.queryIndex()))")
         png.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(png))
     return png

@@ -16,9 +16,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 from .data.attributes import AttributeDataset, to_batch
 from .evaluate import EvalConfig, observed_rows
-from .modalities import Categorical
+from .modalities import Attribute
 from .runs import atomic_write, write_text
 
 DPI = 110
@@ -88,11 +88,11 @@ class Plane:
         return ((z - self.mean) @ self.components.T).cpu().numpy()
 
     def lift(self, u: np.ndarray) -> torch.Tensor:
-        u = torch.as_tensor(u, dtype=self.mean.dtype, device=self.mean.device)
-        return self.mean + u @ self.components
+        coords = torch.as_tensor(u, dtype=self.mean.dtype, device=self.mean.device)
+        return self.mean + coords @ self.components
 
     @classmethod
-    def of(cls, test_means: torch.Tensor) -> "Plane":
+    def of(cls, test_means: torch.Tensor) -> Plane:
         """The plane for this z_dim (see the module docstring); test_means are q(z|x) means of test images."""
         z_dim, dev = test_means.shape[1], test_means.device
         if z_dim == 1:
@@ -105,11 +105,12 @@ class Plane:
 
 
 # -- labels ------------------------------------------------------------------------------------------------
-def combinations(attributes: Sequence[Categorical], limit: int = MAX_COMBINATIONS, seed: int = 0) -> list[tuple[int, ...]]:
+def combinations(attributes: Sequence[Attribute], limit: int = MAX_COMBINATIONS, seed: int = 0) -> list[tuple[int, ...]]:
     """Attribute value combinations (class indices) to show: all of them, in product order, when there are at
     most `limit`; else `limit` distinct ones stratified over every attribute (each value of each attribute
-    appears limit / |values| times, rounded), picked greedily (ties broken by a fixed seed) and sorted, so that MNIST-A's rows show
-    every digit, scale, orientation and location instead of the first 20 of the product (all digit 0)."""
+    appears limit / |values| times, rounded), picked greedily (ties broken by a fixed seed) and sorted, so
+    that MNIST-A's rows show every digit, scale, orientation and location instead of the first 20 of the
+    product (all digit 0)."""
     sizes = [len(a.classes) for a in attributes]
     if math.prod(sizes) <= limit:
         return list(itertools.product(*(range(n) for n in sizes)))
@@ -130,7 +131,7 @@ def combinations(attributes: Sequence[Categorical], limit: int = MAX_COMBINATION
     return sorted(shown)
 
 
-def assignment(attributes: Sequence[Categorical], values: Sequence[int]) -> str:
+def assignment(attributes: Sequence[Attribute], values: Sequence[int]) -> str:
     """(position, digit), (0, 1) -> "position=left, digit=2"."""
     return ", ".join(f"{a.name}={a.classes[v]}" for a, v in zip(attributes, values))
 
@@ -140,7 +141,7 @@ def query(names: Sequence[str]) -> str:
     return f"q(z | {', '.join(names)})"
 
 
-def combination_index(split: dict[str, torch.Tensor], attributes: Sequence[Categorical]) -> torch.Tensor:
+def combination_index(split: dict[str, torch.Tensor], attributes: Sequence[Attribute]) -> torch.Tensor:
     """Each row's position in `combinations(attributes, limit=inf)` (mixed-radix number of its values)."""
     index = torch.zeros(len(split[attributes[0].name]), dtype=torch.long, device=split[attributes[0].name].device)
     for a in attributes:
@@ -258,7 +259,8 @@ def _save(fig: Figure, path: Path) -> None:
 
 
 def save_image_grid(images: np.ndarray, out: Path | str, title: str = "", ncols: int = 8) -> None:
-    """Save (n, H, W) or (n, H, W, 3) images in [0, 1] as one titled grid PNG (the `jmvae generate` output)."""
+    """Save (n, H, W) or (n, H, W, 3) images in [0, 1] as one titled grid PNG (the `jmvae generate`
+    output)."""
     images = np.asarray(images, dtype=np.float32)
     ncols = max(1, min(ncols, len(images)))
     mosaic = tile(images, ncols)
@@ -284,7 +286,7 @@ class Embedding:
     joint_scale: torch.Tensor
 
     @classmethod
-    def of(cls, model, data: AttributeDataset, seed: int, limit: int = MAX_POINTS) -> "Embedding":
+    def of(cls, model, data: AttributeDataset, seed: int, limit: int = MAX_POINTS) -> Embedding:
         test = observed_rows(data, data.test, [a.name for a in data.attributes])   # q(z|x,y) needs every y
         n = len(test[data.image.name])
         generator = torch.Generator().manual_seed(seed)
@@ -346,7 +348,8 @@ def fig_generated_single(model, data: AttributeDataset, n: int,
 
 def _generated_rows(model, data: AttributeDataset, given: dict[str, torch.Tensor], n: int,
                     completed: float | None = None) -> list[np.ndarray]:
-    """model.generate(given, n) (completed at temperature `completed`) -> one (n, H, W) image array per query."""
+    """model.generate(given, n) (completed at temperature `completed`) -> one (n, H, W) image array per
+    query."""
     how = {} if completed is None else {"complete": True, "temperature": completed}
     x = model.generate(given, n, **how)[data.image.name].cpu().numpy()        # (n, B, C*H*W)
     return [data.image.pixels(x[:, b]) for b in range(x.shape[1])]

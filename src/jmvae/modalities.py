@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli, Categorical as CategoricalDist, Distribution, Laplace, Normal
+from torch.distributions import Bernoulli, Distribution, Laplace, Normal
+from torch.distributions import Categorical as CategoricalDist
 
 IMAGE_LIKELIHOODS = ("bernoulli", "laplace")
 LAPLACE_SCALE = 0.1        # the fixed scale b of a Laplace image likelihood, in intensity units
@@ -56,7 +58,8 @@ class Image:
         return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
 
     def log_likelihood_pairs(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """log p(x_j | z_i) for every decoded z_i (logits (..., I, D)) and every image x_j (x (J, D)): (..., I, J).
+        """log p(x_j | z_i) for every decoded z_i (logits (..., I, D)) and every image x_j (x (J, D)):
+        (..., I, J).
 
         Bernoulli: sum_d x_jd l_id for all pairs as one matrix product."""
         if self.likelihood == "laplace":
@@ -76,7 +79,7 @@ class Image:
         """What generation shows: the mean of p(x|z), in [0, 1]."""
         return logits.sigmoid()
 
-    def pixels(self, flat: torch.Tensor | "np.ndarray"):  # noqa: F821
+    def pixels(self, flat: torch.Tensor | np.ndarray):
         """(..., C*H*W) -> (..., H, W) grey or (..., H, W, C) colour: how images are saved and drawn."""
         lead = flat.shape[:-1]
         img = flat.reshape(*lead, self.channels, *self.shape)
@@ -101,14 +104,16 @@ class Categorical:
         return len(self.classes)
 
     def log_likelihood(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """log p(y|z) for class indices y; logits may carry leading sample dimensions that y broadcasts over."""
+        """log p(y|z) for class indices y; logits may carry leading sample dimensions that y broadcasts
+        over."""
         if logits.dim() == 2 and y.dim() == 1:
             return -F.cross_entropy(logits, y, reduction="none")
         index = y.expand(logits.shape[:-1]).unsqueeze(-1)
         return logits.log_softmax(-1).gather(-1, index).squeeze(-1)
 
     def log_likelihood_pairs(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """log p(y_j | z_i) for every decoded z_i (logits (..., I, C)) and every value y_j (J,): (..., I, J)."""
+        """log p(y_j | z_i) for every decoded z_i (logits (..., I, C)) and every value y_j (J,):
+        (..., I, J)."""
         return logits.log_softmax(-1)[..., y]
 
     def distribution(self, logits: torch.Tensor) -> Distribution:
@@ -175,7 +180,8 @@ class Binary(Categorical):
 
 @dataclass(frozen=True)
 class Continuous:
-    """A real number, stored as (value - mean) / std; `quantiles` are LEVELS of the standardised training values."""
+    """A real number, stored as (value - mean) / std; `quantiles` are LEVELS of the standardised training
+    values."""
     name: str
     mean: float = 0.0
     std: float = 1.0

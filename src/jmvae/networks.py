@@ -12,8 +12,8 @@ the sums of the objective (1,568 pixels' log-densities, KLs) are never rounded t
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,6 @@ from torch import nn
 
 from .modalities import Continuous, Image, Modality
 from .posteriors import Gaussian, Mixture
-
 
 # -- reduced precision: the networks' products in bfloat16, everything they return in float32 ------------
 _LOW: torch.dtype | None = None     # the dtype of the networks' products inside `low_precision`, else None
@@ -93,6 +92,8 @@ class ClassEncoder(GaussianEncoder):
     The batch's posteriors are rows of that C-row table, so a step costs C rows of MLP instead of B, and
     the gradient (summed over the batch's rows of each class) is the same.
     """
+
+    one_hot: torch.Tensor   # a buffer (C, C)
 
     def __init__(self, classes: int, z_dim: int, hidden: int = 512):
         super().__init__(classes, z_dim, hidden)
@@ -169,16 +170,26 @@ class JointEncoder(nn.Module):
     @torch.no_grad()
     def set_first_layer(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Load W (hidden, image + sum of classes) and b of the equivalent single Linear."""
-        parts = weight.split([self.image.in_features, *(_width(e) for e in self.attributes)], dim=1)
-        self.image.weight.copy_(parts[0])
-        self.image.bias.copy_(bias)
-        for emb, w in zip(self.attributes, parts[1:]):
-            emb.weight.copy_(w.t() if isinstance(emb, nn.Embedding) else w)
+        image = self._first_image_layer()
+        parts = weight.split([image.in_features, *(_width(e) for e in self.attributes)], dim=1)
+        image.weight.copy_(parts[0])
+        image.bias.copy_(bias)
+        for reader, w in zip(self.attributes, parts[1:]):
+            if isinstance(reader, nn.Embedding):
+                reader.weight.copy_(w.t())
+            else:
+                _linear(reader).weight.copy_(w)
 
     def first_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
         """W and b of the equivalent single Linear on [x, one-hot(y_1), ...] (a continuous y_i: its value)."""
-        return torch.cat([self.image.weight, *(e.weight.t() if isinstance(e, nn.Embedding) else e.weight
-                                               for e in self.attributes)], 1), self.image.bias
+        image = self._first_image_layer()
+        return torch.cat([image.weight, *(_columns(e) for e in self.attributes)], 1), image.bias
+
+    def _first_image_layer(self) -> nn.Linear:
+        """The image's Linear of the first layer (there is one only without an image trunk)."""
+        if not isinstance(self.image, nn.Linear):
+            raise TypeError("an encoder with an image trunk has no single first Linear")
+        return self.image
 
     def forward(self, x: torch.Tensor, ys: Sequence[torch.Tensor]) -> Gaussian:
         return gaussian(self.head(run(self.trunk, x, ys)))
@@ -191,7 +202,18 @@ class JointEncoder(nn.Module):
 
 
 def _width(reader: nn.Module) -> int:
-    return reader.num_embeddings if isinstance(reader, nn.Embedding) else reader.in_features
+    return reader.num_embeddings if isinstance(reader, nn.Embedding) else _linear(reader).in_features
+
+
+def _columns(reader: nn.Module) -> torch.Tensor:
+    """An attribute reader's columns of the first layer's W: (hidden, classes), or (hidden, 1) for a value."""
+    return reader.weight.t() if isinstance(reader, nn.Embedding) else _linear(reader).weight
+
+
+def _linear(reader: nn.Module) -> nn.Linear:
+    if not isinstance(reader, nn.Linear):
+        raise TypeError(f"an attribute reader is an Embedding or a Linear, not {type(reader).__name__}")
+    return reader
 
 
 def decoder(z_dim: int, out_dim: int, hidden: int = 512) -> nn.Sequential:

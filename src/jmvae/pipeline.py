@@ -39,10 +39,11 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seconds: dict[str, float] | None = None) -> dict:
     """Figures, metrics, report; metrics.json last, because it marks the run finished.
 
-    The old metrics.json is moved out of sight first (to KEPT): a kill midway leaves an unfinished run (figures
-    and report may be new), never a finished one whose report disagrees with its metrics; an error (a full disk)
-    or Ctrl-C before the report is rewritten puts it back, so a finished run stays finished. metrics["run_seconds"]
-    holds the wall time of each phase: `seconds` (training's, from train()) and this function's own.
+    The old metrics.json is moved out of sight first (to KEPT): a kill midway leaves an unfinished run
+    (figures and report may be new), never a finished one whose report disagrees with its metrics; an error (a
+    full disk) or Ctrl-C before the report is rewritten puts it back, so a finished run stays finished.
+    metrics["run_seconds"] holds the wall time of each phase: `seconds` (training's, from train()) and this
+    function's own.
     """
     seconds = dict(seconds or {})
     clock = time.perf_counter()
@@ -87,8 +88,8 @@ def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seco
 
 def fit(cfg: TrainConfig, run_dir: str | Path, dataset: AttributeDataset | None = None,
         eval_cfg: EvalConfig | None = None, overwrite: bool = False, log=print) -> dict:
-    """Train `cfg` (on `dataset` if given, e.g. `jmvae.data.from_arrays(...)`) into `run_dir` and finish the run:
-    figures, explorer, metrics and report, as `jmvae train` does. Returns the metrics."""
+    """Train `cfg` (on `dataset` if given, e.g. `jmvae.data.from_arrays(...)`) into `run_dir` and finish the
+    run: figures, explorer, metrics and report, as `jmvae train` does. Returns the metrics."""
     seconds: dict[str, float] = {}
     eval_cfg = eval_cfg or EvalConfig()
     lock = RunLock(Path(run_dir))                      # taken by train() once its checks pass, held to the end

@@ -9,6 +9,8 @@ keeps torch's analytic, stacked KLs), and `Mixture` of them. Metrics and figures
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -33,7 +35,7 @@ class Gaussian(Normal):
         """(weights (..., 1), loc (..., 1, z_dim), scale (..., 1, z_dim)): one component."""
         return torch.ones_like(self.loc[..., :1]), self.loc.unsqueeze(-2), self.scale.unsqueeze(-2)
 
-    def tempered(self, temperature: float) -> "Gaussian":
+    def tempered(self, temperature: float) -> Gaussian:
         """z = mean + T std eps."""
         return Gaussian(self.loc, self.scale * temperature)
 
@@ -94,15 +96,15 @@ class Mixture:
     def sample(self, shape: torch.Size | tuple = ()) -> torch.Tensor:
         return self.rsample(shape)
 
-    def tempered(self, temperature: float) -> "Mixture":
+    def tempered(self, temperature: float) -> Mixture:
         return Mixture(self.log_weights, self.loc, self.scale * temperature)
 
 
 Posterior = Gaussian | Mixture
 
 
-def first_rows(q: Posterior, n: int) -> Posterior:
-    """The posteriors of a batch's first n examples."""
+def first_rows(q: Posterior, n: int | None) -> Posterior:
+    """The posteriors of a batch's first n examples (all of them where n is None)."""
     if isinstance(q, Mixture):
         return Mixture(q.log_weights[:n], q.loc[:n], q.scale[:n])
     return Gaussian(q.loc[:n], q.scale[:n])
@@ -127,7 +129,7 @@ def kl(q: Normal, p: Normal) -> torch.Tensor:
     return kl_divergence(q, p).sum(-1)
 
 
-def stack(dists: list[Normal]) -> Gaussian:
+def stack(dists: Sequence[Normal]) -> Gaussian:
     """Gaussians of one shape stacked along a new leading dimension.
 
     kl(q, stack([p1, p2, ...])) evaluates KL(q || p_i) for every i in one pass of a dozen ops instead of a
@@ -143,8 +145,9 @@ def divergences(q: Gaussian, z: torch.Tensor, targets: list[Posterior]) -> torch
     form and gets the one-sample estimate log q(z) - log p(z) at the objective's own draw z ~ q (unbiased,
     and differentiable through the reparameterised z).
     """
-    if all(isinstance(t, Normal) for t in targets):
-        return kl(q, stack(targets))
+    normals = [t for t in targets if isinstance(t, Normal)]
+    if len(normals) == len(targets):
+        return kl(q, stack(normals))
     log_q = q.log_prob(z)
     return torch.stack([kl(q, t) if isinstance(t, Normal) else log_q - t.log_prob(z) for t in targets])
 
@@ -209,7 +212,7 @@ def _mixture_product(experts: list[Mixture], prior: bool) -> Mixture:
     locs = [spread(e.loc, i, 1) for i, e in enumerate(experts)]
     precisions = [spread(e.scale, i, 1).pow(-2) for i, e in enumerate(experts)]
     log_w = sum(spread(e.log_weights, i, 0) for i, e in enumerate(experts))
-    precision = sum(precisions)
+    precision = cast(torch.Tensor, sum(precisions))
     weighted = sum(p * m for p, m in zip(precisions, locs))
     var = precision.reciprocal()
     loc = weighted * var

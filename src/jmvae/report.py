@@ -7,8 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .evaluate import (CORRECTNESS_TARGET, COVERAGE_TARGET, classifier_text, columns, headline, misses, percent,
-                       readings_text, size_rows, with_interval)
+from .evaluate import (
+    CORRECTNESS_TARGET,
+    COVERAGE_TARGET,
+    classifier_text,
+    columns,
+    headline,
+    misses,
+    percent,
+    readings_text,
+    size_rows,
+    with_interval,
+)
 from .runs import write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -51,7 +61,7 @@ def headline_table(metrics: dict) -> str:
     the other headline numbers; likelihoods with the standard error of their subsample mean."""
     temps = list(columns(metrics))
     header = ["metric"] + [f"{t} [95% interval]" for t in temps]
-    rows = [[name, *(cells.get(t, "") for t in temps)] for name, cells in size_rows(metrics)]
+    rows: list[list[Any]] = [[name, *(cells.get(t, "") for t in temps)] for name, cells in size_rows(metrics)]
     se = metrics.get("log_likelihood_standard_error", {})
     for name, value in headline(metrics).items():
         if not name.startswith(("correctness", "coverage")):
@@ -83,13 +93,14 @@ def queries_section(metrics: dict) -> str:
         classes.append("fails" if missed else "ok")
     n = sorted({r["n"] for r in rows})
     return ("<h2>Queries</h2>"
-            f"<p><b>{len(failing)} of {len(rows)} queries miss the targets</b> (correctness &ge; {CORRECTNESS_TARGET}, "
-            f"coverage &ge; {COVERAGE_TARGET}) at {' / '.join(map(str, n))} images per query (T = 1); their rows say "
-            f"<b>fails</b>. Each query draws its images from q(z|given) and the attribute classifier reads them: "
-            f"correctness is the mean share of the given attributes it reads back, with a 95% Wilson interval; "
-            f"&ldquo;all given shown&rdquo; is the share of images that show every given attribute; "
-            f"&ldquo;classifier read&rdquo; is how it read each attribute in those images; coverage (1 - JSD between "
-            f"the spread of the attributes not given and uniform) has a 95% bootstrap interval.</p>"
+            f"<p><b>{len(failing)} of {len(rows)} queries miss the targets</b> (correctness &ge; "
+            f"{CORRECTNESS_TARGET}, coverage &ge; {COVERAGE_TARGET}) at {' / '.join(map(str, n))} images per "
+            "query (T = 1); their rows say <b>fails</b>. Each query draws its images from q(z|given) and the "
+            "attribute classifier reads them: correctness is the mean share of the given attributes it reads "
+            "back, with a 95% Wilson interval; &ldquo;all given shown&rdquo; is the share of images that show "
+            "every given attribute; &ldquo;classifier read&rdquo; is how it read each attribute in those "
+            "images; coverage (1 - JSD between the spread of the attributes not given and uniform) has a 95% "
+            "bootstrap interval.</p>"
             + grid(header, table_rows, classes))
 
 
@@ -130,8 +141,8 @@ def data_card_section(config: dict) -> str:
                       f"{d['range'][1]:.4g}; nearest level: {counts}") if "range" in d else counts
         rows.append([name, c["kind"], counts, percent(c["missing_train"]), percent(c["missing_test"])])
     return (f"<h2>Data</h2><p>{config['n_train']:,} training and {config['n_test']:,} test examples; images "
-            f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} ({html.escape(im['likelihood'])} "
-            f"likelihood).</p>" + grid(["attribute", "kind", "training values", "missing (train)", "missing (test)"], rows))
+            f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} "
+            f"({html.escape(im['likelihood'])} likelihood).</p>" + grid(["attribute", "kind", "training values", "missing (train)", "missing (test)"], rows))
 
 
 def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, history: list[dict]) -> Path:
@@ -141,10 +152,10 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
     last = history[-1] if history else {}
     losses = [(k.replace("_", " ", 1), v) for k, v in last.items() if k.startswith(("train_", "test_"))]
     parts = [f"<h1>jmvae run <code>{html.escape(run_dir.name)}</code></h1>",
-             f"<p><b>{html.escape(train['model'].upper())}</b> on <b>{html.escape(str(train.get('preset') or train.get('data')))}</b>, "
-             f"z = {train['z_dim']}, {config['total_steps']} steps, seed {train['seed']}. "
-             f"Data: {html.escape(config['mnist_source'])}; {config['n_train']} training and "
-             f"{config['n_test']} test images.</p>",
+             f"<p><b>{html.escape(train['model'].upper())}</b> on "
+             f"<b>{html.escape(str(train.get('preset') or train.get('data')))}</b>, z = {train['z_dim']}, "
+             f"{config['total_steps']} steps, seed {train['seed']}. Data: {html.escape(config['mnist_source'])}; "
+             f"{config['n_train']} training and {config['n_test']} test images.</p>",
              f"<h2>Objective</h2><pre>{html.escape(config['objective'])}</pre>", data_card_section(config)]
     if metrics:
         clf = classifier_text(metrics)
@@ -160,13 +171,14 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
         parts.append("<h2>Metrics</h2>"
                      f"<p>Read generated images with an attribute classifier whose accuracy on real test images is "
                      f"{html.escape(clf)}; no metric that uses it can be trusted beyond that. Correctness: share of "
-                     f"the given attributes that images generated from q(z|given) show (|O| = number given), mean over "
-                     f"queries, {settings.get('n_per_query', '?')} images per query, at temperature T = 1{low}. "
-                     f"Coverage: 1 - JSD between the spread of the attributes not given and uniform. Intervals are 95%: "
-                     f"Wilson for correctness (conservative for |O| > 1), bootstrap for coverage. "
-                     f"Image -> attribute: argmax p(a|z) at the mean of q(z|x). Joint coherence: z ~ p(z) whose image "
-                     f"the classifier reads as p(a|z) says. Likelihoods {on}: importance sampled (K = {settings['k']}), "
-                     f"nats per test example, higher is better, &plusmn; the standard error of the mean over those images.</p>"
+                     "the given attributes that images generated from q(z|given) show (|O| = number given), mean "
+                     f"over queries, {settings.get('n_per_query', '?')} images per query, at temperature T = 1{low}. "
+                     "Coverage: 1 - JSD between the spread of the attributes not given and uniform. Intervals are "
+                     "95%: Wilson for correctness (conservative for |O| > 1), bootstrap for coverage. "
+                     "Image -> attribute: argmax p(a|z) at the mean of q(z|x). Joint coherence: z ~ p(z) whose image "
+                     f"the classifier reads as p(a|z) says. Likelihoods {on}: importance sampled (K = "
+                     f"{settings['k']}), nats per test example, higher is better, &plusmn; the standard error of the "
+                     "mean over those images.</p>"
                      + headline_table(metrics) + queries_section(metrics)
                      + "<details><summary>every number in metrics.json</summary>" + table(flatten(metrics)) + "</details>")
     if metrics.get("run_seconds"):
@@ -175,8 +187,8 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
         parts.append(f"<h2>Final losses (epoch {last.get('epoch')}, step {last.get('step')}; nats per example)</h2>"
                      + table(losses, ("term", "value")))
     if (run_dir / "explore.html").exists():
-        parts.append('<p><a href="explore.html"><b>Explore the latent space</b></a> (explore.html: move through z and watch '
-                     'the image and the attributes change; ask q(z | attributes) for any values).</p>')
+        parts.append('<p><a href="explore.html"><b>Explore the latent space</b></a> (explore.html: move through z '
+                     'and watch the image and the attributes change; ask q(z | attributes) for any values).</p>')
     parts.append("<h2>Figures</h2>")
     for f in figures:
         data = base64.b64encode((run_dir / "figures" / f.file).read_bytes()).decode()

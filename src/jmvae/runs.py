@@ -19,8 +19,9 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -82,8 +83,9 @@ def remove_temp_files(run_dir: Path) -> list[Path]:
 
 
 def safe_remove(run_dir: Path, path: Path) -> bool:
-    """Unlink `path`, a file of the run, unless a folder between `run_dir` and it is a link (which could lead out
-    of the run) or it is a directory; a link itself is removed, never what it points to. True if removed."""
+    """Unlink `path`, a file of the run, unless a folder between `run_dir` and it is a link (which could lead
+    out of the run) or it is a directory; a link itself is removed, never what it points to. True if
+    removed."""
     try:
         relative = Path(path).relative_to(run_dir)
     except ValueError:
@@ -162,7 +164,7 @@ class RunLock:
         finally:
             os.close(fd)
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self.fd is not None:
             return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +185,7 @@ class RunLock:
             os.close(self.fd)                    # the pid stays: only a lock held means anything
             self.fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
@@ -226,12 +228,14 @@ def load_torch(path: Path, device: str | torch.device = "cpu") -> Any:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, pickle.UnpicklingError, EOFError, zipfile errors...
-        raise UserError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else 'corrupt'}; "
-                        "allowed: a file jmvae wrote; train again with --overwrite)") from None
+        raise UserError(f"{path} cannot be read ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:80] if str(e) else 'corrupt'}; allowed: a file jmvae wrote; train "
+                        "again with --overwrite)") from None
 
 
 def fingerprint(data) -> str:
-    """sha256 over the train and test splits (every tensor, in order): what a run's numbers were computed on."""
+    """sha256 over the train and test splits (every tensor, in order): what a run's numbers were computed
+    on."""
     h = hashlib.sha256()
     for split in (data.train, data.test):
         for name in sorted(split):
@@ -242,13 +246,14 @@ def fingerprint(data) -> str:
 
 
 def check_data(run_dir: Path, config: dict, data) -> None:
-    """Stop when the data rebuilt for a run is not the data it trained on (runs from before fingerprints pass)."""
+    """Stop when the data rebuilt for a run is not the data it trained on (runs from before fingerprints
+    pass)."""
     pinned = config.get("data_fingerprint")
     if pinned is None:
         return
     now = fingerprint(data)
     if now != pinned:
-        raise UserError(f"run {run_dir} trained on data {pinned} ({config.get('n_train')} train / {config.get('n_test')} test "
-                        f"images from {config.get('mnist_source')}); the data built now is {now} ({data.n_train} / "
-                        f"{data.n_test} from {data.source}) (allowed: the run's own data, as it was: its MNIST files, or its --data "
-                        "folder unchanged)")
+        raise UserError(f"run {run_dir} trained on data {pinned} ({config.get('n_train')} train / "
+                        f"{config.get('n_test')} test images from {config.get('mnist_source')}); the data built now is "
+                        f"{now} ({data.n_train} / {data.n_test} from {data.source}) (allowed: the run's own data, as it "
+                        "was: its MNIST files, or its --data folder unchanged)")

@@ -2,14 +2,14 @@
 
 Objectives say which subsets of modalities they condition on (JMVAE: the image, and the attributes; MVAE:
 the joint, each modality and k random subsets; MoPoE: every non-empty subset), so they share one helper.
-A cell that is not observed (-1 for a class, NaN for a number): a partly labelled batch carries `OBSERVED`, a (B, M) bool
-mask over the modalities in the model's order, and objectives train each example on what it has. A batch
-without the mask is fully observed and pays nothing for the possibility.
+A cell that is not observed (-1 for a class, NaN for a number): a partly labelled batch carries `OBSERVED`, a
+(B, M) bool mask over the modalities in the model's order, and objectives train each example on what it has. A
+batch without the mask is fully observed and pays nothing for the possibility.
 """
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -52,7 +52,8 @@ def sampled_subset(names: Sequence[str], sizes: range, generator: torch.Generato
 
 def mark_observed(batch: dict[str, torch.Tensor], modalities: Sequence) -> dict[str, torch.Tensor]:
     """`batch` with its OBSERVED mask, each modality's cells as its kind says (an image: always), and the
-    values that are not observed filled with ones its encoder can read (the terms that read them are masked)."""
+    values that are not observed filled with ones its encoder can read (the terms that read them are
+    masked)."""
     cols, out = [], dict(batch)
     for m in modalities:
         v = batch[m.name]
@@ -70,7 +71,8 @@ def missing(split: dict[str, torch.Tensor], modalities: Sequence) -> bool:
 
 
 def observed(batch: dict[str, torch.Tensor], names: Sequence[str], subset: Sequence[str]) -> torch.Tensor | None:
-    """(B,) bool: the examples that observe every modality of `subset`; None when the batch is fully observed."""
+    """(B,) bool: the examples that observe every modality of `subset`; None when the batch is fully
+    observed."""
     mask = batch.get(OBSERVED)
     if mask is None:
         return None

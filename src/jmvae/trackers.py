@@ -33,8 +33,9 @@ PROBE_SECONDS = 5.0   # how long a tracking server may take to accept a connecti
 
 
 def reachable(names: list[str]) -> None:
-    """UserError, within PROBE_SECONDS, if --log mlflow names an HTTP tracking server that does not answer: checked
-    before a run deletes or writes anything (MLflow itself retries for minutes, then fails mid-run)."""
+    """UserError, within PROBE_SECONDS, if --log mlflow names an HTTP tracking server that does not answer:
+    checked before a run deletes or writes anything (MLflow itself retries for minutes, then fails
+    mid-run)."""
     if "mlflow" not in (names or []):
         return
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")

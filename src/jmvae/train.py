@@ -21,21 +21,36 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .config import TrainConfig, is_run_dir, read_config, require_run, run_config
-from .data.own import save_dataset
 from .data.attributes import AttributeDataset, batches, hide_labels, load_dataset, seeded_subset, to_batch
+from .data.own import save_dataset
 from .errors import UserError
 from .models import MultimodalVAE, build_model
 from .networks import low_precision
-from .runs import (FINISHED, LOCK, RunLock, check_data, check_links, check_parents, check_path, fingerprint, is_finished,
-                   load_torch, remove_temp_files, safe_remove, save_torch, write_json, write_text)
+from .runs import (
+    FINISHED,
+    LOCK,
+    RunLock,
+    check_data,
+    check_links,
+    check_parents,
+    check_path,
+    fingerprint,
+    is_finished,
+    load_torch,
+    remove_temp_files,
+    safe_remove,
+    save_torch,
+    write_json,
+    write_text,
+)
 from .subsets import mark_observed, missing
 from .trackers import Trackers, reachable
 
 
 def build(cfg: TrainConfig, quiet: bool = False, run_dir: Path | None = None,
           dataset: AttributeDataset | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
-    """The dataset (`dataset` if given, else built from the config; a relative `data` path is inside `run_dir`)
-    and a freshly initialised model (seeded) for a config."""
+    """The dataset (`dataset` if given, else built from the config; a relative `data` path is inside
+    `run_dir`) and a freshly initialised model (seeded) for a config."""
     cfg.validate()
     cfg = cfg.resolved()
     if dataset is not None:
@@ -50,6 +65,7 @@ def build(cfg: TrainConfig, quiet: bool = False, run_dir: Path | None = None,
     if cfg.image_likelihood not in (None, data.image.likelihood):
         data.image = replace(data.image, likelihood=cfg.image_likelihood)
     torch.manual_seed(cfg.seed)
+    assert cfg.z_dim is not None              # resolved() filled it in
     try:
         model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
     except (RuntimeError, MemoryError) as e:   # an allocation the machine refuses: name the setting that asked for it
@@ -84,8 +100,8 @@ def schema(data: AttributeDataset) -> dict:
 
 
 def data_card(data: AttributeDataset) -> dict:
-    """Per attribute: how often each value (a continuous one: each level, nearest) occurs in the training split,
-    and the share of cells not observed in each split; for the report's data card."""
+    """Per attribute: how often each value (a continuous one: each level, nearest) occurs in the training
+    split, and the share of cells not observed in each split; for the report's data card."""
     card = {}
     for a in data.attributes:
         levels = a.to_levels(data.train[a.name])
@@ -116,8 +132,8 @@ def make_optimizer(model: MultimodalVAE, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-# The per-epoch test loss (history.csv, the training curves) is taken on this many test images, the same seeded
-# ones every epoch and for every model of a dataset, in chunks of the batch size (so terms that mix the
+# The per-epoch test loss (history.csv, the training curves) is taken on this many test images, the same
+# seeded ones every epoch and for every model of a dataset, in chunks of the batch size (so terms that mix the
 # examples of a batch mean what they mean in training). On all 4,334 test images of full MNIST it cost a
 # default run more than its evaluation; 1,024 give a curve whose epoch-to-epoch changes are the same.
 TEST_LOSS_EXAMPLES = 1024
@@ -134,7 +150,8 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
 
     The chunks are seeded shuffles of the split, as training batches are: terms that mix a batch's examples
     (JMVAE's prior and matched image terms) saw one position only in each chunk of a test set stored in
-    order, so a default run's test loss rose from 350 to 411 (on shuffled chunks it ends at 278, train 271)."""
+    order, so a default run's test loss rose from 350 to 411 (on shuffled chunks it ends at 278, train
+    271)."""
     was_training, kl_weight = model.training, model.kl_weight
     model.eval()
     model.kl_weight = 1.0
@@ -155,15 +172,15 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
 def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: dict[str, torch.Tensor],
                 order: torch.Tensor, batch_size: int, steps: int, on_step=lambda n: None,
                 losses: torch.Tensor | None = None, loss=None, binarize: str | None = None,
-                lr_at=None, precision: torch.dtype | None = None) -> tuple[torch.Tensor, list[str]]:
+                lr_at=None, precision: torch.dtype | None = None) -> tuple[torch.Tensor | None, list[str]]:
     """The hot loop: `steps` optimizer steps on the batches order[i*B:(i+1)*B] of an in-memory split.
 
-    Returns the sum over steps of [loss, *terms] as one tensor and their names; `losses`, if given, receives
-    each step's loss (for finding the first non-finite one); `loss` replaces model.loss (the
-    DistributedDataParallel wrapper, whose forward is the loss); `binarize` names the image drawn afresh from
-    Bernoulli(pixel) at each step; `lr_at(i)`, if given, sets the learning rate of step i; `precision` is the
-    dtype of the networks' products (None: float32). Nothing in the loop waits for the device (no .item(), no
-    host copies).
+    Returns the sum over steps of [loss, *terms] as one tensor (None for no steps) and their names; `losses`,
+    if given, receives each step's loss (for finding the first non-finite one); `loss` replaces model.loss
+    (the DistributedDataParallel wrapper, whose forward is the loss); `binarize` names the image drawn afresh
+    from Bernoulli(pixel) at each step; `lr_at(i)`, if given, sets the learning rate of step i; `precision` is
+    the dtype of the networks' products (None: float32). Nothing in the loop waits for the device (no .item(),
+    no host copies).
     """
     sums, names = None, ["loss"]
     objective = loss or model.loss
@@ -222,8 +239,8 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         state = "a finished run" if is_finished(run_dir) else "an unfinished run (use --resume to continue it)"
         raise UserError(f"{run_dir} already holds {state}; pass --overwrite or choose another --name")
     if not is_run:
-        raise UserError(f"--overwrite: {run_dir} is not a jmvae run (no readable config.json of jmvae's), so nothing in it is deleted "
-                        "(allowed: a jmvae run directory, or a new --out)")
+        raise UserError(f"--overwrite: {run_dir} is not a jmvae run (no readable config.json of jmvae's), so nothing in "
+                        "it is deleted (allowed: a jmvae run directory, or a new --out)")
 
 
 def clear_run(run_dir: Path) -> None:
@@ -266,7 +283,8 @@ def flush_subnormals() -> None:
 
     Tiny weights and gradients become subnormal after a few hundred steps; on an Intel Xeon every product
     touching them ran slow (epochs of the default run: 10 s, then 22 s from the fourth on). Flushed to zero
-    they stay 10 s, with the same losses. Whatever steps `train_steps` (the trainer, the benchmarks) calls this.
+    they stay 10 s, with the same losses. Whatever steps `train_steps` (the trainer, the benchmarks) calls
+    this.
     """
     torch.set_flush_denormal(True)
 
@@ -275,8 +293,8 @@ def reuse_freed_memory() -> bool:
     """Let glibc's malloc keep the memory that large tensors free and hand it to the next ones, in this whole
     process; False where the C library is not glibc (nothing changes there).
 
-    glibc serves an allocation above its mmap threshold (at most 32 MB, adjusted as it goes) with fresh pages and
-    returns them to the system on free, and every fresh page costs a fault on first touch. MNIST-A's
+    glibc serves an allocation above its mmap threshold (at most 32 MB, adjusted as it goes) with fresh pages
+    and returns them to the system on free, and every fresh page costs a fault on first touch. MNIST-A's
     evaluation decodes and classifies about 700,000 64x64 images: a default run took 310 million page faults
     (686 s of system time in 26.8 minutes); with both thresholds raised, decoding a thousand latents twice
     faults on the first pass only (benchmarks/README.md). The cost: up to the trim threshold of freed memory
@@ -303,16 +321,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
 
     `seconds`, if given, receives the wall time of its phases: "data and model" (checks, dataset, model),
     "training steps", "test loss and checkpoints" (the per-epoch bookkeeping) and "saving".
-    `evaluation`, if given, is recorded in config.json: the evaluation settings a resumed run is finished with.
-    `dataset`, if given (e.g. `jmvae.data.from_arrays(...)`), is trained on and saved in the run as data.npz, so
-    that every later command rebuilds it.
+    `evaluation`, if given, is recorded in config.json: the evaluation settings a resumed run is finished
+    with. `dataset`, if given (e.g. `jmvae.data.from_arrays(...)`), is trained on and saved in the run as
+    data.npz, so that every later command rebuilds it.
 
     Every check (flags, data, hold-out, batch size, the checkpoint to resume) runs before a file is deleted or
     written. With resume=True the run's own config is used and `cfg` is ignored. Started by torchrun, every
     rank trains its share of each batch and only rank 0 writes (see distributed.py).
     """
     own = lock is None
-    lock = RunLock(run_dir) if own else lock
+    lock = RunLock(run_dir) if lock is None else lock
     try:
         return _train(cfg, Path(run_dir), resume, overwrite, progress, log, trackers, seconds, evaluation, lock, dataset)
     finally:
@@ -394,7 +412,8 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
     monitored = observed_split({k: v[seeded_subset(data.n_test, examples, cfg.seed)] for k, v in data.test.items()}, data)
     step_loss = model.loss
     if cfg.compile != "none":
-        # Only the training step: the test loss and the evaluation take other batch sizes, which would recompile.
+        # Only the training step: the test loss and the evaluation take other batch sizes, which would
+        # recompile.
         step_loss = torch.compile(model.loss, mode=None if cfg.compile == "default" else cfg.compile)
     if ranks.active:
         step_loss = distributed.wrap(model, device, unused_parameters(model, train_split))
@@ -422,7 +441,7 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
             sums, names = train_steps(model, optimizer, train_split, order, share.stop - share.start, steps, bar.update,
                                       losses, step_loss, data.image.name if cfg.binarize else None,
                                       None if cfg.lr_schedule == "constant" else
-                                      lambda i: cfg.lr_at(epoch * per_epoch + i, total_steps), cfg.precision_dtype())
+                                      lambda i, epoch=epoch: cfg.lr_at(epoch * per_epoch + i, total_steps), cfg.precision_dtype())
             sums = distributed.mean_over_ranks(ranks, sums)
         except ValueError:   # torch.distributions refusing a nan location: the weights went non-finite first
             if all(torch.isfinite(p).all() for p in model.parameters()):
@@ -431,8 +450,8 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
         except RuntimeError as e:
             if not ranks.active:
                 raise
-            raise UserError(f"a rank stopped in epoch {epoch + 1} ({str(e).splitlines()[0][:100]}); last good checkpoint: "
-                            f"{last} (resume with --resume, on any number of ranks)") from None
+            raise UserError(f"a rank stopped in epoch {epoch + 1} ({str(e).splitlines()[0][:100]}); last good "
+                            f"checkpoint: {last} (resume with --resume, on any number of ranks)") from None
         bar.close()
         t_steps = time.perf_counter()
         seconds["training steps"] += t_steps - t0
@@ -480,7 +499,8 @@ def unused_parameters(model: MultimodalVAE, split: dict[str, torch.Tensor]) -> b
 
 def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ranks: distributed.Ranks,
              dataset: AttributeDataset | None = None):
-    """The checks and builds that touch no file: (resolved config, data, model, the recorded config or None)."""
+    """The checks and builds that touch no file: (resolved config, data, model, the recorded config or
+    None)."""
     if ranks.main:                        # another command writing the run: say so before anything else
         RunLock(run_dir).check()          # (rank 0 alone: it takes the lock, and the others must not see it)
     check_run_dir(run_dir, resume, overwrite)
@@ -489,6 +509,7 @@ def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ran
         recorded = read_config(run_dir)
         cfg = run_config(run_dir, recorded)
     cfg.validate()
+    assert cfg.batch_size is not None     # set on creation (__post_init__)
     distributed.check_batch(ranks, cfg.batch_size)
     if cfg.compile != "none" and ranks.active:
         raise UserError(f"--compile {cfg.compile} with {ranks.world} ranks (allowed: --compile none under torchrun)")
@@ -499,7 +520,7 @@ def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ran
         cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
     reachable(cfg.log)                    # an unreachable tracker stops the run before a file is touched
     data, model = build(cfg, quiet=not ranks.main, run_dir=run_dir, dataset=dataset)
-    if resume:
+    if recorded is not None:              # resume
         check_data(run_dir, recorded, data)
     check_space(run_dir, model)
     cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop

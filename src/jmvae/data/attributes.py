@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ..errors import UserError
-from ..modalities import Attribute, Categorical, Continuous, Image, Modality
+from ..modalities import Attribute, Categorical, Image, Modality
 from . import mnist_a as generator
 from .mnist import MnistData, load_mnist
 
@@ -113,7 +113,8 @@ def split_sources(mnist: MnistData, digits: tuple[int, ...], seed: int, test_fra
     for name, labels in (("train", out[1]), ("test", out[3])):
         if len(labels) == 0:
             raise UserError(f"the {name} split has no digits {', '.join(map(str, digits))} ({mnist.source}, "
-                            f"test-fraction {test_fraction}; allowed: data and a test fraction that leave both splits some)")
+                            f"test-fraction {test_fraction}; allowed: data and a test fraction that leave both splits "
+                            "some)")
     return out
 
 
@@ -153,8 +154,8 @@ def mnist_label(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> 
 MNIST_A_IMAGES = 140_000  # about this many renders from any MNIST: 2 per full-MNIST digit (the paper: 10), 28 per
                           # bundled digit
 MNIST_A_EPOCHS = 4        # a default run's length: 3,716 steps of batch 128, about 15 minutes on 2 cores (the
-                          # published JMVAE's step costs two thirds of the default objective's), so that the whole
-                          # run (classifier, 659 queries of 500 images) stays in 30
+                          # published JMVAE's step costs two thirds of the default objective's), so that the
+                          # whole run (classifier, 659 queries of 500 images) stays in 30
 MNIST_A_SEED = 0      # one rendering and split for every run seed: seeds and models compare on the same test set
 
 
@@ -201,7 +202,8 @@ def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, flo
         for part in re.split(rf",(?=\s*(?:{names})\s*=)", item):   # a comma inside a value stays in it
             name, sep, value = part.partition("=")
             if not sep:
-                raise UserError(f"{part!r} is not name=value (e.g. {data.attributes[0].name}={data.attributes[0].classes[0]})")
+                raise UserError(f"{part!r} is not name=value (e.g. "
+                                f"{data.attributes[0].name}={data.attributes[0].classes[0]})")
             attribute = data.attribute(name.strip())
             if attribute.name in out:
                 raise UserError(f"{attribute.name} given twice in {' '.join(items)!r} (allowed: each attribute once)")
@@ -212,7 +214,7 @@ def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, flo
     return out
 
 
-def hold_out(data: AttributeDataset, combinations: list[dict[str, int]]) -> AttributeDataset:
+def hold_out(data: AttributeDataset, combinations: list[dict[str, float | int]]) -> AttributeDataset:
     """Remove each attribute combination from the training split (they stay in the test split)."""
     drop = torch.zeros(data.n_train, dtype=torch.bool)
     for combination in combinations:
@@ -259,13 +261,13 @@ def load_dataset(preset: str | None, mnist_dir: str | None = None, seed: int = 0
     if split is not None and preset not in SPLIT_PRESETS:
         raise UserError(f"--split with preset {preset} (allowed: presets {', '.join(SPLIT_PRESETS)})")
     digits = load_mnist(mnist_dir, source=mnist)
-    data = PRESETS[preset](digits, seed, test_fraction, **({"split": split} if split else {}))
-    data.mnist = digits.kind
+    dataset = PRESETS[preset](digits, seed, test_fraction, **({"split": split} if split else {}))
+    dataset.mnist = digits.kind
     if held_out:
-        data = hold_out(data, [parse_assignments(data, [h]) for h in held_out])
+        dataset = hold_out(dataset, [parse_assignments(dataset, [h]) for h in held_out])
     if binarize:
-        data.test = binarized(data.test, data.image.name)
-    return data
+        dataset.test = binarized(dataset.test, dataset.image.name)
+    return dataset
 
 
 def hide_labels(split: dict[str, torch.Tensor], attributes: list[str], fraction: float, seed: int) -> dict[str, torch.Tensor]:

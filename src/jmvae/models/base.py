@@ -8,7 +8,8 @@ one-hot, decoders alike; `encoders` / `decoders` replace any of them by name.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -21,10 +22,16 @@ from ..subsets import nonempty_subsets
 
 Batch = dict[str, torch.Tensor]
 GENERATE_ROWS = 1024   # latents decoded at once by `generate` (queries, joint-coherence draws, figures); a conv
-# decoder's activations for 1,024 64x64 images are 134 MB, below the malloc threshold train.reuse_freed_memory sets
+# decoder's activations for 1,024 64x64 images are 134 MB, below the malloc threshold train.reuse_freed_memory
+# sets
 
 
 class MultimodalVAE(nn.Module):
+    # Each model declares these: per constructor option its metavar and help (models.option_flags), and the
+    # options of its published objective (models.PAPER_OF).
+    HELP: ClassVar[dict[str, tuple[str | None, str]]]
+    PAPER: ClassVar[dict[str, Any]]
+
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, components: int = 1,
                  encoders: Mapping[str, nn.Module] | None = None, decoders: Mapping[str, nn.Module] | None = None):
         super().__init__()
@@ -56,7 +63,8 @@ class MultimodalVAE(nn.Module):
         return [a.name for a in self.attributes]
 
     def attribute_subsets(self, every: bool) -> list[tuple[str, ...]]:
-        """All attributes together (every=False, as the papers), or every non-empty subset of them, smallest first."""
+        """All attributes together (every=False, as the papers), or every non-empty subset of them, smallest
+        first."""
         return nonempty_subsets(self.attribute_names) if every else [tuple(self.attribute_names)]
 
     # -- inference ----------------------------------------------------------------------------------------
@@ -109,8 +117,9 @@ class MultimodalVAE(nn.Module):
             queries = next(iter(given.values())).shape[0]
             full = {name: v.repeat(n, *[1] * (v.dim() - 1)) for name, v in given.items()}   # row i * queries + j
             drawn = self.posterior(given).sample((n,)).reshape(n * queries, self.z_dim)
+            attributes = {a.name: a for a in self.attributes}
             for name, logit in self.logits(drawn, missing).items():
-                full[name] = self.modalities[name].sample(logit)
+                full[name] = attributes[name].sample(logit)
             z = self.posterior(full).tempered(temperature).sample().reshape(n, queries, self.z_dim)
         elif given:
             z = self.posterior(given).tempered(temperature).sample((n,))

@@ -6,8 +6,8 @@
         - gamma_p E_p(z)[sum_j s_j(z) (log p(x_j|z) + lambda log p(y_j|z))]
 
 with q(z|y_S) = p(z) prod_{i in S} q(z|y_i). The paper's objective is lambda = 1, S = all attributes only
-and gamma_y = gamma_x = gamma_p = 0 (`--paper`); alpha = 0 is JMVAE-zero (the unimodal encoders are then untrained).
-The options are the knobs that make every attribute query answer right (docs/results-queries.md):
+and gamma_y = gamma_x = gamma_p = 0 (`--paper`); alpha = 0 is JMVAE-zero (the unimodal encoders are then
+untrained). The options are the knobs that make every attribute query answer right (docs/results-queries.md):
 - lambda (attribute_weight) weighs the attributes' log-likelihood (the TELBO paper's best runs use 50);
 - every_subset: a KL term for every non-empty attribute subset S, so each single-attribute expert is
   trained on its own and not only inside the product;
@@ -30,15 +30,16 @@ its batch goes without the prior term.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import torch
+
 from ..modalities import Modality
 from ..posteriors import Gaussian, divergences, first_rows, kl, standard_normal, stratified_rsample
 from ..subsets import OBSERVED, filled, observed
 from .base import Batch, terms
 from .joint import JointVAE
-
 
 IMAGE_TARGETS = ("matched", "paired")
 
@@ -86,7 +87,7 @@ class JMVAE(JointVAE):
         labelled = observed(batch, self.names, self.attribute_names)    # None: every example is
         batch = filled(batch)
         x = self.image.name
-        q = self.posterior({n: batch[n] for n in self.names})           # q(z|x,y)
+        q = cast(Gaussian, self.posterior({n: batch[n] for n in self.names}))   # q(z|x,y): the joint encoder's
         z = q.rsample()
         draws = min(self.recon_draws or len(z), len(z))                 # draws for the gamma terms
         # the prior term's draws z' ~ p(z) ride in the same decoder pass (one call per decoder, not two)
@@ -94,9 +95,10 @@ class JMVAE(JointVAE):
         z_p = torch.randn(draws, z.shape[-1], dtype=z.dtype, device=z.device) if prior else z[:0]
         logits = self.logits(torch.cat([z, z_p]))
         log_p = {n: self.modalities[n].log_likelihood(l[:len(z)], batch[n]) for n, l in logits.items()}
-        q_x = self.posterior({x: batch[x]})
+        q_x = cast(Gaussian, self.posterior({x: batch[x]}))              # the image expert's
         q_y = [self.posterior({a: batch[a] for a in s}) for s in self.subsets]
-        # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y_S)) for each S, evaluated together
+        # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y_S)) for each S, evaluated
+        # together
         kl_prior, kl_x, *kl_y = divergences(q, z, [standard_normal(q.loc), q_x, *q_y])
         recon = log_p[x] + self.attribute_weight * sum(log_p[a.name] for a in self.attributes)
         regulariser = kl_prior + self.alpha * (kl_x + sum(kl_y))
@@ -166,13 +168,14 @@ class JMVAE(JointVAE):
 
     def prior_reconstruction(self, batch: Batch, q: Gaussian, z: torch.Tensor,
                              logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """gamma_p E_p(z)[sum_j s_j(z) log p(m_j|z)] for the image and (weighted by lambda) each attribute, from
-        draws z (n, z_dim) of p(z) and their decoder logits, s_j(z) = q(z|x_j,y_j) /
+        """gamma_p E_p(z)[sum_j s_j(z) log p(m_j|z)] for the image and (weighted by lambda) each attribute,
+        from draws z (n, z_dim) of p(z) and their decoder logits, s_j(z) = q(z|x_j,y_j) /
         sum_k q(z|x_k,y_k) over the batch (the soft nearest code); per draw, named "nll_x|p(z)",
         "nll_position|p(z)", ...
 
-        Only fully labelled batches have the term (others log it as 0, so every batch has the same terms): with 1% of the labels, a batch's one or two labelled
-        codes stood for every cluster, so every draw was taught one random image (coverage 0.984 -> 0.941).
+        Only fully labelled batches have the term (others log it as 0, so every batch has the same terms):
+        with 1% of the labels, a batch's one or two labelled codes stood for every cluster, so every draw was
+        taught one random image (coverage 0.984 -> 0.941).
         """
         s = code_weights(q, z)                                                     # (B, B): s_j(z_i)
         out: dict[str, torch.Tensor] = {}

@@ -14,7 +14,7 @@ scores only those.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -87,5 +87,5 @@ class MMVAE(MultimodalVAE):
         lam = "" if self.attribute_weight == 1 else f", each log p(y_i|z) weighted {self.attribute_weight:g}"
         all_ = ",".join(self.names)
         bound = ("log 1/K sum_k p(z_k) p(X|z_k) / q(z_k|X)" if self.samples > 1 else "log p(z) p(X|z) / q(z|X)")
-        return (f"MMVAE (K={self.samples}{', DReG' if self.dreg else ''}):  L = -1/{len(self.names)} sum_(m in {all_}) "
-                f"E_(z ~ q(z|m))[{bound}],  X = {all_},  q(z|X) = 1/{len(self.names)} sum_m q(z|m){lam}")
+        return (f"MMVAE (K={self.samples}{', DReG' if self.dreg else ''}):  L = -1/{len(self.names)} sum_(m in "
+                f"{all_}) E_(z ~ q(z|m))[{bound}],  X = {all_},  q(z|X) = 1/{len(self.names)} sum_m q(z|m){lam}")

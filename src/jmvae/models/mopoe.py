@@ -15,15 +15,23 @@ default), 31 on MNIST-A, where decoding every subset's draw made a step 31 conv 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 
 from ..modalities import Modality
-from ..posteriors import Gaussian, Mixture, Posterior, kl, product_of_experts, standard_normal, subset_products
+from ..posteriors import (
+    Gaussian,
+    Mixture,
+    Posterior,
+    kl,
+    product_of_experts,
+    standard_normal,
+    subset_products,
+)
 from ..subsets import OBSERVED, filled, membership, nonempty_subsets
 from .base import Batch, MultimodalVAE, terms
-
 
 SUBSETS_DECODED = 7     # up to this many subsets, every one's draw is decoded (three modalities)
 
@@ -33,6 +41,7 @@ class MoPoE(MultimodalVAE):
             "sample_subsets": (None, "each example reconstructed from one subset drawn for it, not from every subset "
                                      "(default: where there are more than 7 subsets)")}
     PAPER = {"attribute_weight": 1.0}       # Sutter et al. 2021 weigh the modalities alike
+    membership: torch.Tensor                # a buffer (S, M): which modalities each subset holds
 
     def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
                  attribute_weight: float = 50.0, sample_subsets: bool | None = None, **networks):
@@ -49,7 +58,8 @@ class MoPoE(MultimodalVAE):
         if len(names) == 1:
             return product_of_experts(self.experts(given), prior=True)
         subsets = nonempty_subsets(names)
-        q = subset_products(self.experts(given), membership(subsets, names).to(self.membership.device))
+        experts = cast(list[Gaussian], self.experts(given))     # Gaussians: MoPoE takes no `components`
+        q = subset_products(experts, membership(subsets, names).to(self.membership.device))
         return Mixture(torch.zeros(q.loc.shape[:-1], device=q.loc.device).movedim(0, -1), q.loc.movedim(0, -2),
                        q.scale.movedim(0, -2))
 
@@ -68,8 +78,8 @@ class MoPoE(MultimodalVAE):
             q = Gaussian(q.loc.gather(0, pick), q.scale.gather(0, pick))
         z = q.rsample()                                                        # (S or 1, B, z_dim)
         log_p = self.log_likelihood(z, batch)                                  # every modality from each z
-        recon = sum(self.weights[m] * (lp if present is None else lp * present[:, i])
-                    for i, (m, lp) in enumerate(log_p.items()))                # (S or 1, B)
+        recon = cast(torch.Tensor, sum(self.weights[m] * (lp if present is None else lp * present[:, i])
+                                       for i, (m, lp) in enumerate(log_p.items())))                # (S or 1, B)
         recon = recon[0] if self.sample_subsets else (recon * valid).sum(0) / valid.sum(0)   # (B,): the mean over S
         per_example = -recon + (kl_prior * valid).sum(0) / valid.sum(0)
         named = {f"nll_{m}": -lp.mean(0) for m, lp in log_p.items()} | {"kl_prior": kl_prior.mean(0)}
@@ -80,5 +90,6 @@ class MoPoE(MultimodalVAE):
         if self.sample_subsets:
             lam += "; each example's reconstruction from one S drawn uniformly for it"
         all_ = ",".join(self.names)
-        return (f"MoPoE:  L = 1/{len(self.subsets)} sum_(S in P({all_})) [-E_q(z|S)[log p({all_}|z)] + KL(q(z|S) || p(z))],"
-                f"  q(z|S) = p(z) prod_(m in S) q(z|m),  q(z|A) = mixture of q(z|S) over the non-empty S in A{lam}")
+        return (f"MoPoE:  L = 1/{len(self.subsets)} sum_(S in P({all_})) [-E_q(z|S)[log p({all_}|z)] + "
+                "KL(q(z|S) || p(z))],  q(z|S) = p(z) prod_(m in S) q(z|m),  q(z|A) = mixture of q(z|S) over "
+                f"the non-empty S in A{lam}")

@@ -11,7 +11,7 @@ nothing (q = p(z), KL 0).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -65,5 +65,5 @@ class MVAE(MultimodalVAE):
         singles = " + ".join(f"ELBO({n})" for n in self.names)
         k = (f" + sum of {self.random_subsets} random ELBO(S), |S| = 2..{len(self.names) - 1}"
              if self.random_subsets and len(self.names) > 2 else "")
-        return (f"MVAE:  L = ELBO({','.join(self.names)}) + {singles}{k},  ELBO(S) = -E_q(z|S)[sum_(m in S) log p(m|z)]"
-                f" + KL(q(z|S) || p(z)),  q(z|S) = p(z) prod_(m in S) q(z|m){lam}")
+        return (f"MVAE:  L = ELBO({','.join(self.names)}) + {singles}{k},  ELBO(S) = -E_q(z|S)[sum_(m in S) log "
+                f"p(m|z)] + KL(q(z|S) || p(z)),  q(z|S) = p(z) prod_(m in S) q(z|m){lam}")

@@ -13,14 +13,15 @@ ELBOs whose modalities it observes (an image without attributes: ELBO(x) alone).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 
 from ..modalities import Modality
-from ..posteriors import kl, stack, standard_normal
+from ..posteriors import Gaussian, kl, stack, standard_normal
 from ..subsets import filled, observed
-from .base import Batch, zero_unseen, terms
+from .base import Batch, terms, zero_unseen
 from .joint import JointVAE
 
 
@@ -46,13 +47,14 @@ class TELBO(JointVAE):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         seen = {v: observed(batch, self.names, [*given, *weights]) for v, (given, weights) in self.elbos.items()}
         batch = filled(batch)
-        q = {v: self.posterior({n: batch[n] for n in given}) for v, (given, _) in self.elbos.items()}
+        # Gaussians: the joint encoder, q(z|x), and products of TELBO's Gaussian experts (no `components`)
+        q = {v: cast(Gaussian, self.posterior({n: batch[n] for n in given})) for v, (given, _) in self.elbos.items()}
         z = {v: q[v].rsample() for v in self.elbos}
         kls = kl(stack(list(q.values())), standard_normal(z[f"{self.image.name}y"]))          # KL(q || p(z)) per ELBO
         kl_prior = dict(zip(self.elbos, kls))
         weighted = kl_prior if self.kl_weight == 1 else dict(zip(self.elbos, self.kl_weight * kls))
         # log p(m|z) of every ELBO that scores m, each decoder run once on those ELBOs' latents stacked
-        log_p = {}
+        log_p: dict[tuple[str, str], torch.Tensor] = {}
         for m in self.modalities:
             scoring = [v for v, (_, weights) in self.elbos.items() if m in weights]
             rows = self.log_likelihood(torch.stack([z[v] for v in scoring]), batch, [m])[m]
@@ -63,7 +65,7 @@ class TELBO(JointVAE):
         named = {f"nll_{m}" if v == joint else f"nll_{m}|{v}": -lp for (v, m), lp in log_p.items()}
         named |= {"kl_prior" if v == joint else f"kl_{v}_prior": kl_prior[v] for v in self.elbos}
         named |= {f"elbo_{v}": e for v, e in elbo.items()}
-        return sum(elbo.values()).mean(), terms(**named)
+        return cast(torch.Tensor, sum(elbo.values())).mean(), terms(**named)
 
     def describe(self) -> str:
         x, y = self.image.name, self._y()
