@@ -5,6 +5,7 @@ failures lie between the clusters, the image read with confidence while p(y|z) h
     R=runs/sweep/bundled
     JMVAE_OFFLINE=1 python benchmarks/coherence_failures.py $R/noprior-seed0 $R/default-seed0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,11 @@ def main() -> None:
             by_image, by_model = read[a.name].softmax(-1), logits[a.name].softmax(-1)
             differ = by_image.argmax(-1) != by_model.argmax(-1)
             incoherent |= differ
-            parts.append(f"{a.name}: {differ.float().mean():.3f} (image read sure in "
-                         f"{(by_image.max(-1).values[differ] > args.sure).float().mean():.0%}, p(y|z) sure in "
-                         f"{(by_model.max(-1).values[differ] > args.sure).float().mean():.0%})")
+            parts.append(
+                f"{a.name}: {differ.float().mean():.3f} (image read sure in "
+                f"{(by_image.max(-1).values[differ] > args.sure).float().mean():.0%}, p(y|z) sure in "
+                f"{(by_model.max(-1).values[differ] > args.sure).float().mean():.0%})"
+            )
         print(f"{run}: incoherent {incoherent.float().mean():.3f} of {args.draws} draws; " + "; ".join(parts))
 
 

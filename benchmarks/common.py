@@ -7,6 +7,7 @@ The pixyz reference is written the way pixyz's own JMVAE example (examples/jmvae
 are the founding experiment's, layer for layer the same as jmvae's (jmvae's 512 -> 2z head is pixyz's two
 512 -> z heads; same shapes, same FLOPs), and `copy_weights` maps one onto the other.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 X_DIM, Z_DIM, HIDDEN = 28 * 56, 2, 512
-ATTRIBUTES = {"position": 2, "digit": 2}   # name -> number of classes, in jmvae's modality order
+ATTRIBUTES = {"position": 2, "digit": 2}  # name -> number of classes, in jmvae's modality order
 
 
 # -- the pixyz reference --------------------------------------------------------------------------------
@@ -27,39 +28,53 @@ def pixyz_reference(kind: str, lr: float = 1e-3):
     from pixyz.losses import KullbackLeibler
     from pixyz.models import VAE, Model
 
-    class Inference(Normal):                       # q(z | cond_var): input -> 512 -> 512 -> (loc, scale)
+    class Inference(Normal):  # q(z | cond_var): input -> 512 -> 512 -> (loc, scale)
         def __init__(self, cond_var, in_dim):
             super().__init__(cond_var=cond_var, var=["z"], name="q")
             self.fc1, self.fc2 = nn.Linear(in_dim, HIDDEN), nn.Linear(HIDDEN, HIDDEN)
             self.fc31, self.fc32 = nn.Linear(HIDDEN, Z_DIM), nn.Linear(HIDDEN, Z_DIM)
 
         def forward(self, **inputs):
-            h = inputs[self.cond_var[0]] if len(self.cond_var) == 1 else torch.cat([inputs[v] for v in self.cond_var], 1)
+            h = (
+                inputs[self.cond_var[0]]
+                if len(self.cond_var) == 1
+                else torch.cat([inputs[v] for v in self.cond_var], 1)
+            )
             h = F.relu(self.fc2(F.relu(self.fc1(h))))
             return {"loc": self.fc31(h), "scale": F.softplus(self.fc32(h))}
 
-    class GeneratorX(Bernoulli):                   # p(x|z): z -> 512 -> 512 -> 1568
+    class GeneratorX(Bernoulli):  # p(x|z): z -> 512 -> 512 -> 1568
         def __init__(self):
             super().__init__(cond_var=["z"], var=["x"], name="p")
-            self.fc1, self.fc2, self.fc3 = nn.Linear(Z_DIM, HIDDEN), nn.Linear(HIDDEN, HIDDEN), nn.Linear(HIDDEN, X_DIM)
+            self.fc1, self.fc2, self.fc3 = (
+                nn.Linear(Z_DIM, HIDDEN),
+                nn.Linear(HIDDEN, HIDDEN),
+                nn.Linear(HIDDEN, X_DIM),
+            )
 
         def forward(self, z):
             return {"probs": torch.sigmoid(self.fc3(F.relu(self.fc2(F.relu(self.fc1(z))))))}
 
-    class GeneratorY(Categorical):                 # p(attribute|z): z -> 512 -> 512 -> classes
+    class GeneratorY(Categorical):  # p(attribute|z): z -> 512 -> 512 -> classes
         def __init__(self, name, classes):
             super().__init__(cond_var=["z"], var=[name], name="p")
-            self.fc1, self.fc2, self.fc3 = nn.Linear(Z_DIM, HIDDEN), nn.Linear(HIDDEN, HIDDEN), nn.Linear(HIDDEN, classes)
+            self.fc1, self.fc2, self.fc3 = (
+                nn.Linear(Z_DIM, HIDDEN),
+                nn.Linear(HIDDEN, HIDDEN),
+                nn.Linear(HIDDEN, classes),
+            )
 
         def forward(self, z):
             return {"probs": F.softmax(self.fc3(F.relu(self.fc2(F.relu(self.fc1(z))))), dim=1)}
 
-    prior = Normal(loc=torch.tensor(0.), scale=torch.tensor(1.), var=["z"], features_shape=[Z_DIM], name="p_{prior}")
+    prior = Normal(
+        loc=torch.tensor(0.0), scale=torch.tensor(1.0), var=["z"], features_shape=[Z_DIM], name="p_{prior}"
+    )
     names = list(ATTRIBUTES)
     q = Inference(["x", *names], X_DIM + sum(ATTRIBUTES.values()))
     q_x = Inference(["x"], X_DIM)
     q_attr = {n: Inference([n], c) for n, c in ATTRIBUTES.items()}
-    q_y = ProductOfNormal(list(q_attr.values()), name="q")        # p(z) q(z|position) q(z|digit)
+    q_y = ProductOfNormal(list(q_attr.values()), name="q")  # p(z) q(z|position) q(z|digit)
     p_x = GeneratorX()
     p_attr = {n: GeneratorY(n, c) for n, c in ATTRIBUTES.items()}
     p_y = p_attr[names[0]] * p_attr[names[1]]
@@ -72,34 +87,55 @@ def pixyz_reference(kind: str, lr: float = 1e-3):
         elbo_xy = -p.log_prob().expectation(q) + KullbackLeibler(q, prior)
         elbo_x = -p_x.log_prob().expectation(q_x) + KullbackLeibler(q_x, prior)
         elbo_y = -p_y.log_prob().expectation(q_y) + KullbackLeibler(q_y, prior)
-        model = Model(loss=(elbo_xy + elbo_x + elbo_y).mean(), distributions=[q, q_x, q_y, p_x, *p_attr.values()], **opt)
+        model = Model(
+            loss=(elbo_xy + elbo_x + elbo_y).mean(), distributions=[q, q_x, q_y, p_x, *p_attr.values()], **opt
+        )
     else:
         raise ValueError(f"kind {kind} (allowed: jmvae, telbo)")
-    return model, {"q": q, "q_x": q_x, **{f"q_{n}": d for n, d in q_attr.items()},
-                   "p_x": p_x, **{f"p_{n}": d for n, d in p_attr.items()}}
+    return model, {
+        "q": q,
+        "q_x": q_x,
+        **{f"q_{n}": d for n, d in q_attr.items()},
+        "p_x": p_x,
+        **{f"p_{n}": d for n, d in p_attr.items()},
+    }
 
 
 def pixyz_batch(split: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
     """Rows idx as a pixyz batch: the image as floats in [0, 1] (like jmvae's to_batch), attributes
     one-hot."""
-    return {"x": split["x"][idx].float().div_(255), **{n: F.one_hot(split[n][idx], c).float() for n, c in ATTRIBUTES.items()}}
+    return {
+        "x": split["x"][idx].float().div_(255),
+        **{n: F.one_hot(split[n][idx], c).float() for n, c in ATTRIBUTES.items()},
+    }
 
 
 @torch.no_grad()
 def copy_weights(jm, dists: dict, to: str) -> None:
     """Copy weights between a jmvae model and the pixyz reference's networks (to="pixyz" or "jmvae")."""
-    pairs = []                                     # (jmvae Linear, pixyz Linear, rows of the jmvae weight)
-    joint, q = jm.joint_encoder, dists["q"]        # jmvae splits q(z|x,y)'s first layer: image + one row table per attribute
+    pairs = []  # (jmvae Linear, pixyz Linear, rows of the jmvae weight)
+    joint, q = (
+        jm.joint_encoder,
+        dists["q"],
+    )  # jmvae splits q(z|x,y)'s first layer: image + one row table per attribute
     if to == "pixyz":
         weight, bias = joint.first_layer()
         q.fc1.weight.copy_(weight), q.fc1.bias.copy_(bias)
     else:
         joint.set_first_layer(q.fc1.weight, q.fc1.bias)
-    pairs += [(joint.body[1], q.fc2, None), (joint.head, q.fc31, slice(0, Z_DIM)), (joint.head, q.fc32, slice(Z_DIM, 2 * Z_DIM))]
+    pairs += [
+        (joint.body[1], q.fc2, None),
+        (joint.head, q.fc31, slice(0, Z_DIM)),
+        (joint.head, q.fc32, slice(Z_DIM, 2 * Z_DIM)),
+    ]
     for key, enc in {"q_x": jm.encoders["x"], **{f"q_{n}": jm.encoders[n] for n in ATTRIBUTES}}.items():
         d = dists[key]
-        pairs += [(enc.body[0], d.fc1, None), (enc.body[2], d.fc2, None),
-                  (enc.head, d.fc31, slice(0, Z_DIM)), (enc.head, d.fc32, slice(Z_DIM, 2 * Z_DIM))]
+        pairs += [
+            (enc.body[0], d.fc1, None),
+            (enc.body[2], d.fc2, None),
+            (enc.head, d.fc31, slice(0, Z_DIM)),
+            (enc.head, d.fc32, slice(Z_DIM, 2 * Z_DIM)),
+        ]
     for name in ["x", *ATTRIBUTES]:
         dec, d = jm.decoders[name], dists[f"p_{name}"]
         pairs += [(dec[0], d.fc1, None), (dec[2], d.fc2, None), (dec[4], d.fc3, None)]
@@ -110,7 +146,9 @@ def copy_weights(jm, dists: dict, to: str) -> None:
 
 
 # -- what one training step computes ----------------------------------------------------------------------
-Layer = tuple[int, int, bool, int | None]   # (in, out, whether its input needs a gradient, rows: None = the batch)
+Layer = tuple[
+    int, int, bool, int | None
+]  # (in, out, whether its input needs a gradient, rows: None = the batch)
 
 
 def step_layers(kind: str, own: bool = False) -> list[Layer]:
@@ -122,6 +160,7 @@ def step_layers(kind: str, own: bool = False) -> list[Layer]:
     own=True: the products jmvae's step actually runs: q(z|x,y)'s attribute columns are row lookups, not
     products, and each attribute encoder runs on its C classes (networks.JointEncoder, ClassEncoder).
     """
+
     def enc(i, rows=None):
         return [(i, HIDDEN, False, rows), (HIDDEN, HIDDEN, True, rows), (HIDDEN, 2 * Z_DIM, True, rows)]
 
@@ -130,10 +169,12 @@ def step_layers(kind: str, own: bool = False) -> list[Layer]:
 
     attrs = list(ATTRIBUTES.values())
     joint_in = X_DIM if own else X_DIM + sum(attrs)
-    layers = enc(joint_in) + enc(X_DIM) + [l for c in attrs for l in enc(c, c if own else None)]  # q(z|x,y), q(z|x), q(z|y_i)
-    layers += dec(X_DIM) + [l for c in attrs for l in dec(c)]                          # p(x,y|z), z ~ q(z|x,y)
+    layers = (
+        enc(joint_in) + enc(X_DIM) + [l for c in attrs for l in enc(c, c if own else None)]
+    )  # q(z|x,y), q(z|x), q(z|y_i)
+    layers += dec(X_DIM) + [l for c in attrs for l in dec(c)]  # p(x,y|z), z ~ q(z|x,y)
     if kind == "telbo":
-        layers += dec(X_DIM) + [l for c in attrs for l in dec(c)]   # p(x|z), z ~ q(z|x); p(y|z), z ~ q(z|y)
+        layers += dec(X_DIM) + [l for c in attrs for l in dec(c)]  # p(x|z), z ~ q(z|x); p(y|z), z ~ q(z|y)
     elif kind != "jmvae":
         raise ValueError(f"kind {kind} (allowed: jmvae, telbo)")
     return layers
@@ -144,7 +185,10 @@ def flops_per_sample(layers: list[Layer], batch: int, executed: bool = False) ->
 
     executed=True leaves out the input gradients autograd never computes (the encoders' first layers).
     """
-    return sum(2 * i * o * (rows or batch) / batch * (3 if grad or not executed else 2) for i, o, grad, rows in layers)
+    return sum(
+        2 * i * o * (rows or batch) / batch * (3 if grad or not executed else 2)
+        for i, o, grad, rows in layers
+    )
 
 
 class MatmulReplay:
@@ -157,17 +201,21 @@ class MatmulReplay:
     `dtype` is the products' precision (bfloat16: the ceiling of a step trained with --precision bfloat16).
     """
 
-    def __init__(self, layers: list[Layer], batch: int, executed: bool = False, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, layers: list[Layer], batch: int, executed: bool = False, dtype: torch.dtype = torch.float32
+    ):
         g = torch.Generator().manual_seed(0)
         self.products = []
         for i, o, grad, rows in layers:
             rows = rows or batch
-            x, w, gout = (torch.rand(*shape, generator=g).to(dtype) for shape in ((rows, i), (o, i), (rows, o)))
+            x, w, gout = (
+                torch.rand(*shape, generator=g).to(dtype) for shape in ((rows, i), (o, i), (rows, o))
+            )
             self.products.append((x, w.t(), torch.empty(rows, o, dtype=dtype)))
             if grad or not executed:
                 self.products.append((gout, w, torch.empty(rows, i, dtype=dtype)))
             self.products.append((gout.t(), x, torch.empty(o, i, dtype=dtype)))
-        self(2)                                     # warm up: first calls pay for page faults and thread start
+        self(2)  # warm up: first calls pay for page faults and thread start
 
     def __call__(self, steps: int) -> float:
         t0 = time.perf_counter()
@@ -187,20 +235,23 @@ class ParameterTraffic:
     def __init__(self, layers: list[Layer], dtype: torch.dtype = torch.float32):
         shapes = [s for i, o, _, _ in layers for s in ((o, i), (o,))]
         from jmvae.train import make_optimizer  # the benchmarks put src/ on the path before importing this
+
         params = nn.ParameterList(nn.Parameter(torch.randn(*s) * 0.01) for s in shapes)
-        self.casts = [(p, torch.empty_like(p, dtype=dtype), torch.randn(*p.shape).to(dtype)) for p in params] \
-            if dtype != torch.float32 else []
+        self.casts = (
+            [(p, torch.empty_like(p, dtype=dtype), torch.randn(*p.shape).to(dtype)) for p in params]
+            if dtype != torch.float32
+            else []
+        )
         for p in params:
             p.grad = torch.zeros_like(p)
-        self.optimizer = make_optimizer(params, lr=1e-3)   # the trainer's own Adam
+        self.optimizer = make_optimizer(params, lr=1e-3)  # the trainer's own Adam
         self(2)
 
     def __call__(self, steps: int) -> float:
         t0 = time.perf_counter()
         for _ in range(steps):
             for p, low, grad in self.casts:
-                low.copy_(p)                  # the weight as the forward pass multiplies it
-                p.grad.copy_(grad)            # its gradient back to float32
+                low.copy_(p)  # the weight as the forward pass multiplies it
+                p.grad.copy_(grad)  # its gradient back to float32
             self.optimizer.step()
         return time.perf_counter() - t0
-

@@ -1,7 +1,8 @@
 """Milliseconds per decode + redraw of explore.html in headless Chromium (the page's own timer), for a run.
 
-    python benchmarks/explore_speed.py runs/position-digit-jmvae-z2-seed0
+python benchmarks/explore_speed.py runs/position-digit-jmvae-z2-seed0
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,10 +26,12 @@ def main() -> None:
     write_explorer(model, data, page_path, run.name)
     print(f"machine: {machine()}")
     with open_page(page_path) as page:
-        page.evaluate("() => window.jmvaeExplorer.timeRedraw(20)")                 # warm-up
+        page.evaluate("() => window.jmvaeExplorer.timeRedraw(20)")  # warm-up
         times = [page.evaluate("() => window.jmvaeExplorer.timeRedraw(100)") for _ in range(5)]
-    print(f"{run.name}: {page_path.stat().st_size / 1e6:.1f} MB page; decode + redraw "
-          f"{sorted(times)[2]:.1f} ms (median of 5 x 100; {min(times):.1f}-{max(times):.1f})")
+    print(
+        f"{run.name}: {page_path.stat().st_size / 1e6:.1f} MB page; decode + redraw "
+        f"{sorted(times)[2]:.1f} ms (median of 5 x 100; {min(times):.1f}-{max(times):.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ not).
     done; done                                  # and --model mvae --lr 3e-4 (at 1e-3 its loss goes nan)
     python benchmarks/mnista_table.py runs/mnista-zoo/*            # add --per-seed for one row per run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,14 +33,16 @@ def read_run(run: Path) -> dict:
     completed = metrics.get("completed", {})
     temperature = next(iter(completed), None)
     return {
-        "run": run.name, "seed": train["seed"],
+        "run": run.name,
+        "seed": train["seed"],
         "key": (train["model"], config["epochs"], train["lr"], train.get("split") or "iid"),
         "evaluation": metrics["settings"]["n_per_query"],
         "correctness": [metrics["correctness"]["by_size"][str(k)] for k in (4, 3, 2, 1)],
         "coverage": [metrics["coverage"]["by_size"][str(k)] for k in (3, 2, 1)],
         "one given": [metrics["correctness"]["by_subset"]["{" + a + "}"] for a in ATTRIBUTES],
         "completed": [completed[temperature]["correctness"]["by_size"][str(k)] for k in (4, 3, 2, 1)]
-        if temperature else [float("nan")] * 4,
+        if temperature
+        else [float("nan")] * 4,
         "temperature": temperature,
         "log p(x,y)": [metrics["log_likelihood"]["log p(x,y)"]],
         "joint coherence": [metrics["joint_coherence"]],
@@ -51,7 +54,7 @@ def cell(rows: list[dict], key: str, digits: int = 3) -> str:
     """Each component's mean over the rows, then its std where there are several rows."""
     columns = list(zip(*(r[key] for r in rows)))
     if any(v != v for c in columns for v in c):
-        return "-"                                  # not measured in every run (e.g. no completed pass)
+        return "-"  # not measured in every run (e.g. no completed pass)
     means = " / ".join(f"{statistics.fmean(c):.{digits}f}" for c in columns)
     if len(rows) < 2:
         return means
@@ -59,17 +62,42 @@ def cell(rows: list[dict], key: str, digits: int = 3) -> str:
 
 
 def table(groups: dict[tuple, list[dict]]) -> str:
-    head = ["model, passes, lr, split", "seeds", "correctness |O| = 4 / 3 / 2 / 1", "coverage |O| = 3 / 2 / 1",
-            "one attribute given: digit / scale / orientation / location", "completed: correctness |O| = 4 / 3 / 2 / 1",
-            "log p(x,y)", "joint coherence", "training s"]
+    head = [
+        "model, passes, lr, split",
+        "seeds",
+        "correctness |O| = 4 / 3 / 2 / 1",
+        "coverage |O| = 3 / 2 / 1",
+        "one attribute given: digit / scale / orientation / location",
+        "completed: correctness |O| = 4 / 3 / 2 / 1",
+        "log p(x,y)",
+        "joint coherence",
+        "training s",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (model, epochs, lr, split, *_), rows in groups.items():
         temperature = {r["temperature"] for r in rows}
-        lines.append("| " + " | ".join([
-            f"{model}, {epochs}, {lr:g}, {split}", " ".join(str(r["seed"]) for r in rows), cell(rows, "correctness"),
-            cell(rows, "coverage"), cell(rows, "one given"),
-            cell(rows, "completed") + (f" (T = {temperature.pop()})" if temperature != {None} and len(temperature) == 1 else ""),
-            cell(rows, "log p(x,y)", 1), cell(rows, "joint coherence"), cell(rows, "training s", 0)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"{model}, {epochs}, {lr:g}, {split}",
+                    " ".join(str(r["seed"]) for r in rows),
+                    cell(rows, "correctness"),
+                    cell(rows, "coverage"),
+                    cell(rows, "one given"),
+                    cell(rows, "completed")
+                    + (
+                        f" (T = {temperature.pop()})"
+                        if temperature != {None} and len(temperature) == 1
+                        else ""
+                    ),
+                    cell(rows, "log p(x,y)", 1),
+                    cell(rows, "joint coherence"),
+                    cell(rows, "training s", 0),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -78,13 +106,15 @@ def main() -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--per-seed", action="store_true", help="one row per run instead of one per model")
     args = ap.parse_args()
-    groups: dict[tuple, list[dict]] = {}     # (model, passes, lr, split[, run]) -> its runs
+    groups: dict[tuple, list[dict]] = {}  # (model, passes, lr, split[, run]) -> its runs
     for r in sorted((read_run(run) for run in args.runs), key=lambda r: (r["key"], r["seed"])):
         groups.setdefault((*r["key"], r["run"]) if args.per_seed else r["key"], []).append(r)
     for key, rows in groups.items():
         if len({r["evaluation"] for r in rows}) > 1:
-            print(f"note: {key[0]}'s runs were evaluated at different images per query: "
-                  f"{sorted({r['evaluation'] for r in rows})}")
+            print(
+                f"note: {key[0]}'s runs were evaluated at different images per query: "
+                f"{sorted({r['evaluation'] for r in rows})}"
+            )
     print(table(groups))
 
 

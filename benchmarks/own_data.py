@@ -9,6 +9,7 @@ cache). Steps: samples/s of the default JMVAE step and of MVAE on 32x32 and 64x6
 single-image VAE step on the same conv networks (the reference: what one image's ELBO costs), alternated in
 one process. Prints the CPU model and threads first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,10 +47,12 @@ def write_folder(root: Path, n: int, size: int, seed: int = 0) -> None:
         c = rng.integers(3)
         r = int(rng.integers(size // 8, size // 3))
         x, y = rng.integers(r, size - r, 2)
-        img[y - r:y + r, x - r:x + r, c] = 220
+        img[y - r : y + r, x - r : x + r, c] = 220
         name = f"{i:06d}.png"
         Image.fromarray(img).save(root / name, compress_level=1)
-        rows.append({"file_name": name, "channel": "rgb"[c], "half_width": str(r), "left": str(x < size // 2).lower()})
+        rows.append(
+            {"file_name": name, "channel": "rgb"[c], "half_width": str(r), "left": str(x < size // 2).lower()}
+        )
     with open(root / "metadata.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -62,15 +65,19 @@ def time_load(n: int, size: int) -> None:
         root.mkdir()
         t = time.perf_counter()
         write_folder(root, n, size)
-        print(f"wrote {n:,} colour {size}x{size} PNGs in {time.perf_counter() - t:.1f} s (not part of the load)")
+        print(
+            f"wrote {n:,} colour {size}x{size} PNGs in {time.perf_counter() - t:.1f} s (not part of the load)"
+        )
         os.environ["JMVAE_CACHE"] = str(cache)
         for what in ("cold (decode into the cache)", "warm (from the cache)"):
             t = time.perf_counter()
             data = load_dataset(None, data=str(root), progress=False)
             dt = time.perf_counter() - t
-            print(f"load {what}: {dt:.1f} s, {n / dt:,.0f} images/s; {data.n_train:,} train / {data.n_test:,} "
-                  f"test, images {data.train[data.image.name].dtype} "
-                  f"({data.train[data.image.name].numel() / 1e9:.2f} G values)")
+            print(
+                f"load {what}: {dt:.1f} s, {n / dt:,.0f} images/s; {data.n_train:,} train / {data.n_test:,} "
+                f"test, images {data.train[data.image.name].dtype} "
+                f"({data.train[data.image.name].numel() / 1e9:.2f} G values)"
+            )
 
 
 class PlainVAE(torch.nn.Module):
@@ -92,15 +99,24 @@ class PlainVAE(torch.nn.Module):
 
 def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     rng = np.random.default_rng(0)
-    arrays = {"x": (rng.random((n, size, size, 3)) * 255).astype(np.uint8), "colour": rng.integers(3, size=n),
-              "flag": rng.integers(2, size=n).astype(bool), "amount": rng.normal(size=n)}
+    arrays = {
+        "x": (rng.random((n, size, size, 3)) * 255).astype(np.uint8),
+        "colour": rng.integers(3, size=n),
+        "flag": rng.integers(2, size=n).astype(bool),
+        "amount": rng.normal(size=n),
+    }
     data = own.from_arrays(arrays, image_size=None)
     setups = {}
     for model in ("jmvae", "mvae"):
         cfg = TrainConfig(model=model).resolved()
         _, m = build(cfg, quiet=True, dataset=data)
-        setups[model] = (m, make_optimizer(m, 1e-3), training_split(data, cfg, torch.device("cpu")), cfg.batch_size,
-                         cfg.precision_dtype())
+        setups[model] = (
+            m,
+            make_optimizer(m, 1e-3),
+            training_split(data, cfg, torch.device("cpu")),
+            cfg.batch_size,
+            cfg.precision_dtype(),
+        )
     ref = PlainVAE(size)
     setups["plain VAE (reference)"] = (ref, make_optimizer(ref, 1e-3), {"x": data.train["x"]}, 256, None)
     rates: dict[str, list[float]] = {k: [] for k in setups}
@@ -109,12 +125,14 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
             order = torch.randperm(len(split["x"]))
             t = time.perf_counter()
             train_steps(m, opt, split, order, batch, steps, precision=dtype)
-            if r:                                            # the first round warms up
+            if r:  # the first round warms up
                 rates[name].append(steps * batch / (time.perf_counter() - t))
     ref_rate = float(np.median(rates["plain VAE (reference)"]))
     for name, v in rates.items():
         med = float(np.median(v))
-        print(f"  {size}x{size} colour, {name:24s} {med:8.0f} samples/s  ({med / ref_rate:.2f}x the reference)")
+        print(
+            f"  {size}x{size} colour, {name:24s} {med:8.0f} samples/s  ({med / ref_rate:.2f}x the reference)"
+        )
 
 
 def main() -> None:
@@ -125,8 +143,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-load", action="store_true")
     args = p.parse_args()
-    print(f"CPU: {cpu_model()}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
-          f"Python {platform.python_version()}")
+    print(
+        f"CPU: {cpu_model()}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
+        f"Python {platform.python_version()}"
+    )
     if not args.skip_load:
         time_load(args.images, args.size)
     print("training step, batch 256, default options (precision as `auto` picks it here):")

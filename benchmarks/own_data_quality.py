@@ -12,6 +12,7 @@ test images, then the share of images generated from every combination of values
 the range), beside the run's own metrics.json, and the ratio to the reader's accuracy on real images. 200
 images per query (--n).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,14 +55,16 @@ def train_reader(data, steps: int = 3000, seed: int = 1234) -> Reader:
     for _ in range(steps):
         b = to_batch(data.train, torch.randint(0, data.n_train, (128,), generator=g))
         x = b[data.image.name]
-        sigma = float(torch.rand(1, generator=g)) * 1.6               # generated images are means: blurred
+        sigma = float(torch.rand(1, generator=g)) * 1.6  # generated images are means: blurred
         if sigma > 0.3:
             r = 3
             t = torch.arange(-r, r + 1, dtype=torch.float32)
-            k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+            k = torch.exp(-(t**2) / (2 * sigma**2))
             k = k / k.sum()
             img = x.reshape(-1, 1, *data.image.shape)
-            img = F.conv2d(F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0))
+            img = F.conv2d(
+                F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)
+            )
             x = img.reshape(x.shape)
         out = reader(x)
         loss = 0
@@ -69,7 +72,9 @@ def train_reader(data, steps: int = 3000, seed: int = 1234) -> Reader:
             y = b[a.name]
             if isinstance(a, Continuous):
                 seen = ~y.isnan()
-                loss = loss + ((out[a.name][:, 0] - y.nan_to_num(0)) ** 2 * seen).sum() / seen.sum().clamp_min(1)
+                loss = loss + (
+                    (out[a.name][:, 0] - y.nan_to_num(0)) ** 2 * seen
+                ).sum() / seen.sum().clamp_min(1)
             else:
                 loss = loss + F.cross_entropy(out[a.name], y, ignore_index=-1)
         opt.zero_grad()
@@ -85,8 +90,10 @@ def read(reader: Reader, data, x: torch.Tensor) -> dict[str, torch.Tensor]:
         for k, v in reader(part).items():
             out[k].append(v)
     values = {k: torch.cat(v) for k, v in out.items()}
-    return {a.name: values[a.name][:, 0] if isinstance(a, Continuous) else values[a.name].argmax(-1)
-            for a in data.attributes}
+    return {
+        a.name: values[a.name][:, 0] if isinstance(a, Continuous) else values[a.name].argmax(-1)
+        for a in data.attributes
+    }
 
 
 @torch.no_grad()
@@ -96,8 +103,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200, help="images per query (default 200)")
     p.add_argument("--steps", type=int, default=3000, help="the reader's training steps (default 3000)")
     args = p.parse_args()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-               platform.processor())
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+        platform.processor(),
+    )
     print(f"CPU: {cpu}; {torch.get_num_threads()} threads")
     readers = {}
     for run in args.runs:
@@ -116,30 +125,48 @@ def main() -> None:
             else:
                 base[a.name] = float((real[a.name] == truth)[seen].float().mean())
         combos = list(itertools.product(*(range(len(a.classes)) for a in data.attributes)))
-        given = {a.name: a.level_values(torch.tensor([c[i] for c in combos])) for i, a in enumerate(data.attributes)}
+        given = {
+            a.name: a.level_values(torch.tensor([c[i] for c in combos]))
+            for i, a in enumerate(data.attributes)
+        }
         torch.manual_seed(0)
-        images = model.generate(given, args.n)[data.image.name]            # (n, queries, D)
+        images = model.generate(given, args.n)[data.image.name]  # (n, queries, D)
         got = read(reader, data, images.reshape(-1, images.shape[-1]))
         metrics = json.loads((Path(run) / "metrics.json").read_text())
         own = {q["label"]: q for q in metrics["queries"] if len(q["subset"]) == len(data.attributes)}
         print(f"\n{run}: {len(combos)} queries with every attribute given, {args.n} images each")
-        print(f"  {'attribute':12s} {'real test':>10s} {'generated':>10s} {'ratio':>6s}   report's reader "
-              "(generated)")
+        print(
+            f"  {'attribute':12s} {'real test':>10s} {'generated':>10s} {'ratio':>6s}   report's reader "
+            "(generated)"
+        )
         for a in data.attributes:
             asked = given[a.name].expand(args.n, -1).reshape(-1)
             if isinstance(a, Continuous):
                 err = float((got[a.name] - asked).abs().mean() / (a.high - a.low))
                 mine = [q["value_error"][a.name] for q in own.values() if a.name in q.get("value_error", {})]
-                print(f"  {a.name:12s} {base[a.name]:10.3f} {err:10.3f} {'':6s}   "
-                      f"{sum(mine) / len(mine):.3f}   (mean |read - asked| / range)")
+                print(
+                    f"  {a.name:12s} {base[a.name]:10.3f} {err:10.3f} {'':6s}   "
+                    f"{sum(mine) / len(mine):.3f}   (mean |read - asked| / range)"
+                )
             else:
                 share = float((got[a.name] == asked).float().mean())
                 levels = {q["label"]: q["readings"][a.name] for q in own.values()}
-                mine = sum(levels[lbl][a.classes[c[i]]] for lbl, c in zip(
-                    [",".join(f"{b.name}={b.classes[c[j]]}" for j, b in enumerate(data.attributes)) for c in combos],
-                    combos) for i in [data.attributes.index(a)] if lbl in levels) / max(1, len(levels))
-                print(f"  {a.name:12s} {base[a.name]:10.3f} {share:10.3f} {share / base[a.name]:6.3f}   "
-                      f"{mine:.3f}")
+                mine = sum(
+                    levels[lbl][a.classes[c[i]]]
+                    for lbl, c in zip(
+                        [
+                            ",".join(f"{b.name}={b.classes[c[j]]}" for j, b in enumerate(data.attributes))
+                            for c in combos
+                        ],
+                        combos,
+                    )
+                    for i in [data.attributes.index(a)]
+                    if lbl in levels
+                ) / max(1, len(levels))
+                print(
+                    f"  {a.name:12s} {base[a.name]:10.3f} {share:10.3f} {share / base[a.name]:6.3f}   "
+                    f"{mine:.3f}"
+                )
 
 
 if __name__ == "__main__":

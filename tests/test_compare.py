@@ -9,21 +9,52 @@ from jmvae.compare import format_table, group
 def fake_run(root, name, model, seed, correctness, completed=None):
     d = root / name
     d.mkdir()
-    (d / "config.json").write_text(json.dumps({"train": {"model": model, "preset": "position-digit", "z_dim": 2,
-                                                         "seed": seed, "device": "auto"}}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "train": {
+                    "model": model,
+                    "preset": "position-digit",
+                    "z_dim": 2,
+                    "seed": seed,
+                    "device": "auto",
+                }
+            }
+        )
+    )
     (d / "model.pt").write_bytes(b"")
-    (d / "metrics.json").write_text(json.dumps({
-        "correctness": {"by_size": {"1": correctness, "2": 1.0}}, "coverage": {"by_size": {"1": 0.9}},
-        "image_to_attribute_accuracy": {"q(z|x)": {"position": 1.0, "digit": 0.5}},
-        "joint_coherence": 0.7, "log_likelihood": {"log p(x)": -100.0 - seed}}
-        | ({"completed": {"0.5": {"correctness": {"by_size": {"1": completed, "2": 1.0}},
-                                  "coverage": {"by_size": {"1": 0.95}}}}} if completed is not None else {})))
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "correctness": {"by_size": {"1": correctness, "2": 1.0}},
+                "coverage": {"by_size": {"1": 0.9}},
+                "image_to_attribute_accuracy": {"q(z|x)": {"position": 1.0, "digit": 0.5}},
+                "joint_coherence": 0.7,
+                "log_likelihood": {"log p(x)": -100.0 - seed},
+            }
+            | (
+                {
+                    "completed": {
+                        "0.5": {
+                            "correctness": {"by_size": {"1": completed, "2": 1.0}},
+                            "coverage": {"by_size": {"1": 0.95}},
+                        }
+                    }
+                }
+                if completed is not None
+                else {}
+            )
+        )
+    )
     return d
 
 
 def test_groups_seeds_of_one_config(tmp_path, capsys):
-    runs = [fake_run(tmp_path, "j0", "jmvae", 0, 0.8), fake_run(tmp_path, "j1", "jmvae", 1, 0.9),
-            fake_run(tmp_path, "t0", "telbo", 0, 0.6)]
+    runs = [
+        fake_run(tmp_path, "j0", "jmvae", 0, 0.8),
+        fake_run(tmp_path, "j1", "jmvae", 1, 0.9),
+        fake_run(tmp_path, "t0", "telbo", 0, 0.6),
+    ]
     rows = group(runs)
     assert [r["config"] for r in rows] == ["model=jmvae", "model=telbo"]
     jm = rows[0]
@@ -47,12 +78,22 @@ def test_compare_refuses_unfinished_runs(tmp_path, capsys):
 
 def test_runs_from_before_a_metric_compare_with_runs_that_have_it(tmp_path, capsys):
     """A run evaluated before the completed sampler existed lacks its rows: the table leaves them blank."""
-    runs = [fake_run(tmp_path, "j0", "jmvae", 0, 0.8, completed=0.9), fake_run(tmp_path, "j1", "jmvae", 1, 0.9),
-            fake_run(tmp_path, "t0", "telbo", 0, 0.6)]
+    runs = [
+        fake_run(tmp_path, "j0", "jmvae", 0, 0.8, completed=0.9),
+        fake_run(tmp_path, "j1", "jmvae", 1, 0.9),
+        fake_run(tmp_path, "t0", "telbo", 0, 0.6),
+    ]
     rows = group(runs)
-    assert rows[0]["correctness |O|=1, completed T=0.5"] == 0.9 and rows[0]["correctness |O|=1, completed T=0.5 std"] == 0.0
+    assert (
+        rows[0]["correctness |O|=1, completed T=0.5"] == 0.9
+        and rows[0]["correctness |O|=1, completed T=0.5 std"] == 0.0
+    )
     assert "correctness |O|=1, completed T=0.5" not in rows[1]
-    line = next(l for l in format_table(rows).splitlines() if l.startswith("correctness |O|=1, completed T=0.5"))
-    assert line.rstrip().endswith("0.9 ± 0")     # the jmvae column (n = 2, one has it); telbo's is blank
-    assert main(["compare", *map(str, runs[::-1]), "--csv", str(tmp_path / "t.csv")]) == 0   # the old run first
+    line = next(
+        l for l in format_table(rows).splitlines() if l.startswith("correctness |O|=1, completed T=0.5")
+    )
+    assert line.rstrip().endswith("0.9 ± 0")  # the jmvae column (n = 2, one has it); telbo's is blank
+    assert (
+        main(["compare", *map(str, runs[::-1]), "--csv", str(tmp_path / "t.csv")]) == 0
+    )  # the old run first
     assert "coverage |O|=1, completed T=0.5" in (tmp_path / "t.csv").read_text().splitlines()[0]

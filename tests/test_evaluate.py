@@ -35,6 +35,7 @@ def test_the_classifier_is_trained_once_per_dataset_whatever_the_run(classifier,
     """Runs of other seeds or models on the same data load the cached instrument; other data trains its
     own."""
     import jmvae.classifier as module
+
     trained = []
 
     def train(data, steps):
@@ -46,7 +47,7 @@ def test_the_classifier_is_trained_once_per_dataset_whatever_the_run(classifier,
     same.train, same.test = {k: v.clone() for k, v in founding_data.train.items()}, dict(founding_data.test)
     clf, acc = classifier_for(same)
     assert trained == [] and acc == classifier[1]
-    same.train["x"][0, 0] += 1           # one pixel of one training image differs
+    same.train["x"][0, 0] += 1  # one pixel of one training image differs
     classifier_for(same)
     assert trained == [same]
 
@@ -68,13 +69,18 @@ class RealImageModel(nn.Module):
         self.lookup = {bytes(row.numpy()): i for i, row in enumerate(data.test["x"])}
 
     def posterior(self, given):
-        idx = torch.tensor([self.lookup[bytes((row * 255).round().to(torch.uint8).numpy())] for row in given["x"]])
+        idx = torch.tensor(
+            [self.lookup[bytes((row * 255).round().to(torch.uint8).numpy())] for row in given["x"]]
+        )
         loc = torch.stack([self.data.test[a][idx].float() for a in self.names], -1)
         return Gaussian(loc, torch.ones_like(loc))
 
     def logits(self, z, names=None):
-        return {a: torch.stack([-(z[..., i] - c).abs() for c in range(2)], -1)
-                for i, a in enumerate(self.names) if names is None or a in names}
+        return {
+            a: torch.stack([-(z[..., i] - c).abs() for c in range(2)], -1)
+            for i, a in enumerate(self.names)
+            if names is None or a in names
+        }
 
     def pool(self, query: dict[str, int]) -> torch.Tensor:
         """Indices of the test images that show every attribute of `query`."""
@@ -94,7 +100,9 @@ class RealImageModel(nn.Module):
             if "digit" in query and self.wrong_digit:
                 wrong = self.pool(query | {"digit": 1 - query["digit"]})
                 flip = torch.rand(n, generator=g) < self.wrong_digit
-                out[flip, j] = to_batch(self.data.test, wrong[torch.randint(len(wrong), (int(flip.sum()),), generator=g)])["x"]
+                out[flip, j] = to_batch(
+                    self.data.test, wrong[torch.randint(len(wrong), (int(flip.sum()),), generator=g)]
+                )["x"]
         return {"x": out}
 
 
@@ -121,7 +129,9 @@ def test_importance_sampling_matches_exact_linear_gaussian_marginal():
     est = importance_log_means(proposal, 20_000, log_joint)["log p(x)"]
     assert torch.allclose(est, exact, atol=0.02), (est, exact)
     # The estimate is a lower bound in expectation: a poor proposal with few samples falls below.
-    few = importance_log_means(Gaussian(torch.full((4, 2), 3.0), 0.3 * torch.ones(4, 2)), 5, log_joint)["log p(x)"]
+    few = importance_log_means(Gaussian(torch.full((4, 2), 3.0), 0.3 * torch.ones(4, 2)), 5, log_joint)[
+        "log p(x)"
+    ]
     assert (few < exact).all()
 
 
@@ -146,8 +156,8 @@ def test_classifier_reads_blurred_dimmed_digits_like_crisp_ones(founding_data, c
     assert degraded["position"] > 0.99 and degraded["digit"] > acc["digit"] - 0.02
     x = to_batch(founding_data.test, slice(0, 8))["x"]
     blurred = blur(x, founding_data.image.shape, 1.1)
-    assert torch.allclose(blurred.sum(-1), x.sum(-1), rtol=0.05)            # blurring moves ink, keeps most of it
-    assert (blurred - x).abs().max() > 0.2 and blurred.max() < x.max()      # ... and spreads it out
+    assert torch.allclose(blurred.sum(-1), x.sum(-1), rtol=0.05)  # blurring moves ink, keeps most of it
+    assert (blurred - x).abs().max() > 0.2 and blurred.max() < x.max()  # ... and spreads it out
 
 
 @pytest.mark.slow
@@ -178,6 +188,7 @@ def test_joint_coherence_of_a_decoder_that_agrees_with_itself(founding_data, cla
     class Decoder(RealImageModel):
         """z ~ p(z); p(a|z) from the sign of z; the image a real test image with those attributes (or with the
         other digit: then the image and p(digit|z) disagree)."""
+
         flip = 0
 
         def generate(self, given, n, temperature=1.0, complete=False):
@@ -198,8 +209,15 @@ def test_joint_coherence_of_a_decoder_that_agrees_with_itself(founding_data, cla
 def test_wilson_interval_matches_reference_values():
     # Newcombe (1998, Stat. Med. 17:857), Table I, method 3 (score interval, no continuity correction);
     # 0/n and n/n by the closed form z^2/(n + z^2); 5/10 by inverting the score test numerically.
-    reference = {(81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605), (0, 20): (0.0, 0.1611),
-                 (1, 29): (0.0061, 0.1718), (0, 10): (0.0, 0.2775), (10, 10): (0.7225, 1.0), (5, 10): (0.2366, 0.7634)}
+    reference = {
+        (81, 263): (0.2553, 0.3662),
+        (15, 148): (0.0624, 0.1605),
+        (0, 20): (0.0, 0.1611),
+        (1, 29): (0.0061, 0.1718),
+        (0, 10): (0.0, 0.2775),
+        (10, 10): (0.7225, 1.0),
+        (5, 10): (0.2366, 0.7634),
+    }
     for (s, n), interval in reference.items():
         assert wilson(s / n, n) == pytest.approx(list(interval), abs=6e-5), (s, n)
 
@@ -233,7 +251,9 @@ def coded_truth(query: dict[str, int], wrong: dict[str, float], left: float) -> 
     right = [1 - wrong[a] for a in query]
     truth = {"correctness": sum(right) / len(right), "all_correct": math.prod(right)}
     if len(query) == 1:
-        truth["coverage"] = 1 - jsd(torch.tensor([left, 1 - left]) if "digit" in query else torch.ones(2), torch.ones(2))
+        truth["coverage"] = 1 - jsd(
+            torch.tensor([left, 1 - left]) if "digit" in query else torch.ones(2), torch.ones(2)
+        )
     return truth
 
 
@@ -245,9 +265,14 @@ def test_intervals_cover_known_rates_in_repeated_runs(founding_data):
     hits: dict[str, list[bool]] = {"correctness": [], "all_correct": [], "coverage": [], "by_size": []}
     for seed in range(40):
         torch.manual_seed(seed)
-        cc = correctness_coverage(CodedModel(wrong, left), founding_data, CodeReader(), n=500, resamples=500, seed=seed)
+        cc = correctness_coverage(
+            CodedModel(wrong, left), founding_data, CodeReader(), n=500, resamples=500, seed=seed
+        )
         for row in cc["queries"]:
-            query = {a: founding_data.attribute(a).index(v) for a, v in (p.split("=") for p in row["label"].split(","))}
+            query = {
+                a: founding_data.attribute(a).index(v)
+                for a, v in (p.split("=") for p in row["label"].split(","))
+            }
             truth = coded_truth(query, wrong, left)
             for metric in truth:
                 lo, hi = row[f"{metric}_interval"]
@@ -268,22 +293,36 @@ def test_rows_of_a_model_that_draws_the_wrong_digit(founding_data, classifier):
     cc = correctness_coverage(model, founding_data, clf, n=500)
     read = clf.predict(to_batch(founding_data.test, slice(None))["x"])
     rows = {r["label"]: r for r in cc["queries"]}
-    assert set(rows) == {"position=left", "position=right", "digit=1", "digit=2", "position=left,digit=1",
-                         "position=left,digit=2", "position=right,digit=1", "position=right,digit=2"}
+    assert set(rows) == {
+        "position=left",
+        "position=right",
+        "digit=1",
+        "digit=2",
+        "position=left,digit=1",
+        "position=left,digit=2",
+        "position=right,digit=1",
+        "position=right,digit=2",
+    }
     for q in queries(founding_data):
         row = rows[",".join(f"{a}={founding_data.attribute(a).classes[v]}" for a, v in q.items())]
-        draws = [(1.0, q)] if "digit" not in q else [(1 - p_wrong, q), (p_wrong, q | {"digit": 1 - q["digit"]})]
-        truth = sum(w * torch.stack([read[a][model.pool(pool)] == v for a, v in q.items()]).float().mean()
-                    for w, pool in draws)
+        draws = (
+            [(1.0, q)] if "digit" not in q else [(1 - p_wrong, q), (p_wrong, q | {"digit": 1 - q["digit"]})]
+        )
+        truth = sum(
+            w * torch.stack([read[a][model.pool(pool)] == v for a, v in q.items()]).float().mean()
+            for w, pool in draws
+        )
         lo, hi = row["correctness_interval"]
         assert lo <= float(truth) <= hi and lo <= row["correctness"] <= hi, (row["label"], float(truth), row)
-        assert row["n"] == 500 and row["subset"] == list(q) and row["all_correct"] <= row["correctness"] + 1e-9
-        if list(q) == ["digit"]:     # 95% right digits, read by a classifier that is right ~99% of the time
+        assert (
+            row["n"] == 500 and row["subset"] == list(q) and row["all_correct"] <= row["correctness"] + 1e-9
+        )
+        if list(q) == ["digit"]:  # 95% right digits, read by a classifier that is right ~99% of the time
             assert abs(float(truth) - 0.95) < 0.02
         for a in founding_data.attributes:
             assert sum(row["readings"][a.name].values()) == pytest.approx(1.0)
             assert list(row["readings"][a.name]) == list(a.classes)
-        if len(q) == 1:   # coverage of the free attribute, exactly, from the classifier's reading of the pool
+        if len(q) == 1:  # coverage of the free attribute, exactly, from the classifier's reading of the pool
             free = "digit" if "position" in q else "position"
             hist = torch.bincount(read[free][model.pool(q)], minlength=2)
             lo, hi = row["coverage_interval"]
@@ -300,16 +339,29 @@ def test_rows_of_a_model_that_draws_the_wrong_digit(founding_data, classifier):
 
 def fake_metrics(cc: dict, low: dict | None = None) -> dict:
     """What evaluate() returns around correctness_coverage's part, for the report."""
-    return cc | ({"at_temperature": {"0.5": low}} if low else {}) | {
-        "classifier_test_accuracy": {"position": 1.0, "digit": 0.99},
-        "image_to_attribute_accuracy": {"q(z|x)": {"position": 1.0, "digit": 0.9}}, "joint_coherence": 0.9,
-        "log_likelihood": {"log p(x)": -100.0}, "log_likelihood_standard_error": {"log p(x)": 0.8},
-        "settings": {"k": 1000, "n_per_query": 500, "test_examples": 4334, "likelihood_examples": 500}}
+    return (
+        cc
+        | ({"at_temperature": {"0.5": low}} if low else {})
+        | {
+            "classifier_test_accuracy": {"position": 1.0, "digit": 0.99},
+            "image_to_attribute_accuracy": {"q(z|x)": {"position": 1.0, "digit": 0.9}},
+            "joint_coherence": 0.9,
+            "log_likelihood": {"log p(x)": -100.0},
+            "log_likelihood_standard_error": {"log p(x)": 0.8},
+            "settings": {"k": 1000, "n_per_query": 500, "test_examples": 4334, "likelihood_examples": 500},
+        }
+    )
 
 
 def report_page(tmp_path, metrics: dict) -> str:
-    config = {"train": {"model": "jmvae", "preset": "position-digit", "z_dim": 2, "seed": 0}, "total_steps": 1,
-              "mnist_source": "test", "n_train": 1, "n_test": 1, "objective": "L"}
+    config = {
+        "train": {"model": "jmvae", "preset": "position-digit", "z_dim": 2, "seed": 0},
+        "total_steps": 1,
+        "mnist_source": "test",
+        "n_train": 1,
+        "n_test": 1,
+        "objective": "L",
+    }
     return write_report(tmp_path, config, metrics, [], []).read_text()
 
 
@@ -321,18 +373,24 @@ def test_report_marks_the_failing_queries(founding_data, tmp_path):
     cc = correctness_coverage(model, founding_data, CodeReader(), n=500)
     low = correctness_coverage(model, founding_data, CodeReader(), n=500, temperature=0.5)
     page = report_page(tmp_path, fake_metrics(cc, low) | {"completed": {"0.25": low}})
-    assert "<h2>Queries</h2>" in page and "6 of 8 queries miss the targets" in page and "at 500 images per query" in page
+    assert (
+        "<h2>Queries</h2>" in page
+        and "6 of 8 queries miss the targets" in page
+        and "at 500 images per query" in page
+    )
     for label in ("position=left", "position=right"):
         assert f'<tr class="ok"><td class="status">ok</td><td>{label}</td>' in page
     for label in ("digit=1", "position=right,digit=2"):
         assert f'<tr class="fails"><td class="status">fails: correctness</td><td>{label}</td>' in page
     assert page.count('<tr class="fails">') == 6 and "tr.fails td{background" in page
-    assert "position: left 100%; digit: 1 " in page                 # what the classifier read
+    assert "position: left 100%; digit: 1 " in page  # what the classifier read
     assert "T = 0.5 [95% interval]" in page and "correctness, T = 0.5" in page
     assert "completed, T = 0.25 [95% interval]" in page and "correctness, completed, T = 0.25" in page
     assert "likelihoods on 500 of 4,334 test images (seeded subsample)" in page.lower()
     lo, hi = cc["correctness"]["by_size_interval"]["1"]
-    assert f"{cc['correctness']['by_size']['1']:.4f} [{lo:.4f}, {hi:.4f}]" in page    # headline with its interval
+    assert (
+        f"{cc['correctness']['by_size']['1']:.4f} [{lo:.4f}, {hi:.4f}]" in page
+    )  # headline with its interval
     text = format_headline(fake_metrics(cc, low) | {"completed": {"0.25": low}})
     assert "worst query" in text and "6 of 8" in text and "T = 0.5:" in text and "more" not in text
     assert "completed, T = 0.25:" in text
@@ -340,10 +398,24 @@ def test_report_marks_the_failing_queries(founding_data, tmp_path):
 
 def test_terminal_names_the_ten_worst_failing_queries_of_many(founding_data):
     torch.manual_seed(0)
-    cc = correctness_coverage(CodedModel({"position": 0.0, "digit": 0.05}), founding_data, CodeReader(), n=100)
-    rows = [dict(cc["queries"][-1], label=f"q{i}", correctness=0.5 + i / 100) for i in range(30)]   # 30 failing queries
-    line = next(l for l in format_headline(fake_metrics(cc | {"queries": rows})).splitlines() if "missing the targets" in l)
-    assert "30 of 30" in line and "q0, q1" in line and "q9," not in line and "q9 and 20 more" in line and "q10" not in line
+    cc = correctness_coverage(
+        CodedModel({"position": 0.0, "digit": 0.05}), founding_data, CodeReader(), n=100
+    )
+    rows = [
+        dict(cc["queries"][-1], label=f"q{i}", correctness=0.5 + i / 100) for i in range(30)
+    ]  # 30 failing queries
+    line = next(
+        l
+        for l in format_headline(fake_metrics(cc | {"queries": rows})).splitlines()
+        if "missing the targets" in l
+    )
+    assert (
+        "30 of 30" in line
+        and "q0, q1" in line
+        and "q9," not in line
+        and "q9 and 20 more" in line
+        and "q10" not in line
+    )
 
 
 @pytest.mark.slow
@@ -359,11 +431,14 @@ def test_likelihood_subsample_is_seeded_and_used(founding_data):
     n = len(founding_data.test["x"])
     a, b = seeded_subset(n, 50, seed=0), seeded_subset(n, 50, seed=1)
     assert torch.equal(a, seeded_subset(n, 50, seed=0)) and not torch.equal(a, b)
-    assert len(a.unique()) == 50 and torch.equal(a, a.sort().values) and 0 <= int(a.min()) and int(a.max()) < n
+    assert (
+        len(a.unique()) == 50 and torch.equal(a, a.sort().values) and 0 <= int(a.min()) and int(a.max()) < n
+    )
     assert torch.equal(seeded_subset(n, n + 1, seed=0), torch.arange(n))
     # The estimates are those of exactly the subsampled images.
     from jmvae.config import TrainConfig
     from jmvae.train import build
+
     _, model = build(TrainConfig(hidden=16), quiet=True)
     torch.manual_seed(0)
     sub = log_likelihood_examples(model, founding_data, k=4, examples=50, seed=0)

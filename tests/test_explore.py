@@ -1,6 +1,7 @@
 """explore.html in a real browser (Debian's chromium driven by Playwright): it loads from file:// with no
 console error, its JavaScript decoders agree with PyTorch, dragging and the keyboard move z, choosing
 attribute values draws their posterior, and it works for a mixture posterior with z > 2."""
+
 import json
 
 import pytest
@@ -36,8 +37,9 @@ def torch_decode(model, z):
 
 def test_founding_network_page_is_self_contained_and_under_5_mb(founding_data, tmp_path):
     from jmvae.models import build_model
+
     torch.manual_seed(0)
-    model = build_model("jmvae", founding_data.modalities)           # the founding network: 512-512 MLPs
+    model = build_model("jmvae", founding_data.modalities)  # the founding network: 512-512 MLPs
     page = write_explorer(model, founding_data, tmp_path / "e.html", "founding")
     text = page.read_text()
     assert page.stat().st_size < 5e6, page.stat().st_size
@@ -62,8 +64,12 @@ def test_page_in_a_real_browser(run2):
         assert len(page.evaluate("() => window.jmvaeExplorer.ellipses()")) == 1
         assert page.evaluate("() => !document.getElementById('strip').hidden")
         with torch.no_grad():
-            left = model.posterior({"position": torch.tensor([data.attribute("position").index("left")])}).mean[0]
-        assert torch.allclose(torch.tensor(page.evaluate("() => window.jmvaeExplorer.getZ()")), left, atol=1e-4)
+            left = model.posterior(
+                {"position": torch.tensor([data.attribute("position").index("left")])}
+            ).mean[0]
+        assert torch.allclose(
+            torch.tensor(page.evaluate("() => window.jmvaeExplorer.getZ()")), left, atol=1e-4
+        )
         for z in ([0.0, 0.0], [1.2, -0.7], [-2.5, 2.0], [0.3, 2.9]):
             js = page.evaluate("z => window.jmvaeExplorer.decode(z)", z)
             ref = torch_decode(model, z)
@@ -101,10 +107,12 @@ def test_page_in_a_real_browser(run2):
         for width, height in ((390, 844), (1280, 800)):
             page.set_viewport_size({"width": width, "height": height})
             assert page.evaluate("() => document.documentElement.scrollWidth") <= width
-            boxes = page.evaluate("() => [...document.querySelectorAll('canvas')].map(c => "
-                                  "[c.id, c.getBoundingClientRect().width, c.getBoundingClientRect().height])")
+            boxes = page.evaluate(
+                "() => [...document.querySelectorAll('canvas')].map(c => "
+                "[c.id, c.getBoundingClientRect().width, c.getBoundingClientRect().height])"
+            )
             assert all(0 < w <= width and 0 < h <= height for _, w, h in boxes), boxes
-        page.select_option("#query select[name=digit]", label="any")        # no query: the strip is not shown
+        page.select_option("#query select[name=digit]", label="any")  # no query: the strip is not shown
         assert page.evaluate("() => document.getElementById('strip').getBoundingClientRect().height") == 0
     assert errors == [], errors
 
@@ -122,10 +130,10 @@ def test_mixture_posterior_and_three_dimensional_latent(run3):
         page.select_option("#query select[name=position]", label="left")
         page.select_option("#query select[name=digit]", label="1")
         drawn = page.evaluate("() => window.jmvaeExplorer.ellipses()")
-        assert len(drawn) == 3                          # MoPoE: a mixture over {position}, {digit}, {both}
+        assert len(drawn) == 3  # MoPoE: a mixture over {position}, {digit}, {both}
         page.evaluate("() => window.jmvaeExplorer.setZ([0.1, 0.2, 0.3])")
         back = page.evaluate("() => window.jmvaeExplorer.getZ()")
-        assert max(abs(a - b) for a, b in zip(back, [0.1, 0.2, 0.3])) < 1e-5   # plane + slider span z
+        assert max(abs(a - b) for a, b in zip(back, [0.1, 0.2, 0.3])) < 1e-5  # plane + slider span z
     assert errors == [], errors
 
 
@@ -137,7 +145,7 @@ def test_explore_command_rewrites_the_page_and_saves_a_screenshot(run2, tmp_path
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert main(["explore", str(run2), "--out", str(tmp_path / "x.txt")]) == 2
     assert "allowed: a .html file" in capsys.readouterr().err
-    json.loads((run2 / "config.json").read_text())        # the run is untouched otherwise
+    json.loads((run2 / "config.json").read_text())  # the run is untouched otherwise
 
 
 @pytest.mark.slow
@@ -145,6 +153,7 @@ def test_explore_command_rewrites_the_page_and_saves_a_screenshot(run2, tmp_path
 def test_any_model_any_latent_size(founding_data, tmp_path, name, z_dim):
     """An untrained model is enough: the page must load and decode like PyTorch for a 1-D and a 5-D latent."""
     from jmvae.models import build_model
+
     torch.manual_seed(0)
     model = build_model(name, founding_data.modalities, z_dim=z_dim, hidden=32).eval()
     page_path = write_explorer(model, founding_data, tmp_path / "e.html", name)
@@ -171,6 +180,7 @@ def test_a_decoder_the_page_cannot_run_is_one_line(founding_data, tmp_path):
     class Odd(nn.Module):
         def forward(self, z):
             return z.new_zeros(*z.shape[:-1], 28 * 56)
+
     model = build_model("jmvae", founding_data.modalities, hidden=16, decoders={"x": Odd()})
     with pytest.raises(UserError, match="decoder of x is a Odd"):
         write_explorer(model, founding_data, tmp_path / "e.html", "odd")
@@ -205,9 +215,15 @@ def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path
 
     from jmvae.data.own import from_arrays
     from jmvae.models import build_model
+
     rng = np.random.default_rng(0)
-    data = from_arrays({"x": (rng.random((40, 32, 32, 3)) * 255).astype(np.uint8), "kind": np.array(["a", "b"] * 20),
-                        "amount": rng.normal(size=40)})
+    data = from_arrays(
+        {
+            "x": (rng.random((40, 32, 32, 3)) * 255).astype(np.uint8),
+            "kind": np.array(["a", "b"] * 20),
+            "amount": rng.normal(size=40),
+        }
+    )
     torch.manual_seed(0)
     model = build_model("jmvae", data.modalities, z_dim=3, hidden=32).eval()
     page_path = write_explorer(model, data, tmp_path / "e.html", "colour")
@@ -220,19 +236,23 @@ def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path
         assert len(js["image"]) == 3 * 32 * 32
         assert (torch.tensor(js["image"]) - logits["x"][0].sigmoid()).abs().max() < 1e-2
         assert (torch.tensor(js["attrs"]["kind"]) - logits["kind"][0].softmax(-1)).abs().max() < 1e-3
-        assert sum(js["attrs"]["amount"]) == 1                       # the nearest level of the mean
-        page.select_option("#query select[name=kind]", "")            # a continuous attribute is a slider
+        assert sum(js["attrs"]["amount"]) == 1  # the nearest level of the mean
+        page.select_option("#query select[name=kind]", "")  # a continuous attribute is a slider
         page.check("#query input[aria-label='give amount']")
         page.fill("#query input[aria-label='amount value']", "9")
         assert len(page.evaluate("() => window.jmvaeExplorer.ellipses()")) >= 1
         asked = data.attribute("amount")
-        value = asked.low + 9 * (asked.high - asked.low) / 10          # the 10th of 11 steps over the range
+        value = asked.low + 9 * (asked.high - asked.low) / 10  # the 10th of 11 steps over the range
         assert page.text_content("#query output") == asked.show(value)
         index = page.evaluate("() => window.jmvaeExplorer.queryIndex()")
         with torch.no_grad():
             mean = model.posterior({"amount": torch.tensor([value])}).mean[0]
-        assert (torch.tensor(page.evaluate("i => window.jmvaeExplorer.queryMean(i)", index)) - mean).abs().max() < 1e-4
-        pixel = page.evaluate("() => Array.from(document.getElementById('image').getContext('2d')"
-                              ".getImageData(0, 0, 1, 1).data)")
-        assert pixel[3] == 255 and len(set(pixel[:3])) > 1           # a colour pixel, not grey
+        assert (
+            torch.tensor(page.evaluate("i => window.jmvaeExplorer.queryMean(i)", index)) - mean
+        ).abs().max() < 1e-4
+        pixel = page.evaluate(
+            "() => Array.from(document.getElementById('image').getContext('2d')"
+            ".getImageData(0, 0, 1, 1).data)"
+        )
+        assert pixel[3] == 255 and len(set(pixel[:3])) > 1  # a colour pixel, not grey
     assert errors == [], errors

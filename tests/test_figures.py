@@ -3,6 +3,7 @@ right.
 
 A small fake dataset of random images and an untrained narrow model keep these tests fast and free of MNIST.
 """
+
 from __future__ import annotations
 
 import matplotlib.image
@@ -16,12 +17,22 @@ from jmvae.data.attributes import AttributeDataset
 from jmvae.modalities import Categorical, Image
 from jmvae.models import build_model
 
-FILES = ["generated_joint.png", "generated_single.png", "generated_single_completed.png", "latent_attributes.png", "latent_test.png",
-         "decision_boundaries.png", "pxz_grid.png", "training_curves.png"]
+FILES = [
+    "generated_joint.png",
+    "generated_single.png",
+    "generated_single_completed.png",
+    "latent_attributes.png",
+    "latent_test.png",
+    "decision_boundaries.png",
+    "pxz_grid.png",
+    "training_curves.png",
+]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def fake_dataset(attributes: list[Categorical], shape=(12, 20), n_train=64, n_test=200, seed=0) -> AttributeDataset:
+def fake_dataset(
+    attributes: list[Categorical], shape=(12, 20), n_train=64, n_test=200, seed=0
+) -> AttributeDataset:
     g = torch.Generator().manual_seed(seed)
 
     def split(n):
@@ -34,14 +45,19 @@ def fake_dataset(attributes: list[Categorical], shape=(12, 20), n_train=64, n_te
 
 POSITION_DIGIT = [Categorical("position", ("left", "right")), Categorical("digit", ("1", "2"))]
 LABEL = [Categorical("digit", tuple(map(str, range(10))))]
-MANY = [Categorical(n, ("a", "b", "c")) for n in ("p", "q", "r")]   # 27 combinations: more than the cap
+MANY = [Categorical(n, ("a", "b", "c")) for n in ("p", "q", "r")]  # 27 combinations: more than the cap
 
 
 def history(terms=("nll_x", "kl_prior")) -> list[dict]:
     rows = []
     for epoch in range(1, 4):
-        row = {"epoch": epoch, "step": 10 * epoch, "seconds": 0.1,
-               "train_loss": 10.0 / epoch, "test_loss": 11.0 / epoch}
+        row = {
+            "epoch": epoch,
+            "step": 10 * epoch,
+            "seconds": 0.1,
+            "train_loss": 10.0 / epoch,
+            "test_loss": 11.0 / epoch,
+        }
         for t in terms:
             row |= {f"train_{t}": 1.0 / epoch, f"test_{t}": 1.2 / epoch}
         rows.append(row)
@@ -74,9 +90,11 @@ def test_all_figures_for_any_z_dim(tmp_path, z_dim):
     rng_before = torch.get_rng_state()
     infos = figures.make_figures(model, data, history(), tmp_path, n_samples=4)
     check_pngs(tmp_path, infos)
-    assert figures.read_figures(tmp_path) == infos        # the index the report reads instead of redrawing
+    assert figures.read_figures(tmp_path) == infos  # the index the report reads instead of redrawing
     assert model.training, "make_figures must restore the model's mode"
-    assert torch.equal(torch.get_rng_state(), rng_before), "make_figures must not move the caller's random state"
+    assert torch.equal(torch.get_rng_state(), rng_before), (
+        "make_figures must not move the caller's random state"
+    )
 
 
 @pytest.mark.parametrize("attributes", [LABEL, MANY], ids=["one-attribute-10-classes", "27-combinations"])
@@ -91,24 +109,29 @@ def test_figures_are_deterministic_given_seed(tmp_path):
     data = fake_dataset(POSITION_DIGIT)
     model = model_for(data, 2)
     for name in ("a", "b"):
-        figures.make_figures(model, data, [], tmp_path / name, n_samples=2, seed=3)  # empty history: still drawn
+        figures.make_figures(
+            model, data, [], tmp_path / name, n_samples=2, seed=3
+        )  # empty history: still drawn
     for file in FILES:
-        assert np.array_equal(matplotlib.image.imread(tmp_path / "a" / file),
-                              matplotlib.image.imread(tmp_path / "b" / file)), file
+        assert np.array_equal(
+            matplotlib.image.imread(tmp_path / "a" / file), matplotlib.image.imread(tmp_path / "b" / file)
+        ), file
 
 
 def test_combination_rows_are_all_of_few_and_stratified_among_many():
-    assert figures.combinations(POSITION_DIGIT) == [(0, 0), (0, 1), (1, 0), (1, 1)]     # all, in product order
-    combos = figures.combinations(MANY)                                                  # 27 > 20: stratified
+    assert figures.combinations(POSITION_DIGIT) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # all, in product order
+    combos = figures.combinations(MANY)  # 27 > 20: stratified
     assert len(combos) == figures.MAX_COMBINATIONS == len(set(combos)) and combos == sorted(combos)
-    for i in range(3):      # each value of each attribute shown 6 or 7 times of 20, not only p=a in the first 9
+    for i in range(3):  # each value of each attribute shown 6 or 7 times of 20, not only p=a in the first 9
         assert sorted(np.bincount([c[i] for c in combos], minlength=3)) == [6, 7, 7]
-    assert combos == figures.combinations(MANY)                                          # fixed seed
+    assert combos == figures.combinations(MANY)  # fixed seed
     from jmvae.data.mnist_a import ATTRIBUTES
+
     mnist_a = [Categorical(k, v) for k, v in ATTRIBUTES.items()]
     shown = figures.combinations(mnist_a)
-    assert {c[0] for c in shown} == set(range(10)) and all({c[i] for c in shown} == set(range(len(mnist_a[i].classes)))
-                                                           for i in range(4))
+    assert {c[0] for c in shown} == set(range(10)) and all(
+        {c[i] for c in shown} == set(range(len(mnist_a[i].classes))) for i in range(4)
+    )
     assert figures.assignment(POSITION_DIGIT, (0, 1)) == "position=left, digit=2"
     split = {"p": torch.tensor([0, 0, 2]), "q": torch.tensor([0, 0, 2]), "r": torch.tensor([0, 1, 2])}
     assert figures.combination_index(split, MANY).tolist() == [0, 1, 26]
@@ -122,9 +145,11 @@ def test_latent_grid_spans_minus_three_to_three():
 
 def test_principal_plane_recovers_a_plane_in_five_dimensions():
     g = torch.Generator().manual_seed(0)
-    basis, _ = torch.linalg.qr(torch.randn(5, 2, generator=g, dtype=torch.float64))   # orthonormal columns
+    basis, _ = torch.linalg.qr(torch.randn(5, 2, generator=g, dtype=torch.float64))  # orthonormal columns
     offset = torch.randn(5, generator=g, dtype=torch.float64)
-    coords = torch.randn(500, 2, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0], dtype=torch.float64)
+    coords = torch.randn(500, 2, generator=g, dtype=torch.float64) * torch.tensor(
+        [3.0, 1.0], dtype=torch.float64
+    )
     points = offset + coords @ basis.T
     m, v = figures.principal_plane(points)
     assert torch.allclose(v @ v.T, torch.eye(2, dtype=torch.float64), atol=1e-10)
@@ -145,8 +170,10 @@ def test_tile_and_save_image_grid(tmp_path):
     images = np.stack([np.full((3, 4), i / 5) for i in range(5)])
     mosaic = figures.tile(images, ncols=2)
     assert mosaic.shape == (3 * 3 + 2, 2 * 4 + 1)
-    assert np.allclose(mosaic[4:7, 5:9], images[3])      # row 1, column 1
-    figures.save_image_grid(np.random.default_rng(0).random((6, 28, 56)), tmp_path / "g" / "out.png", title="t")
+    assert np.allclose(mosaic[4:7, 5:9], images[3])  # row 1, column 1
+    figures.save_image_grid(
+        np.random.default_rng(0).random((6, 28, 56)), tmp_path / "g" / "out.png", title="t"
+    )
     assert (tmp_path / "g" / "out.png").read_bytes()[:8] == PNG_MAGIC
 
 
@@ -176,9 +203,12 @@ def test_no_text_leaves_the_figure_or_covers_another_panels_title(tmp_path, monk
     # constrained layout). Titles that touched in a trained run's panels (narrower than this untrained
     # model's) were shortened by eye: this plane is wider, so the overlap check below guards only against
     # worse.
-    attributes = [Categorical("digit", tuple(map(str, range(10)))), Categorical("scale", ("big", "small")),
-                  Categorical("orientation", ("clockwise", "upright", "counterclockwise")),
-                  Categorical("location", ("top-left", "top-right", "bottom-left", "bottom-right"))]
+    attributes = [
+        Categorical("digit", tuple(map(str, range(10)))),
+        Categorical("scale", ("big", "small")),
+        Categorical("orientation", ("clockwise", "upright", "counterclockwise")),
+        Categorical("location", ("top-left", "top-right", "bottom-left", "bottom-right")),
+    ]
     data = fake_dataset(attributes, shape=(64, 64))
     drawn = []
     monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append((path.name, fig)))
@@ -188,10 +218,14 @@ def test_no_text_leaves_the_figure_or_covers_another_panels_title(tmp_path, monk
         renderer = rendered(fig)
         page = fig.bbox
         titles = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
-        texts = [t.get_window_extent(renderer) for ax in fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)
-                 if t.get_text()]
+        texts = [
+            t.get_window_extent(renderer)
+            for ax in fig.axes
+            for t in (ax.title, ax.xaxis.label, ax.yaxis.label)
+            if t.get_text()
+        ]
         for box in texts:
             assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, (name, box)
         for i, a in enumerate(titles):
-            for b in titles[i + 1:]:
+            for b in titles[i + 1 :]:
                 assert not a.overlaps(b), (name, a, b)

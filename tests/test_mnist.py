@@ -1,4 +1,5 @@
 """MNIST loading: IDX parsing, the source order of load_mnist, and downloads from a loopback server only."""
+
 import functools
 import gzip
 import http.server
@@ -21,10 +22,12 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 def fake_mnist(rng=None, n_train=12, n_test=5):
     rng = rng or np.random.default_rng(0)
-    return {"train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-            "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
-            "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-            "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8)}
+    return {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
 
 
 def write_mnist(directory: Path, arrays: dict, gz: bool = True) -> Path:
@@ -104,9 +107,14 @@ def test_read_idx_detects_gzip_by_content_not_name(tmp_path):
 def test_read_idx_rejects_truncated_and_bad_magic(tmp_path):
     data = idx_bytes(fake_mnist()["train_images"])
     packed = gzip.compress(data)
-    cases = {"cut.gz": (packed[: len(packed) // 2], "gzip"), "short": (data[:-100], "truncated"),
-             "long": (data + b"xx", "trailing"), "magic": (b"\x01\x02" + data[2:], "magic"),
-             "float": (data[:2] + b"\x0d" + data[3:], "magic"), "empty": (b"", "magic")}
+    cases = {
+        "cut.gz": (packed[: len(packed) // 2], "gzip"),
+        "short": (data[:-100], "truncated"),
+        "long": (data + b"xx", "trailing"),
+        "magic": (b"\x01\x02" + data[2:], "magic"),
+        "float": (data[:2] + b"\x0d" + data[3:], "magic"),
+        "empty": (b"", "magic"),
+    }
     for name, (content, why) in cases.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(UserError, match=why) as err:

@@ -9,13 +9,20 @@ from jmvae.networks import JointEncoder
 from jmvae.posteriors import Gaussian, Mixture, divergences, kl, product_of_experts, standard_normal
 from jmvae.subsets import OBSERVED
 
-MODALITIES = [Image("x", (4, 6)), Categorical("position", ("left", "right")), Categorical("digit", ("1", "2", "3"))]
+MODALITIES = [
+    Image("x", (4, 6)),
+    Categorical("position", ("left", "right")),
+    Categorical("digit", ("1", "2", "3")),
+]
 
 
 def batch(n=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"x": torch.rand(n, 24, generator=g), "position": torch.randint(0, 2, (n,), generator=g),
-            "digit": torch.randint(0, 3, (n,), generator=g)}
+    return {
+        "x": torch.rand(n, 24, generator=g),
+        "position": torch.randint(0, 2, (n,), generator=g),
+        "digit": torch.randint(0, 3, (n,), generator=g),
+    }
 
 
 def same(a: Normal, b: Normal):
@@ -74,7 +81,7 @@ def test_joint_encoder_draws_from_the_seed_only_what_the_single_linear_would():
     JointEncoder(24, [2, 3], z_dim=2, hidden=16)
     after_split = torch.rand(4)
     torch.manual_seed(5)
-    torch.nn.Linear(24 + 5, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 4)   # first layer, body, head
+    torch.nn.Linear(24 + 5, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 4)  # first layer, body, head
     assert torch.equal(after_split, torch.rand(4))
 
 
@@ -88,8 +95,13 @@ def test_posterior_rules(z_dim):
     assert same(m.posterior(b), q_joint)
     assert same(m.posterior({"x": b["x"]}), q_x)
     assert same(m.posterior({"position": b["position"]}), product_of_experts([q_pos], prior=True))
-    assert same(m.posterior({"position": b["position"], "digit": b["digit"]}), product_of_experts([q_pos, q_dig], prior=True))
-    assert same(m.posterior({"x": b["x"], "digit": b["digit"]}), product_of_experts([q_x, q_dig], prior=False))
+    assert same(
+        m.posterior({"position": b["position"], "digit": b["digit"]}),
+        product_of_experts([q_pos, q_dig], prior=True),
+    )
+    assert same(
+        m.posterior({"x": b["x"], "digit": b["digit"]}), product_of_experts([q_x, q_dig], prior=False)
+    )
     assert m.posterior(b).loc.shape == (5, z_dim)
     with pytest.raises(ValueError, match="allowed"):
         m.posterior({})
@@ -108,9 +120,11 @@ def test_jmvae_loss_is_the_founding_equation():
     q = m.posterior(b)
     z = q.rsample()
     logits = m.logits(z)
-    nll = (torch.nn.functional.binary_cross_entropy_with_logits(logits["x"], b["x"], reduction="none").sum(-1)
-           + torch.nn.functional.cross_entropy(logits["position"], b["position"], reduction="none")
-           + torch.nn.functional.cross_entropy(logits["digit"], b["digit"], reduction="none"))
+    nll = (
+        torch.nn.functional.binary_cross_entropy_with_logits(logits["x"], b["x"], reduction="none").sum(-1)
+        + torch.nn.functional.cross_entropy(logits["position"], b["position"], reduction="none")
+        + torch.nn.functional.cross_entropy(logits["digit"], b["digit"], reduction="none")
+    )
     q_y = m.posterior({"position": b["position"], "digit": b["digit"]})
     expected = nll + kl(q, standard_normal(q.loc)) + 0.5 * (kl(q, m.posterior({"x": b["x"]})) + kl(q, q_y))
     assert torch.allclose(loss, expected.mean(), atol=1e-5)
@@ -157,8 +171,12 @@ def test_telbo_loss_is_three_elbos_by_hand():
     for q, v in zip(qs, views):
         z = q.rsample()
         logits = m.logits(z, list(v))
-        nll = sum(F.binary_cross_entropy_with_logits(logits[n], b[n], reduction="none").sum(-1) if n == "x"
-                  else F.cross_entropy(logits[n], b[n], reduction="none") for n in v)
+        nll = sum(
+            F.binary_cross_entropy_with_logits(logits[n], b[n], reduction="none").sum(-1)
+            if n == "x"
+            else F.cross_entropy(logits[n], b[n], reduction="none")
+            for n in v
+        )
         expected = expected + nll + kl(q, standard_normal(q.loc))
     assert torch.allclose(loss, expected.mean(), atol=1e-4)
     assert torch.allclose(loss, terms["elbo_xy"] + terms["elbo_x"] + terms["elbo_y"], atol=1e-4)
@@ -200,17 +218,33 @@ def test_log_likelihoods_are_bce_and_cross_entropy_and_broadcast_over_draws():
 def nll_by_hand(logits, b, names, weights=None):
     """-log p(m|z) written out: BCE-with-logits for the image, cross-entropy for attributes, each weighted."""
     weights = weights or {}
-    return sum(weights.get(n, 1.0) * (F.binary_cross_entropy_with_logits(logits[n], b[n], reduction="none").sum(-1)
-                                      if n == "x" else F.cross_entropy(logits[n], b[n], reduction="none"))
-               for n in names)
+    return sum(
+        weights.get(n, 1.0)
+        * (
+            F.binary_cross_entropy_with_logits(logits[n], b[n], reduction="none").sum(-1)
+            if n == "x"
+            else F.cross_entropy(logits[n], b[n], reduction="none")
+        )
+        for n in names
+    )
 
 
 def test_jmvae_options_are_their_equation_by_hand():
     """lambda, every attribute subset, the two cross reconstructions and the prior term, against the equation
     written out with the same reparameterisation noise (the draws happen in the same order)."""
     torch.manual_seed(0)
-    m = JMVAE(MODALITIES, z_dim=2, hidden=16, alpha=0.7, attribute_weight=5.0, every_subset=True,
-              attribute_recon=2.0, image_recon=0.3, image_target="paired", prior_recon=0.4)
+    m = JMVAE(
+        MODALITIES,
+        z_dim=2,
+        hidden=16,
+        alpha=0.7,
+        attribute_weight=5.0,
+        every_subset=True,
+        attribute_recon=2.0,
+        image_recon=0.3,
+        image_target="paired",
+        prior_recon=0.4,
+    )
     b = batch(n=6)
     torch.manual_seed(5)
     loss, terms = m.loss(b)
@@ -219,12 +253,14 @@ def test_jmvae_options_are_their_equation_by_hand():
     z = q.rsample()
     lam = {"position": 5.0, "digit": 5.0}
     expected = nll_by_hand(m.logits(z), b, ["x", "position", "digit"], lam) + kl(q, standard_normal(q.loc))
-    z_p = torch.randn_like(z)                          # the prior term: every draw i against every example j
+    z_p = torch.randn_like(z)  # the prior term: every draw i against every example j
     s_ij = torch.stack([Normal(q.loc[j], q.scale[j]).log_prob(z_p).sum(-1) for j in range(6)], -1).softmax(-1)
     at_p = m.logits(z_p)
     for i in range(6):
         for j in range(6):
-            lp = (F.logsigmoid(at_p["x"][i]) * b["x"][j] + F.logsigmoid(-at_p["x"][i]) * (1 - b["x"][j])).sum()
+            lp = (
+                F.logsigmoid(at_p["x"][i]) * b["x"][j] + F.logsigmoid(-at_p["x"][i]) * (1 - b["x"][j])
+            ).sum()
             lp = lp + 5.0 * sum(at_p[a][i].log_softmax(-1)[b[a][j]] for a in ("position", "digit"))
             expected[i] = expected[i] - 0.4 * s_ij[i, j] * lp
     subsets = [("position",), ("digit",), ("position", "digit")]
@@ -235,9 +271,15 @@ def test_jmvae_options_are_their_equation_by_hand():
         names = list(s) + (["x"] if len(s) == 2 else [])
         expected = expected + nll_by_hand(m.logits(zs), b, names, {a: 2.0 * 5.0 for a in s} | {"x": 0.3})
     assert torch.allclose(loss, expected.mean(), atol=1e-4)
-    assert {"kl_position", "kl_digit", "kl_y", "nll_x|y", "nll_position|position", "nll_position|y"} <= set(terms)
+    assert {"kl_position", "kl_digit", "kl_y", "nll_x|y", "nll_position|position", "nll_position|y"} <= set(
+        terms
+    )
     text = m.describe()
-    assert "5 log p(position,digit|z)" in text and "q(z|position)) +" in text and "0.3 E_q(z|position,digit)[log p(x|z)]" in text
+    assert (
+        "5 log p(position,digit|z)" in text
+        and "q(z|position)) +" in text
+        and "0.3 E_q(z|position,digit)[log p(x|z)]" in text
+    )
     assert "0.4 E_p(z)[sum_j s_j(z) (log p(x_j|z) + 5 log p(position_j,digit_j|z))]" in text
 
 
@@ -252,8 +294,12 @@ def test_jmvae_defaults_that_match_the_paper_give_the_founding_loss():
     torch.manual_seed(2)
     q = m.posterior(b)
     z = q.rsample()
-    expected = (nll_by_hand(m.logits(z), b, ["x", "position", "digit"]) + kl(q, standard_normal(q.loc))
-                + kl(q, m.posterior({"x": b["x"]})) + kl(q, m.posterior({"position": b["position"], "digit": b["digit"]})))
+    expected = (
+        nll_by_hand(m.logits(z), b, ["x", "position", "digit"])
+        + kl(q, standard_normal(q.loc))
+        + kl(q, m.posterior({"x": b["x"]}))
+        + kl(q, m.posterior({"position": b["position"], "digit": b["digit"]}))
+    )
     assert torch.allclose(loss, expected.mean(), atol=1e-5)
     assert set(terms) == {"nll_x", "nll_position", "nll_digit", "kl_prior", "kl_x", "kl_y"}
 
@@ -290,14 +336,20 @@ def test_telbo_options_are_their_elbos_by_hand():
     torch.manual_seed(4)
     loss, terms = m.loss(b)
     torch.manual_seed(4)
-    views = [(("x", "position", "digit"), {"x": 1.0, "position": 3.0, "digit": 3.0}), (("x",), {"x": 1.0}),
-             (("position",), {"position": 3.0}), (("digit",), {"digit": 3.0}),
-             (("position", "digit"), {"position": 3.0, "digit": 3.0, "x": 0.5})]
+    views = [
+        (("x", "position", "digit"), {"x": 1.0, "position": 3.0, "digit": 3.0}),
+        (("x",), {"x": 1.0}),
+        (("position",), {"position": 3.0}),
+        (("digit",), {"digit": 3.0}),
+        (("position", "digit"), {"position": 3.0, "digit": 3.0, "x": 0.5}),
+    ]
     qs = [m.posterior({n: b[n] for n in given}) for given, _ in views]
     expected = 0
     for q, (_, weights) in zip(qs, views):
         z = q.rsample()
-        expected = expected + nll_by_hand(m.logits(z), b, list(weights), weights) + kl(q, standard_normal(q.loc))
+        expected = (
+            expected + nll_by_hand(m.logits(z), b, list(weights), weights) + kl(q, standard_normal(q.loc))
+        )
     assert torch.allclose(loss, expected.mean(), atol=1e-4)
     assert {"elbo_position", "elbo_digit", "elbo_y", "nll_x|y"} <= set(terms)
     assert "ELBO(position | q(z|position))" in m.describe()
@@ -315,17 +367,19 @@ def test_matched_image_target_weights_the_batch_images_of_the_class_by_the_joint
     torch.manual_seed(0)
     m = JMVAE(MODALITIES, z_dim=2, hidden=16, image_recon=1.0, image_target="matched")
     b = batch(n=9, seed=3)
-    b["position"][:4], b["digit"][:4] = 1, 2          # rows 0-3 share their attributes; row 8 is alone
+    b["position"][:4], b["digit"][:4] = 1, 2  # rows 0-3 share their attributes; row 8 is alone
     b["position"][8], b["digit"][8] = 0, 0
     b["position"][4:8] = 1
     b["digit"][4:8] = torch.tensor([0, 0, 1, 1])
     q = m.posterior(b)
-    z = torch.randn(2, 9, 2)                           # two draws per example (as for two mixture components)
+    z = torch.randn(2, 9, 2)  # two draws per example (as for two mixture components)
     got = m._image_from_attributes(z, b, q)
     logits = m.decoders["x"](z)
     for k in range(2):
         for i in range(9):
-            same = [j for j in range(9) if b["position"][j] == b["position"][i] and b["digit"][j] == b["digit"][i]]
+            same = [
+                j for j in range(9) if b["position"][j] == b["position"][i] and b["digit"][j] == b["digit"][i]
+            ]
             log_q = torch.stack([Normal(q.loc[j], q.scale[j]).log_prob(z[k, i]).sum() for j in same])
             r = log_q.softmax(0)
             lp = torch.stack([m.image.log_likelihood(logits[k, i], b["x"][j]) for j in same])
@@ -340,9 +394,14 @@ def test_recon_draws_average_the_gamma_terms_over_the_first_n_examples_draws():
     rest of the loss over all B examples; written out by hand with the same noise, drawn in the same order."""
     torch.manual_seed(0)
     n = 3
-    m = JMVAE(MODALITIES, z_dim=2, hidden=16, attribute_recon=2.0, image_recon=0.3, prior_recon=0.4, recon_draws=n)
+    m = JMVAE(
+        MODALITIES, z_dim=2, hidden=16, attribute_recon=2.0, image_recon=0.3, prior_recon=0.4, recon_draws=n
+    )
     b = batch(n=8, seed=6)
-    b["position"][:4], b["digit"][:4] = 1, 2             # rows 0-3 share their attributes: the matched image has 4 targets
+    b["position"][:4], b["digit"][:4] = (
+        1,
+        2,
+    )  # rows 0-3 share their attributes: the matched image has 4 targets
     torch.manual_seed(5)
     loss, terms = m.loss(b)
     torch.manual_seed(5)
@@ -353,7 +412,7 @@ def test_recon_draws_average_the_gamma_terms_over_the_first_n_examples_draws():
     main = nll_by_hand(m.logits(z), b, ["x", "position", "digit"]) + kl(q, standard_normal(q.loc))
     main = main + kl(q, m.posterior({"x": b["x"]})) + sum(kl(q, qs) for qs in q_s)
 
-    def log_q(j, z_i):                                   # log q(z_i | x_j, y_j)
+    def log_q(j, z_i):  # log q(z_i | x_j, y_j)
         return Normal(q.loc[j], q.scale[j]).log_prob(z_i).sum()
 
     def log_px(logits_i, j):
@@ -365,7 +424,9 @@ def test_recon_draws_average_the_gamma_terms_over_the_first_n_examples_draws():
     for i in range(n):
         s_i = torch.stack([log_q(j, z_p[i]) for j in range(8)]).softmax(0)
         for j in range(8):
-            lp = log_px(at_p["x"][i], j) + sum(at_p[a][i].log_softmax(-1)[b[a][j]] for a in ("position", "digit"))
+            lp = log_px(at_p["x"][i], j) + sum(
+                at_p[a][i].log_softmax(-1)[b[a][j]] for a in ("position", "digit")
+            )
             gamma[i] = gamma[i] + 0.4 * s_i[j] * lp
     for s, qs in zip(subsets, q_s):
         zs = Gaussian(qs.loc[:n], qs.scale[:n]).rsample()
@@ -373,7 +434,11 @@ def test_recon_draws_average_the_gamma_terms_over_the_first_n_examples_draws():
         for i in range(n):
             gamma[i] = gamma[i] + sum(2.0 * at_s[a][i].log_softmax(-1)[b[a][i]] for a in s)
             if len(s) == 2:
-                same = [j for j in range(8) if b["position"][j] == b["position"][i] and b["digit"][j] == b["digit"][i]]
+                same = [
+                    j
+                    for j in range(8)
+                    if b["position"][j] == b["position"][i] and b["digit"][j] == b["digit"][i]
+                ]
                 r = torch.stack([log_q(j, zs[i]) for j in same]).softmax(0)
                 gamma[i] = gamma[i] + 0.3 * sum(r_j * log_px(at_s["x"][i], j) for r_j, j in zip(r, same))
     assert torch.allclose(loss, main.mean() - gamma.mean(), atol=1e-4)
@@ -408,6 +473,7 @@ def test_generate_decodes_in_chunks_with_the_same_draws(monkeypatch):
     """`generate` decodes GENERATE_ROWS latents at a time (a conv decoder on MNIST-A's 120,000 draws took the
     machine's 24 GB at once): the same images, whatever the chunk size."""
     from jmvae.models import base
+
     m = JMVAE(MODALITIES, z_dim=2, hidden=16)
     given = {"position": torch.tensor([0, 1, 1]), "digit": torch.tensor([1, 0, 1])}
     torch.manual_seed(0)
@@ -417,7 +483,9 @@ def test_generate_decodes_in_chunks_with_the_same_draws(monkeypatch):
     chunked = m.generate(given, 7)
     assert whole["x"].shape == (7, 3, MODALITIES[0].size) and torch.equal(whole["z"], chunked["z"])
     assert torch.allclose(whole["x"], chunked["x"], atol=1e-6)
-    assert torch.equal(whole["digit"], chunked["digit"]) and torch.equal(whole["position"], chunked["position"])
+    assert torch.equal(whole["digit"], chunked["digit"]) and torch.equal(
+        whole["position"], chunked["position"]
+    )
 
 
 def test_prior_term_teaches_both_decoders_the_nearest_code_at_draws_of_the_prior():
@@ -428,23 +496,26 @@ def test_prior_term_teaches_both_decoders_the_nearest_code_at_draws_of_the_prior
     b = batch(n=6, seed=4)
     loc = torch.tensor([[-2.0, -2.0], [2.0, 2.0], [-2.0, 2.0], [2.0, -2.0], [0.0, 0.0], [0.5, 0.0]])
     q = Gaussian(loc, torch.full_like(loc, 0.05))
-    z = 2 * torch.randn(6, 2, generator=torch.Generator().manual_seed(1))   # wide draws reach every code
+    z = 2 * torch.randn(6, 2, generator=torch.Generator().manual_seed(1))  # wide draws reach every code
     logits = m.logits(z)
     got = m.prior_reconstruction(b, q, z, logits)
     nearest = torch.cdist(z, loc).argmin(-1)
     want_x = 0.5 * m.image.log_likelihood(logits["x"], b["x"][nearest])
     want_digit = 0.5 * 3.0 * m.modalities["digit"].log_likelihood(logits["digit"], b["digit"][nearest])
     assert set(got) == {"nll_x|p(z)", "nll_position|p(z)", "nll_digit|p(z)"}
-    assert len(set(nearest.tolist())) > 2                                # the draws find several codes
+    assert len(set(nearest.tolist())) > 2  # the draws find several codes
     assert torch.allclose(got["nll_x|p(z)"], want_x, atol=1e-3)
     assert torch.allclose(got["nll_digit|p(z)"], want_digit, atol=1e-3)
     partly = dict(b, **{OBSERVED: torch.tensor([[1, 1, 1]] * 5 + [[1, 0, 1]], dtype=torch.bool)})
     partly["position"] = torch.where(partly[OBSERVED][:, 1], partly["position"], -1)
     _, named = m.loss(partly)
-    assert float(named["nll_x|p(z)"]) == 0 and float(m.loss(b)[1]["nll_x|p(z)"]) != 0   # only fully labelled batches
+    assert (
+        float(named["nll_x|p(z)"]) == 0 and float(m.loss(b)[1]["nll_x|p(z)"]) != 0
+    )  # only fully labelled batches
     # a batch of a partly labelled split that happens to be fully labelled logs the same terms as the others
     full = dict(b, **{OBSERVED: torch.ones(6, 3, dtype=torch.bool)})
     assert list(m.loss(full)[1]) == list(named)
+
 
 def test_prior_term_enters_the_loss_at_its_weight():
     """The loss with gamma_p is the loss without it minus gamma_p times the (gamma_p = 1) term, on the same
@@ -478,28 +549,36 @@ def test_completed_generation_draws_the_missing_attributes_from_the_model_and_ke
     class Spelled(MultimodalVAE):
         def posterior(self, given):
             rows = next(iter(given.values())).shape[0]
-            loc = torch.stack([given[a].float() if a in given else torch.full((rows,), -1.0)
-                               for a in ("colour", "shape")], -1)
+            loc = torch.stack(
+                [given[a].float() if a in given else torch.full((rows,), -1.0) for a in ("colour", "shape")],
+                -1,
+            )
             return Gaussian(loc, torch.full_like(loc, 1e-4))
 
-    class Fixed(nn.Module):       # p(shape|z) = (0.2, 0.5, 0.3) wherever z is
+    class Fixed(nn.Module):  # p(shape|z) = (0.2, 0.5, 0.3) wherever z is
         def forward(self, z):
             return torch.tensor([0.2, 0.5, 0.3]).log().expand(*z.shape[:-1], 3)
 
     torch.manual_seed(0)
-    mods = [Image("x", (4, 4)), Categorical("colour", ("r", "g", "b", "k")), Categorical("shape", ("o", "x", "v"))]
+    mods = [
+        Image("x", (4, 4)),
+        Categorical("colour", ("r", "g", "b", "k")),
+        Categorical("shape", ("o", "x", "v")),
+    ]
     model = Spelled(mods, z_dim=2, hidden=8, decoders={"shape": Fixed()})
     colours = torch.tensor([3, 0, 2])
     n = 4000
     plain = model.generate({"colour": colours}, n)["z"]
-    assert torch.allclose(plain[..., 1], torch.tensor(-1.0), atol=0.01)         # q(z|colour) alone: nothing drawn
+    assert torch.allclose(plain[..., 1], torch.tensor(-1.0), atol=0.01)  # q(z|colour) alone: nothing drawn
     out = model.generate({"colour": colours}, n, temperature=0.5, complete=True)
     z = out["z"]
     assert z.shape == (n, 3, 2) and out["x"].shape == (n, 3, 16)
-    assert torch.equal(z[..., 0].round(), colours.float().expand(n, 3))         # every image kept its query's colour
+    assert torch.equal(z[..., 0].round(), colours.float().expand(n, 3))  # every image kept its query's colour
     shapes = z[..., 1].round().long()
     for j in range(3):
         share = torch.bincount(shapes[:, j], minlength=3).double() / n
         assert torch.allclose(share, torch.tensor([0.2, 0.5, 0.3], dtype=torch.double), atol=0.03), share
     everything = model.generate({"colour": colours, "shape": torch.tensor([1, 1, 2])}, 8, complete=True)["z"]
-    assert torch.equal(everything[..., 1].round(), torch.tensor([1.0, 1.0, 2.0]).expand(8, 3))   # nothing missing
+    assert torch.equal(
+        everything[..., 1].round(), torch.tensor([1.0, 1.0, 2.0]).expand(8, 3)
+    )  # nothing missing

@@ -1,5 +1,6 @@
 """A user's own data: a folder in the ImageFolder layout, an .npz, arrays from Python; kinds inferred; empty
 cells; colour images; bad data refused with one line; the export round trip against the preset."""
+
 import csv
 import json
 import math
@@ -23,10 +24,22 @@ from jmvae.train import load_run, train
 def quick_reader(monkeypatch):
     """The attribute reader trained briefly: these tests check the plumbing, not its accuracy."""
     from jmvae import classifier
+
     monkeypatch.setattr(classifier, "STEPS", 60)
 
 
-TINY = ["--hidden", "32", "--k", "3", "--n-per-query", "4", "--coherence-draws", "20", "--likelihood-examples", "5"]
+TINY = [
+    "--hidden",
+    "32",
+    "--k",
+    "3",
+    "--n-per-query",
+    "4",
+    "--coherence-draws",
+    "20",
+    "--likelihood-examples",
+    "5",
+]
 
 
 def write_folder(root, n=60, size=(32, 32), colour=True, missing=True, seed=0, layout="root", fmt="csv"):
@@ -47,7 +60,12 @@ def write_folder(root, n=60, size=(32, 32), colour=True, missing=True, seed=0, l
         name = f"{split}img{i:03d}.png"
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(root / name)
-        row = {"file_name": name, "colour": colour_name, "brightness": f"{level:.3f}", "filled": str(filled).lower()}
+        row = {
+            "file_name": name,
+            "colour": colour_name,
+            "brightness": f"{level:.3f}",
+            "filled": str(filled).lower(),
+        }
         if missing and i % 7 == 3:
             row["colour"] = ""
         if missing and i % 11 == 5:
@@ -61,9 +79,12 @@ def write_folder(root, n=60, size=(32, 32), colour=True, missing=True, seed=0, l
     else:
         with open(root / "metadata.jsonl", "w") as f:
             for r in rows:
-                typed = {"file_name": r["file_name"], "colour": r["colour"] or None,
-                         "brightness": float(r["brightness"]) if r["brightness"] else None,
-                         "filled": r["filled"] == "true"}
+                typed = {
+                    "file_name": r["file_name"],
+                    "colour": r["colour"] or None,
+                    "brightness": float(r["brightness"]) if r["brightness"] else None,
+                    "filled": r["filled"] == "true",
+                }
                 f.write(json.dumps(typed) + "\n")
     return root
 
@@ -75,9 +96,12 @@ def test_kinds_are_inferred_from_the_values():
     assert own.infer_kind("a", ["1", "2", "3"]) == "categorical"
     assert own.infer_kind("a", ["red", "blue"]) == "categorical"
     assert own.infer_kind("a", ["0.5", "1.25", "3"]) == "continuous"
-    assert own.infer_kind("a", [str(i) for i in range(40)]) == "continuous"   # many integers: a quantity
-    assert own.infer_kind("a", ["1.0", "2.0", "3.0"]) == "continuous"          # written as real numbers
-    assert own.infer_kind("a", [1.0, 2.0, 3.0]) == "continuous" and own.infer_kind("a", [1, 2, 3]) == "categorical"
+    assert own.infer_kind("a", [str(i) for i in range(40)]) == "continuous"  # many integers: a quantity
+    assert own.infer_kind("a", ["1.0", "2.0", "3.0"]) == "continuous"  # written as real numbers
+    assert (
+        own.infer_kind("a", [1.0, 2.0, 3.0]) == "continuous"
+        and own.infer_kind("a", [1, 2, 3]) == "categorical"
+    )
     with pytest.raises(UserError, match="'abc' is text in a numeric column"):
         own.infer_kind("dose", ["0.5", "1.5", "abc", "2"])
 
@@ -91,9 +115,11 @@ def test_a_colour_folder_with_empty_cells_loads_with_its_schema(tmp_path):
     assert kinds == {"colour": Categorical, "brightness": Continuous, "filled": Binary}
     assert data.attribute("colour").classes == ("blue", "green", "red")
     both = {k: torch.cat([data.train[k], data.test[k]]) for k in data.train}
-    assert int((both["colour"] == -1).sum()) == sum(1 for i in range(60) if i % 7 == 3)   # empty cells: not observed
+    assert int((both["colour"] == -1).sum()) == sum(
+        1 for i in range(60) if i % 7 == 3
+    )  # empty cells: not observed
     assert int(both["brightness"].isnan().sum()) == sum(1 for i in range(60) if i % 11 == 5)
-    b = data.attribute("brightness")      # standardised on the training split
+    b = data.attribute("brightness")  # standardised on the training split
     seen = data.train["brightness"][~data.train["brightness"].isnan()]
     assert abs(float(seen.mean())) < 1e-5 and abs(float(seen.std(unbiased=False)) - 1) < 1e-4
     assert 0.3 <= b.mean <= 1.0
@@ -106,15 +132,21 @@ def test_train_and_test_subfolders_and_jsonl_give_the_split_and_types(tmp_path):
     write_folder(tmp_path / "d", layout="split", fmt="jsonl")
     data = load_dataset(None, data=str(tmp_path / "d"), progress=False)
     assert data.n_test == 12 and data.n_train == 48
-    assert isinstance(data.attribute("filled"), Binary) and isinstance(data.attribute("brightness"), Continuous)
+    assert isinstance(data.attribute("filled"), Binary) and isinstance(
+        data.attribute("brightness"), Continuous
+    )
 
 
 def test_grey_images_are_one_channel_and_a_kind_can_be_overridden(tmp_path):
     write_folder(tmp_path / "d", colour=False, missing=False)
-    data = load_dataset(None, data=str(tmp_path / "d"), attribute=["filled=categorical"], image_size="16",
-                        progress=False)
+    data = load_dataset(
+        None, data=str(tmp_path / "d"), attribute=["filled=categorical"], image_size="16", progress=False
+    )
     assert data.image.channels == 1 and data.image.shape == (16, 16)
-    assert type(data.attribute("filled")) is Categorical and data.attribute("filled").classes == ("false", "true")
+    assert type(data.attribute("filled")) is Categorical and data.attribute("filled").classes == (
+        "false",
+        "true",
+    )
 
 
 def bad(tmp_path, edit):
@@ -134,33 +166,88 @@ def rewrite(root, change):
         w.writerows(rows)
 
 
-@pytest.mark.parametrize("edit, says", [
-    (lambda r: (r / "img003.png").unlink(), "img003.png does not exist"),
-    (lambda r: (r / "img004.png").write_bytes(b"not a png"), "img004.png cannot be read"),
-    (lambda r: rewrite(r, lambda rows: rows + [dict(rows[0])]), "given twice"),
-    (lambda r: rewrite(r, lambda rows: [dict(x, filled="true") for x in rows]), "column filled has a single value"),
-    (lambda r: rewrite(r, lambda rows: [dict(x, brightness="lots") if i == 2 else x for i, x in enumerate(rows)]),
-     "column brightness: 'lots'"),
-    (lambda r: Image.new("RGB", (20, 32)).save(r / "img005.png"), "images of different sizes"),
-    (lambda r: rewrite(r, lambda rows: [{"file_name": x["file_name"]} for x in rows]), "no attribute columns"),
-    (lambda r: (r / "metadata.csv").unlink(), "has images but no metadata.csv"),
-    (lambda r: rewrite(r, lambda rows: [{"name": x["file_name"], "c": x["colour"]} for x in rows]), "no file_name column"),
-    (lambda r: rewrite(r, lambda rows: [dict(x, file_name="../escape.png") if i == 0 else x for i, x in enumerate(rows)]),
-     "file_name ../escape.png"),
-    (lambda r: rewrite(r, lambda rows: [{"observed" if k == "colour" else k: v for k, v in x.items()} for x in rows]),
-     "column 'observed': not a usable attribute name"),
-    (lambda r: rewrite(r, lambda rows: [{"a=b" if k == "colour" else k: v for k, v in x.items()} for x in rows]),
-     "column 'a=b': not a usable attribute name"),
-    (lambda r: (r / "metadata.csv").unlink() or (r / "metadata.jsonl").write_text(
-        '{"file_name": "img000.png", "c": [1, 2]}\n{"file_name": "img001.png", "c": "x"}\n'), "column c: a list value"),
-    (lambda r: (r / "metadata.csv").write_text((r / "metadata.csv").read_text().replace("\n", ",oops\n", 2)
-                                                .replace(",oops", "", 1)), "has more fields than the header"),
-    (lambda r: (r / "metadata.csv").write_text((r / "metadata.csv").read_text().replace("filled", "colour", 1)),
-     "column colour named twice"),
-    (lambda r: (r / "metadata.csv").unlink() or (r / "metadata.jsonl").write_text("".join(
-        f'{{"file_name": "img{i:03d}.png", "v": {10 ** 400 if i == 1 else i / 3}}}\n' for i in range(12))),
-     "column v: a non-finite value"),
-])
+@pytest.mark.parametrize(
+    "edit, says",
+    [
+        (lambda r: (r / "img003.png").unlink(), "img003.png does not exist"),
+        (lambda r: (r / "img004.png").write_bytes(b"not a png"), "img004.png cannot be read"),
+        (lambda r: rewrite(r, lambda rows: rows + [dict(rows[0])]), "given twice"),
+        (
+            lambda r: rewrite(r, lambda rows: [dict(x, filled="true") for x in rows]),
+            "column filled has a single value",
+        ),
+        (
+            lambda r: rewrite(
+                r, lambda rows: [dict(x, brightness="lots") if i == 2 else x for i, x in enumerate(rows)]
+            ),
+            "column brightness: 'lots'",
+        ),
+        (lambda r: Image.new("RGB", (20, 32)).save(r / "img005.png"), "images of different sizes"),
+        (
+            lambda r: rewrite(r, lambda rows: [{"file_name": x["file_name"]} for x in rows]),
+            "no attribute columns",
+        ),
+        (lambda r: (r / "metadata.csv").unlink(), "has images but no metadata.csv"),
+        (
+            lambda r: rewrite(r, lambda rows: [{"name": x["file_name"], "c": x["colour"]} for x in rows]),
+            "no file_name column",
+        ),
+        (
+            lambda r: rewrite(
+                r,
+                lambda rows: [
+                    dict(x, file_name="../escape.png") if i == 0 else x for i, x in enumerate(rows)
+                ],
+            ),
+            "file_name ../escape.png",
+        ),
+        (
+            lambda r: rewrite(
+                r, lambda rows: [{"observed" if k == "colour" else k: v for k, v in x.items()} for x in rows]
+            ),
+            "column 'observed': not a usable attribute name",
+        ),
+        (
+            lambda r: rewrite(
+                r, lambda rows: [{"a=b" if k == "colour" else k: v for k, v in x.items()} for x in rows]
+            ),
+            "column 'a=b': not a usable attribute name",
+        ),
+        (
+            lambda r: (
+                (r / "metadata.csv").unlink()
+                or (r / "metadata.jsonl").write_text(
+                    '{"file_name": "img000.png", "c": [1, 2]}\n{"file_name": "img001.png", "c": "x"}\n'
+                )
+            ),
+            "column c: a list value",
+        ),
+        (
+            lambda r: (r / "metadata.csv").write_text(
+                (r / "metadata.csv").read_text().replace("\n", ",oops\n", 2).replace(",oops", "", 1)
+            ),
+            "has more fields than the header",
+        ),
+        (
+            lambda r: (r / "metadata.csv").write_text(
+                (r / "metadata.csv").read_text().replace("filled", "colour", 1)
+            ),
+            "column colour named twice",
+        ),
+        (
+            lambda r: (
+                (r / "metadata.csv").unlink()
+                or (r / "metadata.jsonl").write_text(
+                    "".join(
+                        f'{{"file_name": "img{i:03d}.png", "v": {10**400 if i == 1 else i / 3}}}\n'
+                        for i in range(12)
+                    )
+                )
+            ),
+            "column v: a non-finite value",
+        ),
+    ],
+)
 def test_bad_data_is_one_line_naming_the_file_or_column(tmp_path, edit, says):
     assert says in bad(tmp_path, edit)
 
@@ -172,28 +259,41 @@ def test_an_empty_folder_and_a_missing_one_are_refused(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("jmvae: error:") and "does not exist" in err and not (tmp_path / "r").exists()
-    assert main(["train", "--data", str(tmp_path / "empty"), "--preset", "mnist-a", "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            ["train", "--data", str(tmp_path / "empty"), "--preset", "mnist-a", "--out", str(tmp_path / "r")]
+        )
+        == 2
+    )
     assert "--preset mnist-a with --data" in capsys.readouterr().err
 
 
 def test_the_cache_is_keyed_by_the_files(tmp_path):
     root = write_folder(tmp_path / "d", n=12)
     a = load_dataset(None, data=str(root), progress=False)
-    b = load_dataset(None, data=str(root), progress=False)          # from the cache
+    b = load_dataset(None, data=str(root), progress=False)  # from the cache
     assert torch.equal(a.train["x"], b.train["x"])
-    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(root / "img000.png")   # a file changed: read again
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(
+        root / "img000.png"
+    )  # a file changed: read again
     c = load_dataset(None, data=str(root), progress=False)
     assert a.options["files"] != c.options["files"]
-    assert not torch.equal(torch.cat([a.train["x"], a.test["x"]]).sort(0).values,
-                           torch.cat([c.train["x"], c.test["x"]]).sort(0).values)
+    assert not torch.equal(
+        torch.cat([a.train["x"], a.test["x"]]).sort(0).values,
+        torch.cat([c.train["x"], c.test["x"]]).sort(0).values,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", list(MODELS))
 def test_every_model_trains_on_colour_data_with_empty_cells(tmp_path, model):
     write_folder(tmp_path / "d", n=40)
-    data, m = train(TrainConfig(data=str(tmp_path / "d"), model=model, hidden=32, steps=3, batch_size=8),
-                    tmp_path / "run", progress=False, log=lambda *a: None)
+    data, m = train(
+        TrainConfig(data=str(tmp_path / "d"), model=model, hidden=32, steps=3, batch_size=8),
+        tmp_path / "run",
+        progress=False,
+        log=lambda *a: None,
+    )
     assert all(torch.isfinite(p).all() for p in m.parameters())
     out = m.generate({"brightness": torch.tensor([0.5]), "filled": torch.tensor([1])}, 4)
     assert out["x"].shape == (4, 1, 3 * 32 * 32) and out["brightness"].dtype == torch.float32
@@ -203,8 +303,23 @@ def test_every_model_trains_on_colour_data_with_empty_cells(tmp_path, model):
 def test_a_run_on_own_data_generates_evaluates_and_reports(tmp_path, capsys):
     write_folder(tmp_path / "d", n=60)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "d"), "--out", str(run), "--steps", "4", "--batch-size", "16",
-                 *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "d"),
+                "--out",
+                str(run),
+                "--steps",
+                "4",
+                "--batch-size",
+                "16",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "colour: categorical: blue, green, red" in out and "brightness: continuous" in out
     config = json.loads((run / "config.json").read_text())
@@ -215,11 +330,28 @@ def test_a_run_on_own_data_generates_evaluates_and_reports(tmp_path, capsys):
     assert "brightness" in metrics["classifier_value_error"] and "brightness" in metrics["value_error"]
     report = (run / "report.html").read_text()
     assert "<h2>Data</h2>" in report and "colour" in report and "missing (train)" in report
-    assert main(["generate", str(run), "--given", "colour=red", "brightness=0.8", "filled=true", "--n", "5",
-                 "--out", str(tmp_path / "g.npz")]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(run),
+                "--given",
+                "colour=red",
+                "brightness=0.8",
+                "filled=true",
+                "--n",
+                "5",
+                "--out",
+                str(tmp_path / "g.npz"),
+            ]
+        )
+        == 0
+    )
     g = np.load(tmp_path / "g.npz")
-    assert g["images"].shape == (5, 32, 32, 3) and math.isclose(float(g["given_brightness"]), 0.8, rel_tol=1e-5)
-    assert g["brightness"].shape == (5,) and 0 < float(g["brightness"].mean()) < 2   # in the data's units
+    assert g["images"].shape == (5, 32, 32, 3) and math.isclose(
+        float(g["given_brightness"]), 0.8, rel_tol=1e-5
+    )
+    assert g["brightness"].shape == (5,) and 0 < float(g["brightness"].mean()) < 2  # in the data's units
     assert main(["generate", str(run), "--given", "filled=maybe", "--out", str(tmp_path / "g.png")]) == 2
     assert "filled=maybe (allowed: true or false" in capsys.readouterr().err
     assert main(["generate", str(run), "--given", "brightness=dim", "--out", str(tmp_path / "g.png")]) == 2
@@ -227,7 +359,7 @@ def test_a_run_on_own_data_generates_evaluates_and_reports(tmp_path, capsys):
     assert main(["generate", str(run), "--given", "filled=1", "--out", str(tmp_path / "g.png")]) == 0
     assert main(["figures", str(run)]) == 0
     assert (run / "figures" / "generated_single.png").exists()
-    cfg, data, model = load_run(run)               # rebuilt from config.json: the same data
+    cfg, data, model = load_run(run)  # rebuilt from config.json: the same data
     assert data.n_train == config["n_train"]
 
 
@@ -235,24 +367,37 @@ def test_a_run_on_own_data_generates_evaluates_and_reports(tmp_path, capsys):
 def test_data_from_python_is_kept_in_the_run(tmp_path):
     from jmvae.evaluate import EvalConfig
     from jmvae.pipeline import fit
+
     rng = np.random.default_rng(0)
     images = rng.random((50, 12, 12)).astype(np.float32)
-    arrays = {"pixels": images, "label": np.array(["a", "b"] * 25),
-              "value": np.where(np.arange(50) % 9 == 0, np.nan, rng.normal(size=50))}
+    arrays = {
+        "pixels": images,
+        "label": np.array(["a", "b"] * 25),
+        "value": np.where(np.arange(50) % 9 == 0, np.nan, rng.normal(size=50)),
+    }
     data = own.from_arrays(arrays)
     assert data.image.name == "pixels" and isinstance(data.attribute("value"), Continuous)
-    metrics = fit(TrainConfig(hidden=16, steps=3, batch_size=8), tmp_path / "run", dataset=data,
-                  eval_cfg=EvalConfig(n_per_query=4, k=2, coherence_draws=10, likelihood_examples=4), log=lambda *a: None)
+    metrics = fit(
+        TrainConfig(hidden=16, steps=3, batch_size=8),
+        tmp_path / "run",
+        dataset=data,
+        eval_cfg=EvalConfig(n_per_query=4, k=2, coherence_draws=10, likelihood_examples=4),
+        log=lambda *a: None,
+    )
     assert (tmp_path / "run" / "metrics.json").exists() and "correctness" in metrics
-    _, again, _ = load_run(tmp_path / "run")        # from data.npz in the run: the exact tensors
+    _, again, _ = load_run(tmp_path / "run")  # from data.npz in the run: the exact tensors
     for k in data.train:
         assert torch.equal(data.train[k].nan_to_num(-9), again.train[k].nan_to_num(-9))
 
 
 def test_an_npz_with_one_image_array_and_attribute_arrays(tmp_path):
     rng = np.random.default_rng(1)
-    np.savez(tmp_path / "d.npz", images=(rng.random((30, 8, 8, 3)) * 255).astype(np.uint8),
-             flag=np.arange(30) % 2 == 0, kind=np.array(["x", "y", "z"] * 10))
+    np.savez(
+        tmp_path / "d.npz",
+        images=(rng.random((30, 8, 8, 3)) * 255).astype(np.uint8),
+        flag=np.arange(30) % 2 == 0,
+        kind=np.array(["x", "y", "z"] * 10),
+    )
     data = load_dataset(None, data=str(tmp_path / "d.npz"), progress=False)
     assert data.image.channels == 3 and isinstance(data.attribute("flag"), Binary)
     np.savez(tmp_path / "bad.npz", a=np.zeros((3, 4, 4)), b=np.zeros((3, 4, 4)))
@@ -264,26 +409,70 @@ def test_an_npz_with_one_image_array_and_attribute_arrays(tmp_path):
 def test_export_round_trip_trains_exactly_as_the_preset(tmp_path, capsys):
     """The general path loses nothing: an exported preset is the same data, bit for bit, and trains the
     same."""
-    assert main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")]) == 0
-    said = capsys.readouterr().out.split("jmvae train --data ")[1].split()[1:]     # the flags it prints
+    assert (
+        main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")])
+        == 0
+    )
+    said = capsys.readouterr().out.split("jmvae train --data ")[1].split()[1:]  # the flags it prints
     assert said[:2] == ["--steps", "1980"] and "--z-dim" in said and "--prior-recon" in said
-    assert main(["train", "--mnist", "bundled", *TINY, "--steps", "6", "--precision", "float32",
-                 "--out", str(tmp_path / "p")]) == 0
-    assert main(["train", "--data", str(tmp_path / "pd"), *said, *TINY, "--steps", "6", "--precision", "float32",
-                 "--out", str(tmp_path / "d")]) == 0
-    assert json.loads((tmp_path / "p" / "config.json").read_text())["data_fingerprint"] == \
-        json.loads((tmp_path / "d" / "config.json").read_text())["data_fingerprint"]
+    assert (
+        main(
+            [
+                "train",
+                "--mnist",
+                "bundled",
+                *TINY,
+                "--steps",
+                "6",
+                "--precision",
+                "float32",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "pd"),
+                *said,
+                *TINY,
+                "--steps",
+                "6",
+                "--precision",
+                "float32",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        json.loads((tmp_path / "p" / "config.json").read_text())["data_fingerprint"]
+        == json.loads((tmp_path / "d" / "config.json").read_text())["data_fingerprint"]
+    )
 
     def numbers(run):
-        return [line.split(",")[:2] + line.split(",")[3:] for line in (run / "history.csv").read_text().splitlines()]
+        return [
+            line.split(",")[:2] + line.split(",")[3:]
+            for line in (run / "history.csv").read_text().splitlines()
+        ]
+
     assert numbers(tmp_path / "p") == numbers(tmp_path / "d")
-    assert main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")]) == 2
+    assert (
+        main(["data", "export", "--preset", "position-digit", "--mnist", "bundled", str(tmp_path / "pd")])
+        == 2
+    )
 
 
 def test_a_hugging_face_style_dataset_object(tmp_path):
     """from_hf reads what a `datasets.Dataset` offers (column_names, a column by name; an Image feature gives
     PIL images); the optional package itself is not a dependency, so a stand-in with that interface is
     used."""
+
     class Stand_in:
         def __init__(self, columns):
             self.columns = columns
@@ -291,24 +480,44 @@ def test_a_hugging_face_style_dataset_object(tmp_path):
 
         def __getitem__(self, name):
             return self.columns[name]
+
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)) for _ in range(20)]
-    data = own.from_hf(Stand_in({"image": pictures, "label": ["cat", "dog"] * 10,
-                                 "weight": [None if i == 3 else float(i) for i in range(20)]}))
+    data = own.from_hf(
+        Stand_in(
+            {
+                "image": pictures,
+                "label": ["cat", "dog"] * 10,
+                "weight": [None if i == 3 else float(i) for i in range(20)],
+            }
+        )
+    )
     assert data.image.channels == 3 and data.image.shape == (8, 8) and data.image.name == "image"
-    assert isinstance(data.attribute("label"), Categorical) and isinstance(data.attribute("weight"), Continuous)
+    assert isinstance(data.attribute("label"), Categorical) and isinstance(
+        data.attribute("weight"), Continuous
+    )
     both = torch.cat([data.train["weight"], data.test["weight"]])
     assert int(both.isnan().sum()) == 1
 
 
 def test_flags_as_floats_or_mixed_words_are_binary_and_a_comma_stays_in_a_value(tmp_path):
     rng = np.random.default_rng(0)
-    data = own.from_arrays({"x": rng.random((20, 8, 8)), "on": np.array([1.0, 0.0, np.nan, 1.0] * 5),
-                            "ok": np.array(["TRUE", "Yes", "false", "no"] * 5), "col": np.array(["red, dark", "blue"] * 10)})
+    data = own.from_arrays(
+        {
+            "x": rng.random((20, 8, 8)),
+            "on": np.array([1.0, 0.0, np.nan, 1.0] * 5),
+            "ok": np.array(["TRUE", "Yes", "false", "no"] * 5),
+            "col": np.array(["red, dark", "blue"] * 10),
+        }
+    )
     assert isinstance(data.attribute("on"), Binary) and isinstance(data.attribute("ok"), Binary)
     assert int(torch.cat([data.train["on"], data.test["on"]]).eq(-1).sum()) == 5
     from jmvae.data.attributes import parse_assignments
-    assert parse_assignments(data, ["col=red, dark,on=1"]) == {"col": data.attribute("col").index("red, dark"), "on": 1}
+
+    assert parse_assignments(data, ["col=red, dark,on=1"]) == {
+        "col": data.attribute("col").index("red, dark"),
+        "on": 1,
+    }
     with pytest.raises(UserError, match="images of 2x8 pixels"):
         own.from_arrays({"x": rng.random((20, 2, 8)), "on": np.arange(20) % 2})
 
@@ -325,7 +534,7 @@ def test_sixteen_bit_grey_images_are_rescaled_not_clipped(tmp_path):
     assert data.image.channels == 1 and 95 <= int(data.train["x"].float().mean()) <= 105
 
 
-# -- many attributes: nothing lists 2^n subsets or combinations -----------------------------------------------
+# -- many attributes: nothing lists 2^n subsets or combinations ------------------------------------------
 def many_attributes(n_attrs=40, n=80):
     rng = np.random.default_rng(0)
     arrays = {"images": (rng.random((n, 8, 8)) * 255).astype(np.uint8)}
@@ -335,42 +544,62 @@ def many_attributes(n_attrs=40, n=80):
 
 def test_queried_subsets_are_all_for_few_attributes_and_a_bounded_sample_for_many():
     from jmvae.evaluate import MAX_QUERY_SUBSETS, query_subsets
+
     names = ["a", "b", "c", "d"]
-    assert query_subsets(names) == [s for r in range(1, 5) for s in __import__("itertools").combinations(names, r)]
+    assert query_subsets(names) == [
+        s for r in range(1, 5) for s in __import__("itertools").combinations(names, r)
+    ]
     many = [f"n{i}" for i in range(40)]
     chosen = query_subsets(many)
-    assert len(chosen) == 41 and len(set(chosen)) == 41          # every single one and all together: above the cap
+    assert len(chosen) == 41 and len(set(chosen)) == 41  # every single one and all together: above the cap
     assert {s for s in chosen if len(s) == 1} == {(n,) for n in many} and tuple(many) in chosen
     twelve = [f"n{i}" for i in range(12)]
     some = query_subsets(twelve, seed=3)
     assert len(some) == MAX_QUERY_SUBSETS and len(set(some)) == MAX_QUERY_SUBSETS
-    assert any(1 < len(s) < 12 for s in some) and some == sorted(some, key=lambda s: (len(s), [twelve.index(x) for x in s]))
+    assert any(1 < len(s) < 12 for s in some) and some == sorted(
+        some, key=lambda s: (len(s), [twelve.index(x) for x in s])
+    )
 
 
 def test_many_attributes_are_queried_within_the_budget_quickly():
     import time
+
     from jmvae.evaluate import MAX_QUERIES, queries
     from jmvae.explore import query_sizes
     from jmvae.figures import combinations
+
     data = many_attributes()
     t = time.perf_counter()
     qs = queries(data)
     assert 0 < len(qs) <= MAX_QUERIES and max(len(q) for q in qs) == 41
     shown = combinations(data.attributes)
     assert len(shown) == 20 and len(set(shown)) == 20
-    assert query_sizes([2] * 40 + [11]) == 1 and query_sizes([3, 4, 2, 11]) == 4      # the tutorial's: all of them
+    assert (
+        query_sizes([2] * 40 + [11]) == 1 and query_sizes([3, 4, 2, 11]) == 4
+    )  # the tutorial's: all of them
     assert time.perf_counter() - t < 20
 
 
 def test_objectives_over_every_subset_refuse_many_modalities_in_one_line(tmp_path):
     from jmvae.subsets import random_subsets
+
     data = many_attributes(n_attrs=14)
     with pytest.raises(UserError, match="16 modalities have 65,535 subsets.*at most 12"):
-        train(TrainConfig(model="mopoe", hidden=16, steps=1, batch_size=8), tmp_path / "r", dataset=data,
-              progress=False, log=lambda *a: None)
+        train(
+            TrainConfig(model="mopoe", hidden=16, steps=1, batch_size=8),
+            tmp_path / "r",
+            dataset=data,
+            progress=False,
+            log=lambda *a: None,
+        )
     picks = random_subsets([str(i) for i in range(30)], 2000, torch.Generator().manual_seed(0))
     sizes = torch.tensor([len(p) for p in picks], dtype=torch.float)
-    assert 2 <= sizes.min() and sizes.max() <= 29 and abs(float(sizes.mean()) - 15) < 0.5   # uniform: mean n/2
-    _, m = train(TrainConfig(model="mvae", hidden=16, steps=2, batch_size=8), tmp_path / "m", dataset=data,
-                 progress=False, log=lambda *a: None)
+    assert 2 <= sizes.min() and sizes.max() <= 29 and abs(float(sizes.mean()) - 15) < 0.5  # uniform: mean n/2
+    _, m = train(
+        TrainConfig(model="mvae", hidden=16, steps=2, batch_size=8),
+        tmp_path / "m",
+        dataset=data,
+        progress=False,
+        log=lambda *a: None,
+    )
     assert all(torch.isfinite(p).all() for p in m.parameters())

@@ -34,7 +34,9 @@ def test_product_of_experts_equals_normalised_product_of_densities():
 
 def test_product_of_experts_is_exact_gaussian_product_in_many_dims():
     g = torch.Generator().manual_seed(3)
-    experts = [Gaussian(torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g) + 0.2) for _ in range(3)]
+    experts = [
+        Gaussian(torch.randn(5, 3, generator=g), torch.rand(5, 3, generator=g) + 0.2) for _ in range(3)
+    ]
     poe = product_of_experts(experts, prior=False)
     # The log of a product of Gaussians is the PoE log-density up to a constant independent of z.
     z = torch.randn(7, 5, 3, generator=g)
@@ -50,8 +52,9 @@ def test_product_of_experts_is_exact_gaussian_product_in_many_dims():
 def test_kl_against_a_stack_is_each_kl_in_turn():
     g = torch.Generator().manual_seed(4)
     q = Gaussian(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1)
-    others = [standard_normal(q.loc)] + [Gaussian(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1)
-                                         for _ in range(2)]
+    others = [standard_normal(q.loc)] + [
+        Gaussian(torch.randn(6, 3, generator=g), torch.rand(6, 3, generator=g) + 0.1) for _ in range(2)
+    ]
     together = kl(q, stack(others))
     assert together.shape == (3, 6)
     for row, p in zip(together, others):
@@ -73,8 +76,12 @@ def test_product_of_mixtures_is_the_normalised_product_of_densities():
     """A product of mixture experts (and a Gaussian, and the prior) is a mixture in closed form: its density
     equals the product of the experts' densities, normalised, everywhere on a fine grid."""
     g = torch.Generator().manual_seed(5)
-    a = Mixture(torch.randn(3, generator=g), torch.randn(3, 2, generator=g), torch.rand(3, 2, generator=g) + 0.3)
-    b = Mixture(torch.randn(2, generator=g), torch.randn(2, 2, generator=g), torch.rand(2, 2, generator=g) + 0.3)
+    a = Mixture(
+        torch.randn(3, generator=g), torch.randn(3, 2, generator=g), torch.rand(3, 2, generator=g) + 0.3
+    )
+    b = Mixture(
+        torch.randn(2, generator=g), torch.randn(2, 2, generator=g), torch.rand(2, 2, generator=g) + 0.3
+    )
     c = Gaussian(torch.randn(2, generator=g), torch.rand(2, generator=g) + 0.5)
     for prior in (True, False):
         product = product_of_experts([a, b, c], prior=prior)
@@ -90,7 +97,9 @@ def test_product_of_mixtures_is_the_normalised_product_of_densities():
 
 def test_one_component_mixture_is_the_gaussian():
     g = torch.Generator().manual_seed(6)
-    experts = [Gaussian(torch.randn(4, 3, generator=g), torch.rand(4, 3, generator=g) + 0.2) for _ in range(2)]
+    experts = [
+        Gaussian(torch.randn(4, 3, generator=g), torch.rand(4, 3, generator=g) + 0.2) for _ in range(2)
+    ]
     gaussian = product_of_experts(experts, prior=True)
     mixture = product_of_experts([as_mixture(experts[0]), experts[1]], prior=True)
     z = torch.randn(9, 4, 3, generator=g)

@@ -1,4 +1,5 @@
 """Training in bfloat16: the networks' products in the low precision, everything else float32."""
+
 import csv
 import json
 
@@ -31,7 +32,7 @@ def test_networks_multiply_in_bfloat16_and_return_float32(founding_data):
         q_low = model.posterior(batch)
     for name in exact:
         assert low[name].dtype == torch.float32
-        assert not torch.equal(low[name], exact[name])       # the products really ran in bfloat16
+        assert not torch.equal(low[name], exact[name])  # the products really ran in bfloat16
         assert torch.allclose(low[name], exact[name], rtol=0.05, atol=0.05)
     assert q_low.loc.dtype == q_low.scale.dtype == torch.float32
     assert torch.allclose(q_low.loc, q_exact.loc, rtol=0.05, atol=0.02)
@@ -74,17 +75,20 @@ def test_auto_precision_follows_the_cpu_and_old_runs_read_as_float32(monkeypatch
     assert TrainConfig(precision="auto", device="cpu").precision_dtype() is None
     assert TrainConfig(precision="bfloat16").resolved().precision == "bfloat16"
     recorded = {k: v for k, v in TrainConfig().__dict__.items() if k not in ("precision", "lr_schedule")}
-    old = TrainConfig.from_json(recorded)           # a run recorded before these settings existed
+    old = TrainConfig.from_json(recorded)  # a run recorded before these settings existed
     assert old.precision == "float32" and old.lr_schedule == "constant"
 
 
 def test_resume_accepts_precision_auto_where_it_chooses_what_the_run_recorded(monkeypatch):
     from jmvae.train import differing_flags
+
     recorded = TrainConfig(precision="bfloat16", device="cpu")
     monkeypatch.setattr(config, "native_bfloat16", lambda: True)
     assert differing_flags({"precision": "auto"}, recorded) == []
     assert differing_flags({"precision": "bfloat16"}, recorded) == []
-    assert differing_flags({"precision": "float32"}, recorded) == ["--precision float32 (the run has bfloat16)"]
+    assert differing_flags({"precision": "float32"}, recorded) == [
+        "--precision float32 (the run has bfloat16)"
+    ]
     monkeypatch.setattr(config, "native_bfloat16", lambda: False)
     assert differing_flags({"precision": "auto"}, recorded) == ["--precision auto (the run has bfloat16)"]
 
@@ -97,8 +101,11 @@ def test_a_bfloat16_run_learns_records_its_precision_and_trains_what_float32_doe
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["train"]["precision"] == "bfloat16"
     rows = list(csv.DictReader(open(tmp_path / "bf16" / "history.csv")))
     assert float(rows[-1]["test_loss"]) < float(rows[0]["test_loss"])
-    train(TrainConfig(epochs=4, hidden=32, batch_size=256, seed=3, precision="float32"), tmp_path / "f32",
-          log=lambda *a: None)
+    train(
+        TrainConfig(epochs=4, hidden=32, batch_size=256, seed=3, precision="float32"),
+        tmp_path / "f32",
+        log=lambda *a: None,
+    )
     low, full = (torch.load(tmp_path / r / "model.pt", weights_only=True) for r in ("bf16", "f32"))
-    assert not all(torch.equal(low[k], full[k]) for k in low)              # bfloat16 really trained differently
-    assert all(torch.allclose(low[k], full[k], atol=0.05) for k in low)     # and to about the same weights
+    assert not all(torch.equal(low[k], full[k]) for k in low)  # bfloat16 really trained differently
+    assert all(torch.allclose(low[k], full[k], atol=0.05) for k in low)  # and to about the same weights

@@ -1,6 +1,7 @@
 """The README's claims hold: its Python example runs as written and does what it says, its test command is the
 one CI runs, every `jmvae` command in it (and in the docs' shell blocks) parses with the real flags, and every
 file it names or links exists."""
+
 import re
 import shlex
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_every_jmvae_command_parses_with_real_flags(page):
     """A renamed or removed flag, a wrong choice or a missing argument in a documented command fails here."""
     parser = build_parser()
     for argv in jmvae_commands(page):
-        parser.parse_args(argv)            # UserError (one line naming the flag) on anything it does not know
+        parser.parse_args(argv)  # UserError (one line naming the flag) on anything it does not know
 
 
 def test_the_readme_shows_the_own_data_commands():
@@ -70,8 +71,12 @@ def test_the_readme_shows_the_own_data_commands():
     assert any(c[:2] == ["train", "--data"] for c in commands)
     assert any(c[0] == "generate" and "--given" in c for c in commands)
     text = README.read_text()
-    assert "python examples/make_shapes.py shapes" in text and (ROOT / "examples" / "make_shapes.py").is_file()
-    assert "docs/own-data-generated.png" in text and "docs/results-own-data.md" in text   # what it draws, measured
+    assert (
+        "python examples/make_shapes.py shapes" in text and (ROOT / "examples" / "make_shapes.py").is_file()
+    )
+    assert (
+        "docs/own-data-generated.png" in text and "docs/results-own-data.md" in text
+    )  # what it draws, measured
     assert len(text.splitlines()) <= 220
 
 

@@ -1,4 +1,5 @@
 """--log tensorboard and --log mlflow, read back with the libraries' own readers."""
+
 import importlib.util
 
 import pytest
@@ -11,6 +12,7 @@ TINY = ["--epochs", "3", "--hidden", "32", "--k", "20", "--n-per-query", "5", "-
 @pytest.mark.slow
 def test_tensorboard_holds_every_history_column_per_epoch_the_objective_and_the_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     run = tmp_path / "tb"
     assert main(["train", "--log", "tensorboard", "--out", str(run), *TINY]) == 0
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"tensors": 0, "scalars": 0})
@@ -18,6 +20,7 @@ def test_tensorboard_holds_every_history_column_per_epoch_the_objective_and_the_
     scalars = events.Tags()["scalars"]
     header = (run / "history.csv").read_text().splitlines()[0].split(",")
     from jmvae.trackers import metric_name
+
     for column in header:
         if column not in ("epoch", "step"):
             assert metric_name(column) in scalars, column
@@ -31,6 +34,7 @@ def test_tensorboard_holds_every_history_column_per_epoch_the_objective_and_the_
 @pytest.mark.slow
 def test_mlflow_logs_params_metrics_per_epoch_and_the_run_files(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
+
     store = (tmp_path / "store").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     run = tmp_path / "ml"
@@ -49,7 +53,9 @@ def test_mlflow_logs_params_metrics_per_epoch_and_the_run_files(tmp_path, monkey
 @pytest.mark.slow
 def test_a_missing_tracker_package_is_one_line_before_training(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
+    )
     assert main(["train", "--log", "mlflow", "--out", str(tmp_path / "no"), *TINY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'pip install "jmvae[mlflow]"' in err[0]
@@ -64,5 +70,6 @@ def test_unknown_tracker(tmp_path, capsys, bad):
     assert len(err) == 1 and "wandb" in err[0] and "tensorboard" in err[0] and "mlflow" in err[0]
     from jmvae.config import TrainConfig
     from jmvae.errors import UserError
+
     with pytest.raises(UserError, match="allowed: tensorboard, mlflow"):
         TrainConfig(log=[bad]).validate()

@@ -17,35 +17,40 @@ from jmvae.train import evaluate_loss, train
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["jmvae", "telbo", "mvae", "mmvae", "mopoe"])
 def test_short_training_learns(tmp_path, model, founding_data):
-    steps = 150 if model in ("jmvae", "telbo") else 300   # the subset objectives weigh the digit less early on
+    steps = 150 if model in ("jmvae", "telbo") else 300  # the subset objectives weigh the digit less early on
     cfg = TrainConfig(model=model, steps=steps, hidden=256, seed=0)
     data, m = train(cfg, tmp_path / model, log=lambda *a: None)
     rows = list(csv.DictReader(open(tmp_path / model / "history.csv")))
     assert int(rows[-1]["step"]) == steps
     # The untrained model's test loss, measured the same way.
     from jmvae.train import build
+
     _, fresh = build(cfg)
     start = evaluate_loss(fresh, data.test, seed=0)["loss"]
     end = float(rows[-1]["test_loss"])
     assert end < 0.5 * start, (start, end)
     acc = attribute_accuracy(m, data, ("x",))
     assert acc["position"] > 0.9, acc  # p(position|z), z from q(z|x): right on most test images
-    assert acc["digit"] > 0.75, acc    # chance is 0.5
+    assert acc["digit"] > 0.75, acc  # chance is 0.5
     assert (tmp_path / model / "model.pt").exists() and (tmp_path / model / "checkpoint.pt").exists()
 
 
-def test_test_loss_is_on_the_recorded_seeded_test_images_and_phases_are_timed(tmp_path, monkeypatch, founding_data):
+def test_test_loss_is_on_the_recorded_seeded_test_images_and_phases_are_timed(
+    tmp_path, monkeypatch, founding_data
+):
     monkeypatch.setattr(sys.modules["jmvae.train"], "TEST_LOSS_EXAMPLES", 100)
     cfg, seconds = TrainConfig(steps=12, hidden=32, batch_size=64, seed=2), {}
     torch.set_flush_denormal(False)
     data, m = train(cfg, tmp_path / "r", log=lambda *a: None, seconds=seconds)
-    assert float(torch.tensor(1e-39) * 1.0) == 0.0       # subnormal floats flushed to zero (slow on Intel CPUs)
+    assert float(torch.tensor(1e-39) * 1.0) == 0.0  # subnormal floats flushed to zero (slow on Intel CPUs)
     assert json.loads((tmp_path / "r" / "config.json").read_text())["test_loss_examples"] == 100
     idx = seeded_subset(data.n_test, 100, seed=2)
     expect = evaluate_loss(m, {k: v[idx] for k, v in data.test.items()}, seed=2, chunk=64)
     row = list(csv.DictReader(open(tmp_path / "r" / "history.csv")))[-1]
     assert float(row["test_loss"]) == pytest.approx(expect["loss"], abs=1e-4)
-    assert float(row["test_loss"]) != pytest.approx(evaluate_loss(m, data.test, seed=2)["loss"], abs=1e-3)   # not all of them
+    assert float(row["test_loss"]) != pytest.approx(
+        evaluate_loss(m, data.test, seed=2)["loss"], abs=1e-3
+    )  # not all of them
     assert set(seconds) == {"data and model", "training steps", "test loss and checkpoints", "saving"}
     assert seconds["training steps"] > 0 and all(v >= 0 for v in seconds.values())
 
@@ -54,6 +59,7 @@ def test_test_loss_chunks_mix_the_split_as_training_batches_do(founding_data):
     """A test set stored in order (all lefts, then all rights) is scored in seeded shuffled chunks: JMVAE's
     prior term compares each draw with the codes of its chunk, which must hold both positions."""
     from jmvae.train import build
+
     _, m = build(TrainConfig(hidden=32, seed=0), quiet=True)
     by_position = founding_data.test["position"].argsort(stable=True)
     split = {k: v[by_position] for k, v in founding_data.test.items()}
@@ -61,22 +67,52 @@ def test_test_loss_chunks_mix_the_split_as_training_batches_do(founding_data):
     seen, loss = [], m.loss
     m.loss = lambda batch: (seen.append(batch["position"].float().mean().item()), loss(batch))[1]
     first = evaluate_loss(m, split, seed=3, chunk=64)
-    assert len(seen) == math.ceil(len(by_position) / 64) and all(0.2 < share < 0.8 for share in seen[:-1]), seen
+    assert len(seen) == math.ceil(len(by_position) / 64) and all(0.2 < share < 0.8 for share in seen[:-1]), (
+        seen
+    )
     again = evaluate_loss(m, split, seed=3, chunk=64)
-    assert first == again                                                      # the same chunks and noise
-    shuffled = evaluate_loss(m, {k: v[torch.randperm(len(by_position))] for k, v in split.items()}, seed=3, chunk=64)
-    assert shuffled["loss"] == pytest.approx(first["loss"], rel=0.02)           # the order of the rows is no matter
+    assert first == again  # the same chunks and noise
+    shuffled = evaluate_loss(
+        m, {k: v[torch.randperm(len(by_position))] for k, v in split.items()}, seed=3, chunk=64
+    )
+    assert shuffled["loss"] == pytest.approx(first["loss"], rel=0.02)  # the order of the rows is no matter
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("epochs, killed_at, saved, rows, schedule", [
-    (4, 2 * 6 + 3, 2, 4, {}),     # a row and checkpoint per epoch: killed in epoch 3, after the epoch-2 checkpoint
-    (44, 5 * 6 + 3, 4, 22, {}),   # one per 2 epochs (about 20 a run): killed in epoch 6, after the epoch-4 one
-    (4, 2 * 6 + 3, 2, 4, {"warmup": 3, "binarize": True}),   # killed inside the warm-up, images binarised per step
-    (4, 2 * 6 + 3, 2, 4, {"lr_schedule": "cosine", "precision": "bfloat16"})])   # the learning rate decays across
-                                                                                   # the kill; bfloat16 products
-def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch, epochs, killed_at, saved, rows, schedule):
-    cfg = TrainConfig(epochs=epochs, hidden=32, batch_size=256, seed=3, **schedule)  # 6 steps per epoch on 1,600 images
+@pytest.mark.parametrize(
+    "epochs, killed_at, saved, rows, schedule",
+    [
+        (
+            4,
+            2 * 6 + 3,
+            2,
+            4,
+            {},
+        ),  # a row and checkpoint per epoch: killed in epoch 3, after the epoch-2 checkpoint
+        (
+            44,
+            5 * 6 + 3,
+            4,
+            22,
+            {},
+        ),  # one per 2 epochs (about 20 a run): killed in epoch 6, after the epoch-4 one
+        (
+            4,
+            2 * 6 + 3,
+            2,
+            4,
+            {"warmup": 3, "binarize": True},
+        ),  # killed inside the warm-up, images binarised per step
+        (4, 2 * 6 + 3, 2, 4, {"lr_schedule": "cosine", "precision": "bfloat16"}),
+    ],
+)  # the learning rate decays across
+# the kill; bfloat16 products
+def test_resume_after_kill_gives_the_same_weights(
+    tmp_path, monkeypatch, epochs, killed_at, saved, rows, schedule
+):
+    cfg = TrainConfig(
+        epochs=epochs, hidden=32, batch_size=256, seed=3, **schedule
+    )  # 6 steps per epoch on 1,600 images
     train(cfg, tmp_path / "straight", log=lambda *a: None)
 
     real_step, calls = torch.optim.Adam.step, {"n": 0}
@@ -96,7 +132,9 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, monkeypatch, epochs,
 
     with pytest.raises(UserError, match="unfinished run"):
         train(cfg, tmp_path / "killed", log=lambda *a: None)
-    train(TrainConfig(), tmp_path / "killed", resume=True, log=lambda *a: None)  # the run's own config is used
+    train(
+        TrainConfig(), tmp_path / "killed", resume=True, log=lambda *a: None
+    )  # the run's own config is used
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -116,9 +154,13 @@ def test_cosine_schedule_sets_each_steps_learning_rate(tmp_path, monkeypatch):
         return real_step(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
-    train(TrainConfig(steps=10, hidden=16, batch_size=256, lr=2e-3, lr_schedule="cosine"), tmp_path / "r", log=lambda *a: None)
+    train(
+        TrainConfig(steps=10, hidden=16, batch_size=256, lr=2e-3, lr_schedule="cosine"),
+        tmp_path / "r",
+        log=lambda *a: None,
+    )
     assert seen == pytest.approx([1e-3 * (1 + math.cos(math.pi * i / 10)) for i in range(10)])
-    assert seen[0] == 2e-3 and 0 < seen[-1] < 1e-4          # 10 steps over two epochs of 6: the epochs continue it
+    assert seen[0] == 2e-3 and 0 < seen[-1] < 1e-4  # 10 steps over two epochs of 6: the epochs continue it
     seen.clear()
     train(TrainConfig(steps=3, hidden=16, batch_size=256, lr=2e-3), tmp_path / "c", log=lambda *a: None)
     assert seen == [2e-3] * 3
@@ -127,8 +169,16 @@ def test_cosine_schedule_sets_each_steps_learning_rate(tmp_path, monkeypatch):
 def test_plan_keeps_the_steps_of_twenty_full_mnist_epochs_whatever_the_data_size():
     from jmvae.data.attributes import AttributeDataset
     from jmvae.modalities import Image
-    data = AttributeDataset("tiny", Image("x", (2, 2)), [], {"x": torch.zeros(1600, 4)}, {"x": torch.zeros(10, 4)},
-                            "test", full_train_size=25_400)
+
+    data = AttributeDataset(
+        "tiny",
+        Image("x", (2, 2)),
+        [],
+        {"x": torch.zeros(1600, 4)},
+        {"x": torch.zeros(10, 4)},
+        "test",
+        full_train_size=25_400,
+    )
     assert data.n_train == 1600 and data.default_steps(128) == 20 * (25_400 // 128)
     per_epoch, epochs, total = TrainConfig().plan(1600, data.default_steps(256))
     assert (per_epoch, total) == (6, 1980) and epochs == 330
@@ -144,22 +194,32 @@ def test_batch_and_lr_defaults_follow_the_preset_and_paper_unless_given():
     and mnist-label at 128 and 1e-3, where their results were measured; a given value always wins, and is
     recorded."""
     assert (TrainConfig().batch_size, TrainConfig().lr) == (256, 1.5e-3)
-    for cfg in (TrainConfig(paper=True), TrainConfig(preset="mnist-a"), TrainConfig(preset="mnist-label"),
-                TrainConfig(preset="mnist-a", paper=True)):
+    for cfg in (
+        TrainConfig(paper=True),
+        TrainConfig(preset="mnist-a"),
+        TrainConfig(preset="mnist-label"),
+        TrainConfig(preset="mnist-a", paper=True),
+    ):
         assert (cfg.batch_size, cfg.lr) == (128, 1e-3), cfg.preset
     assert (TrainConfig(batch_size=64).batch_size, TrainConfig(batch_size=64).lr) == (64, 1.5e-3)
-    assert TrainConfig(paper=True, lr=0.01).lr == 0.01 and TrainConfig(preset="mnist-a", batch_size=32).batch_size == 32
+    assert (
+        TrainConfig(paper=True, lr=0.01).lr == 0.01
+        and TrainConfig(preset="mnist-a", batch_size=32).batch_size == 32
+    )
     assert TrainConfig.from_json(asdict(TrainConfig(batch_size=100, lr=2e-3))).batch_size == 100
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("z_dim", 0, "z-dim 0 (allowed: an integer >= 1)"),
-    ("epochs", 0, "epochs 0 (allowed: an integer >= 1)"),
-    ("batch_size", -1, "batch-size -1 (allowed: an integer >= 1)"),
-    ("lr", 0.0, "lr 0.0 (allowed: a number in (0, 1])"),
-    ("lr", 5.0, "lr 5.0 (allowed: a number in (0, 1])"),
-    ("model", "vae", "model vae (allowed: jmvae, telbo, mvae, mmvae, mopoe)"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("z_dim", 0, "z-dim 0 (allowed: an integer >= 1)"),
+        ("epochs", 0, "epochs 0 (allowed: an integer >= 1)"),
+        ("batch_size", -1, "batch-size -1 (allowed: an integer >= 1)"),
+        ("lr", 0.0, "lr 0.0 (allowed: a number in (0, 1])"),
+        ("lr", 5.0, "lr 5.0 (allowed: a number in (0, 1])"),
+        ("model", "vae", "model vae (allowed: jmvae, telbo, mvae, mmvae, mopoe)"),
+    ],
+)
 def test_config_validation(field, value, message):
     with pytest.raises(UserError) as e:
         TrainConfig(**{field: value}).validate()
@@ -171,6 +231,7 @@ def test_model_options_resolve_and_are_recorded(tmp_path):
     """None means the model's default; --paper means the published objective; given values always win; an
     option the model does not take is a one-line error; a run records the options it trained with."""
     from jmvae.models import PAPER, options
+
     default = TrainConfig().resolved()
     assert {k: getattr(default, k) for k in options("jmvae")} == options("jmvae")
     paper = TrainConfig(paper=True, attribute_weight=7.0).resolved()
@@ -187,12 +248,17 @@ def test_model_options_resolve_and_are_recorded(tmp_path):
     # one written before the prior term trained without it, whatever today's default
     before = TrainConfig.from_json({"model": "jmvae", "attribute_weight": 1.0, "image_recon": 1.0, "seed": 1})
     assert before.resolved().prior_recon == 0.0 and before.resolved().image_recon == 1.0
-    assert before.resolved().recon_draws == 0        # and with one draw per example for the gamma terms
+    assert before.resolved().recon_draws == 0  # and with one draw per example for the gamma terms
     with pytest.raises(UserError, match=r"recon-draws -1 \(allowed: an integer >= 0"):
         TrainConfig(recon_draws=-1).validate()
     assert TrainConfig.from_json({"model": "telbo", "attribute_weight": 1.0}).prior_recon is None
     import json
-    train(TrainConfig(steps=2, hidden=16, every_subset=True, batch_size=64), tmp_path / "run", log=lambda *a: None)
+
+    train(
+        TrainConfig(steps=2, hidden=16, every_subset=True, batch_size=64),
+        tmp_path / "run",
+        log=lambda *a: None,
+    )
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert recorded["train"]["every_subset"] is True and recorded["train"]["attribute_weight"] is not None
     assert "q(z|position))" in recorded["objective"]
@@ -204,12 +270,15 @@ def test_warmup_scales_every_kl_term_and_the_test_loss_is_at_full_weight(foundin
     warm-up's end."""
     from jmvae.data.attributes import to_batch
     from jmvae.train import build
+
     cfg = TrainConfig(warmup=4, hidden=32, alpha=0.5)
     assert [cfg.kl_weight(e) for e in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert TrainConfig().kl_weight(0) == 1.0
     batch = to_batch(founding_data.train, slice(0, 64))
     for model_name in ("jmvae", "telbo"):
-        _, model = build(TrainConfig(model=model_name, hidden=32, **({"alpha": 0.5} if model_name == "jmvae" else {})))
+        _, model = build(
+            TrainConfig(model=model_name, hidden=32, **({"alpha": 0.5} if model_name == "jmvae" else {}))
+        )
         losses = {}
         for w in (1.0, 0.3):
             model.kl_weight = w
@@ -219,11 +288,13 @@ def test_warmup_scales_every_kl_term_and_the_test_loss_is_at_full_weight(foundin
         loss, terms = losses[1.0]
         nll = sum(v for k, v in terms.items() if k.startswith("nll_"))
         kls = sum(v for k, v in terms.items() if k.startswith("kl_"))
-        if model_name == "jmvae":   # nll terms are unweighted (lambda 1), KLs but the prior's are weighted by alpha
+        if (
+            model_name == "jmvae"
+        ):  # nll terms are unweighted (lambda 1), KLs but the prior's are weighted by alpha
             regulariser = terms["kl_prior"] + 0.5 * (kls - terms["kl_prior"])
             recon = loss - regulariser
             assert float(losses[0.3][0]) == pytest.approx(float(recon + 0.3 * regulariser), rel=1e-5)
-        else:                        # the sum of the ELBOs: nll + KL of each
+        else:  # the sum of the ELBOs: nll + KL of each
             assert float(loss) == pytest.approx(float(nll + kls), rel=1e-5)
             assert float(losses[0.3][0]) == pytest.approx(float(nll + 0.3 * kls), rel=1e-5)
     with pytest.raises(UserError, match="--warmup with model mmvae"):
@@ -234,26 +305,32 @@ def test_warmup_scales_every_kl_term_and_the_test_loss_is_at_full_weight(foundin
 def test_binarize_draws_training_images_afresh_and_the_test_images_once(tmp_path, founding_data):
     from jmvae.data.attributes import binarized
     from jmvae.train import build, train_steps
+
     test = binarized(founding_data.test, "x")
     again = binarized(founding_data.test, "x")
     assert torch.equal(test["x"], again["x"]) and set(test["x"].unique().tolist()) <= {0, 255}
     assert torch.equal(test["digit"], founding_data.test["digit"])
     # each pixel is on with its intensity's probability: the means agree over the split
-    assert float(test["x"].float().mean()) == pytest.approx(float(founding_data.test["x"].float().mean()), rel=0.02)
+    assert float(test["x"].float().mean()) == pytest.approx(
+        float(founding_data.test["x"].float().mean()), rel=0.02
+    )
     _, model = build(TrainConfig(hidden=16))
     seen = []
 
     def objective(batch):
         seen.append(batch["x"].clone())
         return model.loss(batch)
+
     optimizer = torch.optim.Adam(model.parameters())
-    order = torch.zeros(2 * 64, dtype=torch.long)            # the same image, twice per batch, two steps
+    order = torch.zeros(2 * 64, dtype=torch.long)  # the same image, twice per batch, two steps
     train_steps(model, optimizer, founding_data.train, order, 64, 2, loss=objective, binarize="x")
     assert all(set(x.unique().tolist()) <= {0.0, 1.0} for x in seen)
-    assert not torch.equal(seen[0][0], seen[0][1]) and not torch.equal(seen[0][0], seen[1][0])   # drawn afresh
+    assert not torch.equal(seen[0][0], seen[0][1]) and not torch.equal(seen[0][0], seen[1][0])  # drawn afresh
     grey = founding_data.train["x"][0].float() / 255
     assert float(torch.stack(seen).mean((0, 1)).sub(grey).abs().max()) < 0.5
-    data, _ = train(TrainConfig(steps=3, hidden=16, batch_size=64, binarize=True), tmp_path / "r", log=lambda *a: None)
+    data, _ = train(
+        TrainConfig(steps=3, hidden=16, batch_size=64, binarize=True), tmp_path / "r", log=lambda *a: None
+    )
     assert set(data.test["x"].unique().tolist()) <= {0, 255}
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["binarize"] is True
 
@@ -262,14 +339,20 @@ def test_binarize_draws_training_images_afresh_and_the_test_images_once(tmp_path
 def test_compiled_training_step_trains_like_the_eager_one(tmp_path):
     """--compile default (torch.compile of the loss, the step's only change) ends near the eager run: the
     same batches and noise, summed in another order; reduce-overhead is refused without CUDA."""
-    cfg = dict(steps=30, hidden=32, batch_size=64, lr=1e-3, seed=4)   # at 1.5e-3 the two drift 3% apart by step 30
+    cfg = dict(
+        steps=30, hidden=32, batch_size=64, lr=1e-3, seed=4
+    )  # at 1.5e-3 the two drift 3% apart by step 30
     train(TrainConfig(**cfg), tmp_path / "eager", log=lambda *a: None)
     train(TrainConfig(compile="default", **cfg), tmp_path / "compiled", log=lambda *a: None)
-    eager, compiled = (list(csv.DictReader(open(tmp_path / r / "history.csv")))[-1] for r in ("eager", "compiled"))
+    eager, compiled = (
+        list(csv.DictReader(open(tmp_path / r / "history.csv")))[-1] for r in ("eager", "compiled")
+    )
     assert float(compiled["test_loss"]) == pytest.approx(float(eager["test_loss"]), rel=0.02)
     assert json.loads((tmp_path / "compiled" / "config.json").read_text())["train"]["compile"] == "default"
     if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="--compile reduce-overhead on cpu .allowed: CUDA graphs need a CUDA device"):
+        with pytest.raises(
+            UserError, match="--compile reduce-overhead on cpu .allowed: CUDA graphs need a CUDA device"
+        ):
             TrainConfig(compile="reduce-overhead").validate()
 
 
@@ -297,6 +380,13 @@ def test_decoding_again_reuses_the_memory_a_decode_freed():
     """MNIST-A's evaluation decodes a thousand 64x64 images at a time, hundreds of times: with glibc's default
     thresholds each pass faulted its ~200 MB of activations in afresh (a third of the evaluation's time)."""
     import subprocess
-    faults = {mode: int(subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True,
-                                       check=True).stdout) for mode in ("off", "on")}
+
+    faults = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for mode in ("off", "on")
+    }
     assert faults["off"] > 100_000 and faults["on"] < faults["off"] / 20, faults

@@ -4,6 +4,7 @@ Noise is fixed: Gaussian.rsample returns loc + scale * eps with eps a determinis
 shape, so a hand computation can use the very same draws. Hand computations write every density out
 (Bernoulli and softmax log-likelihoods, Gaussian log-densities and KLs) instead of calling the library.
 """
+
 import math
 
 import pytest
@@ -29,13 +30,17 @@ def fixed_noise(monkeypatch):
     def rsample(self, shape=()):
         full = torch.Size(shape) + self.loc.shape
         return self.loc + self.scale * eps(full)
+
     monkeypatch.setattr(Gaussian, "rsample", rsample)
 
 
 def batch_of(b=5, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"x": torch.rand(b, 16, generator=g), "position": torch.randint(2, (b,), generator=g),
-            "digit": torch.randint(3, (b,), generator=g)}
+    return {
+        "x": torch.rand(b, 16, generator=g),
+        "position": torch.randint(2, (b,), generator=g),
+        "digit": torch.randint(3, (b,), generator=g),
+    }
 
 
 def model(name, **kw):
@@ -66,13 +71,13 @@ def expert(m, name, batch):
 
 def poe(params):
     """p(z) prod of (mu, sigma) experts, by hand."""
-    precision = 1 + sum(s ** -2 for _, s in params)
-    mean = sum(mu * s ** -2 for mu, s in params) / precision
-    return mean, precision ** -0.5
+    precision = 1 + sum(s**-2 for _, s in params)
+    mean = sum(mu * s**-2 for mu, s in params) / precision
+    return mean, precision**-0.5
 
 
 def kl_std(mu, s):
-    return 0.5 * (s ** 2 + mu ** 2 - 1 - 2 * s.log()).sum(-1)
+    return 0.5 * (s**2 + mu**2 - 1 - 2 * s.log()).sum(-1)
 
 
 def log_normal(z, mu, s):
@@ -124,7 +129,7 @@ def test_mopoe_matches_hand_computation(fixed_noise):
     for i, s in enumerate(subsets):
         mu, sd = poe([expert(m, n, b) for n in s])
         z = mu + sd * noise[i]
-        recon = sum((1.0 if n == "x" else 2.0) * log_lik(m, n, z, b) for n in NAMES)   # every modality
+        recon = sum((1.0 if n == "x" else 2.0) * log_lik(m, n, z, b) for n in NAMES)  # every modality
         total = total + (-recon + kl_std(mu, sd)) / 7
     assert torch.allclose(loss, total.mean(), rtol=1e-6)
 
@@ -151,20 +156,28 @@ def test_sampled_mopoe_decodes_one_observed_subset_each_drawn_uniformly(fixed_no
         hit = [i for i, v in enumerate(by_hand) if abs(v - loss) < 1e-8 * max(1.0, abs(v))]
         assert len(hit) == 1, (loss, by_hand)
         counts[hit[0]] += 1
-    assert min(counts) >= 15 and max(counts) <= 70, counts          # 40 expected each; binomial sd about 6
+    assert min(counts) >= 15 and max(counts) <= 70, counts  # 40 expected each; binomial sd about 6
 
 
 def test_mopoe_samples_subsets_where_there_are_more_than_seven():
-    assert model("mopoe").sample_subsets is False                   # three modalities: 7 subsets, all decoded
+    assert model("mopoe").sample_subsets is False  # three modalities: 7 subsets, all decoded
     four = [*MODS, Categorical("scale", ("big", "small"))]
-    assert build_model("mopoe", four, z_dim=2, hidden=8).sample_subsets is True     # 15 subsets
+    assert build_model("mopoe", four, z_dim=2, hidden=8).sample_subsets is True  # 15 subsets
     assert build_model("mopoe", four, z_dim=2, hidden=8, sample_subsets=False).sample_subsets is False
     big = build_model("mopoe", four, z_dim=2, hidden=8)
     b = dict(batch_of(b=6), scale=torch.randint(2, (6,)))
     loss, named = big.loss(b)
     loss.backward()
-    assert torch.isfinite(loss) and set(named) == {"nll_x", "nll_position", "nll_digit", "nll_scale", "kl_prior"}
-    assert all(p.grad is not None for p in big.encoders.parameters())   # every expert gets a gradient (KLs, draws)
+    assert torch.isfinite(loss) and set(named) == {
+        "nll_x",
+        "nll_position",
+        "nll_digit",
+        "nll_scale",
+        "kl_prior",
+    }
+    assert all(
+        p.grad is not None for p in big.encoders.parameters()
+    )  # every expert gets a gradient (KLs, draws)
 
 
 def test_mopoe_posterior_is_the_mixture_of_subset_products():
@@ -186,7 +199,9 @@ def mmvae_by_hand(m, b, k, lam=1.0):
         log_w = []
         for i in range(k):
             z = mu + sd * noise[i, j]
-            log_q = torch.logsumexp(torch.stack([log_normal(z, mu2, s2) for mu2, s2 in params]), 0) - math.log(3)
+            log_q = torch.logsumexp(
+                torch.stack([log_normal(z, mu2, s2) for mu2, s2 in params]), 0
+            ) - math.log(3)
             log_pz = log_normal(z, torch.zeros_like(z), torch.ones_like(z))
             log_px = sum((1.0 if n == "x" else lam) * log_lik(m, n, z, b) for n in NAMES)
             log_w.append(log_pz + log_px - log_q)
@@ -212,8 +227,12 @@ def test_mmvae_dreg_keeps_the_bound_and_the_decoder_gradient(fixed_noise):
     for (name, p1), p2 in zip(plain.named_parameters(), dreg.parameters()):
         if name.startswith("decoders"):
             assert torch.allclose(p1.grad, p2.grad, atol=1e-10), name
-    enc = [(n, p1.grad, p2.grad) for (n, p1), p2 in zip(plain.named_parameters(), dreg.parameters()) if n.startswith("encoders")]
-    assert any(not torch.allclose(g1, g2) for _, g1, g2 in enc)      # DReG changes the encoders' gradient
+    enc = [
+        (n, p1.grad, p2.grad)
+        for (n, p1), p2 in zip(plain.named_parameters(), dreg.parameters())
+        if n.startswith("encoders")
+    ]
+    assert any(not torch.allclose(g1, g2) for _, g1, g2 in enc)  # DReG changes the encoders' gradient
 
 
 def test_mmvae_dreg_with_one_sample_is_the_path_gradient(fixed_noise):
@@ -229,7 +248,12 @@ def test_mmvae_dreg_with_one_sample_is_the_path_gradient(fixed_noise):
     for j, (mu, sd) in enumerate(params):
         z = mu + sd * noise[0, j]
         log_q = torch.logsumexp(torch.stack([log_normal(z, a, s) for a, s in fixed]), 0) - math.log(3)
-        total = total + log_normal(z, torch.zeros_like(z), torch.ones_like(z)) + sum(log_lik(m, n, z, b) for n in NAMES) - log_q
+        total = (
+            total
+            + log_normal(z, torch.zeros_like(z), torch.ones_like(z))
+            + sum(log_lik(m, n, z, b) for n in NAMES)
+            - log_q
+        )
     (-(total / 3).mean()).backward()
     for n, p in m.named_parameters():
         if n.startswith("encoders"):
@@ -304,6 +328,7 @@ def test_large_images_get_conv_networks_and_any_network_can_be_passed_in(name):
     from torch import nn
 
     from jmvae.networks import ConvDecoder, ConvTrunk, GaussianEncoder
+
     big = [Image("x", (32, 32)), Categorical("digit", ("a", "b", "c"))]
     torch.manual_seed(0)
     m = build_model(name, big, z_dim=3, hidden=16)
@@ -327,14 +352,18 @@ def test_every_model_trains_and_completes_on_mnist_a_shapes(name):
     label combinations); a step lowers the loss on its batch, and a completed draw keeps the given value."""
     from jmvae.data.mnist_a import ATTRIBUTES
     from jmvae.train import make_optimizer
+
     mods = [Image("x", (64, 64)), *[Categorical(k, v) for k, v in ATTRIBUTES.items()]]
     torch.manual_seed(0)
     m = build_model(name, mods, z_dim=4, hidden=8)
-    b = {"x": torch.rand(8, 64 * 64).bernoulli(), **{a.name: torch.randint(len(a.classes), (8,)) for a in mods[1:]}}
+    b = {
+        "x": torch.rand(8, 64 * 64).bernoulli(),
+        **{a.name: torch.randint(len(a.classes), (8,)) for a in mods[1:]},
+    }
     opt = make_optimizer(m, 1e-3)
     losses = []
     for _ in range(5):
-        torch.manual_seed(1)                       # the same noise each step: the change is the weights'
+        torch.manual_seed(1)  # the same noise each step: the change is the weights'
         loss, terms = m.loss(b)
         assert torch.isfinite(loss) and all(torch.isfinite(v) for v in terms.values()), name
         opt.zero_grad()
@@ -350,6 +379,7 @@ def test_every_model_trains_and_completes_on_mnist_a_shapes(name):
 
 def test_paper_settings_per_model():
     from jmvae.config import TrainConfig
+
     assert TrainConfig(model="mmvae", paper=True).resolved().samples == 30
     assert TrainConfig(model="mmvae", paper=True).resolved().dreg is True
     assert TrainConfig(model="mvae", paper=True).resolved().attribute_weight == 50

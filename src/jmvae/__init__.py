@@ -7,7 +7,7 @@ classify across modalities. Start with `jmvae train` (the founding experiment) o
     data, model = train(TrainConfig(steps=200), "runs/demo")
 """
 
-__version__ = "0.1.0"   # the one place the version is written (pyproject.toml reads it)
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
 
 from .config import TrainConfig
 from .errors import UserError

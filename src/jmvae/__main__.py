@@ -1,4 +1,5 @@
 """`python -m jmvae ...` (what torchrun runs: `torchrun --nproc-per-node 2 -m jmvae train ...`)."""
+
 import sys
 
 from .cli import main

@@ -3,6 +3,7 @@
 Playwright's own browser download is often not reachable, so the system browser is launched by its path
 (`$JMVAE_CHROMIUM`, else `chromium` or `chromium-browser` on PATH).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,9 @@ from .errors import UserError
 def chromium_path() -> str:
     path = os.environ.get("JMVAE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        raise UserError("no Chromium found (allowed: `apt-get install chromium`, or $JMVAE_CHROMIUM naming the browser)")
+        raise UserError(
+            "no Chromium found (allowed: `apt-get install chromium`, or $JMVAE_CHROMIUM naming the browser)"
+        )
     return path
 
 
@@ -26,7 +29,9 @@ def open_page(page_path: Path, width: int = 1280, height: int = 800, errors: lis
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        raise UserError("playwright is not installed (allowed: `pip install playwright`; the system Chromium is used)") from None
+        raise UserError(
+            "playwright is not installed (allowed: `pip install playwright`; the system Chromium is used)"
+        ) from None
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
         try:

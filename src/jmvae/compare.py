@@ -1,4 +1,5 @@
 """`jmvae compare`: one table of headline metrics across runs, mean ± std over seeds of one config."""
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,9 @@ def load(run: str | Path) -> tuple[dict, dict]:
         # every field, so runs recorded before a field existed compare with runs after it
         return asdict(run_config(run_dir)), headline(metrics)
     except (KeyError, TypeError, AttributeError):
-        raise UserError(f"{run_dir / FINISHED} is not jmvae metrics (allowed: the file `jmvae evaluate` writes)") from None
+        raise UserError(
+            f"{run_dir / FINISHED} is not jmvae metrics (allowed: the file `jmvae evaluate` writes)"
+        ) from None
 
 
 def group(runs: list[str | Path]) -> list[dict]:
@@ -41,14 +44,25 @@ def group(runs: list[str | Path]) -> list[dict]:
     configs = [json.loads(k) for k in groups]
     presets = sorted({c.get("preset") for c in configs})
     if len(presets) > 1:
-        raise UserError(f"runs of presets {', '.join(presets)} (allowed: runs of one preset: their metrics differ)")
-    varying = [k for k in configs[0] if len({json.dumps(c[k]) for c in configs}) > 1 and not _same_where_taken(k, configs)]
+        raise UserError(
+            f"runs of presets {', '.join(presets)} (allowed: runs of one preset: their metrics differ)"
+        )
+    varying = [
+        k
+        for k in configs[0]
+        if len({json.dumps(c[k]) for c in configs}) > 1 and not _same_where_taken(k, configs)
+    ]
     varying = varying or ["model"]
     rows = []
     for config, members in zip(configs, groups.values()):
-        row = {"config": " ".join(f"{k}={config[k]}" for k in varying), "n": len(members),
-               "seeds": ",".join(str(c["seed"]) for c, _ in members)}
-        for name in dict.fromkeys(name for _, m in members for name in m):   # runs from before a metric lack it
+        row = {
+            "config": " ".join(f"{k}={config[k]}" for k in varying),
+            "n": len(members),
+            "seeds": ",".join(str(c["seed"]) for c, _ in members),
+        }
+        for name in dict.fromkeys(
+            name for _, m in members for name in m
+        ):  # runs from before a metric lack it
             values = [m[name] for _, m in members if name in m]
             row[name] = statistics.fmean(values)
             row[name + " std"] = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -71,11 +85,19 @@ def keys(rows: list[dict]) -> list[str]:
 
 def format_table(rows: list[dict]) -> str:
     metrics = [k for k in keys(rows) if k not in ("config", "n", "seeds") and not k.endswith(" std")]
-    body = [[m] + ["" if m not in r else f"{r[m]:.4g} ± {r[m + ' std']:.2g}" if r["n"] > 1 else f"{r[m]:.4g}"
-                   for r in rows] for m in metrics]
+    body = [
+        [m]
+        + [
+            "" if m not in r else f"{r[m]:.4g} ± {r[m + ' std']:.2g}" if r["n"] > 1 else f"{r[m]:.4g}"
+            for r in rows
+        ]
+        for m in metrics
+    ]
     header = ["metric"] + [f"{r['config']} (n={r['n']})" for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    fmt = lambda line: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+    fmt = lambda line: "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+    )
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
 
 

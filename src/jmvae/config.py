@@ -1,6 +1,7 @@
 """The configuration of a run: TrainConfig (one field per CLI flag, each model's options among them), and
 `read_config` / `run_config`, the one reader of a run's config.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,27 +29,46 @@ from .runs import FINISHED, is_finished
 # and image term cost more than they buy on four attributes (docs/results-mnist-a.md). A user's data (--data)
 # starts from the same settings (docs/results-own-data.md).
 OWN_DATA = "--data"
-PRESET_DEFAULTS: dict[str, dict[str, Any]] = {OWN_DATA: {"z_dim": 10, "attribute_weight": 50.0, "prior_recon": 0.0,
-                                                         "every_subset": False, "image_recon": 0.0},
-                                              "mnist-a": {"z_dim": 10, "attribute_weight": 50.0, "prior_recon": 0.0,
-                                                          "every_subset": False, "image_recon": 0.0}}
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    OWN_DATA: {
+        "z_dim": 10,
+        "attribute_weight": 50.0,
+        "prior_recon": 0.0,
+        "every_subset": False,
+        "image_recon": 0.0,
+    },
+    "mnist-a": {
+        "z_dim": 10,
+        "attribute_weight": 50.0,
+        "prior_recon": 0.0,
+        "every_subset": False,
+        "image_recon": 0.0,
+    },
+}
 # The batch and step size where no flag gives them: the founding experiment trains its 20 epochs at batch 256
 # and lr 1.5e-3 (half the steps of batch 128, the same answers: docs/results-queries.md); the other presets
 # and --paper keep batch 128 and lr 1e-3, where their results were measured.
 TRAINING_DEFAULTS = {"batch_size": 256, "lr": 1.5e-3}
 PAPER_TRAINING = {"batch_size": 128, "lr": 1e-3}
 PRESET_TRAINING: dict[str, dict[str, Any]] = {"mnist-a": PAPER_TRAINING, "mnist-label": PAPER_TRAINING}
-LATER_OPTIONS = {"prior_recon": 0.0, "recon_draws": 0}   # model options added after runs were recorded, at their "off" value
-LATER_FIELDS = {"lr_schedule": "constant", "precision": "float32"}   # other settings added since, at what runs did
+LATER_OPTIONS = {
+    "prior_recon": 0.0,
+    "recon_draws": 0,
+}  # model options added after runs were recorded, at their "off" value
+LATER_FIELDS = {
+    "lr_schedule": "constant",
+    "precision": "float32",
+}  # other settings added since, at what runs did
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "float32", "bfloat16")
-WARMUP_MODELS = ("jmvae", "telbo")   # the objectives whose KL terms kl_weight scales
-MODEL_OPTIONS = tuple(dict.fromkeys(o for name in MODELS for o in options(name)))   # every model's options: TrainConfig fields
+WARMUP_MODELS = ("jmvae", "telbo")  # the objectives whose KL terms kl_weight scales
+MODEL_OPTIONS = tuple(
+    dict.fromkeys(o for name in MODELS for o in options(name))
+)  # every model's options: TrainConfig fields
 
 
-
-SEEDS = 2**32   # a seed is an integer from 0 to SEEDS - 1 (train and generate)
+SEEDS = 2**32  # a seed is an integer from 0 to SEEDS - 1 (train and generate)
 
 
 def check_seed(seed: int, flag: str = "seed") -> None:
@@ -76,47 +96,62 @@ def native_bfloat16() -> bool:
 @dataclass
 class TrainConfig:
     """Everything that decides a run; the CLI flags map onto these one to one."""
-    preset: str | None = None   # None: position-digit, unless `data` names a user's data
-    data: str | None = None     # a folder in the ImageFolder layout or an .npz (absolute; relative: inside the run)
-    attribute: list[str] = field(default_factory=list)   # NAME=categorical|binary|continuous: kinds not inferred
-    image_size: str | None = None   # N or HxW: every image resized to it (None: the data's own size)
-    image_likelihood: str | None = None   # bernoulli or laplace (None: bernoulli)
+
+    preset: str | None = None  # None: position-digit, unless `data` names a user's data
+    data: str | None = (
+        None  # a folder in the ImageFolder layout or an .npz (absolute; relative: inside the run)
+    )
+    attribute: list[str] = field(
+        default_factory=list
+    )  # NAME=categorical|binary|continuous: kinds not inferred
+    image_size: str | None = None  # N or HxW: every image resized to it (None: the data's own size)
+    image_likelihood: str | None = None  # bernoulli or laplace (None: bernoulli)
     model: str = "jmvae"
-    z_dim: int | None = None   # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
+    z_dim: int | None = None  # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
     hidden: int = 512
     # The model's options (see models/__init__.py): None is the model's own default; `resolved()` fills them
     # in.
-    alpha: float | None = None             # JMVAE: weight of its KL terms; 0 is JMVAE-zero
+    alpha: float | None = None  # JMVAE: weight of its KL terms; 0 is JMVAE-zero
     attribute_weight: float | None = None  # lambda on every log p(y_i|z)
-    every_subset: bool | None = None       # a term for every non-empty attribute subset, not only all of them
-    attribute_recon: float | None = None   # JMVAE: gamma_y, attributes reconstructed from q(z|y_S)
-    image_recon: float | None = None       # gamma_x, the image reconstructed from q(z|y)
-    image_target: str | None = None        # JMVAE: what that image term scores, "matched" or "paired"
-    prior_recon: float | None = None       # JMVAE: gamma_p, both decoders taught the nearest codes at draws of p(z)
-    recon_draws: int | None = None         # JMVAE: draws of q(z|y) and of p(z) a step for the gamma terms (0: one per example)
-    components: int | None = None          # JMVAE: Gaussians per attribute expert
-    random_subsets: int | None = None      # MVAE: ELBOs of random modality subsets per step
-    samples: int | None = None             # MMVAE: importance samples K per expert
-    dreg: bool | None = None               # MMVAE: doubly reparameterised gradients
-    sample_subsets: bool | None = None     # MoPoE: each example decoded from one drawn subset (None: if more than 7)
-    paper: bool = False                    # options at the published objective's values, unless given
-    batch_size: int | None = None   # None: the preset's (PRESET_TRAINING), --paper's or TRAINING_DEFAULTS; set on creation
+    every_subset: bool | None = None  # a term for every non-empty attribute subset, not only all of them
+    attribute_recon: float | None = None  # JMVAE: gamma_y, attributes reconstructed from q(z|y_S)
+    image_recon: float | None = None  # gamma_x, the image reconstructed from q(z|y)
+    image_target: str | None = None  # JMVAE: what that image term scores, "matched" or "paired"
+    prior_recon: float | None = (
+        None  # JMVAE: gamma_p, both decoders taught the nearest codes at draws of p(z)
+    )
+    recon_draws: int | None = (
+        None  # JMVAE: draws of q(z|y) and of p(z) a step for the gamma terms (0: one per example)
+    )
+    components: int | None = None  # JMVAE: Gaussians per attribute expert
+    random_subsets: int | None = None  # MVAE: ELBOs of random modality subsets per step
+    samples: int | None = None  # MMVAE: importance samples K per expert
+    dreg: bool | None = None  # MMVAE: doubly reparameterised gradients
+    sample_subsets: bool | None = (
+        None  # MoPoE: each example decoded from one drawn subset (None: if more than 7)
+    )
+    paper: bool = False  # options at the published objective's values, unless given
+    batch_size: int | None = (
+        None  # None: the preset's (PRESET_TRAINING), --paper's or TRAINING_DEFAULTS; set on creation
+    )
     lr: float | None = None
-    lr_schedule: str = "constant"   # constant, or cosine: from lr down to 0 over the run's steps
+    lr_schedule: str = "constant"  # constant, or cosine: from lr down to 0 over the run's steps
     seed: int = 0
-    epochs: int | None = None   # None and steps None: as many steps as 20 epochs of full MNIST
+    epochs: int | None = None  # None and steps None: as many steps as 20 epochs of full MNIST
     steps: int | None = None
     mnist_dir: str | None = None
-    mnist: str = "auto"         # auto: full MNIST if found, else the bundled subset; full; bundled
+    mnist: str = "auto"  # auto: full MNIST if found, else the bundled subset; full; bundled
     test_fraction: float = 0.2
     hold_out: list[str] = field(default_factory=list)
-    label_fraction: float = 1.0   # the share of training examples whose attributes the model sees (seeded)
-    split: str | None = None      # mnist-a: iid (default) or compositional
-    binarize: bool = False        # training images drawn from Bernoulli(pixel) at every step; the test set once
-    warmup: int = 0               # epochs over which the KL terms' weight rises linearly to 1 (0: none)
-    precision: str = "auto"       # the networks' products in training: auto, float32, bfloat16 (config.json: which)
-    compile: str = "none"         # torch.compile the training step: none, default, reduce-overhead (CUDA graphs)
-    log: list[str] = field(default_factory=list)   # experiment trackers: tensorboard, mlflow
+    label_fraction: float = 1.0  # the share of training examples whose attributes the model sees (seeded)
+    split: str | None = None  # mnist-a: iid (default) or compositional
+    binarize: bool = False  # training images drawn from Bernoulli(pixel) at every step; the test set once
+    warmup: int = 0  # epochs over which the KL terms' weight rises linearly to 1 (0: none)
+    precision: str = (
+        "auto"  # the networks' products in training: auto, float32, bfloat16 (config.json: which)
+    )
+    compile: str = "none"  # torch.compile the training step: none, default, reduce-overhead (CUDA graphs)
+    log: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -132,71 +167,136 @@ class TrainConfig:
         def check(ok: bool, what: str, allowed: str) -> None:
             if not ok:
                 raise UserError(f"{what} (allowed: {allowed})")
+
         if self.data is not None:
             check(self.preset is None, f"--preset {self.preset} with --data", "one of them")
-            check(self.mnist_dir is None and self.split is None and self.mnist in ("auto", "none"),
-                  "--mnist, --mnist-dir or --split with --data", "those flags with --preset only")
+            check(
+                self.mnist_dir is None and self.split is None and self.mnist in ("auto", "none"),
+                "--mnist, --mnist-dir or --split with --data",
+                "those flags with --preset only",
+            )
         else:
             check(self.preset in PRESETS, f"preset {self.preset}", ", ".join(PRESETS))
-            check(not self.attribute and self.image_size is None, "--attribute or --image-size without --data",
-                  "those flags with --data")
+            check(
+                not self.attribute and self.image_size is None,
+                "--attribute or --image-size without --data",
+                "those flags with --data",
+            )
         check(self.model in MODELS, f"model {self.model}", ", ".join(MODELS))
         check(self.z_dim is None or self.z_dim >= 1, f"z-dim {self.z_dim}", "an integer >= 1")
         check(self.hidden >= 1, f"hidden {self.hidden}", "an integer >= 1")
         # At least three hidden x hidden layers and a 784 x hidden one each way, in float32: a lower bound on
         # the weights alone, so a width no machine holds stops here, not as an allocation failure deep in
         # torch.
-        need, have = 4 * (3 * self.hidden ** 2 + 2 * 784 * self.hidden), memory_bytes()
-        check(have is None or need <= have, f"hidden {self.hidden}",
-              f"a width whose weights fit in this machine's {(have or 0) / 1e9:.0f} GB; it needs at least "
-              f"{need / 1e9:,.0f} GB")
+        need, have = 4 * (3 * self.hidden**2 + 2 * 784 * self.hidden), memory_bytes()
+        check(
+            have is None or need <= have,
+            f"hidden {self.hidden}",
+            f"a width whose weights fit in this machine's {(have or 0) / 1e9:.0f} GB; it needs at least "
+            f"{need / 1e9:,.0f} GB",
+        )
         for name in ("alpha", "attribute_recon", "image_recon", "prior_recon"):
             value = getattr(self, name)
-            check(value is None or (value >= 0 and math.isfinite(value)), f"{name.replace('_', '-')} {value}", "a number >= 0")
-        check(self.attribute_weight is None or (self.attribute_weight > 0 and math.isfinite(self.attribute_weight)),
-              f"attribute-weight {self.attribute_weight}", "a number > 0")
-        check(self.recon_draws is None or self.recon_draws >= 0, f"recon-draws {self.recon_draws}",
-              "an integer >= 0 (0: one per example)")
-        check(self.components is None or 1 <= self.components <= 16, f"components {self.components}", "1 to 16")
-        check(self.random_subsets is None or 0 <= self.random_subsets <= 64, f"random-subsets {self.random_subsets}", "0 to 64")
+            check(
+                value is None or (value >= 0 and math.isfinite(value)),
+                f"{name.replace('_', '-')} {value}",
+                "a number >= 0",
+            )
+        check(
+            self.attribute_weight is None
+            or (self.attribute_weight > 0 and math.isfinite(self.attribute_weight)),
+            f"attribute-weight {self.attribute_weight}",
+            "a number > 0",
+        )
+        check(
+            self.recon_draws is None or self.recon_draws >= 0,
+            f"recon-draws {self.recon_draws}",
+            "an integer >= 0 (0: one per example)",
+        )
+        check(
+            self.components is None or 1 <= self.components <= 16, f"components {self.components}", "1 to 16"
+        )
+        check(
+            self.random_subsets is None or 0 <= self.random_subsets <= 64,
+            f"random-subsets {self.random_subsets}",
+            "0 to 64",
+        )
         check(self.samples is None or 1 <= self.samples <= 1000, f"samples {self.samples}", "1 to 1000")
-        check(self.image_target in (None, *IMAGE_TARGETS), f"image-target {self.image_target}", ", ".join(IMAGE_TARGETS))
+        check(
+            self.image_target in (None, *IMAGE_TARGETS),
+            f"image-target {self.image_target}",
+            ", ".join(IMAGE_TARGETS),
+        )
         if self.model in MODELS:
             takes = options(self.model)
             for name in MODEL_OPTIONS:
-                check(getattr(self, name) is None or name in takes, f"--{name.replace('_', '-')} with model {self.model}",
-                      f"options of {self.model}: {', '.join('--' + o.replace('_', '-') for o in takes)}")
+                check(
+                    getattr(self, name) is None or name in takes,
+                    f"--{name.replace('_', '-')} with model {self.model}",
+                    f"options of {self.model}: {', '.join('--' + o.replace('_', '-') for o in takes)}",
+                )
         check_seed(self.seed)
-        check(self.batch_size is not None and self.batch_size >= 1, f"batch-size {self.batch_size}", "an integer >= 1")
-        check(self.lr is not None and 0 < self.lr <= 1 and math.isfinite(self.lr), f"lr {self.lr}", "a number in (0, 1]")
+        check(
+            self.batch_size is not None and self.batch_size >= 1,
+            f"batch-size {self.batch_size}",
+            "an integer >= 1",
+        )
+        check(
+            self.lr is not None and 0 < self.lr <= 1 and math.isfinite(self.lr),
+            f"lr {self.lr}",
+            "a number in (0, 1]",
+        )
         check(self.lr_schedule in LR_SCHEDULES, f"lr-schedule {self.lr_schedule}", ", ".join(LR_SCHEDULES))
         check(self.epochs is None or self.epochs >= 1, f"epochs {self.epochs}", "an integer >= 1")
         check(self.steps is None or self.steps >= 1, f"steps {self.steps}", "an integer >= 1")
-        check(self.epochs is None or self.steps is None, f"both epochs {self.epochs} and steps {self.steps}",
-              "one of them")
-        check(self.image_likelihood in (None, *IMAGE_LIKELIHOODS), f"image-likelihood {self.image_likelihood}",
-              ", ".join(IMAGE_LIKELIHOODS))
-        check(self.mnist in SOURCES or (self.data is not None and self.mnist == "none"), f"mnist {self.mnist}",
-              ", ".join(SOURCES))
-        check(self.mnist != "bundled" or self.mnist_dir is None, f"--mnist-dir {self.mnist_dir} with --mnist bundled",
-              "one of them")
+        check(
+            self.epochs is None or self.steps is None,
+            f"both epochs {self.epochs} and steps {self.steps}",
+            "one of them",
+        )
+        check(
+            self.image_likelihood in (None, *IMAGE_LIKELIHOODS),
+            f"image-likelihood {self.image_likelihood}",
+            ", ".join(IMAGE_LIKELIHOODS),
+        )
+        check(
+            self.mnist in SOURCES or (self.data is not None and self.mnist == "none"),
+            f"mnist {self.mnist}",
+            ", ".join(SOURCES),
+        )
+        check(
+            self.mnist != "bundled" or self.mnist_dir is None,
+            f"--mnist-dir {self.mnist_dir} with --mnist bundled",
+            "one of them",
+        )
         check(0 < self.test_fraction < 1, f"test-fraction {self.test_fraction}", "a number in (0, 1)")
         check(0 < self.label_fraction <= 1, f"label-fraction {self.label_fraction}", "a number in (0, 1]")
-        check(self.split is None or (self.preset in SPLIT_PRESETS and self.split in SPLITS),
-              f"--split {self.split} with preset {self.preset}", f"--split {' or '.join(SPLITS)} with preset "
-              + ", ".join(SPLIT_PRESETS))
+        check(
+            self.split is None or (self.preset in SPLIT_PRESETS and self.split in SPLITS),
+            f"--split {self.split} with preset {self.preset}",
+            f"--split {' or '.join(SPLITS)} with preset " + ", ".join(SPLIT_PRESETS),
+        )
         check(self.warmup >= 0, f"warmup {self.warmup}", "an integer >= 0 (epochs)")
-        check(self.warmup == 0 or self.model in WARMUP_MODELS, f"--warmup with model {self.model}",
-              f"models {', '.join(WARMUP_MODELS)}: their KL terms are separate terms")
+        check(
+            self.warmup == 0 or self.model in WARMUP_MODELS,
+            f"--warmup with model {self.model}",
+            f"models {', '.join(WARMUP_MODELS)}: their KL terms are separate terms",
+        )
         trackers.check(self.log)
         check(self.precision in PRECISIONS, f"precision {self.precision}", ", ".join(PRECISIONS))
-        check(self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"device {self.device}",
-              "auto, cpu, cuda, cuda:N")
+        check(
+            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+            f"device {self.device}",
+            "auto, cpu, cuda, cuda:N",
+        )
         if self.device.startswith("cuda"):
             check(torch.cuda.is_available(), f"device {self.device}", "cpu: no CUDA device is available here")
         check(self.compile in COMPILE_MODES, f"compile {self.compile}", ", ".join(COMPILE_MODES))
-        check(self.compile != "reduce-overhead" or self.resolved_device().type == "cuda",
-              f"--compile reduce-overhead on {self.resolved_device()}", "CUDA graphs need a CUDA device; default on the CPU")
+        check(
+            self.compile != "reduce-overhead" or self.resolved_device().type == "cuda",
+            f"--compile reduce-overhead on {self.resolved_device()}",
+            "CUDA graphs need a CUDA device; default on the CPU",
+        )
 
     def resolved(self) -> TrainConfig:
         """This config with z_dim and every option of its model filled in: given values, else the preset's
@@ -204,10 +304,18 @@ class TrainConfig:
         take stay None."""
         takes, preset = options(self.model), PRESET_DEFAULTS.get(self.preset or OWN_DATA, {})
         z_dim = self.z_dim if self.z_dim is not None else preset.get("z_dim", 2)
-        filled = {name: (getattr(self, name) if getattr(self, name) is not None
-                         else preset[name] if name in preset
-                         else paper(self.model)[name] if self.paper and name in paper(self.model) else takes[name])
-                  for name in takes}
+        filled = {
+            name: (
+                getattr(self, name)
+                if getattr(self, name) is not None
+                else preset[name]
+                if name in preset
+                else paper(self.model)[name]
+                if self.paper and name in paper(self.model)
+                else takes[name]
+            )
+            for name in takes
+        }
         return replace(self, z_dim=z_dim, precision=self.resolved_precision(), **filled)
 
     def resolved_precision(self) -> str:
@@ -228,7 +336,7 @@ class TrainConfig:
     def lr_at(self, step: int, total_steps: int) -> float:
         """Adam's learning rate at (0-based) `step` of a run of `total_steps`: a function of the step alone,
         so a resumed run follows the same schedule."""
-        assert self.lr is not None        # set on creation (__post_init__)
+        assert self.lr is not None  # set on creation (__post_init__)
         if self.lr_schedule == "cosine":
             return self.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
         return self.lr
@@ -244,10 +352,12 @@ class TrainConfig:
     def plan(self, n_train: int, default_steps: int) -> tuple[int, int, int]:
         """(steps per epoch, epochs, total steps); every step is a full batch. Without --epochs or --steps a
         run takes the dataset's default length (`AttributeDataset.default_steps`)."""
-        assert self.batch_size is not None        # set on creation (__post_init__)
+        assert self.batch_size is not None  # set on creation (__post_init__)
         per_epoch = n_train // self.batch_size
         if per_epoch == 0:
-            raise UserError(f"batch-size {self.batch_size} (allowed: at most the {n_train} training examples)")
+            raise UserError(
+                f"batch-size {self.batch_size} (allowed: at most the {n_train} training examples)"
+            )
         if self.steps is not None:
             total = self.steps
         elif self.epochs is not None:
@@ -262,21 +372,31 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         if d.get("model", "jmvae") not in MODELS:
             raise UserError(f"config.json: model {d.get('model')!r} (allowed: {', '.join(MODELS)})")
-        if "attribute_weight" not in d:   # a run from before the options: it trained the papers' objectives
+        if "attribute_weight" not in d:  # a run from before the options: it trained the papers' objectives
             takes = options(d.get("model", "jmvae"))
-            d = {name: paper(d.get("model", "jmvae")).get(name, default) for name, default in takes.items()} | d
+            d = {
+                name: paper(d.get("model", "jmvae")).get(name, default) for name, default in takes.items()
+            } | d
         # options added since: a run recorded without one trained without it (the value that turns it off)
-        d = {name: off for name, off in LATER_OPTIONS.items() if name in options(d.get("model", "jmvae"))} | LATER_FIELDS | d
+        d = (
+            {name: off for name, off in LATER_OPTIONS.items() if name in options(d.get("model", "jmvae"))}
+            | LATER_FIELDS
+            | d
+        )
         unknown = [k for k in d if k not in known]
         if unknown:
-            raise UserError(f"config.json: unknown setting {unknown[0]!r} in \"train\" (allowed: the settings jmvae "
-                            "writes; remove it, or train again with --overwrite)")
+            raise UserError(
+                f'config.json: unknown setting {unknown[0]!r} in "train" (allowed: the settings jmvae '
+                "writes; remove it, or train again with --overwrite)"
+            )
         cfg = cls(**d)
         try:
-            replace(cfg, device="cpu", compile="none").validate()   # the device it trained on need not be here
+            replace(cfg, device="cpu", compile="none").validate()  # the device it trained on need not be here
         except TypeError:
-            raise UserError("config.json: a setting of the wrong type (allowed: the config jmvae wrote)") from None
-        except UserError as e:   # a recorded setting, not a flag: name it as config.json spells it
+            raise UserError(
+                "config.json: a setting of the wrong type (allowed: the config jmvae wrote)"
+            ) from None
+        except UserError as e:  # a recorded setting, not a flag: name it as config.json spells it
             text = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(e))
             raise UserError(f"config.json: {text}") from None
         return cfg
@@ -287,15 +407,17 @@ def read_json(path: Path, what: str = "") -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}; "
-                        f"allowed: the file jmvae wrote{what})") from None
+        raise UserError(
+            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}; "
+            f"allowed: the file jmvae wrote{what})"
+        ) from None
 
 
 def read_config(run_dir: Path) -> dict:
     """config.json of a run, checked to be one jmvae wrote (it has a "train" section)."""
     config = read_json(run_dir / "config.json", ": re-run `jmvae train --overwrite`")
     if not isinstance(config, dict) or not isinstance(config.get("train"), dict):
-        raise UserError(f"{run_dir / 'config.json'} is not a jmvae run config (no \"train\" section)")
+        raise UserError(f'{run_dir / "config.json"} is not a jmvae run config (no "train" section)')
     return config
 
 
@@ -320,8 +442,10 @@ def require_run(run_dir: str | Path, finished: bool = False) -> Path:
         raise UserError(f"run directory {run_dir} does not exist or is not a jmvae run (no config.json)")
     read_config(run_dir)
     if not (run_dir / "model.pt").exists():
-        raise UserError(f"run {run_dir} is not finished: no model.pt (resume it with `jmvae train --resume --out "
-                        f"{run_dir}`)")
+        raise UserError(
+            f"run {run_dir} is not finished: no model.pt (resume it with `jmvae train --resume --out "
+            f"{run_dir}`)"
+        )
     if finished and not is_finished(run_dir):
         raise UserError(f"run {run_dir} is not finished: no {FINISHED} (run `jmvae evaluate {run_dir}`)")
     return run_dir

@@ -5,6 +5,7 @@ one GPU per rank). --batch-size stays the global batch: every rank draws the sam
 takes its own contiguous share of each batch, so the ranks together see exactly the batches one process
 would. Gradients are averaged by DistributedDataParallel; only rank 0 writes the run directory.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -51,7 +52,11 @@ class Ranks:
 
 
 def from_env() -> Ranks:
-    return Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    return Ranks(
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
 
 
 def setup(device: torch.device) -> Ranks:
@@ -70,8 +75,10 @@ def setup(device: torch.device) -> Ranks:
 
 def check_batch(ranks: Ranks, batch_size: int) -> None:
     if batch_size % ranks.world:
-        raise UserError(f"batch-size {batch_size} with {ranks.world} ranks (allowed: a multiple of the number of ranks; "
-                        "--batch-size is the global batch, split evenly)")
+        raise UserError(
+            f"batch-size {batch_size} with {ranks.world} ranks (allowed: a multiple of the number of ranks; "
+            "--batch-size is the global batch, split evenly)"
+        )
 
 
 def agree(ranks: Ranks, error: str | None) -> None:
@@ -100,10 +107,12 @@ def wrap(model: torch.nn.Module, device: torch.device, unused: bool) -> Distribu
     tables), so they are not synced before every step. Gradients live in the all-reduce buckets (no second
     copy of them)."""
     ids = [device.index] if device.type == "cuda" else None
-    options: dict[str, Any] = dict(device_ids=ids, find_unused_parameters=unused, gradient_as_bucket_view=True)
+    options: dict[str, Any] = dict(
+        device_ids=ids, find_unused_parameters=unused, gradient_as_bucket_view=True
+    )
     try:
         return DistributedDataParallel(model, forward_sync_buffers=False, **options)
-    except TypeError:   # torch before forward_sync_buffers
+    except TypeError:  # torch before forward_sync_buffers
         return DistributedDataParallel(model, broadcast_buffers=False, **options)
 
 

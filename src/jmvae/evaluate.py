@@ -13,6 +13,7 @@
   log p(x) with proposal q(z|x), on a seeded subsample of the test split: at ~40 ms per example on 2 idle
   cores (twice that when the cores are shared) the whole 4,334-image split would take minutes.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -33,9 +34,11 @@ from .posteriors import Posterior, standard_normal
 
 CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible
 COVERAGE_TARGET = 0.95
-MAX_QUERY_SUBSETS = 31     # attribute subsets queried: every one of up to 5 attributes, else a sample (query_subsets)
-MAX_QUERIES = 700          # queries in all: MNIST-A's 659 and every preset keep all of theirs
-Z95 = 1.959963984540054     # standard normal 97.5% quantile: two-sided 95% intervals
+MAX_QUERY_SUBSETS = (
+    31  # attribute subsets queried: every one of up to 5 attributes, else a sample (query_subsets)
+)
+MAX_QUERIES = 700  # queries in all: MNIST-A's 659 and every preset keep all of theirs
+Z95 = 1.959963984540054  # standard normal 97.5% quantile: two-sided 95% intervals
 
 
 # Presets whose evaluation skips the second temperature unless --low-temperature asks for it: MNIST-A's 659
@@ -45,21 +48,27 @@ SECOND_TEMPERATURE_OFF = ("mnist-a",)
 
 @dataclass
 class EvalConfig:
-    n_per_query: int = 500            # images per correctness/coverage query: a 1% failure is 5 images
-    k: int = 250                      # importance samples per test example: within 0.05-0.3 nats of K = 1,000
-                                      # (a tenth of the 400-image mean's standard error) at a quarter of the
-                                      # time
-    coherence_draws: int = 10_000     # z ~ p(z) for joint coherence
-    low_temperature: float = 0.5      # second temperature for correctness/coverage (1: skip it)
-    complete_temperature: float = 0.5 # temperature of the completed sampler's column (generate complete=True; 0: skip)
-    likelihood_examples: int = 400    # test images for the likelihoods: evaluation stays < 60 s on 2 shared cores
-    resamples: int = 1000             # bootstrap resamples for the coverage intervals
+    n_per_query: int = 500  # images per correctness/coverage query: a 1% failure is 5 images
+    k: int = 250  # importance samples per test example: within 0.05-0.3 nats of K = 1,000
+    # (a tenth of the 400-image mean's standard error) at a quarter of the
+    # time
+    coherence_draws: int = 10_000  # z ~ p(z) for joint coherence
+    low_temperature: float = 0.5  # second temperature for correctness/coverage (1: skip it)
+    complete_temperature: float = (
+        0.5  # temperature of the completed sampler's column (generate complete=True; 0: skip)
+    )
+    likelihood_examples: int = (
+        400  # test images for the likelihoods: evaluation stays < 60 s on 2 shared cores
+    )
+    resamples: int = 1000  # bootstrap resamples for the coverage intervals
     seed: int = 0
 
 
 # -- image -> attributes ----------------------------------------------------------------------------------
 @torch.no_grad()
-def attribute_accuracy(model: MultimodalVAE, data: AttributeDataset, given: tuple[str, ...], chunk: int = 4096) -> dict[str, float]:
+def attribute_accuracy(
+    model: MultimodalVAE, data: AttributeDataset, given: tuple[str, ...], chunk: int = 4096
+) -> dict[str, float]:
     """Share of test examples whose attribute a equals argmax_a p(a|z), z the mean of q(z|given)."""
     split, device = observed_rows(data, data.test, given), next(model.parameters()).device
     correct = {a.name: 0 for a in data.attributes}
@@ -122,6 +131,7 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
     def kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(a > 0, a * (a / b).log(), torch.zeros_like(a)).sum(-1)
+
     return (kl(p, m) + kl(q, m)) / 2
 
 
@@ -136,7 +146,9 @@ def coverage_of(counts: torch.Tensor) -> torch.Tensor:
     return 1 - js_divergence(counts.double(), torch.ones(counts.shape[-1], dtype=torch.float64))
 
 
-def coverage_replicates(reads: list[tuple[torch.Tensor, int]], resamples: int, generator: torch.Generator) -> torch.Tensor:
+def coverage_replicates(
+    reads: list[tuple[torch.Tensor, int]], resamples: int, generator: torch.Generator
+) -> torch.Tensor:
     """Coverage of `resamples` bootstrap resamples of one query's images, (resamples,).
 
     reads: the classifier's reading (n,) of each free attribute, with its number of classes; every free
@@ -145,35 +157,43 @@ def coverage_replicates(reads: list[tuple[torch.Tensor, int]], resamples: int, g
     n = len(reads[0][0])
     idx = torch.randint(n, (resamples, n), generator=generator)
     ones = torch.ones(resamples, n, dtype=torch.float64)
-    return torch.stack([coverage_of(torch.zeros(resamples, size, dtype=torch.float64).scatter_add_(1, read[idx], ones))
-                        for read, size in reads]).mean(0)
+    return torch.stack(
+        [
+            coverage_of(torch.zeros(resamples, size, dtype=torch.float64).scatter_add_(1, read[idx], ones))
+            for read, size in reads
+        ]
+    ).mean(0)
 
 
 def query_subsets(names: list[str], seed: int = 0) -> list[tuple[str, ...]]:
     """The attribute subsets queried, smallest first: all of them up to MAX_QUERY_SUBSETS; else every single
     attribute, all of them together, and a seeded sample of the sizes between (never listing 2^n subsets)."""
     n = len(names)
-    if 2 ** n - 1 <= MAX_QUERY_SUBSETS:
+    if 2**n - 1 <= MAX_QUERY_SUBSETS:
         return [s for size in range(1, n + 1) for s in itertools.combinations(names, size)]
     chosen = {(i,) for i in range(n)} | {tuple(range(n))}
     g = torch.Generator().manual_seed(seed)
-    for k in range(100 * MAX_QUERY_SUBSETS if n > 2 else 0):      # sizes 2 .. n-1 in turn
+    for k in range(100 * MAX_QUERY_SUBSETS if n > 2 else 0):  # sizes 2 .. n-1 in turn
         if len(chosen) >= MAX_QUERY_SUBSETS:
             break
-        chosen.add(tuple(sorted(torch.randperm(n, generator=g)[:2 + k % (n - 2)].tolist())))
+        chosen.add(tuple(sorted(torch.randperm(n, generator=g)[: 2 + k % (n - 2)].tolist())))
     return [tuple(names[i] for i in s) for s in sorted(chosen, key=lambda s: (len(s), s))]
 
 
 def queries(data: AttributeDataset, seed: int = 0) -> list[dict[str, int]]:
     """Each queried subset of attributes (query_subsets) with every combination of its values seen in the test
     set; where that makes more than MAX_QUERIES, each subset's most frequent combinations, as many as fit."""
-    levels = {a.name: a.to_levels(data.test[a.name]) for a in data.attributes}   # a continuous value: its level
+    levels = {
+        a.name: a.to_levels(data.test[a.name]) for a in data.attributes
+    }  # a continuous value: its level
     seen = {}
     for subset in query_subsets([a.name for a in data.attributes], seed):
         rows, counts = torch.stack([levels[a] for a in subset], -1).unique(dim=0, return_counts=True)
         keep = (rows >= 0).all(-1)
         seen[subset] = (rows[keep], counts[keep])
-    per_subset = None if sum(len(r) for r, _ in seen.values()) <= MAX_QUERIES else max(1, MAX_QUERIES // len(seen))
+    per_subset = (
+        None if sum(len(r) for r, _ in seen.values()) <= MAX_QUERIES else max(1, MAX_QUERIES // len(seen))
+    )
     out = []
     for subset, (rows, counts) in seen.items():
         if per_subset is not None and len(rows) > per_subset:
@@ -195,8 +215,16 @@ def misses(row: dict) -> list[str]:
 
 
 @torch.no_grad()
-def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: AttributeClassifier, n: int,
-                         temperature: float = 1.0, resamples: int = 1000, seed: int = 0, complete: bool = False) -> dict:
+def correctness_coverage(
+    model: MultimodalVAE,
+    data: AttributeDataset,
+    clf: AttributeClassifier,
+    n: int,
+    temperature: float = 1.0,
+    resamples: int = 1000,
+    seed: int = 0,
+    complete: bool = False,
+) -> dict:
     """Correctness and coverage of every query from n images each, with 95% intervals, and their means per
     subset and per |O|.
 
@@ -217,7 +245,7 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
     for subset, qs in subsets.items():
         given = {a: data.attribute(a).level_values(torch.tensor([q[a] for q in qs])) for a in subset}
         images = model.generate(given, n, temperature=temperature, complete=complete)[data.image.name]
-        if continuous:                                                # each (n, len(qs))
+        if continuous:  # each (n, len(qs))
             values = {a: v.cpu() for a, v in clf.read(images).items()}
             read = {a: continuous[a].to_levels(v) if a in continuous else v for a, v in values.items()}
         else:
@@ -225,24 +253,52 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
         free = [a for a in data.attributes if a.name not in subset]
         for j, q in enumerate(qs):
             # a class is shown when read back; a continuous value when read within its tolerance
-            shown = torch.stack([(values[a][:, j] - given[a][j]).abs() <= continuous[a].tolerance if a in continuous
-                                 else read[a][:, j] == v for a, v in q.items()])    # (|O|, n)
+            shown = torch.stack(
+                [
+                    (values[a][:, j] - given[a][j]).abs() <= continuous[a].tolerance
+                    if a in continuous
+                    else read[a][:, j] == v
+                    for a, v in q.items()
+                ]
+            )  # (|O|, n)
             correctness, all_correct = float(shown.double().mean()), float(shown.all(0).double().mean())
-            row: dict[str, Any] = {"label": query_label(data, q), "subset": list(subset), "n": n,
-                   "correctness": correctness, "correctness_interval": wilson(correctness, n),
-                   "all_correct": all_correct, "all_correct_interval": wilson(all_correct, n)}
-            errors = {a: float((values[a][:, j] - given[a][j]).abs().mean() / (c.high - c.low))
-                      for a, c in continuous.items() if a in q}
-            if errors:        # mean |read - asked| as a share of the training range
+            row: dict[str, Any] = {
+                "label": query_label(data, q),
+                "subset": list(subset),
+                "n": n,
+                "correctness": correctness,
+                "correctness_interval": wilson(correctness, n),
+                "all_correct": all_correct,
+                "all_correct_interval": wilson(all_correct, n),
+            }
+            errors = {
+                a: float((values[a][:, j] - given[a][j]).abs().mean() / (c.high - c.low))
+                for a, c in continuous.items()
+                if a in q
+            }
+            if errors:  # mean |read - asked| as a share of the training range
                 row["value_error"] = errors
             if free:
-                row["coverage"] = float(sum(coverage_of(torch.bincount(read[a.name][:, j], minlength=len(a.classes)))
-                                            for a in free) / len(free))
-                replicates[row["label"]] = coverage_replicates([(read[a.name][:, j], len(a.classes)) for a in free],
-                                                               resamples, generator)
+                row["coverage"] = float(
+                    sum(
+                        coverage_of(torch.bincount(read[a.name][:, j], minlength=len(a.classes)))
+                        for a in free
+                    )
+                    / len(free)
+                )
+                replicates[row["label"]] = coverage_replicates(
+                    [(read[a.name][:, j], len(a.classes)) for a in free], resamples, generator
+                )
                 row["coverage_interval"] = bootstrap_interval(row["coverage"], replicates[row["label"]])
-            row["readings"] = {a.name: dict(zip(a.classes, (torch.bincount(read[a.name][:, j], minlength=len(a.classes))
-                                                            .double() / n).tolist())) for a in data.attributes}
+            row["readings"] = {
+                a.name: dict(
+                    zip(
+                        a.classes,
+                        (torch.bincount(read[a.name][:, j], minlength=len(a.classes)).double() / n).tolist(),
+                    )
+                )
+                for a in data.attributes
+            }
             rows.append(row)
 
     def aggregate(key: Callable[[dict], str]) -> tuple[dict, dict, dict, dict]:
@@ -253,34 +309,54 @@ def correctness_coverage(model: MultimodalVAE, data: AttributeDataset, clf: Attr
         corr_int = {k: wilson(corr[k], sum(r["n"] for r in g)) for k, g in groups.items()}
         covered = {k: [r for r in g if "coverage" in r] for k, g in groups.items()}
         cov = {k: statistics.fmean(r["coverage"] for r in g) for k, g in covered.items() if g}
-        cov_int = {k: bootstrap_interval(cov[k], torch.stack([replicates[r["label"]] for r in covered[k]]).mean(0))
-                   for k in cov}
+        cov_int = {
+            k: bootstrap_interval(cov[k], torch.stack([replicates[r["label"]] for r in covered[k]]).mean(0))
+            for k in cov
+        }
         return corr, corr_int, cov, cov_int
 
     by_size, by_subset = (lambda r: str(len(r["subset"]))), (lambda r: "{" + ",".join(r["subset"]) + "}")
     size_c, size_ci, size_v, size_vi = aggregate(by_size)
     subset_c, subset_ci, subset_v, subset_vi = aggregate(by_subset)
-    return {"correctness": {"by_size": size_c, "by_subset": subset_c,
-                            "by_query": {r["label"]: r["correctness"] for r in rows},
-                            "by_size_interval": size_ci, "by_subset_interval": subset_ci},
-            "coverage": {"by_size": size_v, "by_subset": subset_v,
-                         "by_size_interval": size_vi, "by_subset_interval": subset_vi},
-            "queries": rows, "subsets_queried": [len(subsets), 2 ** len(data.attributes) - 1],
-            "value_error": {a: statistics.fmean(r["value_error"][a] for r in rows if a in r.get("value_error", {}))
-                            for a in continuous if any(a in r.get("value_error", {}) for r in rows)}}
+    return {
+        "correctness": {
+            "by_size": size_c,
+            "by_subset": subset_c,
+            "by_query": {r["label"]: r["correctness"] for r in rows},
+            "by_size_interval": size_ci,
+            "by_subset_interval": subset_ci,
+        },
+        "coverage": {
+            "by_size": size_v,
+            "by_subset": subset_v,
+            "by_size_interval": size_vi,
+            "by_subset_interval": subset_vi,
+        },
+        "queries": rows,
+        "subsets_queried": [len(subsets), 2 ** len(data.attributes) - 1],
+        "value_error": {
+            a: statistics.fmean(r["value_error"][a] for r in rows if a in r.get("value_error", {}))
+            for a in continuous
+            if any(a in r.get("value_error", {}) for r in rows)
+        },
+    }
 
 
 @torch.no_grad()
-def joint_coherence(model: MultimodalVAE, data: AttributeDataset, clf: AttributeClassifier, draws: int) -> float:
+def joint_coherence(
+    model: MultimodalVAE, data: AttributeDataset, clf: AttributeClassifier, draws: int
+) -> float:
     """Share of z ~ p(z) whose decoded image the classifier reads as argmax p(a|z), for every attribute."""
-    drawn = model.generate({}, draws)           # (draws, 1, ...): decoded in bounded chunks
+    drawn = model.generate({}, draws)  # (draws, 1, ...): decoded in bounded chunks
     reads = clf.predict(drawn[data.image.name])
     agree = torch.stack([reads[a.name] == a.to_levels(drawn[a.name]) for a in data.attributes]).all(0)
     return float(agree.float().mean())
 
 
 # -- likelihoods ------------------------------------------------------------------------------------------
-def importance_log_means(proposal: Posterior, k: int, log_targets: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def importance_log_means(
+    proposal: Posterior, k: int, log_targets: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
     """For each named unnormalised log-density f: log (1/K) sum_k exp(f(z_k) - log q(z_k)), z_k ~ q."""
     z = proposal.sample((k,))
     log_q = proposal.log_prob(z)
@@ -288,8 +364,14 @@ def importance_log_means(proposal: Posterior, k: int, log_targets: Callable[[tor
 
 
 @torch.no_grad()
-def log_likelihood_examples(model: MultimodalVAE, data: AttributeDataset, k: int, rows_per_chunk: int = 2048,
-                            examples: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+def log_likelihood_examples(
+    model: MultimodalVAE,
+    data: AttributeDataset,
+    k: int,
+    rows_per_chunk: int = 2048,
+    examples: int | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Importance-sampled log-likelihoods of each test example used (see `seeded_subset`), in nats.
 
     Chunks of about `rows_per_chunk` decoded draws keep memory flat; 2048 rows keep a chunk's image logits
@@ -297,40 +379,54 @@ def log_likelihood_examples(model: MultimodalVAE, data: AttributeDataset, k: int
     """
     device = next(model.parameters()).device
     x, attrs = data.image.name, [a.name for a in data.attributes]
-    test = observed_rows(data, data.test, attrs)                      # log p(x,y) needs every y
+    test = observed_rows(data, data.test, attrs)  # log p(x,y) needs every y
     idx = seeded_subset(len(test[x]), examples, seed)
     split = {name: v[idx] for name, v in test.items()}
     per_chunk, done = max(1, rows_per_chunk // k), 0
-    values: dict[str, torch.Tensor] = {}   # filled in place: small tensors kept per chunk fragment the heap
+    values: dict[str, torch.Tensor] = {}  # filled in place: small tensors kept per chunk fragment the heap
     for batch in batches(split, per_chunk, device):
         q_y = model.posterior({a: batch[a] for a in attrs})
 
-        def via_joint(z: torch.Tensor, batch: dict[str, torch.Tensor] = batch, q_y: Posterior = q_y) -> dict[str, torch.Tensor]:
-            lp = model.log_likelihood(z, batch, [x, *attrs])   # z: (k, b, d); observations broadcast
+        def via_joint(
+            z: torch.Tensor, batch: dict[str, torch.Tensor] = batch, q_y: Posterior = q_y
+        ) -> dict[str, torch.Tensor]:
+            lp = model.log_likelihood(z, batch, [x, *attrs])  # z: (k, b, d); observations broadcast
             lx, ly, lz = lp[x], sum(lp[a] for a in attrs), standard_normal(z).log_prob(z)
             return {"log p(x,y)": lx + ly + lz, "log p(x)": lx + lz, "log p(x|y)": lx + q_y.log_prob(z)}
 
         def via_image(z: torch.Tensor, batch: dict[str, torch.Tensor] = batch) -> dict[str, torch.Tensor]:
-            return {"log p(x) [proposal q(z|x)]": model.log_likelihood(z, batch, [x])[x] + standard_normal(z).log_prob(z)}
+            return {
+                "log p(x) [proposal q(z|x)]": model.log_likelihood(z, batch, [x])[x]
+                + standard_normal(z).log_prob(z)
+            }
 
         est = importance_log_means(model.posterior(batch), k, via_joint)
         est |= importance_log_means(model.posterior({x: batch[x]}), k, via_image)
         for name, v in est.items():
-            values.setdefault(name, torch.empty(len(idx), dtype=torch.float64))[done:done + len(v)] = v.cpu()
+            values.setdefault(name, torch.empty(len(idx), dtype=torch.float64))[done : done + len(v)] = (
+                v.cpu()
+            )
         done += len(batch[x])
     return values
 
 
-def log_likelihoods(model: MultimodalVAE, data: AttributeDataset, k: int, rows_per_chunk: int = 2048,
-                    examples: int | None = None, seed: int = 0) -> dict[str, float]:
+def log_likelihoods(
+    model: MultimodalVAE,
+    data: AttributeDataset,
+    k: int,
+    rows_per_chunk: int = 2048,
+    examples: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
     """Importance-sampled log-likelihoods in nats per test example (mean over the examples used)."""
     per_example = log_likelihood_examples(model, data, k, rows_per_chunk, examples, seed)
     return {name: float(v.double().mean()) for name, v in per_example.items()}
 
 
 # -- all of it --------------------------------------------------------------------------------------------
-def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalConfig | None = None,
-             log=lambda *a: None) -> dict:
+def evaluate(
+    model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalConfig | None = None, log=lambda *a: None
+) -> dict:
     """Every metric of a trained run, as one JSON-able dict (what metrics.json holds).
 
     metrics["seconds"] records how long each part took, so the cost of a setting is visible in the run.
@@ -348,38 +444,86 @@ def evaluate(model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalCo
 
     clf, clf_accuracy = timed("classifier", classifier_for, data)
     names = tuple(m.name for m in data.modalities)
-    metrics = {"classifier_test_accuracy": clf_accuracy,
-               "classifier_degraded_accuracy": accuracy(clf, data.test, data.image.name, degraded=True)}
+    metrics = {
+        "classifier_test_accuracy": clf_accuracy,
+        "classifier_degraded_accuracy": accuracy(clf, data.test, data.image.name, degraded=True),
+    }
     if errors := value_errors(clf, data.test, data.image.name):
-        metrics["classifier_value_error"] = errors       # mean |read - true| on real test images, share of range
+        metrics["classifier_value_error"] = errors  # mean |read - true| on real test images, share of range
     queries_cfg = {"n": eval_cfg.n_per_query, "resamples": eval_cfg.resamples, "seed": eval_cfg.seed}
     metrics |= timed("correctness_coverage", correctness_coverage, model, data, clf, **queries_cfg)
     if eval_cfg.low_temperature != 1:
         t = f"{eval_cfg.low_temperature:g}"
-        metrics["at_temperature"] = {t: timed(f"correctness_coverage T={t}", correctness_coverage, model, data, clf,
-                                              temperature=eval_cfg.low_temperature, **queries_cfg)}
-    if eval_cfg.complete_temperature and len(data.attributes) > 1:    # one attribute: nothing left to complete
+        metrics["at_temperature"] = {
+            t: timed(
+                f"correctness_coverage T={t}",
+                correctness_coverage,
+                model,
+                data,
+                clf,
+                temperature=eval_cfg.low_temperature,
+                **queries_cfg,
+            )
+        }
+    if eval_cfg.complete_temperature and len(data.attributes) > 1:  # one attribute: nothing left to complete
         t = f"{eval_cfg.complete_temperature:g}"
-        metrics["completed"] = {t: timed(f"correctness_coverage completed T={t}", correctness_coverage, model, data,
-                                         clf, temperature=eval_cfg.complete_temperature, complete=True, **queries_cfg)}
+        metrics["completed"] = {
+            t: timed(
+                f"correctness_coverage completed T={t}",
+                correctness_coverage,
+                model,
+                data,
+                clf,
+                temperature=eval_cfg.complete_temperature,
+                complete=True,
+                **queries_cfg,
+            )
+        }
     metrics["image_to_attribute_accuracy"] = timed(
-        "image_to_attribute_accuracy", lambda: {"q(z|x)": attribute_accuracy(model, data, (data.image.name,)),
-                                                "q(z|x,y)": attribute_accuracy(model, data, names)})
-    metrics["joint_coherence"] = timed("joint_coherence", joint_coherence, model, data, clf, eval_cfg.coherence_draws)
-    per_example = timed("log_likelihood", log_likelihood_examples, model, data, eval_cfg.k,
-                        examples=eval_cfg.likelihood_examples, seed=eval_cfg.seed)
+        "image_to_attribute_accuracy",
+        lambda: {
+            "q(z|x)": attribute_accuracy(model, data, (data.image.name,)),
+            "q(z|x,y)": attribute_accuracy(model, data, names),
+        },
+    )
+    metrics["joint_coherence"] = timed(
+        "joint_coherence", joint_coherence, model, data, clf, eval_cfg.coherence_draws
+    )
+    per_example = timed(
+        "log_likelihood",
+        log_likelihood_examples,
+        model,
+        data,
+        eval_cfg.k,
+        examples=eval_cfg.likelihood_examples,
+        seed=eval_cfg.seed,
+    )
     metrics["log_likelihood"] = {name: float(v.double().mean()) for name, v in per_example.items()}
     used = len(next(iter(per_example.values())))
     # Spread of the subsample mean over which test images were drawn (importance-sampling noise aside).
-    metrics["log_likelihood_standard_error"] = {name: float(v.double().std() / math.sqrt(used)) if used > 1 else 0.0
-                                                for name, v in per_example.items()}
+    metrics["log_likelihood_standard_error"] = {
+        name: float(v.double().std() / math.sqrt(used)) if used > 1 else 0.0
+        for name, v in per_example.items()
+    }
     if cfg.hold_out:
-        held = [query_label(data, {a.name: int(a.to_levels(torch.tensor(v[a.name]))) for a in data.attributes if a.name in v})
-                for v in (parse_assignments(data, [h]) for h in cfg.hold_out)]
+        held = [
+            query_label(
+                data,
+                {a.name: int(a.to_levels(torch.tensor(v[a.name]))) for a in data.attributes if a.name in v},
+            )
+            for v in (parse_assignments(data, [h]) for h in cfg.hold_out)
+        ]
         metrics["held_out_correctness"] = {h: metrics["correctness"]["by_query"].get(h) for h in held}
-    metrics["settings"] = asdict(eval_cfg) | {"test_examples": len(data.test[data.image.name]), "likelihood_examples": used}
+    metrics["settings"] = asdict(eval_cfg) | {
+        "test_examples": len(data.test[data.image.name]),
+        "likelihood_examples": used,
+    }
     metrics["seconds"] = seconds | {"total": time.perf_counter() - start}
-    log(f"evaluation: {metrics['seconds']['total']:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()) + ")")
+    log(
+        f"evaluation: {metrics['seconds']['total']:.1f} s ("
+        + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+        + ")"
+    )
     return metrics
 
 
@@ -399,7 +543,7 @@ def headline(metrics: dict) -> dict[str, float]:
 
 
 # -- text shared by the terminal and the report -----------------------------------------------------------
-SHOWN_FAILING = 10   # failing queries named on the terminal: four attributes make hundreds of queries
+SHOWN_FAILING = 10  # failing queries named on the terminal: four attributes make hundreds of queries
 
 
 def with_interval(value: float, interval: list[float] | None) -> str:
@@ -419,14 +563,19 @@ def percent(share: float) -> str:
 def readings_text(row: dict) -> str:
     """What the classifier read, e.g. "position: left 100%; digit: 1 56%, 2 44%" (classes never read left
     out)."""
-    return "; ".join(f"{a}: " + ", ".join(f"{c} {percent(s)}" for c, s in shares.items() if s > 0)
-                     for a, shares in row["readings"].items())
+    return "; ".join(
+        f"{a}: " + ", ".join(f"{c} {percent(s)}" for c, s in shares.items() if s > 0)
+        for a, shares in row["readings"].items()
+    )
 
 
 def columns(metrics: dict) -> dict[str, dict]:
     """Every sampler evaluated, by its title: "T = 1" (the headline), "T = 0.5", "completed, T = 0.5"."""
-    return ({"T = 1": metrics} | {f"T = {t}": m for t, m in metrics.get("at_temperature", {}).items()}
-            | {f"completed, T = {t}": m for t, m in metrics.get("completed", {}).items()})
+    return (
+        {"T = 1": metrics}
+        | {f"T = {t}": m for t, m in metrics.get("at_temperature", {}).items()}
+        | {f"completed, T = {t}": m for t, m in metrics.get("completed", {}).items()}
+    )
 
 
 def size_rows(metrics: dict) -> list[tuple[str, dict[str, str]]]:
@@ -436,18 +585,24 @@ def size_rows(metrics: dict) -> list[tuple[str, dict[str, str]]]:
     out = []
     for metric in ("correctness", "coverage"):
         for size in metrics[metric]["by_size"]:
-            cells = {t: with_interval(m[metric]["by_size"][size], m[metric].get("by_size_interval", {}).get(size))
-                     for t, m in runs.items() if size in m[metric]["by_size"]}
+            cells = {
+                t: with_interval(m[metric]["by_size"][size], m[metric].get("by_size_interval", {}).get(size))
+                for t, m in runs.items()
+                if size in m[metric]["by_size"]
+            }
             out.append((f"{metric} |O|={size}", cells))
     return out
 
 
 def classifier_text(metrics: dict) -> str:
-    """"position 1.000, digit 0.998 (blurred and dimmed: position 1.000, digit 0.996)"."""
+    """ "position 1.000, digit 0.998 (blurred and dimmed: position 1.000, digit 0.996)"."""
     text = ", ".join(f"{k} {v:.3f}" for k, v in metrics["classifier_test_accuracy"].items())
     if "classifier_degraded_accuracy" in metrics:
-        text += " (blurred and dimmed: " + ", ".join(f"{k} {v:.3f}" for k, v in
-                                                     metrics["classifier_degraded_accuracy"].items()) + ")"
+        text += (
+            " (blurred and dimmed: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in metrics["classifier_degraded_accuracy"].items())
+            + ")"
+        )
     return text
 
 
@@ -458,23 +613,43 @@ def format_headline(metrics: dict) -> str:
         lines.append(f"correctness and coverage: {settings['n_per_query']} images per query, 95% intervals")
     queried, every = metrics.get("subsets_queried", (0, 0))
     if queried < every:
-        lines.append(f"(queries of {queried} of the {every:,} attribute subsets, a seeded sample: every single attribute, "
-                     f"all together, and others between; at most {MAX_QUERIES} queries)")
+        lines.append(
+            f"(queries of {queried} of the {every:,} attribute subsets, a seeded sample: every single "
+            f"attribute, all together, and others between; at most {MAX_QUERIES} queries)"
+        )
     for name, cells in size_rows(metrics):
-        lines.append(f"{name:>32}: " + "   ".join(v if t == "T = 1" else f"{t}: {v}" for t, v in cells.items()))
+        lines.append(
+            f"{name:>32}: " + "   ".join(v if t == "T = 1" else f"{t}: {v}" for t, v in cells.items())
+        )
     if rows:
         worst = min(rows, key=lambda r: (r["correctness"], r["all_correct"]))
-        lines.append(f"{'worst query':>32}: {worst['label']}: correctness "
-                     f"{with_interval(worst['correctness'], worst.get('correctness_interval'))}; read "
-                     f"{readings_text(worst)}")
+        lines.append(
+            f"{'worst query':>32}: {worst['label']}: correctness "
+            f"{with_interval(worst['correctness'], worst.get('correctness_interval'))}; read "
+            f"{readings_text(worst)}"
+        )
         failing = sorted((r for r in rows if misses(r)), key=lambda r: r["correctness"])
-        shown = ", ".join(r["label"] for r in failing[:SHOWN_FAILING])   # the worst first; the report lists them all
-        more = f" and {len(failing) - SHOWN_FAILING} more (report.html lists every query)" if len(failing) > SHOWN_FAILING else ""
-        lines.append(f"{'queries missing the targets':>32}: {len(failing)} of {len(rows)} "
-                     f"(correctness >= {CORRECTNESS_TARGET}, coverage >= {COVERAGE_TARGET})"
-                     + (f": {shown}{more}" if failing else ""))
-    lines += [f"{k:>32}: {v:.4g}" for k, v in headline(metrics).items() if not k.startswith(("correctness", "coverage"))]
+        shown = ", ".join(
+            r["label"] for r in failing[:SHOWN_FAILING]
+        )  # the worst first; the report lists them all
+        more = (
+            f" and {len(failing) - SHOWN_FAILING} more (report.html lists every query)"
+            if len(failing) > SHOWN_FAILING
+            else ""
+        )
+        lines.append(
+            f"{'queries missing the targets':>32}: {len(failing)} of {len(rows)} "
+            f"(correctness >= {CORRECTNESS_TARGET}, coverage >= {COVERAGE_TARGET})"
+            + (f": {shown}{more}" if failing else "")
+        )
+    lines += [
+        f"{k:>32}: {v:.4g}"
+        for k, v in headline(metrics).items()
+        if not k.startswith(("correctness", "coverage"))
+    ]
     if "likelihood_examples" in settings and settings["likelihood_examples"] < settings["test_examples"]:
-        lines.append(f"(likelihoods on {settings['likelihood_examples']:,} of {settings['test_examples']:,} test "
-                     "images, seeded subsample)")
+        lines.append(
+            f"(likelihoods on {settings['likelihood_examples']:,} of {settings['test_examples']:,} test "
+            "images, seeded subsample)"
+        )
     return "\n".join(lines)

@@ -3,12 +3,13 @@
 The page needs no server and no network: the decoders' weights are embedded (float16, base64) and run in
 plain JavaScript (MLPs and the conv image decoder; grey or colour images; a continuous attribute's mean), and
 everything that needs an encoder is precomputed here: the test set's q(z|x) means (the points), and for every
-attribute query (every subset of up to as many attributes as MAX_QUERIES allows, which on the presets is all of
-them; every combination of classes, a continuous attribute's slider at SLIDER_STEPS values) its posterior's
-components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few draws from it (the
-strip of images). For z > 2 the plane is spanned by the first two principal directions of the test
-embeddings, and sliders move along the others.
+attribute query (every subset of up to as many attributes as MAX_QUERIES allows, which on the presets is
+all of them; every combination of classes, a continuous attribute's slider at SLIDER_STEPS values) its
+posterior's components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few draws
+from it (the strip of images). For z > 2 the plane is spanned by the first two principal directions of the
+test embeddings, and sliders move along the others.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,18 +30,20 @@ from .models import MultimodalVAE
 from .networks import ConvDecoder
 from .runs import write_text
 
-EXPLORER = "explore.html"   # its name in a run directory
-MAX_POINTS = 2000        # test points drawn on the plane
-STRIP = 8                # images per query strip
-SLIDER_STEPS = 11        # values a continuous attribute's slider offers, evenly over its training range
-MAX_QUERIES = 1000       # precomputed queries: every one of up to as many attributes as fit (query_sizes)
-MAX_SINGLE_QUERIES = 4 * MAX_QUERIES   # ... and of single attributes at most this many, whatever they hold
+EXPLORER = "explore.html"  # its name in a run directory
+MAX_POINTS = 2000  # test points drawn on the plane
+STRIP = 8  # images per query strip
+SLIDER_STEPS = 11  # values a continuous attribute's slider offers, evenly over its training range
+MAX_QUERIES = 1000  # precomputed queries: every one of up to as many attributes as fit (query_sizes)
+MAX_SINGLE_QUERIES = 4 * MAX_QUERIES  # ... and of single attributes at most this many, whatever they hold
 TEMPLATE = Path(__file__).with_name("explore.html")
 
 
 def half(a: torch.Tensor) -> str:
     """float16 little-endian bytes, base64."""
-    return base64.b64encode(a.detach().cpu().to(torch.float16).contiguous().numpy().astype("<f2").tobytes()).decode()
+    return base64.b64encode(
+        a.detach().cpu().to(torch.float16).contiguous().numpy().astype("<f2").tobytes()
+    ).decode()
 
 
 def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
@@ -55,21 +58,51 @@ def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
     ops: list[dict] = []
     for m in layers:
         if isinstance(m, nn.Linear):
-            ops.append({"out": m.out_features, "in": m.in_features, "w": half(m.weight), "b": half(m.bias), "relu": False})
-        elif (isinstance(m, nn.ConvTranspose2d) and m.bias is not None and isinstance(m.padding, tuple)
-              and m.stride[0] == m.stride[1] and m.padding[0] == m.padding[1]):
-            ops.append({"op": "convT", "cin": m.in_channels, "cout": m.out_channels, "k": m.kernel_size[0],
-                        "s": m.stride[0], "p": m.padding[0], "h": h, "wd": w, "w": half(m.weight), "b": half(m.bias),
-                        "relu": False})
-            h, w = (h - 1) * m.stride[0] - 2 * m.padding[0] + m.kernel_size[0], (w - 1) * m.stride[0] - 2 * m.padding[0] + m.kernel_size[0]
+            ops.append(
+                {
+                    "out": m.out_features,
+                    "in": m.in_features,
+                    "w": half(m.weight),
+                    "b": half(m.bias),
+                    "relu": False,
+                }
+            )
+        elif (
+            isinstance(m, nn.ConvTranspose2d)
+            and m.bias is not None
+            and isinstance(m.padding, tuple)
+            and m.stride[0] == m.stride[1]
+            and m.padding[0] == m.padding[1]
+        ):
+            ops.append(
+                {
+                    "op": "convT",
+                    "cin": m.in_channels,
+                    "cout": m.out_channels,
+                    "k": m.kernel_size[0],
+                    "s": m.stride[0],
+                    "p": m.padding[0],
+                    "h": h,
+                    "wd": w,
+                    "w": half(m.weight),
+                    "b": half(m.bias),
+                    "relu": False,
+                }
+            )
+            h, w = (
+                (h - 1) * m.stride[0] - 2 * m.padding[0] + m.kernel_size[0],
+                (w - 1) * m.stride[0] - 2 * m.padding[0] + m.kernel_size[0],
+            )
         elif isinstance(m, nn.ReLU) and ops:
             ops[-1]["relu"] = True
         elif not isinstance(m, nn.Flatten):
             ops = []
             break
     if not ops:
-        raise UserError(f"explore: the decoder of {name} is a {type(decoder).__name__} (allowed: an MLP of Linear and "
-                        "ReLU layers or jmvae's conv decoder, which the page runs in JavaScript)")
+        raise UserError(
+            f"explore: the decoder of {name} is a {type(decoder).__name__} (allowed: an MLP of Linear and "
+            "ReLU layers or jmvae's conv decoder, which the page runs in JavaScript)"
+        )
     return ops
 
 
@@ -110,41 +143,57 @@ def query_sizes(counts: list[int], limit: int = MAX_QUERIES) -> int:
     return size
 
 
-def queries(model: MultimodalVAE, data: AttributeDataset, plane: dict, device, generator: torch.Generator,
-            max_given: int) -> list[dict]:
-    """Every attribute query of up to `max_given` attributes (every combination of their choices): label, given
-    choices, components on the plane (weight, centre, 2x2 covariance), the mean and a few draws."""
+def queries(
+    model: MultimodalVAE,
+    data: AttributeDataset,
+    plane: dict,
+    device,
+    generator: torch.Generator,
+    max_given: int,
+) -> list[dict]:
+    """Every attribute query of up to `max_given` attributes (every combination of their choices): label,
+    given choices, components on the plane (weight, centre, 2x2 covariance), the mean and a few draws."""
     origin = torch.tensor(plane["origin"])
-    basis = torch.tensor(plane["basis"])[:2]                              # (2 or 1, d)
+    basis = torch.tensor(plane["basis"])[:2]  # (2 or 1, d)
     offered = {a.name: choices(a) for a in data.attributes}
-    out = []
+    out: list[dict] = []
     for r in range(1, max_given + 1):
         for subset in itertools.combinations(data.attributes, r):
             for values in itertools.product(*(range(len(offered[a.name][0])) for a in subset)):
-                if len(out) >= MAX_SINGLE_QUERIES:        # one attribute with very many values: the first ones
+                if len(out) >= MAX_SINGLE_QUERIES:  # one attribute with very many values: the first ones
                     return out
-                given = {a.name: offered[a.name][1][v:v + 1].to(device) for a, v in zip(subset, values)}
+                given = {a.name: offered[a.name][1][v : v + 1].to(device) for a, v in zip(subset, values)}
                 q = model.posterior(given)
-                weights, loc, scale = (t[0].cpu() for t in q.components())   # (K,), (K, d), (K, d)
+                weights, loc, scale = (t[0].cpu() for t in q.components())  # (K,), (K, d), (K, d)
                 comps = []
                 for w, m, s in zip(weights, loc, scale):
                     centre = torch.zeros(2)
                     cov = torch.zeros(2, 2)
-                    k = len(basis)                                         # 1 for a 1-D latent: no vertical axis
+                    k = len(basis)  # 1 for a 1-D latent: no vertical axis
                     centre[:k] = basis @ (m - origin)
                     cov[:k, :k] = basis @ torch.diag(s * s) @ basis.T
                     comps.append({"w": float(w), "c": centre.tolist(), "cov": cov.tolist()})
                 torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))
                 draws = q.sample((STRIP,))[:, 0].cpu()
-                out.append({"label": ", ".join(f"{a.name}={offered[a.name][0][v]}" for a, v in zip(subset, values)),
-                            "given": {a.name: int(v) for a, v in zip(subset, values)}, "components": comps,
-                            "mean": q.mean[0].cpu().tolist(), "draws": draws.tolist()})
+                out.append(
+                    {
+                        "label": ", ".join(
+                            f"{a.name}={offered[a.name][0][v]}" for a, v in zip(subset, values)
+                        ),
+                        "given": {a.name: int(v) for a, v in zip(subset, values)},
+                        "components": comps,
+                        "mean": q.mean[0].cpu().tolist(),
+                        "draws": draws.tolist(),
+                    }
+                )
     return out
 
 
 @torch.no_grad()
 def explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, seed: int = 0) -> dict:
-    with torch.random.fork_rng(devices=[]):    # the draws reseed torch; the caller's random state stays as it was
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # the draws reseed torch; the caller's random state stays as it was
         return _explorer_data(model, data, title, seed)
 
 
@@ -165,18 +214,33 @@ def _explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, see
     extent = max(3.0, float(coords.abs().max()) * 1.05)
     max_given = query_sizes([len(choices(a)[0]) for a in data.attributes])
     return {
-        "title": title, "z_dim": model.z_dim,
+        "title": title,
+        "z_dim": model.z_dim,
         "image": {"name": x, "shape": list(data.image.shape), "channels": data.image.channels},
-        "attributes": [{"name": a.name, "classes": list(a.classes), "kind": a.kind, "choices": choices(a)[0]}
-                       | ({"mean": a.mean, "std": a.std, "low": a.low, "high": a.high} if isinstance(a, Continuous) else {})
-                       for a in data.attributes],
+        "attributes": [
+            {"name": a.name, "classes": list(a.classes), "kind": a.kind, "choices": choices(a)[0]}
+            | (
+                {"mean": a.mean, "std": a.std, "low": a.low, "high": a.high}
+                if isinstance(a, Continuous)
+                else {}
+            )
+            for a in data.attributes
+        ],
         "max_given": max_given,
-        "plane": plane, "extent": extent,
-        "points": {"xy": [[round(float(u), 4) for u in p] for p in coords],
-                   "values": {a.name: a.to_levels(batch[a.name]).cpu().tolist() for a in data.attributes}},
+        "plane": plane,
+        "extent": extent,
+        "points": {
+            "xy": [[round(float(u), 4) for u in p] for p in coords],
+            "values": {a.name: a.to_levels(batch[a.name]).cpu().tolist() for a in data.attributes},
+        },
         "queries": queries(model, data, plane, device, g, max_given),
-        "decoders": {name: {"layers": decoder_layers(model.decoders[name], name),
-                            "kind": "image" if name == x else data.attribute(name).kind} for name in model.names},
+        "decoders": {
+            name: {
+                "layers": decoder_layers(model.decoders[name], name),
+                "kind": "image" if name == x else data.attribute(name).kind,
+            }
+            for name in model.names
+        },
         "objective": model.describe(),
     }
 
@@ -193,10 +257,15 @@ def fill(template: str, values: dict[str, str]) -> str:
     return re.sub("|".join(map(re.escape, values)), lambda m: values[m.group(0)], template)
 
 
-def write_explorer(model: MultimodalVAE, data: AttributeDataset, out: Path, title: str, seed: int = 0) -> Path:
+def write_explorer(
+    model: MultimodalVAE, data: AttributeDataset, out: Path, title: str, seed: int = 0
+) -> Path:
     """Write the explorer page to `out` (atomically)."""
     payload = json.dumps(explorer_data(model, data, title, seed), separators=(",", ":"))
-    write_text(Path(out), fill(TEMPLATE.read_text(), {"__TITLE__": html.escape(title), "__DATA__": script_json(payload)}))
+    write_text(
+        Path(out),
+        fill(TEMPLATE.read_text(), {"__TITLE__": html.escape(title), "__DATA__": script_json(payload)}),
+    )
     return Path(out)
 
 
@@ -204,11 +273,14 @@ def screenshot(page_path: Path, png: Path, width: int = 1280, height: int = 800)
     """A PNG of the page in Chromium (Playwright with the system browser); UserError where neither is
     installed."""
     from .browser import open_page
+
     with open_page(page_path, width, height) as page:
         last = page.evaluate("() => document.querySelectorAll('#query select').length") - 1
-        page.select_option(f"#query select >> nth={last}", index=2)         # the last attribute's second value
-        page.evaluate("() => "
-                      "window.jmvaeExplorer.setZ(window.jmvaeExplorer.queryMean(window.jmvaeExplorer.queryIndex()))")
+        page.select_option(f"#query select >> nth={last}", index=2)  # the last attribute's second value
+        page.evaluate(
+            "() => "
+            "window.jmvaeExplorer.setZ(window.jmvaeExplorer.queryMean(window.jmvaeExplorer.queryIndex()))"
+        )
         png.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(png))
     return png

@@ -12,6 +12,7 @@ levels are its classes; a continuous one's are LEVELS quantiles of its training 
 the nearest level. `level_values` turns level indices into stored values, `to_levels` does the reverse.
 Everything scores from raw decoder outputs ("logits") so the loss never builds a validating Distribution.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,9 +25,9 @@ from torch.distributions import Bernoulli, Distribution, Laplace, Normal
 from torch.distributions import Categorical as CategoricalDist
 
 IMAGE_LIKELIHOODS = ("bernoulli", "laplace")
-LAPLACE_SCALE = 0.1        # the fixed scale b of a Laplace image likelihood, in intensity units
-LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)   # the quantiles of a continuous attribute shown and queried
-MIN_SCALE = 0.05           # a continuous decoder's smallest scale, in standard deviations of the data
+LAPLACE_SCALE = 0.1  # the fixed scale b of a Laplace image likelihood, in intensity units
+LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # the quantiles of a continuous attribute shown and queried
+MIN_SCALE = 0.05  # a continuous decoder's smallest scale, in standard deviations of the data
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "y", "t"), ("false", "0", "no", "n", "f")
 
 
@@ -54,7 +55,9 @@ class Image:
         importance sampling never copies the observations K times.
         """
         if self.likelihood == "laplace":
-            return -(x - logits.sigmoid()).abs().sum(-1) / LAPLACE_SCALE - x.shape[-1] * math.log(2 * LAPLACE_SCALE)
+            return -(x - logits.sigmoid()).abs().sum(-1) / LAPLACE_SCALE - x.shape[-1] * math.log(
+                2 * LAPLACE_SCALE
+            )
         return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
 
     def log_likelihood_pairs(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +88,11 @@ class Image:
         img = flat.reshape(*lead, self.channels, *self.shape)
         if self.channels == 1:
             return img[..., 0, :, :]
-        return img.transpose(-3, -2).transpose(-2, -1) if isinstance(img, torch.Tensor) else img.swapaxes(-3, -2).swapaxes(-2, -1)
+        return (
+            img.transpose(-3, -2).transpose(-2, -1)
+            if isinstance(img, torch.Tensor)
+            else img.swapaxes(-3, -2).swapaxes(-2, -1)
+        )
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,7 @@ class Categorical:
 @dataclass(frozen=True)
 class Binary(Categorical):
     """A yes/no flag: the categorical likelihood with two classes is the Bernoulli one."""
+
     classes: tuple[str, ...] = ("false", "true")
 
     kind = "binary"
@@ -182,16 +190,17 @@ class Binary(Categorical):
 class Continuous:
     """A real number, stored as (value - mean) / std; `quantiles` are LEVELS of the standardised training
     values."""
+
     name: str
     mean: float = 0.0
     std: float = 1.0
     quantiles: tuple[float, ...] = field(default=(-1.28, -0.52, 0.0, 0.52, 1.28))
-    low: float = -3.0    # the training values' range, standardised (the explorer's sliders, the tolerance)
+    low: float = -3.0  # the training values' range, standardised (the explorer's sliders, the tolerance)
     high: float = 3.0
 
     kind = "continuous"
     size = 1
-    out_size = 2         # the Gaussian's mean and pre-softplus scale
+    out_size = 2  # the Gaussian's mean and pre-softplus scale
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -256,8 +265,12 @@ class Continuous:
         return values * self.std + self.mean
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "mean": self.mean, "std": self.std,
-                "range": [self.low * self.std + self.mean, self.high * self.std + self.mean]}
+        return {
+            "kind": self.kind,
+            "mean": self.mean,
+            "std": self.std,
+            "range": [self.low * self.std + self.mean, self.high * self.std + self.mean],
+        }
 
 
 Attribute = Categorical | Binary | Continuous

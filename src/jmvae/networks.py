@@ -10,6 +10,7 @@ Inside `low_precision(torch.bfloat16)` (training steps with --precision bfloat16
 products under autocast and returns float32: a CPU with bfloat16 instructions multiplies twice as fast, and
 the sums of the objective (1,568 pixels' log-densities, KLs) are never rounded to bfloat16's 8 bits.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from .modalities import Continuous, Image, Modality
 from .posteriors import Gaussian, Mixture
 
 # -- reduced precision: the networks' products in bfloat16, everything they return in float32 ------------
-_LOW: torch.dtype | None = None     # the dtype of the networks' products inside `low_precision`, else None
+_LOW: torch.dtype | None = None  # the dtype of the networks' products inside `low_precision`, else None
 
 
 @contextmanager
@@ -93,14 +94,14 @@ class ClassEncoder(GaussianEncoder):
     the gradient (summed over the batch's rows of each class) is the same.
     """
 
-    one_hot: torch.Tensor   # a buffer (C, C)
+    one_hot: torch.Tensor  # a buffer (C, C)
 
     def __init__(self, classes: int, z_dim: int, hidden: int = 512):
         super().__init__(classes, z_dim, hidden)
         self.register_buffer("one_hot", torch.eye(classes), persistent=False)
 
     def forward(self, y: torch.Tensor) -> Gaussian:
-        table = self.params(self.one_hot)                    # (C, 2 z_dim): every class's posterior
+        table = self.params(self.one_hot)  # (C, 2 z_dim): every class's posterior
         return gaussian(F.embedding(y, table))
 
 
@@ -128,13 +129,13 @@ class MixtureClassEncoder(nn.Module):
         self.body = mlp([classes, hidden, hidden])
         self.head = nn.Linear(hidden, components * (1 + 2 * z_dim))
         with torch.no_grad():
-            self.head.bias.view(components, 1 + 2 * z_dim)[:, 1:1 + z_dim] = torch.randn(components, z_dim)
+            self.head.bias.view(components, 1 + 2 * z_dim)[:, 1 : 1 + z_dim] = torch.randn(components, z_dim)
         self.register_buffer("one_hot", torch.eye(classes), persistent=False)
 
     def forward(self, y: torch.Tensor) -> Mixture:
         table = self.head(F.relu(self.body(self.one_hot))).view(-1, self.components, 1 + 2 * self.z_dim)
         rows = table[y]
-        return Mixture(rows[..., 0], rows[..., 1:1 + self.z_dim], F.softplus(rows[..., 1 + self.z_dim:]))
+        return Mixture(rows[..., 0], rows[..., 1 : 1 + self.z_dim], F.softplus(rows[..., 1 + self.z_dim :]))
 
 
 class JointEncoder(nn.Module):
@@ -146,8 +147,14 @@ class JointEncoder(nn.Module):
     the image is read by that network and each attribute adds its embedding to its output.
     """
 
-    def __init__(self, image_size: int, classes: Sequence[int | None], z_dim: int, hidden: int = 512,
-                 image_trunk: nn.Module | None = None):
+    def __init__(
+        self,
+        image_size: int,
+        classes: Sequence[int | None],
+        z_dim: int,
+        hidden: int = 512,
+        image_trunk: nn.Module | None = None,
+    ):
         """`classes`: each attribute's number of classes, or None for a continuous one (read by a Linear)."""
         super().__init__()
 
@@ -159,8 +166,8 @@ class JointEncoder(nn.Module):
             self.attributes = nn.ModuleList(reader(c) for c in classes)
         else:
             width = sum(c if c is not None else 1 for c in classes)
-            first = nn.Linear(image_size + width, hidden)        # drawn as the single Linear it stands for
-            with torch.random.fork_rng(devices=[]):            # overwritten below: the seed's stream stays as drawn
+            first = nn.Linear(image_size + width, hidden)  # drawn as the single Linear it stands for
+            with torch.random.fork_rng(devices=[]):  # overwritten below: the seed's stream stays as drawn
                 self.image = nn.Linear(image_size, hidden)
                 self.attributes = nn.ModuleList(reader(c) for c in classes)
             self.set_first_layer(first.weight, first.bias)
@@ -236,8 +243,15 @@ class ConvTrunk(nn.Module):
         self.shape, self.channels = shape, channels
         h, w = shape
         self.net = nn.Sequential(
-            nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * (h // 8) * (w // 8), hidden))
+            nn.Conv2d(channels, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * (h // 8) * (w // 8), hidden),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -250,10 +264,20 @@ class ConvDecoder(nn.Module):
     def __init__(self, z_dim: int, shape: tuple[int, int], hidden: int = 512, channels: int = 1):
         super().__init__()
         self.grid = (64, shape[0] // 8, shape[1] // 8)
-        self.fc = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, 64 * self.grid[1] * self.grid[2]),
-                                nn.ReLU())
-        self.net = nn.Sequential(nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(64, 32, 4, 2, 1),
-                                 nn.ReLU(), nn.ConvTranspose2d(32, channels, 4, 2, 1), nn.Flatten())
+        self.fc = nn.Sequential(
+            nn.Linear(z_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 64 * self.grid[1] * self.grid[2]),
+            nn.ReLU(),
+        )
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(64, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, channels, 4, 2, 1),
+            nn.Flatten(),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return run(self.pixels, z)

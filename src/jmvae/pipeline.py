@@ -1,6 +1,7 @@
 """A run from start to finish, the same from Python and from the command line: train, then figures, explorer,
 evaluation and report (`finish_run`); `fit` does both.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,10 +22,13 @@ from .train import train
 
 def read_history(run_dir: Path) -> list[dict]:
     with open(run_dir / "history.csv", newline="") as f:
-        return [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
-KEPT = ".metrics.json.kept.tmp"   # the old metrics.json while a run is evaluated again
+KEPT = ".metrics.json.kept.tmp"  # the old metrics.json while a run is evaluated again
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
@@ -36,7 +40,9 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seconds: dict[str, float] | None = None) -> dict:
+def finish_run(
+    run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seconds: dict[str, float] | None = None
+) -> dict:
     """Figures, metrics, report; metrics.json last, because it marks the run finished.
 
     The old metrics.json is moved out of sight first (to KEPT): a kill midway leaves an unfinished run
@@ -65,7 +71,7 @@ def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seco
         lap("figures")
         try:
             write_explorer(model, data, run_dir / EXPLORER, run_dir.name)
-        except UserError as e:                         # a decoder the page cannot run: the run finishes without it
+        except UserError as e:  # a decoder the page cannot run: the run finishes without it
             safe_remove(run_dir, run_dir / EXPLORER)
             log(f"no {EXPLORER}: {e}")
         lap("explorer")
@@ -77,7 +83,7 @@ def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seco
         write_json(run_dir / FINISHED, metrics)
     except BaseException:
         if file_identity(page) == old_page and kept.exists() and not (run_dir / FINISHED).exists():
-            os.replace(kept, run_dir / FINISHED)      # the report is the old one: the run is as it was
+            os.replace(kept, run_dir / FINISHED)  # the report is the old one: the run is as it was
         raise
     safe_remove(run_dir, kept)
     log(format_headline(metrics))
@@ -85,17 +91,30 @@ def finish_run(run_dir: Path, model, data, eval_cfg: EvalConfig, log=print, seco
     return metrics
 
 
-
-def fit(cfg: TrainConfig, run_dir: str | Path, dataset: AttributeDataset | None = None,
-        eval_cfg: EvalConfig | None = None, overwrite: bool = False, log=print) -> dict:
+def fit(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    dataset: AttributeDataset | None = None,
+    eval_cfg: EvalConfig | None = None,
+    overwrite: bool = False,
+    log=print,
+) -> dict:
     """Train `cfg` (on `dataset` if given, e.g. `jmvae.data.from_arrays(...)`) into `run_dir` and finish the
     run: figures, explorer, metrics and report, as `jmvae train` does. Returns the metrics."""
     seconds: dict[str, float] = {}
     eval_cfg = eval_cfg or EvalConfig()
-    lock = RunLock(Path(run_dir))                      # taken by train() once its checks pass, held to the end
+    lock = RunLock(Path(run_dir))  # taken by train() once its checks pass, held to the end
     try:
-        data, model = train(cfg, run_dir, overwrite=overwrite, log=log, seconds=seconds, dataset=dataset,
-                            evaluation=asdict(eval_cfg), lock=lock)
+        data, model = train(
+            cfg,
+            run_dir,
+            overwrite=overwrite,
+            log=log,
+            seconds=seconds,
+            dataset=dataset,
+            evaluation=asdict(eval_cfg),
+            lock=lock,
+        )
         return finish_run(Path(run_dir), model.cpu(), data, eval_cfg, log=log, seconds=seconds)
     finally:
         lock.release()

@@ -6,6 +6,7 @@ latent (one number per example), `mean`, `stddev` (per dimension, for point size
 `Gaussian`, a diagonal Gaussian (a `torch.distributions.Normal` whose log_prob sums over z, so the hot loop
 keeps torch's analytic, stacked KLs), and `Mixture` of them. Metrics and figures use only the protocol.
 """
+
 from __future__ import annotations
 
 import math
@@ -162,8 +163,9 @@ def stratified_rsample(q: Posterior) -> tuple[torch.Tensor, torch.Tensor | None]
     return q.rsample().unsqueeze(0), None
 
 
-def product_of_experts(experts: list[Posterior], prior: bool = True,
-                       present: list[torch.Tensor] | None = None) -> Posterior:
+def product_of_experts(
+    experts: list[Posterior], prior: bool = True, present: list[torch.Tensor] | None = None
+) -> Posterior:
     """The normalised product of Gaussian experts (or of mixtures of them), in closed form.
 
     Precisions add and the mean is the precision-weighted mean. With `prior=True` the standard normal
@@ -198,14 +200,20 @@ def _mixture_product(experts: list[Mixture], prior: bool) -> Mixture:
     """
     if prior:
         like = experts[0]
-        experts = [Mixture(torch.zeros_like(like.log_weights[..., :1]), torch.zeros_like(like.loc[..., :1, :]),
-                           torch.ones_like(like.scale[..., :1, :])), *experts]
+        experts = [
+            Mixture(
+                torch.zeros_like(like.log_weights[..., :1]),
+                torch.zeros_like(like.loc[..., :1, :]),
+                torch.ones_like(like.scale[..., :1, :]),
+            ),
+            *experts,
+        ]
     n = len(experts)
 
     def spread(t: torch.Tensor, i: int, event: int) -> torch.Tensor:
         """Move expert i's component axis (just before the `event` trailing dims) to slot i of n axes."""
-        lead = t.shape[:t.dim() - 1 - event]
-        shape = [*lead, *[1] * n, *t.shape[t.dim() - event:]]
+        lead = t.shape[: t.dim() - 1 - event]
+        shape = [*lead, *[1] * n, *t.shape[t.dim() - event :]]
         shape[len(lead) + i] = t.shape[len(lead)]
         return t.reshape(shape)
 
@@ -216,23 +224,32 @@ def _mixture_product(experts: list[Mixture], prior: bool) -> Mixture:
     weighted = sum(p * m for p, m in zip(precisions, locs))
     var = precision.reciprocal()
     loc = weighted * var
-    log_mass = -0.5 * ((n - 1) * LOG_2PI - sum(p.log() for p in precisions) + precision.log()
-                       + sum(p * m * m for p, m in zip(precisions, locs)) - weighted * loc).sum(-1)
-    lead = loc.shape[:loc.dim() - 1 - n]
+    log_mass = -0.5 * (
+        (n - 1) * LOG_2PI
+        - sum(p.log() for p in precisions)
+        + precision.log()
+        + sum(p * m * m for p, m in zip(precisions, locs))
+        - weighted * loc
+    ).sum(-1)
+    lead = loc.shape[: loc.dim() - 1 - n]
     z_dim = loc.shape[-1]
-    return Mixture((log_w + log_mass).reshape(*lead, -1), loc.reshape(*lead, -1, z_dim),
-                   var.sqrt().reshape(*lead, -1, z_dim))
+    return Mixture(
+        (log_w + log_mass).reshape(*lead, -1),
+        loc.reshape(*lead, -1, z_dim),
+        var.sqrt().reshape(*lead, -1, z_dim),
+    )
 
 
-def subset_products(experts: list[Gaussian], membership: torch.Tensor, prior: bool = True,
-                    present: torch.Tensor | None = None) -> Gaussian:
+def subset_products(
+    experts: list[Gaussian], membership: torch.Tensor, prior: bool = True, present: torch.Tensor | None = None
+) -> Gaussian:
     """p(z) prod_{m in S} q(z|m) for every subset S at once: stacked (S, ..., z_dim).
 
     `membership` (S, M) says which of the M experts each subset multiplies; `present` (..., M) leaves an
     expert out of the examples that do not observe it. One matrix product over the stacked precisions,
     instead of a product of experts per subset.
     """
-    precision = torch.stack([e.scale.pow(-2) for e in experts])                    # (M, ..., z_dim)
+    precision = torch.stack([e.scale.pow(-2) for e in experts])  # (M, ..., z_dim)
     if present is not None:
         precision = precision * present.movedim(-1, 0).unsqueeze(-1)
     weighted = precision * torch.stack([e.loc for e in experts])

@@ -1,4 +1,5 @@
 """report.html: one self-contained page per run (figures inlined as base64), readable from disk offline."""
+
 from __future__ import annotations
 
 import base64
@@ -51,8 +52,10 @@ def table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("name", "value
 def grid(header: list[str], rows: list[list[Any]], classes: list[str] | None = None) -> str:
     """A table with a header row; classes[i], if given, is the class of row i (e.g. "fails")."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join((f'<tr class="{c}">' if c else "<tr>") + "".join(map(_cell, row)) + "</tr>"
-                   for row, c in zip(rows, classes or [""] * len(rows)))
+    body = "".join(
+        (f'<tr class="{c}">' if c else "<tr>") + "".join(map(_cell, row)) + "</tr>"
+        for row, c in zip(rows, classes or [""] * len(rows))
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -75,33 +78,52 @@ def queries_section(metrics: dict) -> str:
     rows = metrics.get("queries")
     if not rows:
         return ""
-    others = {title: m for title, m in columns(metrics).items() if m is not metrics}   # beside the headline T = 1
+    others = {
+        title: m for title, m in columns(metrics).items() if m is not metrics
+    }  # beside the headline T = 1
     failing = [r for r in rows if misses(r)]
-    header = ["status", "query", "n", "correctness [95%]", "all given shown [95%]", "classifier read", "coverage [95%]"]
+    header = [
+        "status",
+        "query",
+        "n",
+        "correctness [95%]",
+        "all given shown [95%]",
+        "classifier read",
+        "coverage [95%]",
+    ]
     header += [f"correctness, {t}" for t in others]
     table_rows, classes = [], []
     for r in rows:
         missed = misses(r)
-        at_others = [next((q for q in m.get("queries", []) if q["label"] == r["label"]), None) for m in others.values()]
-        table_rows.append([(f"fails: {', '.join(missed)}" if missed else "ok", "status"), r["label"], r["n"],
-                           with_interval(r["correctness"], r["correctness_interval"]),
-                           f"{percent(r['all_correct'])} [{percent(r['all_correct_interval'][0])}, "
-                           f"{percent(r['all_correct_interval'][1])}]",
-                           readings_text(r),
-                           with_interval(r["coverage"], r["coverage_interval"]) if "coverage" in r else "(none free)",
-                           *(with_interval(q["correctness"], q["correctness_interval"]) if q else "" for q in at_others)])
+        at_others = [
+            next((q for q in m.get("queries", []) if q["label"] == r["label"]), None) for m in others.values()
+        ]
+        table_rows.append(
+            [
+                (f"fails: {', '.join(missed)}" if missed else "ok", "status"),
+                r["label"],
+                r["n"],
+                with_interval(r["correctness"], r["correctness_interval"]),
+                f"{percent(r['all_correct'])} [{percent(r['all_correct_interval'][0])}, "
+                f"{percent(r['all_correct_interval'][1])}]",
+                readings_text(r),
+                with_interval(r["coverage"], r["coverage_interval"]) if "coverage" in r else "(none free)",
+                *(with_interval(q["correctness"], q["correctness_interval"]) if q else "" for q in at_others),
+            ]
+        )
         classes.append("fails" if missed else "ok")
     n = sorted({r["n"] for r in rows})
-    return ("<h2>Queries</h2>"
-            f"<p><b>{len(failing)} of {len(rows)} queries miss the targets</b> (correctness &ge; "
-            f"{CORRECTNESS_TARGET}, coverage &ge; {COVERAGE_TARGET}) at {' / '.join(map(str, n))} images per "
-            "query (T = 1); their rows say <b>fails</b>. Each query draws its images from q(z|given) and the "
-            "attribute classifier reads them: correctness is the mean share of the given attributes it reads "
-            "back, with a 95% Wilson interval; &ldquo;all given shown&rdquo; is the share of images that show "
-            "every given attribute; &ldquo;classifier read&rdquo; is how it read each attribute in those "
-            "images; coverage (1 - JSD between the spread of the attributes not given and uniform) has a 95% "
-            "bootstrap interval.</p>"
-            + grid(header, table_rows, classes))
+    return (
+        "<h2>Queries</h2>"
+        f"<p><b>{len(failing)} of {len(rows)} queries miss the targets</b> (correctness &ge; "
+        f"{CORRECTNESS_TARGET}, coverage &ge; {COVERAGE_TARGET}) at {' / '.join(map(str, n))} images per "
+        "query (T = 1); their rows say <b>fails</b>. Each query draws its images from q(z|given) and the "
+        "attribute classifier reads them: correctness is the mean share of the given attributes it reads "
+        "back, with a 95% Wilson interval; &ldquo;all given shown&rdquo; is the share of images that show "
+        "every given attribute; &ldquo;classifier read&rdquo; is how it read each attribute in those "
+        "images; coverage (1 - JSD between the spread of the attributes not given and uniform) has a 95% "
+        "bootstrap interval.</p>" + grid(header, table_rows, classes)
+    )
 
 
 def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
@@ -112,7 +134,10 @@ def flatten(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
             rows += flatten(v, f"{prefix}{k}.")
         elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             for i, item in enumerate(v):
-                rows += flatten({key: x for key, x in item.items() if key != "label"}, f"{prefix}{k}[{item.get('label', i)}].")
+                rows += flatten(
+                    {key: x for key, x in item.items() if key != "label"},
+                    f"{prefix}{k}[{item.get('label', i)}].",
+                )
         else:
             rows.append((f"{prefix}{k}", v))
     return rows
@@ -122,7 +147,10 @@ def time_section(metrics: dict) -> str:
     """Where this run's wall time went (the report's own writing is in metrics.json, not here)."""
     phases = metrics["run_seconds"]
     inside = ", ".join(f"{k} {v:.1f} s" for k, v in metrics.get("seconds", {}).items() if k != "total")
-    rows = [(k + (f" ({inside})" if k == "evaluation" and inside else ""), f"{v:.1f} s") for k, v in phases.items()]
+    rows = [
+        (k + (f" ({inside})" if k == "evaluation" and inside else ""), f"{v:.1f} s")
+        for k, v in phases.items()
+    ]
     return "<h2>Time</h2>" + table(rows, ("phase", "wall time"))
 
 
@@ -137,12 +165,21 @@ def data_card_section(config: dict) -> str:
         d = schema["attributes"].get(name, {})
         counts = ", ".join(f"{k}: {v:,}" for k, v in c["counts"].items())
         if c["kind"] == "continuous":
-            counts = (f"mean {d.get('mean', 0):.4g}, std {d.get('std', 0):.4g}, range {d['range'][0]:.4g} to "
-                      f"{d['range'][1]:.4g}; nearest level: {counts}") if "range" in d else counts
+            counts = (
+                (
+                    f"mean {d.get('mean', 0):.4g}, std {d.get('std', 0):.4g}, range {d['range'][0]:.4g} to "
+                    f"{d['range'][1]:.4g}; nearest level: {counts}"
+                )
+                if "range" in d
+                else counts
+            )
         rows.append([name, c["kind"], counts, percent(c["missing_train"]), percent(c["missing_test"])])
-    return (f"<h2>Data</h2><p>{config['n_train']:,} training and {config['n_test']:,} test examples; images "
-            f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} "
-            f"({html.escape(im['likelihood'])} likelihood).</p>" + grid(["attribute", "kind", "training values", "missing (train)", "missing (test)"], rows))
+    return (
+        f"<h2>Data</h2><p>{config['n_train']:,} training and {config['n_test']:,} test examples; images "
+        f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} "
+        f"({html.escape(im['likelihood'])} likelihood).</p>"
+        + grid(["attribute", "kind", "training values", "missing (train)", "missing (test)"], rows)
+    )
 
 
 def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, history: list[dict]) -> Path:
@@ -151,51 +188,75 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
     train = config["train"]
     last = history[-1] if history else {}
     losses = [(k.replace("_", " ", 1), v) for k, v in last.items() if k.startswith(("train_", "test_"))]
-    parts = [f"<h1>jmvae run <code>{html.escape(run_dir.name)}</code></h1>",
-             f"<p><b>{html.escape(train['model'].upper())}</b> on "
-             f"<b>{html.escape(str(train.get('preset') or train.get('data')))}</b>, z = {train['z_dim']}, "
-             f"{config['total_steps']} steps, seed {train['seed']}. Data: {html.escape(config['mnist_source'])}; "
-             f"{config['n_train']} training and {config['n_test']} test images.</p>",
-             f"<h2>Objective</h2><pre>{html.escape(config['objective'])}</pre>", data_card_section(config)]
+    parts = [
+        f"<h1>jmvae run <code>{html.escape(run_dir.name)}</code></h1>",
+        f"<p><b>{html.escape(train['model'].upper())}</b> on "
+        f"<b>{html.escape(str(train.get('preset') or train.get('data')))}</b>, z = {train['z_dim']}, "
+        f"{config['total_steps']} steps, seed {train['seed']}. Data: {html.escape(config['mnist_source'])}; "
+        f"{config['n_train']} training and {config['n_test']} test images.</p>",
+        f"<h2>Objective</h2><pre>{html.escape(config['objective'])}</pre>",
+        data_card_section(config),
+    ]
     if metrics:
         clf = classifier_text(metrics)
         settings = metrics["settings"]
         n_test = settings.get("test_examples", 0)
         used = settings.get("likelihood_examples", n_test)
-        on = (f"on {used:,} of {n_test:,} test images (seeded subsample)" if used < n_test
-              else f"on all {n_test:,} test images")
-        low = "".join(f" and at T = {t} (z = mean + T std eps: fewer images from the posterior's tails)"
-                      for t in metrics.get("at_temperature", {}))
-        low += "".join(f"; completed at T = {t} (the attributes not given drawn first from p(a|z), z ~ q(z|given), "
-                       f"then z from q(z | given and drawn))" for t in metrics.get("completed", {}))
-        parts.append("<h2>Metrics</h2>"
-                     f"<p>Read generated images with an attribute classifier whose accuracy on real test images is "
-                     f"{html.escape(clf)}; no metric that uses it can be trusted beyond that. Correctness: share of "
-                     "the given attributes that images generated from q(z|given) show (|O| = number given), mean "
-                     f"over queries, {settings.get('n_per_query', '?')} images per query, at temperature T = 1{low}. "
-                     "Coverage: 1 - JSD between the spread of the attributes not given and uniform. Intervals are "
-                     "95%: Wilson for correctness (conservative for |O| > 1), bootstrap for coverage. "
-                     "Image -> attribute: argmax p(a|z) at the mean of q(z|x). Joint coherence: z ~ p(z) whose image "
-                     f"the classifier reads as p(a|z) says. Likelihoods {on}: importance sampled (K = "
-                     f"{settings['k']}), nats per test example, higher is better, &plusmn; the standard error of the "
-                     "mean over those images.</p>"
-                     + headline_table(metrics) + queries_section(metrics)
-                     + "<details><summary>every number in metrics.json</summary>" + table(flatten(metrics)) + "</details>")
+        on = (
+            f"on {used:,} of {n_test:,} test images (seeded subsample)"
+            if used < n_test
+            else f"on all {n_test:,} test images"
+        )
+        low = "".join(
+            f" and at T = {t} (z = mean + T std eps: fewer images from the posterior's tails)"
+            for t in metrics.get("at_temperature", {})
+        )
+        low += "".join(
+            f"; completed at T = {t} (the attributes not given drawn first from p(a|z), z ~ q(z|given), "
+            f"then z from q(z | given and drawn))"
+            for t in metrics.get("completed", {})
+        )
+        parts.append(
+            "<h2>Metrics</h2>"
+            f"<p>Read generated images with an attribute classifier whose accuracy on real test images is "
+            f"{html.escape(clf)}; no metric that uses it can be trusted beyond that. Correctness: share of "
+            "the given attributes that images generated from q(z|given) show (|O| = number given), mean "
+            f"over queries, {settings.get('n_per_query', '?')} images per query, at temperature T = 1{low}. "
+            "Coverage: 1 - JSD between the spread of the attributes not given and uniform. Intervals are "
+            "95%: Wilson for correctness (conservative for |O| > 1), bootstrap for coverage. "
+            "Image -> attribute: argmax p(a|z) at the mean of q(z|x). Joint coherence: z ~ p(z) whose image "
+            f"the classifier reads as p(a|z) says. Likelihoods {on}: importance sampled (K = "
+            f"{settings['k']}), nats per test example, higher is better, &plusmn; the standard error of the "
+            "mean over those images.</p>"
+            + headline_table(metrics)
+            + queries_section(metrics)
+            + "<details><summary>every number in metrics.json</summary>"
+            + table(flatten(metrics))
+            + "</details>"
+        )
     if metrics.get("run_seconds"):
         parts.append(time_section(metrics))
     if losses:
-        parts.append(f"<h2>Final losses (epoch {last.get('epoch')}, step {last.get('step')}; nats per example)</h2>"
-                     + table(losses, ("term", "value")))
+        parts.append(
+            f"<h2>Final losses (epoch {last.get('epoch')}, step {last.get('step')}; nats per example)</h2>"
+            + table(losses, ("term", "value"))
+        )
     if (run_dir / "explore.html").exists():
-        parts.append('<p><a href="explore.html"><b>Explore the latent space</b></a> (explore.html: move through z '
-                     'and watch the image and the attributes change; ask q(z | attributes) for any values).</p>')
+        parts.append(
+            '<p><a href="explore.html"><b>Explore the latent space</b></a> (explore.html: move through z '
+            "and watch the image and the attributes change; ask q(z | attributes) for any values).</p>"
+        )
     parts.append("<h2>Figures</h2>")
     for f in figures:
         data = base64.b64encode((run_dir / "figures" / f.file).read_bytes()).decode()
-        parts.append(f'<figure><h3>{html.escape(f.title)}</h3><img alt="{html.escape(f.title)}" '
-                     f'src="data:image/png;base64,{data}"><figcaption>{html.escape(f.caption)}</figcaption></figure>')
+        parts.append(
+            f'<figure><h3>{html.escape(f.title)}</h3><img alt="{html.escape(f.title)}" '
+            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(f.caption)}</figcaption></figure>'
+        )
     parts.append(f"<h2>Config</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>")
-    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>jmvae {html.escape(run_dir.name)}'
-            f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>jmvae {html.escape(run_dir.name)}'
+        f"</title><style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
     write_text(run_dir / "report.html", page)
     return run_dir / "report.html"

@@ -9,6 +9,7 @@ One command writes a run at a time: each holds RunLock (an flock on RUN/.lock, w
 temporary files any other writer meets are a dead process's. Nothing is deleted or written through a link that
 leads out of the run (check_links, safe_remove).
 """
+
 from __future__ import annotations
 
 import errno
@@ -28,8 +29,8 @@ import torch
 from .errors import UserError
 
 FINISHED = "metrics.json"
-LOCK = ".lock"          # RUN/.lock: flock-ed by the one command writing the run, holding its pid
-LINKED_DIRS = ("figures", "tensorboard")   # the folders a run writes into
+LOCK = ".lock"  # RUN/.lock: flock-ed by the one command writing the run, holding its pid
+LINKED_DIRS = ("figures", "tensorboard")  # the folders a run writes into
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
@@ -47,7 +48,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         os.replace(tmp, path)
         sync_directory(path.parent)
     except OSError as e:
-        if e.filename is None:   # a full disk in write() or fsync names no file: name the one being written
+        if e.filename is None:  # a full disk in write() or fsync names no file: name the one being written
             raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
     finally:
@@ -113,8 +114,10 @@ def check_links(run_dir: Path) -> None:
         if path.is_symlink():
             target = path.resolve()
             if target != inside and inside not in target.parents:
-                raise UserError(f"{path} is a link to {target}, outside the run, whose files a run would delete and "
-                                "write there (allowed: a run whose folders are its own; remove the link)")
+                raise UserError(
+                    f"{path} is a link to {target}, outside the run, whose files a run would delete and "
+                    "write there (allowed: a run whose folders are its own; remove the link)"
+                )
 
 
 def check_path(run_dir: Path) -> None:
@@ -122,7 +125,9 @@ def check_path(run_dir: Path) -> None:
     try:
         str(run_dir).encode("utf-8")
     except UnicodeEncodeError:
-        raise UserError(f"run directory {ascii(str(run_dir))} is not valid UTF-8 (allowed: a path in UTF-8)") from None
+        raise UserError(
+            f"run directory {ascii(str(run_dir))} is not valid UTF-8 (allowed: a path in UTF-8)"
+        ) from None
 
 
 class RunLock:
@@ -138,7 +143,7 @@ class RunLock:
 
     def _refuse(self, fd: int) -> UserError:
         pid = "?"
-        for _ in range(20):                      # the holder writes its pid just after taking the lock
+        for _ in range(20):  # the holder writes its pid just after taking the lock
             try:
                 pid = os.pread(fd, 32, 0).decode().strip() or "?"
             except OSError:
@@ -146,8 +151,10 @@ class RunLock:
             if pid != "?":
                 break
             time.sleep(0.01)
-        return UserError(f"{self.what} {self.run_dir} is being written by another jmvae command; one writer at a time, "
-                         f"wait for it or stop it (pid {pid} holds it)")
+        return UserError(
+            f"{self.what} {self.run_dir} is being written by another jmvae command; one writer at a time, "
+            f"wait for it or stop it (pid {pid} holds it)"
+        )
 
     def check(self) -> None:
         if self.fd is not None or not self.path.is_file():
@@ -182,7 +189,7 @@ class RunLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            os.close(self.fd)                    # the pid stays: only a lock held means anything
+            os.close(self.fd)  # the pid stays: only a lock held means anything
             self.fd = None
 
     def __enter__(self) -> RunLock:
@@ -204,9 +211,15 @@ def save_torch(path: Path, obj: Any) -> None:
     def write(tmp: Path) -> None:
         try:
             torch.save(obj, tmp)
-        except RuntimeError as e:   # torch's zip writer reports a full disk as "PytorchStreamWriter failed writing"
-            raise OSError(errno.ENOSPC if "writ" in str(e) else errno.EIO,
-                          f"{str(e).splitlines()[0][:100] if str(e) else 'write failed'}", str(path)) from None
+        except (
+            RuntimeError
+        ) as e:  # torch's zip writer reports a full disk as "PytorchStreamWriter failed writing"
+            raise OSError(
+                errno.ENOSPC if "writ" in str(e) else errno.EIO,
+                f"{str(e).splitlines()[0][:100] if str(e) else 'write failed'}",
+                str(path),
+            ) from None
+
     atomic_write(path, write)
 
 
@@ -228,9 +241,11 @@ def load_torch(path: Path, device: str | torch.device = "cpu") -> Any:
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, pickle.UnpicklingError, EOFError, zipfile errors...
-        raise UserError(f"{path} cannot be read ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:80] if str(e) else 'corrupt'}; allowed: a file jmvae wrote; train "
-                        "again with --overwrite)") from None
+        raise UserError(
+            f"{path} cannot be read ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:80] if str(e) else 'corrupt'}; allowed: a file jmvae wrote; train "
+            "again with --overwrite)"
+        ) from None
 
 
 def fingerprint(data) -> str:
@@ -253,7 +268,9 @@ def check_data(run_dir: Path, config: dict, data) -> None:
         return
     now = fingerprint(data)
     if now != pinned:
-        raise UserError(f"run {run_dir} trained on data {pinned} ({config.get('n_train')} train / "
-                        f"{config.get('n_test')} test images from {config.get('mnist_source')}); the data built now is "
-                        f"{now} ({data.n_train} / {data.n_test} from {data.source}) (allowed: the run's own data, as it "
-                        "was: its MNIST files, or its --data folder unchanged)")
+        raise UserError(
+            f"run {run_dir} trained on data {pinned} ({config.get('n_train')} train / "
+            f"{config.get('n_test')} test images from {config.get('mnist_source')}); the data built now is "
+            f"{now} ({data.n_train} / {data.n_test} from {data.source}) (allowed: the run's own data, as it "
+            "was: its MNIST files, or its --data folder unchanged)"
+        )

@@ -6,6 +6,7 @@ A cell that is not observed (-1 for a class, NaN for a number): a partly labelle
 (B, M) bool mask over the modalities in the model's order, and objectives train each example on what it has. A
 batch without the mask is fully observed and pays nothing for the possibility.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -15,25 +16,28 @@ import torch
 
 from .errors import UserError
 
-OBSERVED = "observed"   # the batch key of the (B, M) mask; absent = every modality observed in every example
-MAX_LISTED = 12         # modalities up to which every subset is listed (4,095); beyond, they are sampled
+OBSERVED = "observed"  # the batch key of the (B, M) mask; absent = every modality observed in every example
+MAX_LISTED = 12  # modalities up to which every subset is listed (4,095); beyond, they are sampled
 
 
 def nonempty_subsets(names: Sequence[str]) -> list[tuple[str, ...]]:
     """Every non-empty subset of `names`, smallest first, each in the order of `names`."""
     if len(names) > MAX_LISTED:
-        raise UserError(f"{len(names)} modalities have {2 ** len(names) - 1:,} subsets, too many to list (allowed: "
-                        f"at most {MAX_LISTED} modalities where every subset has a term, as in MoPoE and with "
-                        "--every-subset: train another model or setting, or drop columns)")
+        raise UserError(
+            f"{len(names)} modalities have {2 ** len(names) - 1:,} subsets, too many to list (allowed: "
+            f"at most {MAX_LISTED} modalities where every subset has a term, as in MoPoE and with "
+            "--every-subset: train another model or setting, or drop columns)"
+        )
     return [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
 
 
-def random_subsets(names: Sequence[str], k: int, generator: torch.Generator | None = None,
-                   sizes: range | None = None) -> list[tuple[str, ...]]:
+def random_subsets(
+    names: Sequence[str], k: int, generator: torch.Generator | None = None, sizes: range | None = None
+) -> list[tuple[str, ...]]:
     """k subsets drawn uniformly from those whose size lies in `sizes` (default: 2 .. len-1, the ones that
     are neither a single modality nor all of them: MVAE's sub-sampled terms)."""
     sizes = sizes if sizes is not None else range(2, len(names))
-    if len(names) > MAX_LISTED:      # too many to list: each name in or out with probability 1/2, until one fits
+    if len(names) > MAX_LISTED:  # too many to list: each name in or out with probability 1/2, until one fits
         return [sampled_subset(names, sizes, generator) for _ in range(k)] if k > 0 and len(sizes) else []
     pool = [s for s in nonempty_subsets(names) if len(s) in sizes]
     if not pool or k <= 0:
@@ -70,7 +74,9 @@ def missing(split: dict[str, torch.Tensor], modalities: Sequence) -> bool:
     return any(not bool(m.observed(split[m.name]).all()) for m in modalities if hasattr(m, "observed"))
 
 
-def observed(batch: dict[str, torch.Tensor], names: Sequence[str], subset: Sequence[str]) -> torch.Tensor | None:
+def observed(
+    batch: dict[str, torch.Tensor], names: Sequence[str], subset: Sequence[str]
+) -> torch.Tensor | None:
     """(B,) bool: the examples that observe every modality of `subset`; None when the batch is fully
     observed."""
     mask = batch.get(OBSERVED)
@@ -84,8 +90,10 @@ def filled(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     that read them are masked out by the objective."""
     if OBSERVED not in batch:
         return batch
-    return {k: (v.clamp_min(0) if v.dtype == torch.long else v.nan_to_num(0.0) if v.dim() == 1 else v)
-            for k, v in batch.items()}
+    return {
+        k: (v.clamp_min(0) if v.dtype == torch.long else v.nan_to_num(0.0) if v.dim() == 1 else v)
+        for k, v in batch.items()
+    }
 
 
 def membership(subsets: Sequence[Sequence[str]], names: Sequence[str]) -> torch.Tensor:

@@ -6,6 +6,7 @@ writes event files into RUN/tensorboard; MLflow logs to $MLFLOW_TRACKING_URI, el
 `mlruns` beside the run directories. Each needs its library (`pip install "jmvae[tensorboard]"` or
 `"jmvae[mlflow]"`); a missing one is a one-line error before training starts.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}   # name -> the module it needs
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # name -> the module it needs
 
 
 def check(names: list[str]) -> None:
@@ -25,11 +26,15 @@ def check(names: list[str]) -> None:
         if name not in TRACKERS:
             raise UserError(f"--log {name} (allowed: {', '.join(TRACKERS)})")
         if importlib.util.find_spec(TRACKERS[name]) is None:
-            raise UserError(f"--log {name}: the {TRACKERS[name]} package is not installed (allowed: "
-                            f"pip install \"jmvae[{name}]\")")
+            raise UserError(
+                f"--log {name}: the {TRACKERS[name]} package is not installed (allowed: "
+                f'pip install "jmvae[{name}]")'
+            )
 
 
-PROBE_SECONDS = 5.0   # how long a tracking server may take to accept a connection before a run refuses to start
+PROBE_SECONDS = (
+    5.0  # how long a tracking server may take to accept a connection before a run refuses to start
+)
 
 
 def reachable(names: list[str]) -> None:
@@ -47,9 +52,15 @@ def reachable(names: list[str]) -> None:
         with socket.create_connection((parts.hostname or "", port), timeout=PROBE_SECONDS):
             pass
     except (OSError, ValueError) as e:
-        reason = "no answer" if isinstance(e, socket.timeout) else (getattr(e, "strerror", None) or str(e) or type(e).__name__)
-        raise UserError(f"--log mlflow: the tracking server {uri} cannot be reached ({reason}) (allowed: a reachable "
-                        "$MLFLOW_TRACKING_URI, or none for a file store beside the runs)") from None
+        reason = (
+            "no answer"
+            if isinstance(e, socket.timeout)
+            else (getattr(e, "strerror", None) or str(e) or type(e).__name__)
+        )
+        raise UserError(
+            f"--log mlflow: the tracking server {uri} cannot be reached ({reason}) (allowed: a reachable "
+            "$MLFLOW_TRACKING_URI, or none for a file store beside the runs)"
+        ) from None
 
 
 def metric_name(name: str) -> str:
@@ -62,6 +73,7 @@ def metric_name(name: str) -> str:
 class TensorBoard:
     def __init__(self, run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def start(self, config: dict) -> None:
@@ -83,11 +95,12 @@ class TensorBoard:
 class MLflow:
     def __init__(self, run_dir: Path):
         import mlflow
+
         self.mlflow = mlflow
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir.resolve().parent / "mlruns").as_uri()
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")      # a server that goes away mid-run: a
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")   # minute or so, not MLflow's minutes
-        if uri.startswith("file:"):   # MLflow 3 keeps the file store only for those who ask for it
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # a server that goes away mid-run: a
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # minute or so, not MLflow's minutes
+        if uri.startswith("file:"):  # MLflow 3 keeps the file store only for those who ask for it
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)
         self.run = mlflow.start_run(run_name=run_dir.name)
@@ -97,8 +110,9 @@ class MLflow:
         self.mlflow.set_tag("objective", config["objective"][:5000])
 
     def epoch(self, row: dict) -> None:
-        self.mlflow.log_metrics({metric_name(k): v for k, v in row.items() if k not in ("epoch", "step")},
-                                step=row["epoch"])
+        self.mlflow.log_metrics(
+            {metric_name(k): v for k, v in row.items() if k not in ("epoch", "step")}, step=row["epoch"]
+        )
 
     def finish(self, headline: dict, run_dir: Path) -> None:
         self.mlflow.log_metrics({"metrics/" + metric_name(k): v for k, v in headline.items()})

@@ -3,6 +3,7 @@
 Every epoch reseeds its shuffling and its reparameterisation noise from (seed, epoch), and the checkpoint
 holds the optimizer state, so a run resumed after epoch k ends with the same weights as one never stopped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,12 @@ from .subsets import mark_observed, missing
 from .trackers import Trackers, reachable
 
 
-def build(cfg: TrainConfig, quiet: bool = False, run_dir: Path | None = None,
-          dataset: AttributeDataset | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
+def build(
+    cfg: TrainConfig,
+    quiet: bool = False,
+    run_dir: Path | None = None,
+    dataset: AttributeDataset | None = None,
+) -> tuple[AttributeDataset, MultimodalVAE]:
     """The dataset (`dataset` if given, else built from the config; a relative `data` path is inside
     `run_dir`) and a freshly initialised model (seeded) for a config."""
     cfg.validate()
@@ -60,17 +65,34 @@ def build(cfg: TrainConfig, quiet: bool = False, run_dir: Path | None = None,
         if path is not None and run_dir is not None and not Path(path).is_absolute():
             path = str(run_dir / path)
         with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
-            data = load_dataset(cfg.preset, cfg.mnist_dir, cfg.seed, cfg.test_fraction, cfg.hold_out, cfg.mnist,
-                                cfg.binarize, cfg.split, path, cfg.attribute, cfg.image_size, progress=not quiet)
+            data = load_dataset(
+                cfg.preset,
+                cfg.mnist_dir,
+                cfg.seed,
+                cfg.test_fraction,
+                cfg.hold_out,
+                cfg.mnist,
+                cfg.binarize,
+                cfg.split,
+                path,
+                cfg.attribute,
+                cfg.image_size,
+                progress=not quiet,
+            )
     if cfg.image_likelihood not in (None, data.image.likelihood):
         data.image = replace(data.image, likelihood=cfg.image_likelihood)
     torch.manual_seed(cfg.seed)
-    assert cfg.z_dim is not None              # resolved() filled it in
+    assert cfg.z_dim is not None  # resolved() filled it in
     try:
         model = build_model(cfg.model, data.modalities, cfg.z_dim, cfg.hidden, **cfg.model_options())
-    except (RuntimeError, MemoryError) as e:   # an allocation the machine refuses: name the setting that asked for it
-        raise UserError(f"--hidden {cfg.hidden}: the model cannot be allocated ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:80] if str(e) else 'out of memory'}) (allowed: a smaller --hidden)") from None
+    except (
+        RuntimeError,
+        MemoryError,
+    ) as e:  # an allocation the machine refuses: name the setting that asked for it
+        raise UserError(
+            f"--hidden {cfg.hidden}: the model cannot be allocated ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:80] if str(e) else 'out of memory'}) (allowed: a smaller --hidden)"
+        ) from None
     return data, model
 
 
@@ -88,15 +110,22 @@ def observed_split(split: dict[str, torch.Tensor], data: AttributeDataset) -> di
     return mark_observed(split, data.modalities) if missing(split, data.modalities) else split
 
 
-DATA_FILE = "data.npz"   # a dataset given from Python, kept in its run
+DATA_FILE = "data.npz"  # a dataset given from Python, kept in its run
 
 
 def schema(data: AttributeDataset) -> dict:
     """What config.json and the report say about the data: the image and every attribute's kind and values."""
     im = data.image
-    return {"image": {"name": im.name, "height": im.shape[0], "width": im.shape[1], "channels": im.channels,
-                      "likelihood": im.likelihood},
-            "attributes": {a.name: a.describe() for a in data.attributes}}
+    return {
+        "image": {
+            "name": im.name,
+            "height": im.shape[0],
+            "width": im.shape[1],
+            "channels": im.channels,
+            "likelihood": im.likelihood,
+        },
+        "attributes": {a.name: a.describe() for a in data.attributes},
+    }
 
 
 def data_card(data: AttributeDataset) -> dict:
@@ -106,9 +135,12 @@ def data_card(data: AttributeDataset) -> dict:
     for a in data.attributes:
         levels = a.to_levels(data.train[a.name])
         counts = torch.bincount(levels[levels >= 0], minlength=len(a.classes)).tolist()
-        card[a.name] = {"kind": a.kind, "counts": dict(zip(a.classes, counts)),
-                        "missing_train": float((~a.observed(data.train[a.name])).float().mean()),
-                        "missing_test": float((~a.observed(data.test[a.name])).float().mean())}
+        card[a.name] = {
+            "kind": a.kind,
+            "counts": dict(zip(a.classes, counts)),
+            "missing_train": float((~a.observed(data.train[a.name])).float().mean()),
+            "missing_test": float((~a.observed(data.test[a.name])).float().mean()),
+        }
     return card
 
 
@@ -117,8 +149,11 @@ def schema_text(data: AttributeDataset) -> str:
     lines = [f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {'grey' if im.channels == 1 else 'colour'}"]
     for a in data.attributes:
         d = a.describe()
-        what = (f"continuous, mean {d['mean']:.4g}, std {d['std']:.4g}" if d["kind"] == "continuous"
-                else f"{d['kind']}: {', '.join(d['values'][:12])}{' ...' if len(d['values']) > 12 else ''}")
+        what = (
+            f"continuous, mean {d['mean']:.4g}, std {d['std']:.4g}"
+            if d["kind"] == "continuous"
+            else f"{d['kind']}: {', '.join(d['values'][:12])}{' ...' if len(d['values']) > 12 else ''}"
+        )
         lines.append(f"  {a.name}: {what}")
     return "schema:\n" + "\n".join(lines)
 
@@ -144,7 +179,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 @torch.no_grad()
-def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: int, chunk: int = 2048) -> dict[str, float]:
+def evaluate_loss(
+    model: MultimodalVAE, split: dict[str, torch.Tensor], seed: int, chunk: int = 2048
+) -> dict[str, float]:
     """Mean loss and terms over a whole split, with fixed noise so epochs compare fairly; the KL terms at full
     weight during a warm-up too, so the curve shows the objective the run ends with.
 
@@ -169,10 +206,20 @@ def evaluate_loss(model: MultimodalVAE, split: dict[str, torch.Tensor], seed: in
     return total
 
 
-def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: dict[str, torch.Tensor],
-                order: torch.Tensor, batch_size: int, steps: int, on_step=lambda n: None,
-                losses: torch.Tensor | None = None, loss=None, binarize: str | None = None,
-                lr_at=None, precision: torch.dtype | None = None) -> tuple[torch.Tensor | None, list[str]]:
+def train_steps(
+    model: MultimodalVAE,
+    optimizer: torch.optim.Optimizer,
+    split: dict[str, torch.Tensor],
+    order: torch.Tensor,
+    batch_size: int,
+    steps: int,
+    on_step=lambda n: None,
+    losses: torch.Tensor | None = None,
+    loss=None,
+    binarize: str | None = None,
+    lr_at=None,
+    precision: torch.dtype | None = None,
+) -> tuple[torch.Tensor | None, list[str]]:
     """The hot loop: `steps` optimizer steps on the batches order[i*B:(i+1)*B] of an in-memory split.
 
     Returns the sum over steps of [loss, *terms] as one tensor (None for no steps) and their names; `losses`,
@@ -185,7 +232,7 @@ def train_steps(model: MultimodalVAE, optimizer: torch.optim.Optimizer, split: d
     sums, names = None, ["loss"]
     objective = loss or model.loss
     for i in range(steps):
-        batch = to_batch(split, order[i * batch_size:(i + 1) * batch_size])
+        batch = to_batch(split, order[i * batch_size : (i + 1) * batch_size])
         if binarize:
             batch[binarize] = torch.bernoulli(batch[binarize])
         if lr_at is not None:
@@ -212,7 +259,14 @@ def write_history(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-RUN_FILES = (FINISHED, "report.html", "model.pt", "checkpoint.pt", "history.csv", "data.npz")  # config.json goes last
+RUN_FILES = (
+    FINISHED,
+    "report.html",
+    "model.pt",
+    "checkpoint.pt",
+    "history.csv",
+    "data.npz",
+)  # config.json goes last
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -222,25 +276,35 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} is a file (allowed: a directory, new or a jmvae run)")
     check_links(run_dir)
-    started = run_dir.is_dir() and any(not p.name.endswith(".tmp") and p.name != LOCK for p in run_dir.iterdir())
+    started = run_dir.is_dir() and any(
+        not p.name.endswith(".tmp") and p.name != LOCK for p in run_dir.iterdir()
+    )
     is_run = is_run_dir(run_dir)
     if resume:
         if not started:
-            raise UserError(f"--resume: run directory {run_dir} does not exist (allowed: a run that was started)")
+            raise UserError(
+                f"--resume: run directory {run_dir} does not exist (allowed: a run that was started)"
+            )
         if not is_run:
             raise UserError(f"--resume: {run_dir} is not a jmvae run (no readable config.json of jmvae's)")
         return
     if not started:
         return
     if not overwrite and not is_run:
-        raise UserError(f"{run_dir} already holds files and is not a jmvae run (no readable config.json of jmvae's), so "
-                        "no run is started there (allowed: a new directory, or a jmvae run with --resume or --overwrite)")
+        raise UserError(
+            f"{run_dir} already holds files and is not a jmvae run (no readable config.json of jmvae's), so "
+            "no run is started there (allowed: a new directory, or a jmvae run with --resume or --overwrite)"
+        )
     if not overwrite:
-        state = "a finished run" if is_finished(run_dir) else "an unfinished run (use --resume to continue it)"
+        state = (
+            "a finished run" if is_finished(run_dir) else "an unfinished run (use --resume to continue it)"
+        )
         raise UserError(f"{run_dir} already holds {state}; pass --overwrite or choose another --name")
     if not is_run:
-        raise UserError(f"--overwrite: {run_dir} is not a jmvae run (no readable config.json of jmvae's), so nothing in "
-                        "it is deleted (allowed: a jmvae run directory, or a new --out)")
+        raise UserError(
+            f"--overwrite: {run_dir} is not a jmvae run (no readable config.json of jmvae's), so nothing in "
+            "it is deleted (allowed: a jmvae run directory, or a new --out)"
+        )
 
 
 def clear_run(run_dir: Path) -> None:
@@ -269,13 +333,23 @@ def clear_run(run_dir: Path) -> None:
 def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
     """The flags of `given` whose values differ from the run's recorded config (for --resume); `--precision
     auto` is compared as what it chooses on this machine (config.json records the choice)."""
+
     def value(k: str, v):
         return replace(recorded, precision=v).resolved_precision() if k == "precision" else v
-    return [f"--{k.replace('_', '-')} {v} (the run has {getattr(recorded, k)})" for k, v in given.items()
-            if getattr(recorded, k) != value(k, v)]
+
+    return [
+        f"--{k.replace('_', '-')} {v} (the run has {getattr(recorded, k)})"
+        for k, v in given.items()
+        if getattr(recorded, k) != value(k, v)
+    ]
 
 
-TRAINING_PHASES = ("data and model", "training steps", "test loss and checkpoints", "saving")   # what train() times
+TRAINING_PHASES = (
+    "data and model",
+    "training steps",
+    "test loss and checkpoints",
+    "saving",
+)  # what train() times
 
 
 def flush_subnormals() -> None:
@@ -305,14 +379,23 @@ def reuse_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3            # glibc's malloc.h
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
     return bool(mallopt(m_mmap_threshold, 512 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
-          progress: bool | None = None, log=print, trackers: Trackers | None = None,
-          seconds: dict[str, float] | None = None, evaluation: dict | None = None,
-          dataset: AttributeDataset | None = None, lock: RunLock | None = None) -> tuple[AttributeDataset, MultimodalVAE]:
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    log=print,
+    trackers: Trackers | None = None,
+    seconds: dict[str, float] | None = None,
+    evaluation: dict | None = None,
+    dataset: AttributeDataset | None = None,
+    lock: RunLock | None = None,
+) -> tuple[AttributeDataset, MultimodalVAE]:
     """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model.
 
     The run's RunLock is taken once every check has passed, before anything is deleted or written; a second
@@ -332,7 +415,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, overwrite
     own = lock is None
     lock = RunLock(run_dir) if lock is None else lock
     try:
-        return _train(cfg, Path(run_dir), resume, overwrite, progress, log, trackers, seconds, evaluation, lock, dataset)
+        return _train(
+            cfg, Path(run_dir), resume, overwrite, progress, log, trackers, seconds, evaluation, lock, dataset
+        )
     finally:
         if own:
             lock.release()
@@ -343,15 +428,17 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
     flush_subnormals()
-    ranks = distributed.setup(cfg.resolved_device())      # first, so that every rank can hear of a failed check
+    ranks = distributed.setup(cfg.resolved_device())  # first, so that every rank can hear of a failed check
     if not ranks.main:
         log, progress = (lambda *a, **k: None), False
     try:
         if dataset is not None and not resume:
             cfg = replace(cfg, preset=None, data=DATA_FILE, mnist="none")
-        cfg, data, model, recorded = _prepare(cfg, run_dir, resume, overwrite, ranks, dataset if not resume else None)
+        cfg, data, model, recorded = _prepare(
+            cfg, run_dir, resume, overwrite, ranks, dataset if not resume else None
+        )
         if ranks.main:
-            lock.acquire()                                 # after every check, before the first file changes
+            lock.acquire()  # after every check, before the first file changes
         error = None
     except UserError as e:
         error = str(e)
@@ -373,9 +460,11 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
             optimizer.load_state_dict(ckpt["optimizer"])
             start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
         except Exception as e:
-            raise UserError(f"{run_dir / 'checkpoint.pt'} does not fit this run ({type(e).__name__}; allowed: the "
-                            "checkpoint this run wrote; start again with --overwrite)") from None
-    ranks.barrier()                                        # every rank has read the checkpoint before rank 0 writes
+            raise UserError(
+                f"{run_dir / 'checkpoint.pt'} does not fit this run ({type(e).__name__}; allowed: the "
+                "checkpoint this run wrote; start again with --overwrite)"
+            ) from None
+    ranks.barrier()  # every rank has read the checkpoint before rank 0 writes
     if ranks.main:
         if overwrite:
             clear_run(run_dir)
@@ -388,28 +477,51 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
         if ranks.main:
             if dataset is not None:
                 save_dataset(data, run_dir / DATA_FILE)
-            write_json(run_dir / "config.json", {
-                "train": asdict(cfg), "mnist_source": data.source, "objective": model.describe(),
-                "schema": schema(data), "data_card": data_card(data),
-                "data_fingerprint": fingerprint(data), **({"data_options": data.options} if data.options else {}),
-                "n_train": n_train, "n_test": data.n_test, "test_loss_examples": min(TEST_LOSS_EXAMPLES, data.n_test),
-                "device": str(device), "ranks": ranks.world,
-                "steps_per_epoch": per_epoch, "epochs": epochs, "total_steps": total_steps,
-                **({"evaluation": evaluation} if evaluation is not None else {})})
+            write_json(
+                run_dir / "config.json",
+                {
+                    "train": asdict(cfg),
+                    "mnist_source": data.source,
+                    "objective": model.describe(),
+                    "schema": schema(data),
+                    "data_card": data_card(data),
+                    "data_fingerprint": fingerprint(data),
+                    **({"data_options": data.options} if data.options else {}),
+                    "n_train": n_train,
+                    "n_test": data.n_test,
+                    "test_loss_examples": min(TEST_LOSS_EXAMPLES, data.n_test),
+                    "device": str(device),
+                    "ranks": ranks.world,
+                    "steps_per_epoch": per_epoch,
+                    "epochs": epochs,
+                    "total_steps": total_steps,
+                    **({"evaluation": evaluation} if evaluation is not None else {}),
+                },
+            )
     if ranks.main and trackers is not None:
         trackers.open(run_dir, read_config(run_dir))
     seconds["data and model"] = time.perf_counter() - clock
     seconds["training steps"] = seconds["test loss and checkpoints"] = 0.0
     if ckpt is None:
-        on = f"{device}" if not ranks.active else f"{ranks.world} ranks ({device.type}), {cfg.batch_size // ranks.world} rows each"
+        on = (
+            f"{device}"
+            if not ranks.active
+            else f"{ranks.world} ranks ({device.type}), {cfg.batch_size // ranks.world} rows each"
+        )
         on += f", products in {cfg.precision}" if cfg.precision != "float32" else ""
         length = "" if cfg.steps or cfg.epochs else f" (the default length for {n_train:,} training examples)"
-        log(f"{model.describe()}\ndata: {data.name}, {n_train} train / {data.n_test} test images "
+        log(
+            f"{model.describe()}\ndata: {data.name}, {n_train} train / {data.n_test} test images "
             f"from {data.source}\n{schema_text(data)}\n"
-            f"training {total_steps} steps ({epochs} epochs of {per_epoch}){length} on {on} -> {run_dir}")
+            f"training {total_steps} steps ({epochs} epochs of {per_epoch}){length} on {on} -> {run_dir}"
+        )
 
-    examples = recorded.get("test_loss_examples") if ckpt is not None else TEST_LOSS_EXAMPLES   # older runs: all
-    monitored = observed_split({k: v[seeded_subset(data.n_test, examples, cfg.seed)] for k, v in data.test.items()}, data)
+    examples = (
+        recorded.get("test_loss_examples") if ckpt is not None else TEST_LOSS_EXAMPLES
+    )  # older runs: all
+    monitored = observed_split(
+        {k: v[seeded_subset(data.n_test, examples, cfg.seed)] for k, v in data.test.items()}, data
+    )
     step_loss = model.loss
     if cfg.compile != "none":
         # Only the training step: the test loss and the evaluation take other batch sizes, which would
@@ -430,35 +542,53 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
         torch.manual_seed(epoch_seed(cfg.seed, epoch))
         model.kl_weight = cfg.kl_weight(epoch)
         order = torch.randperm(n_train, device=device)
-        if ranks.active:                                   # this rank's rows of each global batch, its own noise
-            order = order[:steps * cfg.batch_size].view(steps, cfg.batch_size)[:, share].reshape(-1)
+        if ranks.active:  # this rank's rows of each global batch, its own noise
+            order = order[: steps * cfg.batch_size].view(steps, cfg.batch_size)[:, share].reshape(-1)
             if ranks.rank:
                 torch.manual_seed(epoch_seed(cfg.seed, epoch) + 104_729 * ranks.rank)
-        losses = torch.full((steps,), math.nan, device=device)   # a step that never ran reads as non-finite
+        losses = torch.full((steps,), math.nan, device=device)  # a step that never ran reads as non-finite
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not show_bar)
         last = f"epoch {saved}" if saved > 0 else "none (stopped before the first)"
         try:
-            sums, names = train_steps(model, optimizer, train_split, order, share.stop - share.start, steps, bar.update,
-                                      losses, step_loss, data.image.name if cfg.binarize else None,
-                                      None if cfg.lr_schedule == "constant" else
-                                      lambda i, epoch=epoch: cfg.lr_at(epoch * per_epoch + i, total_steps), cfg.precision_dtype())
+            sums, names = train_steps(
+                model,
+                optimizer,
+                train_split,
+                order,
+                share.stop - share.start,
+                steps,
+                bar.update,
+                losses,
+                step_loss,
+                data.image.name if cfg.binarize else None,
+                None
+                if cfg.lr_schedule == "constant"
+                else lambda i, epoch=epoch: cfg.lr_at(epoch * per_epoch + i, total_steps),
+                cfg.precision_dtype(),
+            )
             sums = distributed.mean_over_ranks(ranks, sums)
-        except ValueError:   # torch.distributions refusing a nan location: the weights went non-finite first
+        except ValueError:  # torch.distributions refusing a nan location: the weights went non-finite first
             if all(torch.isfinite(p).all() for p in model.parameters()):
                 raise
             sums = torch.tensor([math.nan])
         except RuntimeError as e:
             if not ranks.active:
                 raise
-            raise UserError(f"a rank stopped in epoch {epoch + 1} ({str(e).splitlines()[0][:100]}); last good "
-                            f"checkpoint: {last} (resume with --resume, on any number of ranks)") from None
+            raise UserError(
+                f"a rank stopped in epoch {epoch + 1} ({str(e).splitlines()[0][:100]}); last good "
+                f"checkpoint: {last} (resume with --resume, on any number of ranks)"
+            ) from None
         bar.close()
         t_steps = time.perf_counter()
         seconds["training steps"] += t_steps - t0
         if not torch.isfinite(sums).all():
-            bad = int((~torch.isfinite(losses)).nonzero()[0]) if not torch.isfinite(losses).all() else steps - 1
-            raise UserError(f"loss is {float(losses[bad])} at step {epoch * per_epoch + bad + 1} (epoch {epoch + 1}); "
-                            f"last good checkpoint: {last} (try a lower --lr, with --overwrite)")
+            bad = (
+                int((~torch.isfinite(losses)).nonzero()[0]) if not torch.isfinite(losses).all() else steps - 1
+            )
+            raise UserError(
+                f"loss is {float(losses[bad])} at step {epoch * per_epoch + bad + 1} (epoch {epoch + 1}); "
+                f"last good checkpoint: {last} (try a lower --lr, with --overwrite)"
+            )
         block_sums = sums if block_sums is None else block_sums + sums
         block_steps += steps
         if (epoch + 1) % every and epoch + 1 < epochs:
@@ -466,17 +596,30 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
         if ranks.main:
             train_means = dict(zip(names, (block_sums / block_steps).tolist()))
             test_means = evaluate_loss(model, monitored, seed=cfg.seed, chunk=cfg.batch_size)
-            row = {"epoch": epoch + 1, "step": epoch * per_epoch + steps, "seconds": round(time.perf_counter() - block_start, 3)}
+            row = {
+                "epoch": epoch + 1,
+                "step": epoch * per_epoch + steps,
+                "seconds": round(time.perf_counter() - block_start, 3),
+            }
             row |= {f"train_{k}": round(v, 5) for k, v in train_means.items()}
             row |= {f"test_{k}": round(v, 5) for k, v in test_means.items()}
             history.append(row)
             write_history(run_dir / "history.csv", history)
             if trackers is not None:
                 trackers.epoch(row)
-            save_torch(run_dir / "checkpoint.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                   "epoch": epoch + 1, "history": history})
-            log(f"epoch {epoch + 1}/{epochs}  step {row['step']}  train loss {train_means['loss']:.2f}  "
-                f"test loss {test_means['loss']:.2f}  ({row['seconds']:.2f}s)")
+            save_torch(
+                run_dir / "checkpoint.pt",
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                },
+            )
+            log(
+                f"epoch {epoch + 1}/{epochs}  step {row['step']}  train loss {train_means['loss']:.2f}  "
+                f"test loss {test_means['loss']:.2f}  ({row['seconds']:.2f}s)"
+            )
         ranks.barrier()
         saved, block_sums, block_steps, block_start = epoch + 1, None, 0, time.perf_counter()
         seconds["test loss and checkpoints"] += block_start - t_steps
@@ -497,34 +640,42 @@ def unused_parameters(model: MultimodalVAE, split: dict[str, torch.Tensor]) -> b
     return any(g is None for g in torch.autograd.grad(loss, list(model.parameters()), allow_unused=True))
 
 
-def _prepare(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, ranks: distributed.Ranks,
-             dataset: AttributeDataset | None = None):
+def _prepare(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    ranks: distributed.Ranks,
+    dataset: AttributeDataset | None = None,
+):
     """The checks and builds that touch no file: (resolved config, data, model, the recorded config or
     None)."""
-    if ranks.main:                        # another command writing the run: say so before anything else
-        RunLock(run_dir).check()          # (rank 0 alone: it takes the lock, and the others must not see it)
+    if ranks.main:  # another command writing the run: say so before anything else
+        RunLock(run_dir).check()  # (rank 0 alone: it takes the lock, and the others must not see it)
     check_run_dir(run_dir, resume, overwrite)
     recorded = None
     if resume:
         recorded = read_config(run_dir)
         cfg = run_config(run_dir, recorded)
     cfg.validate()
-    assert cfg.batch_size is not None     # set on creation (__post_init__)
+    assert cfg.batch_size is not None  # set on creation (__post_init__)
     distributed.check_batch(ranks, cfg.batch_size)
     if cfg.compile != "none" and ranks.active:
-        raise UserError(f"--compile {cfg.compile} with {ranks.world} ranks (allowed: --compile none under torchrun)")
-    cfg = cfg.resolved()                  # config.json records the options the model actually trained with
+        raise UserError(
+            f"--compile {cfg.compile} with {ranks.world} ranks (allowed: --compile none under torchrun)"
+        )
+    cfg = cfg.resolved()  # config.json records the options the model actually trained with
     if cfg.mnist_dir is not None:
         cfg = replace(cfg, mnist_dir=str(Path(cfg.mnist_dir).expanduser().resolve()))
     if cfg.data is not None and dataset is None and Path(cfg.data).is_absolute() is False and not resume:
         cfg = replace(cfg, data=str(Path(cfg.data).expanduser().resolve()))
-    reachable(cfg.log)                    # an unreachable tracker stops the run before a file is touched
+    reachable(cfg.log)  # an unreachable tracker stops the run before a file is touched
     data, model = build(cfg, quiet=not ranks.main, run_dir=run_dir, dataset=dataset)
-    if recorded is not None:              # resume
+    if recorded is not None:  # resume
         check_data(run_dir, recorded, data)
     check_space(run_dir, model)
     cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
-    if cfg.data is not None and dataset is None:     # pinned: every attribute's kind as this run read it
+    if cfg.data is not None and dataset is None:  # pinned: every attribute's kind as this run read it
         cfg = replace(cfg, attribute=[f"{a.name}={a.kind}" for a in data.attributes])
     return cfg, data, model, recorded
 
@@ -540,8 +691,10 @@ def check_space(run_dir: Path, model: MultimodalVAE) -> None:
     except OSError:
         return
     if free < need:
-        raise UserError(f"run directory {run_dir}: training writes about {need / 1e6:,.0f} MB and {folder} has "
-                        f"{free / 1e6:,.0f} MB free (allowed: a disk with room for the run)")
+        raise UserError(
+            f"run directory {run_dir}: training writes about {need / 1e6:,.0f} MB and {folder} has "
+            f"{free / 1e6:,.0f} MB free (allowed: a disk with room for the run)"
+        )
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
@@ -555,9 +708,13 @@ def load_run(run_dir: str | Path, device: str = "cpu"):
     try:
         model.load_state_dict(state)
     except Exception as e:
-        raise UserError(f"{run_dir / 'model.pt'} does not fit the model of config.json ({type(e).__name__}; "
-                        "allowed: the model.pt this run wrote)") from None
+        raise UserError(
+            f"{run_dir / 'model.pt'} does not fit the model of config.json ({type(e).__name__}; "
+            "allowed: the model.pt this run wrote)"
+        ) from None
     if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        raise UserError(f"{run_dir / 'model.pt'} holds non-finite weights (allowed: a model trained without nan; "
-                        "train again with a lower --lr)")
+        raise UserError(
+            f"{run_dir / 'model.pt'} holds non-finite weights (allowed: a model trained without nan; "
+            "train again with a lower --lr)"
+        )
     return cfg, data, model.to(device).eval()

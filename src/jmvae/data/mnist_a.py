@@ -16,6 +16,7 @@ Splits: "iid" (by image, 85/5/10 train/val/test) and "compositional" (the 240 la
 with a fixed seed and split 80/10/10, so test combinations never occur in training). `cached` renders a set
 once and keeps it in the cache under a hash of the digits and parameters.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,7 +32,7 @@ from PIL import Image as PILImage
 from ..runs import atomic_write
 from .mnist import cache_dir
 
-VERSION = 1        # part of the cache key: renders made another way are another set
+VERSION = 1  # part of the cache key: renders made another way are another set
 CANVAS = 64
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "digit": tuple(str(d) for d in range(10)),
@@ -40,7 +41,11 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "location": ("top-left", "top-right", "bottom-left", "bottom-right"),
 }
 SCALE_MEAN = {"big": 0.9, "small": 0.6}
-ANGLE_MEAN = {"clockwise": -45.0, "upright": 0.0, "counterclockwise": 45.0}   # degrees, counterclockwise positive
+ANGLE_MEAN = {
+    "clockwise": -45.0,
+    "upright": 0.0,
+    "counterclockwise": 45.0,
+}  # degrees, counterclockwise positive
 SPLITS = ("iid", "compositional")
 
 
@@ -63,17 +68,23 @@ def transform(digit: np.ndarray, scale: float, angle: float) -> np.ndarray:
     rows, cols = np.flatnonzero(patch.any(1)), np.flatnonzero(patch.any(0))
     if len(rows) == 0:
         return patch
-    return patch[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]    # the ink's box: what must lie inside the canvas
+    return patch[
+        rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1
+    ]  # the ink's box: what must lie inside the canvas
 
 
-def place(rng: np.random.Generator, location: str, shape: tuple[int, int], canvas: int = CANVAS) -> tuple[int, int]:
+def place(
+    rng: np.random.Generator, location: str, shape: tuple[int, int], canvas: int = CANVAS
+) -> tuple[int, int]:
     """Top-left (row, col) of a `shape` patch centred near `location`'s corner-pushed quadrant centre,
     jittered, resampled until the patch lies inside the canvas."""
     h, w = shape
     down, right = location.startswith("bottom"), location.endswith("right")
     push = canvas / 16
-    centre = (canvas * (0.75 if down else 0.25) + (push if down else -push),
-              canvas * (0.75 if right else 0.25) + (push if right else -push))
+    centre = (
+        canvas * (0.75 if down else 0.25) + (push if down else -push),
+        canvas * (0.75 if right else 0.25) + (push if right else -push),
+    )
     for _ in range(1000):
         r, c = (round(centre[i] + rng.normal(0, canvas / 16) - s / 2) for i, s in enumerate((h, w)))
         if 0 <= r <= canvas - h and 0 <= c <= canvas - w:
@@ -81,33 +92,46 @@ def place(rng: np.random.Generator, location: str, shape: tuple[int, int], canva
     raise ValueError(f"a {h}x{w} digit does not fit a {canvas}x{canvas} canvas near {location}")
 
 
-def render(digit: np.ndarray, label: int, rng: np.random.Generator, canvas: int = CANVAS) -> tuple[np.ndarray, dict[str, int]]:
+def render(
+    digit: np.ndarray, label: int, rng: np.random.Generator, canvas: int = CANVAS
+) -> tuple[np.ndarray, dict[str, int]]:
     """One MNIST-A image (canvas x canvas uint8) of `digit` with freshly drawn attributes, and its labels
     (attribute name -> class index)."""
-    labels = {"digit": int(label)} | {name: int(rng.integers(len(values))) for name, values in ATTRIBUTES.items()
-                                      if name != "digit"}
+    labels = {"digit": int(label)} | {
+        name: int(rng.integers(len(values))) for name, values in ATTRIBUTES.items() if name != "digit"
+    }
     scale = _truncated(rng, SCALE_MEAN[ATTRIBUTES["scale"][labels["scale"]]], 0.1, 0.4, 1.0)
     orientation = ATTRIBUTES["orientation"][labels["orientation"]]
-    angle = ANGLE_MEAN[orientation] if orientation == "upright" else _truncated(rng, ANGLE_MEAN[orientation], 10, -90, 90)
+    angle = (
+        ANGLE_MEAN[orientation]
+        if orientation == "upright"
+        else _truncated(rng, ANGLE_MEAN[orientation], 10, -90, 90)
+    )
     patch = transform(digit, scale, angle)
     r, c = place(rng, ATTRIBUTES["location"][labels["location"]], patch.shape, canvas)
     image = np.zeros((canvas, canvas), np.uint8)
-    image[r:r + patch.shape[0], c:c + patch.shape[1]] = patch
+    image[r : r + patch.shape[0], c : c + patch.shape[1]] = patch
     return image, labels
 
 
 @dataclass
 class MnistA:
-    images: np.ndarray                 # (N, 64, 64) uint8
-    labels: dict[str, np.ndarray]      # attribute -> (N,) int64 class indices
-    split: dict[str, np.ndarray]       # "train" / "val" / "test" -> row indices
-    params: dict                       # what decides the set (recorded with a hash in a run's config)
+    images: np.ndarray  # (N, 64, 64) uint8
+    labels: dict[str, np.ndarray]  # attribute -> (N,) int64 class indices
+    split: dict[str, np.ndarray]  # "train" / "val" / "test" -> row indices
+    params: dict  # what decides the set (recorded with a hash in a run's config)
 
 
-def generate(digits: np.ndarray, digit_labels: np.ndarray, renders: int, seed: int = 0, split: str = "iid",
-             canvas: int = CANVAS) -> MnistA:
+def generate(
+    digits: np.ndarray,
+    digit_labels: np.ndarray,
+    renders: int,
+    seed: int = 0,
+    split: str = "iid",
+    canvas: int = CANVAS,
+) -> MnistA:
     """`renders` images per MNIST digit, each with fresh attributes, and the split's row indices."""
-    check_split(split)                          # before the rendering, not after it
+    check_split(split)  # before the rendering, not after it
     rng = np.random.default_rng(seed)
     n = len(digits) * renders
     images = np.zeros((n, canvas, canvas), np.uint8)
@@ -117,8 +141,12 @@ def generate(digits: np.ndarray, digit_labels: np.ndarray, renders: int, seed: i
         for name, v in drawn.items():
             labels[name][i] = v
     rows = split_rows(labels, split, seed)
-    return MnistA(images, labels, rows, {"renders": renders, "seed": seed, "split": split, "canvas": canvas,
-                                         "digits": len(digits)})
+    return MnistA(
+        images,
+        labels,
+        rows,
+        {"renders": renders, "seed": seed, "split": split, "canvas": canvas, "digits": len(digits)},
+    )
 
 
 def check_split(split: str) -> None:
@@ -147,7 +175,7 @@ def split_rows(labels: dict[str, np.ndarray], split: str, seed: int) -> dict[str
     part = np.empty(len(combos), np.int64)
     part[order[:a]], part[order[a:b]], part[order[b:]] = 0, 1, 2
     sizes = [len(v) for v in ATTRIBUTES.values()]
-    code = np.ravel_multi_index([labels[name] for name in ATTRIBUTES], sizes)   # the row's combination index
+    code = np.ravel_multi_index([labels[name] for name in ATTRIBUTES], sizes)  # the row's combination index
     where = part[code]
     return {name: np.flatnonzero(where == k) for k, name in enumerate(("train", "val", "test"))}
 
@@ -156,7 +184,9 @@ def digits_of(mnist) -> tuple[np.ndarray, np.ndarray]:
     """Every digit a MnistData holds (full MNIST: its 60,000 training and 10,000 test digits)."""
     if mnist.test_images is None:
         return mnist.images, mnist.labels
-    return np.concatenate([mnist.images, mnist.test_images]), np.concatenate([mnist.labels, mnist.test_labels])
+    return np.concatenate([mnist.images, mnist.test_images]), np.concatenate(
+        [mnist.labels, mnist.test_labels]
+    )
 
 
 def fingerprint(digits: np.ndarray, labels: np.ndarray, params: dict) -> str:
@@ -167,7 +197,9 @@ def fingerprint(digits: np.ndarray, labels: np.ndarray, params: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def cached(mnist, renders: int, seed: int = 0, split: str = "iid", directory: Path | None = None) -> tuple[MnistA, str]:
+def cached(
+    mnist, renders: int, seed: int = 0, split: str = "iid", directory: Path | None = None
+) -> tuple[MnistA, str]:
     """The MNIST-A set of these digits and parameters, rendered once and kept in the cache (`mnist-a/`), and
     its hash (for a run's config.json)."""
     digits, labels = digits_of(mnist)
@@ -177,13 +209,20 @@ def cached(mnist, renders: int, seed: int = 0, split: str = "iid", directory: Pa
     try:
         with np.load(path) as f:
             images, drawn = f["images"], {name: f[name] for name in ATTRIBUTES}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):   # not rendered yet, or cut short: render it
+    except (
+        OSError,
+        KeyError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+    ):  # not rendered yet, or cut short: render it
         data = generate(digits, labels, renders, seed, split)
 
         def write(p: Path) -> None:
             with open(p, "wb") as f:
                 # (mypy checks **labels against savez's allow_pickle: bool too)
                 np.savez(f, images=data.images, **data.labels)  # type: ignore[arg-type]
+
         atomic_write(path, write)
         return data, key
     return MnistA(images, drawn, split_rows(drawn, split, seed), params | {"split": split}), key

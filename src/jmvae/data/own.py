@@ -6,6 +6,7 @@ or in `train/` and `test/` subfolders. Without a train/test division the test sp
 Images are decoded once into a cache keyed by the files' hashes and kept as uint8; attribute kinds are
 inferred per column (`infer_kind`) unless overridden; an empty cell is "not observed".
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,13 +32,15 @@ from .attributes import AttributeDataset
 
 METADATA = ("metadata.csv", "metadata.jsonl")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-RESERVED = ("observed", "z")   # batch and generation keys of their own
-MAX_CLASSES = 256          # a text or integer column with more distinct values is not an attribute (an id?)
-FEW_INTEGERS = 20          # integer columns with at most this many values are categorical, else continuous
+RESERVED = ("observed", "z")  # batch and generation keys of their own
+MAX_CLASSES = 256  # a text or integer column with more distinct values is not an attribute (an id?)
+FEW_INTEGERS = 20  # integer columns with at most this many values are categorical, else continuous
 CACHE_VERSION = 1
-MAX_PIXELS = 4096 * 4096   # an image larger than this is refused (a decompression bomb, or not a dataset image)
-PASSES = 100               # the default length: 100 passes over the training split ...
-MIN_STEPS, MAX_STEPS = 3000, 20_000   # ... within these bounds (docs/results-own-data.md)
+MAX_PIXELS = (
+    4096 * 4096
+)  # an image larger than this is refused (a decompression bomb, or not a dataset image)
+PASSES = 100  # the default length: 100 passes over the training split ...
+MIN_STEPS, MAX_STEPS = 3000, 20_000  # ... within these bounds (docs/results-own-data.md)
 
 
 def _blank(v: Any) -> bool:
@@ -56,7 +59,7 @@ def _number(v: Any) -> float | None:
         return float(str(v).strip())
     except ValueError:
         return None
-    except OverflowError:            # an integer beyond any float
+    except OverflowError:  # an integer beyond any float
         return math.inf
 
 
@@ -73,7 +76,7 @@ def infer_kind(name: str, values: Sequence[Any]) -> str:
     numbers = [_number(v) for v in values]
     numeric = sum(n is not None for n in numbers)
     if numeric == len(values):
-        distinct = {n for n in numbers if n is not None}       # all of them
+        distinct = {n for n in numbers if n is not None}  # all of them
         if distinct <= {0.0, 1.0}:
             return "binary"
         if all(_integer(v) for v in values) and len(distinct) <= FEW_INTEGERS:
@@ -83,8 +86,10 @@ def infer_kind(name: str, values: Sequence[Any]) -> str:
         return "continuous"
     if numeric >= len(values) / 2:
         bad = next(v for v, n in zip(values, numbers) if n is None)
-        raise UserError(f"column {name}: {str(bad)!r} is text in a numeric column (allowed: numbers only, or "
-                        f"--attribute {name}=categorical)")
+        raise UserError(
+            f"column {name}: {str(bad)!r} is text in a numeric column (allowed: numbers only, or "
+            f"--attribute {name}=categorical)"
+        )
     return "categorical"
 
 
@@ -110,25 +115,33 @@ def build_attribute(name: str, kind: str, train: list[Any], rows: list[str]) -> 
             try:
                 attr.index(v)
             except ValueError:
-                raise UserError(f"column {name}: {v!r} at {where} is not a yes/no value (allowed: true/false, 1/0, "
-                                f"yes/no, or --attribute {name}=categorical)") from None
+                raise UserError(
+                    f"column {name}: {v!r} at {where} is not a yes/no value (allowed: true/false, 1/0, "
+                    f"yes/no, or --attribute {name}=categorical)"
+                ) from None
         return attr
     if kind == "continuous":
         numbers = []
         for v, where in zip(train, rows):
             n = _number(v)
             if n is None or not math.isfinite(n):
-                raise UserError(f"column {name}: {v!r} at {where} is not a number (allowed: finite numbers, "
-                                f"or --attribute {name}=categorical)")
+                raise UserError(
+                    f"column {name}: {v!r} at {where} is not a number (allowed: finite numbers, "
+                    f"or --attribute {name}=categorical)"
+                )
             numbers.append(n)
         a = np.asarray(numbers, dtype=np.float64)
         mean, std = float(a.mean()), float(a.std()) or 1.0
         z = (a - mean) / std
-        return Continuous(name, mean, std, tuple(float(q) for q in np.quantile(z, LEVELS)), float(z.min()), float(z.max()))
+        return Continuous(
+            name, mean, std, tuple(float(q) for q in np.quantile(z, LEVELS)), float(z.min()), float(z.max())
+        )
     classes = sorted({_text(v) for v in train}, key=_sort_key)
     if len(classes) > MAX_CLASSES:
-        raise UserError(f"column {name} has {len(classes)} distinct values (allowed: at most {MAX_CLASSES} classes; "
-                        f"--attribute {name}=continuous for numbers, or drop an id column)")
+        raise UserError(
+            f"column {name} has {len(classes)} distinct values (allowed: at most {MAX_CLASSES} classes; "
+            f"--attribute {name}=continuous for numbers, or drop an id column)"
+        )
     return Categorical(name, tuple(classes))
 
 
@@ -159,8 +172,10 @@ def encode(attr: Attribute, values: list[Any], where: list[str]) -> torch.Tensor
             out.append(attr.index(v if isinstance(attr, Binary) else _text(v)))
         except ValueError:
             if isinstance(attr, Binary):
-                raise UserError(f"column {attr.name}: {v!r} at {w} is not a yes/no value (allowed: true/false, 1/0, "
-                                f"yes/no, or --attribute {attr.name}=categorical)") from None
+                raise UserError(
+                    f"column {attr.name}: {v!r} at {w} is not a yes/no value (allowed: true/false, 1/0, "
+                    f"yes/no, or --attribute {attr.name}=categorical)"
+                ) from None
             # a class seen only in the test split: not observed there (the model never learnt it)
             out.append(-1)
     return torch.tensor(out, dtype=torch.long)
@@ -171,10 +186,11 @@ def encode(attr: Attribute, values: list[Any], where: list[str]) -> torch.Tensor
 class Table:
     """The metadata rows: file paths (absolute), the split of each row ("train", "test" or ""), and
     columns."""
+
     files: list[Path]
     splits: list[str]
     columns: dict[str, list[Any]]
-    where: list[str]   # "metadata.csv line 7" per row, for errors
+    where: list[str]  # "metadata.csv line 7" per row, for errors
 
 
 def _shown(path: Path) -> str:
@@ -192,33 +208,43 @@ def read_metadata(path: Path, base: Path, split: str) -> tuple[list[Path], list[
             header = reader.fieldnames or []
             twice = next((h for h in header if header.count(h) > 1), None)
             if twice is not None:
-                raise UserError(f"{path}: column {twice} named twice in the header (allowed: each column once)")
+                raise UserError(
+                    f"{path}: column {twice} named twice in the header (allowed: each column once)"
+                )
             where = [f"{_shown(path)} line {i + 2}" for i in range(len(rows))]
             extra = next((w for r, w in zip(rows, where) if None in r), None)
             if extra is not None:
-                raise UserError(f"{extra} has more fields than the header (allowed: one value per column; quote "
-                                "values that hold commas)")
+                raise UserError(
+                    f"{extra} has more fields than the header (allowed: one value per column; quote "
+                    "values that hold commas)"
+                )
         else:
             where = []
             for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
                 if line.strip():
                     obj = json.loads(line)
                     if not isinstance(obj, dict):
-                        raise UserError(f"{path} line {i + 1} is not a JSON object (allowed: one object per line)")
+                        raise UserError(
+                            f"{path} line {i + 1} is not a JSON object (allowed: one object per line)"
+                        )
                     rows.append(obj)
                     where.append(f"{_shown(path)} line {i + 1}")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as e:
-        raise UserError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}; allowed: a CSV or "
-                        "JSON-lines file with a file_name column)") from None
+        raise UserError(
+            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:80]}; allowed: a CSV or "
+            "JSON-lines file with a file_name column)"
+        ) from None
     if rows and "file_name" not in rows[0]:
-        raise UserError(f"{path} has no file_name column (columns: {', '.join(map(str, rows[0])) or 'none'}; allowed: "
-                        "a file_name column and one column per attribute)")
+        raise UserError(
+            f"{path} has no file_name column (columns: {', '.join(map(str, rows[0])) or 'none'}; allowed: "
+            "a file_name column and one column per attribute)"
+        )
     files, splits, folder = [], [], str(path.parent)
     for row, w in zip(rows, where):
         name = row.get("file_name")
         if _blank(name):
             raise UserError(f"{w}: empty file_name (allowed: an image path relative to {path.parent})")
-        rel = os.path.normpath(str(name))                  # string work: a Path per row costs 10 us each
+        rel = os.path.normpath(str(name))  # string work: a Path per row costs 10 us each
         parts = rel.split(os.sep)
         if os.path.isabs(rel) or parts[0] == ".." or (os.altsep and os.altsep in rel and ".." in rel):
             raise UserError(f"{w}: file_name {name} (allowed: a path inside {path.parent})")
@@ -240,14 +266,18 @@ def metadata_files(root: Path) -> list[tuple[Path, str]]:
 
 def read_table(root: Path) -> Table:
     if not root.is_dir():
-        raise UserError(f"--data {root} does not exist (allowed: a folder with images and metadata.csv or "
-                        "metadata.jsonl, or an .npz)")
+        raise UserError(
+            f"--data {root} does not exist (allowed: a folder with images and metadata.csv or "
+            "metadata.jsonl, or an .npz)"
+        )
     found = metadata_files(root)
     if not found:
         images = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES][:1]
         what = "is empty" if not images else "has images but no metadata.csv or metadata.jsonl"
-        raise UserError(f"--data {root} {what} (allowed: images and a metadata.csv or metadata.jsonl with a file_name "
-                        "column and one column per attribute)")
+        raise UserError(
+            f"--data {root} {what} (allowed: images and a metadata.csv or metadata.jsonl with a file_name "
+            "column and one column per attribute)"
+        )
     files, splits, rows, where = [], [], [], []
     for path, split in found:
         f, s, r, w = read_metadata(path, root, split)
@@ -259,15 +289,19 @@ def read_table(root: Path) -> Table:
         raise UserError(f"--data {root}: the metadata lists no images (allowed: one row per image)")
     seen: dict[str, str] = {}
     for file, at in zip(files, where):
-        key = str(file)                                       # normalised when read: a.png and ./a.png agree
+        key = str(file)  # normalised when read: a.png and ./a.png agree
         if key in seen:
-            raise UserError(f"file_name {file.relative_to(root)} given twice ({seen[key]} and {at}; allowed: each image "
-                            "once)")
+            raise UserError(
+                f"file_name {file.relative_to(root)} given twice ({seen[key]} and {at}; allowed: each image "
+                "once)"
+            )
         seen[key] = at
     names = list(dict.fromkeys(k for r in rows for k in r))
     if not names:
-        raise UserError(f"--data {root}: the metadata has no attribute columns (allowed: file_name and at least one "
-                        "attribute column)")
+        raise UserError(
+            f"--data {root}: the metadata has no attribute columns (allowed: file_name and at least one "
+            "attribute column)"
+        )
     columns = {n: [r.get(n) for r in rows] for n in names}
     return Table(files, splits, columns, where)
 
@@ -276,7 +310,8 @@ def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None
     """One image file -> uint8 (H, W, 3) RGB (or None and the reason), resized to `size` (H, W) if given."""
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
-    warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)   # refused below, in one line
+
+    warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # refused below, in one line
     path, size = args
     try:
         PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -284,12 +319,14 @@ def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None
         with PILImage.open(path) as im:
             if im.size[0] * im.size[1] > MAX_PIXELS:
                 raise ValueError(f"{im.size[0]}x{im.size[1]} pixels, more than {MAX_PIXELS:,}")
-            if im.mode.startswith("I;16"):        # 16-bit grey: rescaled to 8 bits (convert() would clip at 255)
+            if im.mode.startswith("I;16"):  # 16-bit grey: rescaled to 8 bits (convert() would clip at 255)
                 a = np.asarray(im).astype(np.float64) / 257
                 im = PILImage.fromarray(np.round(a).astype(np.uint8))
             elif im.mode in ("I", "F"):
-                raise ValueError(f"a {'32-bit integer' if im.mode == 'I' else 'floating-point'} image (mode {im.mode}); "
-                                 "save it as 8 or 16 bits")
+                raise ValueError(
+                    f"a {'32-bit integer' if im.mode == 'I' else 'floating-point'} image (mode {im.mode}); "
+                    "save it as 8 or 16 bits"
+                )
             im = im.convert("RGB")
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), PILImage.Resampling.BILINEAR)
@@ -301,6 +338,7 @@ def _decode(args: tuple[str, tuple[int, int] | None]) -> tuple[np.ndarray | None
 def _size_of(path: str) -> tuple[tuple[int, int] | None, str]:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
+
     warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
     try:
         PILImage.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -313,7 +351,9 @@ def _size_of(path: str) -> tuple[tuple[int, int] | None, str]:
 
 
 def _pool_map(fn, items: list, desc: str, progress: bool) -> list:
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+    workers = min(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8
+    )
     bar = tqdm(total=len(items), desc=desc, unit="img", disable=None if progress else True, leave=False)
     out = []
     if workers <= 1 or len(items) < 2000:
@@ -358,47 +398,56 @@ def files_key(table: Table, root: Path, size: tuple[int, int] | None) -> str:
         try:
             h.update(str(f.relative_to(root)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
         except OSError as e:
-            raise UserError(f"image {f} cannot be read ({e.strerror or e}; allowed: a readable PNG or JPEG file)") from None
+            raise UserError(
+                f"image {f} cannot be read ({e.strerror or e}; allowed: a readable PNG or JPEG file)"
+            ) from None
     return h.hexdigest()[:20]
 
 
-def read_images(table: Table, root: Path, size: tuple[int, int] | None, cache: Path | None,
-                progress: bool = True) -> tuple[np.ndarray, str]:
+def read_images(
+    table: Table, root: Path, size: tuple[int, int] | None, cache: Path | None, progress: bool = True
+) -> tuple[np.ndarray, str]:
     """(N, C, H, W) uint8 images (C = 1 when every image is grey) and the cache key; decoded once into
     `cache`."""
     missing = [f for f in table.files if not f.is_file()]
     if missing:
-        raise UserError(f"image {missing[0]} does not exist ({len(missing)} missing; allowed: every file_name a file)")
+        raise UserError(
+            f"image {missing[0]} does not exist ({len(missing)} missing; allowed: every file_name a file)"
+        )
     key = files_key(table, root, size)
     path = cache / f"{key}.npy" if cache is not None else None
     if path is not None and path.is_file():
         try:
             return np.load(path, allow_pickle=False), key
         except (OSError, ValueError):
-            pass                                   # a cut-short cache file: decode again
+            pass  # a cut-short cache file: decode again
     names = [str(f) for f in table.files]
     first, why = _size_of(names[0]) if size is None else (size, "")
     if first is None:
         raise UserError(f"image {table.files[0]} cannot be read ({why}; allowed: a PNG or JPEG file)")
     h, w = first
-    need, have = 2 * len(names) * 3 * h * w, _memory()        # the decoded list and the stacked array
+    need, have = 2 * len(names) * 3 * h * w, _memory()  # the decoded list and the stacked array
     if need > have // 2:
-        raise UserError(f"{len(names):,} images of {h}x{w} need about {need / 1e9:.1f} GB to load and this machine has "
-                        f"{have / 1e9:.1f} GB (allowed: a smaller --image-size, or fewer images)")
+        raise UserError(
+            f"{len(names):,} images of {h}x{w} need about {need / 1e9:.1f} GB to load and this machine has "
+            f"{have / 1e9:.1f} GB (allowed: a smaller --image-size, or fewer images)"
+        )
     decoded = _pool_map(_decode, [(n, size) for n in names], "decoding images", progress)
     for (img, why), f in zip(decoded, table.files):
         if img is None:
             raise UserError(f"image {f} cannot be read ({why}; allowed: a PNG or JPEG file)")
     shapes = [img.shape[:2] for img, _ in decoded]
     distinct = sorted(set(shapes))
-    if len(distinct) > 1:                          # only without --image-size: every image keeps its own size
+    if len(distinct) > 1:  # only without --image-size: every image keeps its own size
         a, b = (table.files[shapes.index(d)] for d in distinct[:2])
-        raise UserError(f"images of different sizes ({a.name} is {distinct[0][0]}x{distinct[0][1]}, {b.name} is "
-                        f"{distinct[1][0]}x{distinct[1][1]}; allowed: one size, or --image-size N to resize all)")
-    images = np.stack([img for img, _ in decoded])                     # (N, H, W, 3)
+        raise UserError(
+            f"images of different sizes ({a.name} is {distinct[0][0]}x{distinct[0][1]}, {b.name} is "
+            f"{distinct[1][0]}x{distinct[1][1]}; allowed: one size, or --image-size N to resize all)"
+        )
+    images = np.stack([img for img, _ in decoded])  # (N, H, W, 3)
     grey = bool((images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all())
     images = images[..., :1] if grey else images
-    images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))        # channel-first
+    images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # channel-first
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), images))
@@ -415,7 +464,9 @@ def image_array(images: Any, what: str) -> np.ndarray:
     elif a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
         a = a.transpose(0, 3, 1, 2)
     if a.ndim != 4 or a.shape[1] not in (1, 3) or len(a) == 0:
-        raise UserError(f"{what}: images of shape {a.shape} (allowed: (N, H, W), (N, H, W, C) or (N, C, H, W), C 1 or 3)")
+        raise UserError(
+            f"{what}: images of shape {a.shape} (allowed: (N, H, W), (N, H, W, C) or (N, C, H, W), C 1 or 3)"
+        )
     if a.dtype != np.uint8:
         if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
             raise UserError(f"{what}: images of dtype {a.dtype} (allowed: uint8, or floats in [0, 1])")
@@ -427,10 +478,13 @@ def resize(images: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     if size is None or images.shape[2:] == size:
         return images
     from PIL import Image as PILImage
+
     out = np.empty((len(images), images.shape[1], *size), dtype=np.uint8)
     for i, img in enumerate(images):
         for c in range(images.shape[1]):
-            out[i, c] = np.asarray(PILImage.fromarray(img[c]).resize((size[1], size[0]), PILImage.Resampling.BILINEAR))
+            out[i, c] = np.asarray(
+                PILImage.fromarray(img[c]).resize((size[1], size[0]), PILImage.Resampling.BILINEAR)
+            )
     return out
 
 
@@ -446,23 +500,36 @@ def column_values(values: Any) -> list[Any]:
 
 
 # -- the dataset ------------------------------------------------------------------------------------------
-def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where: list[str], splits: list[str],
-             kinds: dict[str, str], test_fraction: float, seed: int, source: str,
-             image_name: str = "x") -> AttributeDataset:
+def assemble(
+    name: str,
+    images: np.ndarray,
+    columns: dict[str, list[Any]],
+    where: list[str],
+    splits: list[str],
+    kinds: dict[str, str],
+    test_fraction: float,
+    seed: int,
+    source: str,
+    image_name: str = "x",
+) -> AttributeDataset:
     """The dataset of decoded images and raw attribute columns: kinds inferred on the training rows."""
     n = len(images)
     for col, values in columns.items():
         if col in RESERVED or not col.strip() or any(c in col for c in "=,"):
-            raise UserError(f"column {col!r}: not a usable attribute name (allowed: names without '=' or ',', other "
-                            f"than {', '.join(RESERVED)}; rename the column)")
+            raise UserError(
+                f"column {col!r}: not a usable attribute name (allowed: names without '=' or ',', other "
+                f"than {', '.join(RESERVED)}; rename the column)"
+            )
         odd = next((v for v in values if not (v is None or isinstance(v, (str, int, float, bool)))), None)
         if odd is not None:
-            raise UserError(f"column {col}: a {type(odd).__name__} value {str(odd)[:40]!r} (allowed: text, numbers, "
-                            "true/false, or empty)")
+            raise UserError(
+                f"column {col}: a {type(odd).__name__} value {str(odd)[:40]!r} (allowed: text, numbers, "
+                "true/false, or empty)"
+            )
     unknown = sorted(set(kinds) - set(columns))
     if unknown:
         raise UserError(f"--attribute {unknown[0]}=... names no column (allowed: {', '.join(columns)})")
-    while image_name in columns:         # an attribute column already named like the image
+    while image_name in columns:  # an attribute column already named like the image
         image_name += "_"
     split = np.array(splits or [""] * n)
     if (split == "").all():
@@ -471,11 +538,15 @@ def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where
         split = np.full(n, "train", dtype=object)
         split[order[:n_test]] = "test"
     elif (split == "").any():
-        raise UserError(f"--data {source}: some rows are in train/ or test/ and some are not (allowed: all or none)")
+        raise UserError(
+            f"--data {source}: some rows are in train/ or test/ and some are not (allowed: all or none)"
+        )
     train_idx, test_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     if len(train_idx) < 2 or len(test_idx) < 1:
-        raise UserError(f"--data {source}: {len(train_idx)} training and {len(test_idx)} test images (allowed: at least "
-                        "2 and 1; a larger --test-fraction or more images)")
+        raise UserError(
+            f"--data {source}: {len(train_idx)} training and {len(test_idx)} test images (allowed: at least "
+            "2 and 1; a larger --test-fraction or more images)"
+        )
     attrs: list[Attribute] = []
     for col, values in columns.items():
         train_vals = [values[i] for i in train_idx if not _blank(values[i])]
@@ -483,14 +554,20 @@ def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where
         kind = (kinds.get(col) or infer_kind(col, train_vals)) if train_vals else "categorical"
         attr = build_attribute(col, kind, train_vals, train_where)
         stored = encode(attr, train_vals, train_where)
-        distinct = len(set(stored.tolist())) if isinstance(attr, Continuous) else len(set(stored.tolist()) - {-1})
+        distinct = (
+            len(set(stored.tolist())) if isinstance(attr, Continuous) else len(set(stored.tolist()) - {-1})
+        )
         if distinct < 2:
-            raise UserError(f"column {col} has {'no value' if not distinct else 'a single value'} in the training rows "
-                            f"(allowed: attributes with at least two values; drop the column)")
+            raise UserError(
+                f"column {col} has {'no value' if not distinct else 'a single value'} in the training rows "
+                f"(allowed: attributes with at least two values; drop the column)"
+            )
         attrs.append(attr)
     if min(images.shape[2:]) < 4:
-        raise UserError(f"{source}: images of {images.shape[2]}x{images.shape[3]} pixels (allowed: at least 4x4; "
-                        "--image-size N resizes)")
+        raise UserError(
+            f"{source}: images of {images.shape[2]}x{images.shape[3]} pixels (allowed: at least 4x4; "
+            "--image-size N resizes)"
+        )
     img = Image(image_name, (images.shape[2], images.shape[3]), images.shape[1])
     flat = torch.from_numpy(images.reshape(n, -1))
 
@@ -500,8 +577,17 @@ def assemble(name: str, images: np.ndarray, columns: dict[str, list[Any]], where
             out[a.name] = encode(a, [columns[a.name][i] for i in idx], [where[i] for i in idx])
         return out
 
-    return AttributeDataset(name, img, attrs, rows(train_idx), rows(test_idx), source, mnist="none",
-                            default_epochs=0, options=None)
+    return AttributeDataset(
+        name,
+        img,
+        attrs,
+        rows(train_idx),
+        rows(test_idx),
+        source,
+        mnist="none",
+        default_epochs=0,
+        options=None,
+    )
 
 
 def default_steps(n_train: int, batch_size: int) -> int:
@@ -519,30 +605,64 @@ def parse_kinds(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def load_folder(root: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], test_fraction: float,
-                seed: int, cache: Path | None, progress: bool = True) -> AttributeDataset:
+def load_folder(
+    root: Path,
+    image_size: tuple[int, int] | None,
+    kinds: dict[str, str],
+    test_fraction: float,
+    seed: int,
+    cache: Path | None,
+    progress: bool = True,
+) -> AttributeDataset:
     table = read_table(root)
     images, key = read_images(table, root, image_size, cache, progress)
-    data = assemble(root.name, images, table.columns, table.where, table.splits, kinds, test_fraction, seed, str(root),
-                    image_name="x")
+    data = assemble(
+        root.name,
+        images,
+        table.columns,
+        table.where,
+        table.splits,
+        kinds,
+        test_fraction,
+        seed,
+        str(root),
+        image_name="x",
+    )
     data.options = {"files": key}
     return data
 
 
-def load_npz(path: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], test_fraction: float,
-             seed: int) -> AttributeDataset:
+def load_npz(
+    path: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], test_fraction: float, seed: int
+) -> AttributeDataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"--data {path} cannot be read ({type(e).__name__}; allowed: an .npz of arrays, no pickles)") from None
-    return from_arrays(arrays, name=path.stem, kinds=kinds, image_size=image_size, test_fraction=test_fraction,
-                       seed=seed, source=str(path))
+        raise UserError(
+            f"--data {path} cannot be read ({type(e).__name__}; allowed: an .npz of arrays, no pickles)"
+        ) from None
+    return from_arrays(
+        arrays,
+        name=path.stem,
+        kinds=kinds,
+        image_size=image_size,
+        test_fraction=test_fraction,
+        seed=seed,
+        source=str(path),
+    )
 
 
-def from_arrays(arrays: dict[str, Any], name: str = "data", kinds: dict[str, str] | None = None,
-                image_size: tuple[int, int] | None = None, test_fraction: float = 0.2, seed: int = 0,
-                source: str = "arrays", split: Sequence[str] | None = None) -> AttributeDataset:
+def from_arrays(
+    arrays: dict[str, Any],
+    name: str = "data",
+    kinds: dict[str, str] | None = None,
+    image_size: tuple[int, int] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    source: str = "arrays",
+    split: Sequence[str] | None = None,
+) -> AttributeDataset:
     """A dataset from one image array (ndim >= 3) and one 1-D array per attribute (NaN or None: not observed).
     `split`, if given, says "train" or "test" for each row."""
     arrays = dict(arrays)
@@ -550,8 +670,10 @@ def from_arrays(arrays: dict[str, Any], name: str = "data", kinds: dict[str, str
         split = [str(s) for s in np.asarray(arrays.pop("split")).tolist()]
     image_keys = [k for k, v in arrays.items() if np.ndim(v) >= 3]
     if len(image_keys) != 1:
-        raise UserError(f"{source}: {len(image_keys)} image arrays ({', '.join(image_keys) or 'none'}; allowed: exactly "
-                        "one array of images (N, H, W[, C]) beside 1-D attribute arrays)")
+        raise UserError(
+            f"{source}: {len(image_keys)} image arrays ({', '.join(image_keys) or 'none'}; allowed: exactly "
+            "one array of images (N, H, W[, C]) beside 1-D attribute arrays)"
+        )
     images = resize(image_array(arrays.pop(image_keys[0]), f"{source}: {image_keys[0]}"), image_size)
     columns: dict[str, list[Any]] = {}
     for k, v in arrays.items():
@@ -560,16 +682,30 @@ def from_arrays(arrays: dict[str, Any], name: str = "data", kinds: dict[str, str
         except ValueError as e:
             raise UserError(f"{source}: attribute {k} of {e} (allowed: one value per image, 1-D)") from None
         if len(columns[k]) != len(images):
-            raise UserError(f"{source}: attribute {k} has {len(columns[k])} values for {len(images)} images "
-                            "(allowed: one per image)")
+            raise UserError(
+                f"{source}: attribute {k} has {len(columns[k])} values for {len(images)} images "
+                "(allowed: one per image)"
+            )
     if not columns:
-        raise UserError(f"{source}: no attribute arrays (allowed: the images and at least one 1-D attribute array)")
+        raise UserError(
+            f"{source}: no attribute arrays (allowed: the images and at least one 1-D attribute array)"
+        )
     if split is not None and (len(split) != len(images) or not set(split) <= {"train", "test"}):
         bad = next((w for w in split if w not in ("train", "test")), f"{len(split)} values")
         raise UserError(f"{source}: split {bad!r} (allowed: 'train' or 'test' for every image)")
     where = [f"row {i}" for i in range(len(images))]
-    data = assemble(name, images, columns, where, list(split) if split is not None else [], kinds or {},
-                    test_fraction, seed, source, image_name=image_keys[0])
+    data = assemble(
+        name,
+        images,
+        columns,
+        where,
+        list(split) if split is not None else [],
+        kinds or {},
+        test_fraction,
+        seed,
+        source,
+        image_name=image_keys[0],
+    )
     return data
 
 
@@ -583,38 +719,61 @@ def from_hf(dataset: Any, image_column: str = "image", **kwargs) -> AttributeDat
         raise UserError("images of different sizes (allowed: one size, or image_size=(H, W))")
     if kwargs.get("image_size") is not None:
         from PIL import Image as PILImage
+
         h, w = kwargs["image_size"]
-        pictures = [np.asarray(PILImage.fromarray(p).resize((w, h), PILImage.Resampling.BILINEAR)) for p in pictures]
+        pictures = [
+            np.asarray(PILImage.fromarray(p).resize((w, h), PILImage.Resampling.BILINEAR)) for p in pictures
+        ]
     images = np.stack(pictures)
     if (images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all():
         images = images[..., 0]
-    arrays = {image_column: images} | {c: [None if v is None else v for v in dataset[c]]
-                                       for c in dataset.column_names if c != image_column}
+    arrays = {image_column: images} | {
+        c: [None if v is None else v for v in dataset[c]] for c in dataset.column_names if c != image_column
+    }
     return from_arrays(arrays, **{k: v for k, v in kwargs.items() if k != "image_size"})
 
 
 def save_dataset(data: AttributeDataset, path: Path) -> None:
     """The dataset exactly as stored (schema and splits) in one .npz: what a run built from Python arrays
     keeps."""
-    schema = {"name": data.name, "source": data.source, "image": {"name": data.image.name, "shape": list(data.image.shape),
-              "channels": data.image.channels, "likelihood": data.image.likelihood},
-              "attributes": [_schema(a) for a in data.attributes]}
-    arrays = {f"{part}/{k}": v.numpy() for part, split in (("train", data.train), ("test", data.test))
-              for k, v in split.items()}
+    schema = {
+        "name": data.name,
+        "source": data.source,
+        "image": {
+            "name": data.image.name,
+            "shape": list(data.image.shape),
+            "channels": data.image.channels,
+            "likelihood": data.image.likelihood,
+        },
+        "attributes": [_schema(a) for a in data.attributes],
+    }
+    arrays = {
+        f"{part}/{k}": v.numpy()
+        for part, split in (("train", data.train), ("test", data.test))
+        for k, v in split.items()
+    }
     # (mypy checks **arrays against savez's allow_pickle: bool too)
     atomic_write(path, lambda tmp: np.savez(open(tmp, "wb"), schema=np.array(json.dumps(schema)), **arrays))  # type: ignore[arg-type]
 
 
 def _schema(a: Attribute) -> dict:
     if isinstance(a, Continuous):
-        return {"name": a.name, "kind": "continuous", "mean": a.mean, "std": a.std, "quantiles": list(a.quantiles),
-                "low": a.low, "high": a.high}
+        return {
+            "name": a.name,
+            "kind": "continuous",
+            "mean": a.mean,
+            "std": a.std,
+            "quantiles": list(a.quantiles),
+            "low": a.low,
+            "high": a.high,
+        }
     return {"name": a.name, "kind": a.kind, "values": list(a.classes)}
 
 
 def load_saved(path: Path) -> AttributeDataset | None:
     """A dataset `save_dataset` wrote, or None when `path` is another .npz."""
     from ..modalities import attribute_from_json
+
     try:
         with np.load(path, allow_pickle=False) as f:
             if "schema" not in f.files:
@@ -622,20 +781,40 @@ def load_saved(path: Path) -> AttributeDataset | None:
             schema = json.loads(str(f["schema"]))
             arrays = {k: torch.from_numpy(f[k]) for k in f.files if k != "schema"}
     except (OSError, ValueError, EOFError, KeyError, json.JSONDecodeError) as e:
-        raise UserError(f"--data {path} cannot be read ({type(e).__name__}; allowed: an .npz of arrays)") from None
+        raise UserError(
+            f"--data {path} cannot be read ({type(e).__name__}; allowed: an .npz of arrays)"
+        ) from None
     im = schema["image"]
     image = Image(im["name"], tuple(im["shape"]), im["channels"], im["likelihood"])
     attrs = [attribute_from_json(a) for a in schema["attributes"]]
-    split = {part: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(part + "/")} for part in ("train", "test")}
-    return AttributeDataset(schema["name"], image, attrs, split["train"], split["test"], schema["source"],
-                            mnist="none", default_epochs=0)
+    split = {
+        part: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(part + "/")}
+        for part in ("train", "test")
+    }
+    return AttributeDataset(
+        schema["name"],
+        image,
+        attrs,
+        split["train"],
+        split["test"],
+        schema["source"],
+        mnist="none",
+        default_epochs=0,
+    )
 
 
-def load(path: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], test_fraction: float, seed: int,
-         progress: bool = True) -> AttributeDataset:
+def load(
+    path: Path,
+    image_size: tuple[int, int] | None,
+    kinds: dict[str, str],
+    test_fraction: float,
+    seed: int,
+    progress: bool = True,
+) -> AttributeDataset:
     """--data PATH: a folder in the ImageFolder layout, an .npz of arrays, or a dataset `save_dataset`
     wrote."""
     from .mnist import cache_dir
+
     path = path.expanduser()
     if path.suffix.lower() == ".npz":
         if not path.is_file():
@@ -643,7 +822,9 @@ def load(path: Path, image_size: tuple[int, int] | None, kinds: dict[str, str], 
         saved = load_saved(path)
         data = saved if saved is not None else load_npz(path, image_size, kinds, test_fraction, seed)
     elif path.is_file():
-        raise UserError(f"--data {path} is a file (allowed: the folder that holds the images and metadata, or an .npz)")
+        raise UserError(
+            f"--data {path} is a file (allowed: the folder that holds the images and metadata, or an .npz)"
+        )
     else:
         data = load_folder(path, image_size, kinds, test_fraction, seed, cache_dir() / "folders", progress)
     return data
@@ -657,6 +838,7 @@ def export(data: AttributeDataset, out: Path, progress: bool = True) -> Path:
     import tempfile
 
     from PIL import Image as PILImage
+
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not empty (allowed: a new or empty folder)")
@@ -668,14 +850,23 @@ def export(data: AttributeDataset, out: Path, progress: bool = True) -> Path:
             n = len(split[data.image.name])
             images = data.image.pixels(split[data.image.name]).numpy()
             rows = []
-            for i in tqdm(range(n), desc=f"writing {part}", unit="img", disable=None if progress else True, leave=False):
+            for i in tqdm(
+                range(n), desc=f"writing {part}", unit="img", disable=None if progress else True, leave=False
+            ):
                 name = f"{i:06d}.png"
                 PILImage.fromarray(images[i]).save(tmp / part / name)
                 row = {"file_name": name}
                 for a in data.attributes:
                     v = split[a.name][i]
-                    row[a.name] = "" if not bool(a.observed(v)) else (
-                        repr(float(a.unstandardise(v.double()))) if isinstance(a, Continuous) else a.classes[int(v)])
+                    row[a.name] = (
+                        ""
+                        if not bool(a.observed(v))
+                        else (
+                            repr(float(a.unstandardise(v.double())))
+                            if isinstance(a, Continuous)
+                            else a.classes[int(v)]
+                        )
+                    )
                 rows.append(row)
             with open(tmp / part / "metadata.csv", "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(rows[0]))

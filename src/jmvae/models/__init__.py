@@ -4,6 +4,7 @@ A model's options are the keyword arguments of its constructor after (modalities
 defaults there are the model's recommended settings, and PAPER holds the values that give the published
 objective, so both stay reachable from the command line.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -20,7 +21,13 @@ from .mopoe import MoPoE
 from .mvae import MVAE
 from .telbo import TELBO
 
-MODELS: dict[str, type[MultimodalVAE]] = {"jmvae": JMVAE, "telbo": TELBO, "mvae": MVAE, "mmvae": MMVAE, "mopoe": MoPoE}
+MODELS: dict[str, type[MultimodalVAE]] = {
+    "jmvae": JMVAE,
+    "telbo": TELBO,
+    "mvae": MVAE,
+    "mmvae": MMVAE,
+    "mopoe": MoPoE,
+}
 
 # The published objectives' settings, as each model file declares them (PAPER); PAPER here is JMVAE's, which
 # TELBO shares.
@@ -47,7 +54,9 @@ def option_flags() -> dict[str, dict[str, Any]]:
             flag["defaults"][name] = p.default
             if "help" not in flag:
                 kind = str(p.annotation)
-                flag["type"] = bool if "bool" in kind else int if "int" in kind else float if "float" in kind else str
+                flag["type"] = (
+                    bool if "bool" in kind else int if "int" in kind else float if "float" in kind else str
+                )
                 flag["metavar"], flag["help"] = cls.HELP[p.name]
                 flag["choices"] = getattr(cls, "CHOICES", {}).get(p.name)
     return out
@@ -55,13 +64,21 @@ def option_flags() -> dict[str, dict[str, Any]]:
 
 def options(name: str) -> dict[str, Any]:
     """The options model `name` takes, with its defaults."""
-    params = list(inspect.signature(MODELS[name].__init__).parameters.values())[4:]   # after self, modalities, z_dim, hidden
+    params = list(inspect.signature(MODELS[name].__init__).parameters.values())[
+        4:
+    ]  # after self, modalities, z_dim, hidden
     return {p.name: p.default for p in params if p.kind is not p.VAR_KEYWORD}
 
 
-def build_model(name: str, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
-                encoders: Mapping[str, nn.Module] | None = None, decoders: Mapping[str, nn.Module] | None = None,
-                **given: Any) -> MultimodalVAE:
+def build_model(
+    name: str,
+    modalities: Sequence[Modality],
+    z_dim: int = 2,
+    hidden: int = 512,
+    encoders: Mapping[str, nn.Module] | None = None,
+    decoders: Mapping[str, nn.Module] | None = None,
+    **given: Any,
+) -> MultimodalVAE:
     """Model `name` with the given options (the rest at the model's defaults) and, by modality name, any
     encoders or decoders to use instead of the defaults; ValueError names an option the model does not
     have."""
@@ -69,8 +86,23 @@ def build_model(name: str, modalities: Sequence[Modality], z_dim: int = 2, hidde
         raise ValueError(f"model {name} (allowed: {', '.join(MODELS)})")
     unknown = sorted(set(given) - set(options(name)))
     if unknown:
-        raise ValueError(f"{', '.join(unknown)} for model {name} (allowed: {', '.join(options(name)) or 'none'})")
+        raise ValueError(
+            f"{', '.join(unknown)} for model {name} (allowed: {', '.join(options(name)) or 'none'})"
+        )
     return MODELS[name](modalities, z_dim, hidden, encoders=encoders, decoders=decoders, **given)
 
 
-__all__ = ["MODELS", "PAPER", "PAPER_OF", "build_model", "options", "paper", "MultimodalVAE", "JMVAE", "TELBO", "MVAE", "MMVAE", "MoPoE"]
+__all__ = [
+    "MODELS",
+    "PAPER",
+    "PAPER_OF",
+    "build_model",
+    "options",
+    "paper",
+    "MultimodalVAE",
+    "JMVAE",
+    "TELBO",
+    "MVAE",
+    "MMVAE",
+    "MoPoE",
+]

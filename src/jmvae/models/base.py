@@ -6,6 +6,7 @@ saying it in words (`describe`). Default networks, as in the founding experiment
 512-512 on the image (a small conv net for images of 32x32 and more), the same MLP on each attribute's
 one-hot, decoders alike; `encoders` / `decoders` replace any of them by name.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,9 @@ from ..posteriors import Posterior
 from ..subsets import nonempty_subsets
 
 Batch = dict[str, torch.Tensor]
-GENERATE_ROWS = 1024   # latents decoded at once by `generate` (queries, joint-coherence draws, figures); a conv
+GENERATE_ROWS = (
+    1024  # latents decoded at once by `generate` (queries, joint-coherence draws, figures); a conv
+)
 # decoder's activations for 1,024 64x64 images are 134 MB, below the malloc threshold train.reuse_freed_memory
 # sets
 
@@ -32,8 +35,15 @@ class MultimodalVAE(nn.Module):
     HELP: ClassVar[dict[str, tuple[str | None, str]]]
     PAPER: ClassVar[dict[str, Any]]
 
-    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, components: int = 1,
-                 encoders: Mapping[str, nn.Module] | None = None, decoders: Mapping[str, nn.Module] | None = None):
+    def __init__(
+        self,
+        modalities: Sequence[Modality],
+        z_dim: int = 2,
+        hidden: int = 512,
+        components: int = 1,
+        encoders: Mapping[str, nn.Module] | None = None,
+        decoders: Mapping[str, nn.Module] | None = None,
+    ):
         super().__init__()
         images = [m for m in modalities if isinstance(m, Image)]
         if len(images) != 1:
@@ -41,18 +51,22 @@ class MultimodalVAE(nn.Module):
         self.image: Image = images[0]
         self.attributes: list[Attribute] = [m for m in modalities if not isinstance(m, Image)]
         self.modalities: dict[str, Modality] = {m.name: m for m in [self.image, *self.attributes]}
-        self.names: list[str] = list(self.modalities)          # the image first, then the attributes
+        self.names: list[str] = list(self.modalities)  # the image first, then the attributes
         self.z_dim, self.hidden, self.components = z_dim, hidden, components
-        self.kl_weight = 1.0    # the KL terms' weight (a warm-up schedule sets it per epoch; JMVAE and TELBO use it)
+        self.kl_weight = (
+            1.0  # the KL terms' weight (a warm-up schedule sets it per epoch; JMVAE and TELBO use it)
+        )
         unknown = sorted((set(encoders or {}) | set(decoders or {})) - set(self.names))
         if unknown:
             raise ValueError(f"networks for {', '.join(unknown)} (allowed: {', '.join(self.names)})")
         self.shared_networks()
         encoders, decoders = dict(encoders or {}), dict(decoders or {})
-        self.encoders = nn.ModuleDict({n: encoders.get(n) or expert(m, z_dim, hidden, components)
-                                       for n, m in self.modalities.items()})
-        self.decoders = nn.ModuleDict({n: decoders.get(n) or modality_decoder(m, z_dim, hidden)
-                                       for n, m in self.modalities.items()})
+        self.encoders = nn.ModuleDict(
+            {n: encoders.get(n) or expert(m, z_dim, hidden, components) for n, m in self.modalities.items()}
+        )
+        self.decoders = nn.ModuleDict(
+            {n: decoders.get(n) or modality_decoder(m, z_dim, hidden) for n, m in self.modalities.items()}
+        )
 
     def shared_networks(self) -> None:
         """Networks a family adds beside the experts (the joint encoder), built before them so a seed draws
@@ -93,12 +107,16 @@ class MultimodalVAE(nn.Module):
         """p(m|z) for every modality: Bernoulli over pixels for the image, categorical for attributes."""
         return {n: self.modalities[n].distribution(l) for n, l in self.logits(z).items()}
 
-    def log_likelihood(self, z: torch.Tensor, batch: Batch, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    def log_likelihood(
+        self, z: torch.Tensor, batch: Batch, names: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         """log p(m|z) of the observed modalities, one number per example for each name."""
         return {n: self.modalities[n].log_likelihood(l, batch[n]) for n, l in self.logits(z, names).items()}
 
     @torch.no_grad()
-    def generate(self, given: Batch, n: int, temperature: float = 1.0, complete: bool = False) -> dict[str, torch.Tensor]:
+    def generate(
+        self, given: Batch, n: int, temperature: float = 1.0, complete: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Draw n latents per query from q(z|given) (from p(z) if nothing is given) and decode them.
 
         Each given value is a (B,) tensor of B queries (stored values: class indices, standardised numbers);
@@ -115,7 +133,9 @@ class MultimodalVAE(nn.Module):
         missing = [a for a in self.attribute_names if a not in given]
         if given and complete and missing:
             queries = next(iter(given.values())).shape[0]
-            full = {name: v.repeat(n, *[1] * (v.dim() - 1)) for name, v in given.items()}   # row i * queries + j
+            full = {
+                name: v.repeat(n, *[1] * (v.dim() - 1)) for name, v in given.items()
+            }  # row i * queries + j
             drawn = self.posterior(given).sample((n,)).reshape(n * queries, self.z_dim)
             attributes = {a.name: a for a in self.attributes}
             for name, logit in self.logits(drawn, missing).items():
@@ -127,9 +147,11 @@ class MultimodalVAE(nn.Module):
             z = temperature * torch.randn(n, 1, self.z_dim, device=next(self.parameters()).device)
         out = {"z": z}
         flat = z.reshape(-1, self.z_dim)
-        for name in self.names:                 # decoded GENERATE_ROWS latents at a time: a conv decoder's
-            decoder = self.decoders[name]       # activations for MNIST-A's 120,000 draws would take 31 GB
-            logit = torch.cat([decoder(part) for part in flat.split(GENERATE_ROWS)]).reshape(*z.shape[:-1], -1)
+        for name in self.names:  # decoded GENERATE_ROWS latents at a time: a conv decoder's
+            decoder = self.decoders[name]  # activations for MNIST-A's 120,000 draws would take 31 GB
+            logit = torch.cat([decoder(part) for part in flat.split(GENERATE_ROWS)]).reshape(
+                *z.shape[:-1], -1
+            )
             out[name] = self.modalities[name].point(logit)
         return out
 

@@ -28,6 +28,7 @@ An example whose attributes are not all observed has no q(z|x,y); it trains the 
 attributes it has: -E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + KL(q(z|x) || p(z));
 its batch goes without the prior term.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -55,47 +56,82 @@ def code_weights(q: Gaussian, z: torch.Tensor, allowed: torch.Tensor | None = No
 
 class JMVAE(JointVAE):
     # each option's flag help (metavar, text): the CLI's flags are generated from these and the defaults below
-    HELP = {"alpha": ("A", "weight of the KL terms to the unimodal posteriors; 0 is JMVAE-zero"),
-            "attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
-            "every_subset": (None, "a KL term for every non-empty attribute subset, not only all attributes together"),
-            "attribute_recon": ("GAMMA_Y", "weight of the attributes reconstructed from q(z|y_S)"),
-            "image_recon": ("GAMMA_X", "weight of the image reconstructed from q(z|y)"),
-            "image_target": (None, "the image that term scores at z ~ q(z|y): the batch's images of the class weighted "
-                                   "by q(z|x_j,y) (matched), or the example's own (paired)"),
-            "prior_recon": ("GAMMA_P", "weight of both decoders taught the nearest codes at draws of p(z), so that images "
-                                       "drawn from p(z) show the attributes p(y|z) gives them"),
-            "recon_draws": ("N", "draws of q(z|y) and of p(z) a step for the image-recon and prior-recon terms (0: one "
-                                 "per example)"),
-            "components": ("K", "Gaussians in each attribute expert")}
+    HELP = {
+        "alpha": ("A", "weight of the KL terms to the unimodal posteriors; 0 is JMVAE-zero"),
+        "attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+        "every_subset": (
+            None,
+            "a KL term for every non-empty attribute subset, not only all attributes together",
+        ),
+        "attribute_recon": ("GAMMA_Y", "weight of the attributes reconstructed from q(z|y_S)"),
+        "image_recon": ("GAMMA_X", "weight of the image reconstructed from q(z|y)"),
+        "image_target": (
+            None,
+            "the image that term scores at z ~ q(z|y): the batch's images of the class weighted "
+            "by q(z|x_j,y) (matched), or the example's own (paired)",
+        ),
+        "prior_recon": (
+            "GAMMA_P",
+            "weight of both decoders taught the nearest codes at draws of p(z), so that images "
+            "drawn from p(z) show the attributes p(y|z) gives them",
+        ),
+        "recon_draws": (
+            "N",
+            "draws of q(z|y) and of p(z) a step for the image-recon and prior-recon terms (0: one "
+            "per example)",
+        ),
+        "components": ("K", "Gaussians in each attribute expert"),
+    }
     CHOICES = {"image_target": IMAGE_TARGETS}
-    PAPER = {"alpha": 1.0, "attribute_weight": 1.0, "every_subset": False, "attribute_recon": 0.0, "image_recon": 0.0,
-             "prior_recon": 0.0, "components": 1}    # JMVAE-kl as Suzuki et al. 2016 write it
+    PAPER = {
+        "alpha": 1.0,
+        "attribute_weight": 1.0,
+        "every_subset": False,
+        "attribute_recon": 0.0,
+        "image_recon": 0.0,
+        "prior_recon": 0.0,
+        "components": 1,
+    }  # JMVAE-kl as Suzuki et al. 2016 write it
 
-    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512, alpha: float = 1.0,
-                 attribute_weight: float = 1.0, every_subset: bool = True, attribute_recon: float = 0.0,
-                 image_recon: float = 1.0, image_target: str = "matched", prior_recon: float = 0.3,
-                 recon_draws: int = 0, components: int = 1, **networks):
+    def __init__(
+        self,
+        modalities: Sequence[Modality],
+        z_dim: int = 2,
+        hidden: int = 512,
+        alpha: float = 1.0,
+        attribute_weight: float = 1.0,
+        every_subset: bool = True,
+        attribute_recon: float = 0.0,
+        image_recon: float = 1.0,
+        image_target: str = "matched",
+        prior_recon: float = 0.3,
+        recon_draws: int = 0,
+        components: int = 1,
+        **networks,
+    ):
         super().__init__(modalities, z_dim, hidden, components, **networks)
         self.alpha, self.attribute_weight = alpha, attribute_weight
         if image_target not in IMAGE_TARGETS:
             raise ValueError(f"image_target {image_target} (allowed: {', '.join(IMAGE_TARGETS)})")
         self.attribute_recon, self.image_recon, self.image_target = attribute_recon, image_recon, image_target
         self.prior_recon, self.recon_draws = prior_recon, recon_draws
-        self.subsets = self.attribute_subsets(every_subset)     # the S of the sums above
+        self.subsets = self.attribute_subsets(every_subset)  # the S of the sums above
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        labelled = observed(batch, self.names, self.attribute_names)    # None: every example is
+        labelled = observed(batch, self.names, self.attribute_names)  # None: every example is
         batch = filled(batch)
         x = self.image.name
-        q = cast(Gaussian, self.posterior({n: batch[n] for n in self.names}))   # q(z|x,y): the joint encoder's
+        q = cast(Gaussian, self.posterior({n: batch[n] for n in self.names}))  # q(z|x,y): the joint encoder's
         z = q.rsample()
-        draws = min(self.recon_draws or len(z), len(z))                 # draws for the gamma terms
+        draws = min(self.recon_draws or len(z), len(z))  # draws for the gamma terms
         # the prior term's draws z' ~ p(z) ride in the same decoder pass (one call per decoder, not two)
-        prior = bool(self.prior_recon) and (labelled is None or bool(labelled.all()))  # see prior_reconstruction
+        prior = bool(self.prior_recon) and (
+            labelled is None or bool(labelled.all())
+        )  # see prior_reconstruction
         z_p = torch.randn(draws, z.shape[-1], dtype=z.dtype, device=z.device) if prior else z[:0]
         logits = self.logits(torch.cat([z, z_p]))
-        log_p = {n: self.modalities[n].log_likelihood(l[:len(z)], batch[n]) for n, l in logits.items()}
-        q_x = cast(Gaussian, self.posterior({x: batch[x]}))              # the image expert's
+        log_p = {n: self.modalities[n].log_likelihood(l[: len(z)], batch[n]) for n, l in logits.items()}
+        q_x = cast(Gaussian, self.posterior({x: batch[x]}))  # the image expert's
         q_y = [self.posterior({a: batch[a] for a in s}) for s in self.subsets]
         # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y_S)) for each S, evaluated
         # together
@@ -105,17 +141,19 @@ class JMVAE(JointVAE):
         per_example = -recon + (regulariser if self.kl_weight == 1 else self.kl_weight * regulariser)
         named = {f"nll_{n}": -v for n, v in log_p.items()} | {"kl_prior": kl_prior, "kl_x": kl_x}
         named |= {self._kl_name(s): v for s, v in zip(self.subsets, kl_y)}
-        drawn: dict[str, torch.Tensor] = {}     # the gamma terms, one value per draw (the first examples')
+        drawn: dict[str, torch.Tensor] = {}  # the gamma terms, one value per draw (the first examples')
         if self.attribute_recon or self.image_recon:
             drawn |= self.cross_reconstruction(batch, q, q_y, labelled, draws)
         if prior:
-            drawn |= self.prior_reconstruction(batch, q, z_p, {n: l[len(z):] for n, l in logits.items()})
+            drawn |= self.prior_reconstruction(batch, q, z_p, {n: l[len(z) :] for n, l in logits.items()})
         elif self.prior_recon:
             drawn |= {f"nll_{n}|p(z)": z.new_zeros(draws) for n in self.names}
         if labelled is not None:
             image_elbo = self.image_elbo(batch, q_x)
             per_example = torch.where(labelled, per_example, image_elbo)
-            named = {k: v * labelled for k, v in named.items()} | {"elbo_x|unlabelled": image_elbo * ~labelled}
+            named = {k: v * labelled for k, v in named.items()} | {
+                "elbo_x|unlabelled": image_elbo * ~labelled
+            }
             drawn = {k: v * labelled[:draws] for k, v in drawn.items()}
         if not drawn:
             return per_example.mean(), terms(**named)
@@ -130,11 +168,18 @@ class JMVAE(JointVAE):
         log_p = self.log_likelihood(z, batch)
         seen = batch[OBSERVED]
         recon = log_p[self.image.name] + self.attribute_weight * sum(
-            log_p[a] * seen[:, self.names.index(a)] for a in self.attribute_names)
+            log_p[a] * seen[:, self.names.index(a)] for a in self.attribute_names
+        )
         return -recon + self.kl_weight * kl(q_x, standard_normal(q_x.loc))
 
-    def cross_reconstruction(self, batch: Batch, q: Gaussian, q_y: list, labelled: torch.Tensor | None = None,
-                             draws: int | None = None) -> dict[str, torch.Tensor]:
+    def cross_reconstruction(
+        self,
+        batch: Batch,
+        q: Gaussian,
+        q_y: list,
+        labelled: torch.Tensor | None = None,
+        draws: int | None = None,
+    ) -> dict[str, torch.Tensor]:
         """gamma_y E_q(z|y_S)[lambda log p(y_S|z)] for each S and gamma_x E_q(z|y)[log p(x|z)], per example
         (for the first `draws` examples only, if given), named like the nll terms they mirror: "nll_x|y",
         "nll_position|y", "nll_position|position", ...
@@ -150,12 +195,14 @@ class JMVAE(JointVAE):
         every = tuple(a.name for a in self.attributes)
         rows = {k: v[:draws] for k, v in batch.items()}
         for s, q_s in zip(self.subsets, q_y):
-            weights = {a: self.attribute_recon * self.attribute_weight for a in s} if self.attribute_recon else {}
+            weights = (
+                {a: self.attribute_recon * self.attribute_weight for a in s} if self.attribute_recon else {}
+            )
             if self.image_recon and s == every:
                 weights[self.image.name] = self.image_recon
             if not weights:
                 continue
-            z_s, w = stratified_rsample(first_rows(q_s, draws))          # (K, n, z_dim): one draw per component
+            z_s, w = stratified_rsample(first_rows(q_s, draws))  # (K, n, z_dim): one draw per component
             attributes = [n for n in weights if n != self.image.name]
             log_p = self.log_likelihood(z_s, rows, attributes) if attributes else {}
             if self.image.name in weights:
@@ -166,8 +213,9 @@ class JMVAE(JointVAE):
                 out[f"nll_{name}|{given}"] = weights[name] * expected
         return out
 
-    def prior_reconstruction(self, batch: Batch, q: Gaussian, z: torch.Tensor,
-                             logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def prior_reconstruction(
+        self, batch: Batch, q: Gaussian, z: torch.Tensor, logits: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         """gamma_p E_p(z)[sum_j s_j(z) log p(m_j|z)] for the image and (weighted by lambda) each attribute,
         from draws z (n, z_dim) of p(z) and their decoder logits, s_j(z) = q(z|x_j,y_j) /
         sum_k q(z|x_k,y_k) over the batch (the soft nearest code); per draw, named "nll_x|p(z)",
@@ -177,7 +225,7 @@ class JMVAE(JointVAE):
         with 1% of the labels, a batch's one or two labelled codes stood for every cluster, so every draw was
         taught one random image (coverage 0.984 -> 0.941).
         """
-        s = code_weights(q, z)                                                     # (B, B): s_j(z_i)
+        s = code_weights(q, z)  # (B, B): s_j(z_i)
         out: dict[str, torch.Tensor] = {}
         for name, l in logits.items():
             if name == self.image.name:
@@ -188,8 +236,9 @@ class JMVAE(JointVAE):
             out[f"nll_{name}|p(z)"] = weight * (s * pairs).sum(-1)
         return out
 
-    def _image_from_attributes(self, z: torch.Tensor, batch: Batch, q: Gaussian,
-                               labelled: torch.Tensor | None = None) -> torch.Tensor:
+    def _image_from_attributes(
+        self, z: torch.Tensor, batch: Batch, q: Gaussian, labelled: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p(target image | z) for draws z (K, n, z_dim) of q(z|y) of the batch's first n examples: the
         example's own image, or the matched mixture over the batch's labelled images with the same attributes
         (see cross_reconstruction). Each example matches itself, so no row is empty (an unlabelled row's value
@@ -198,7 +247,7 @@ class JMVAE(JointVAE):
         logits = self.decoders[x](z)
         if self.image_target == "paired":
             return self.image.log_likelihood(logits, batch[x][:n])
-        pairs = self.image.log_likelihood_pairs(logits, batch[x])                  # (K, n, B)
+        pairs = self.image.log_likelihood_pairs(logits, batch[x])  # (K, n, B)
         same = torch.stack([batch[a.name][:n].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
         if labelled is not None:
             same = same & labelled | torch.eye(*same.shape, dtype=torch.bool, device=same.device)
@@ -212,21 +261,29 @@ class JMVAE(JointVAE):
         lam = "" if self.attribute_weight == 1 else f"{self.attribute_weight:g} "
         subsets = [f"q(z|{','.join(s)})" for s in self.subsets]
         kls = " + ".join(f"KL(q(z|{x},{y}) || {t})" for t in [f"q(z|{x})", *subsets])
-        text = (f"JMVAE (alpha={self.alpha:g}):  L = -E_q(z|{x},{y})[log p({x}|z) + {lam}log p({y}|z)]"
-                f" + KL(q(z|{x},{y}) || p(z)) + {self.alpha:g} * [{kls}]")
+        text = (
+            f"JMVAE (alpha={self.alpha:g}):  L = -E_q(z|{x},{y})[log p({x}|z) + {lam}log p({y}|z)]"
+            f" + KL(q(z|{x},{y}) || p(z)) + {self.alpha:g} * [{kls}]"
+        )
         every = tuple(a.name for a in self.attributes)
         if self.attribute_recon:
-            text += "".join(f" - {self.attribute_recon:g} E_q(z|{','.join(s)})[{lam}log p({','.join(s)}|z)]"
-                            for s in self.subsets)
+            text += "".join(
+                f" - {self.attribute_recon:g} E_q(z|{','.join(s)})[{lam}log p({','.join(s)}|z)]"
+                for s in self.subsets
+            )
         if self.image_recon and self.image_target == "paired":
             text += f" - {self.image_recon:g} E_q(z|{y})[log p({x}|z)]"
         elif self.image_recon:
-            text += (f" - {self.image_recon:g} E_q(z|{y})[sum_j r_j(z) log p({x}_j|z)], r_j(z) = q(z|{x}_j,{y}) / "
-                     f"sum_k q(z|{x}_k,{y}) over the batch's images with attributes {y}")
+            text += (
+                f" - {self.image_recon:g} E_q(z|{y})[sum_j r_j(z) log p({x}_j|z)], r_j(z) = q(z|{x}_j,{y}) / "
+                f"sum_k q(z|{x}_k,{y}) over the batch's images with attributes {y}"
+            )
         if self.prior_recon:
             y_j, y_k = (",".join(f"{a.name}_{i}" for a in self.attributes) for i in "jk")
-            text += (f" - {self.prior_recon:g} E_p(z)[sum_j s_j(z) (log p({x}_j|z) + {lam}log p({y_j}|z))], "
-                     f"s_j(z) = q(z|{x}_j,{y_j}) / sum_k q(z|{x}_k,{y_k}) over the batch")
+            text += (
+                f" - {self.prior_recon:g} E_p(z)[sum_j s_j(z) (log p({x}_j|z) + {lam}log p({y_j}|z))], "
+                f"s_j(z) = q(z|{x}_j,{y_j}) / sum_k q(z|{x}_k,{y_k}) over the batch"
+            )
         if self.recon_draws and (self.attribute_recon or self.image_recon or self.prior_recon):
             text += f" (the gamma terms averaged over {self.recon_draws} draws a step)"
         text += f",  q(z|{y}) = p(z) " + " ".join(f"q(z|{a.name})" for a in self.attributes)

@@ -5,6 +5,7 @@ unimodal experts. Its posterior rules (DESIGN.md):
   the image only            -> q(z|x)              (it already carries the prior)
   the image and some y_i    -> q(z|x) prod_i q(z|y_i)
 """
+
 from __future__ import annotations
 
 from ..modalities import Categorical
@@ -15,7 +16,9 @@ from .base import Batch, MultimodalVAE
 
 class JointVAE(MultimodalVAE):
     def shared_networks(self) -> None:
-        trunk = ConvTrunk(self.image.shape, self.hidden, self.image.channels) if uses_conv(self.image) else None
+        trunk = (
+            ConvTrunk(self.image.shape, self.hidden, self.image.channels) if uses_conv(self.image) else None
+        )
         classes = [a.size if isinstance(a, Categorical) else None for a in self.attributes]
         self.joint_encoder = JointEncoder(self.image.size, classes, self.z_dim, self.hidden, trunk)
 

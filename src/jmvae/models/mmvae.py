@@ -11,6 +11,7 @@ parameters held fixed, and the path gradient through z weighted by the squared n
 the reported loss stays the bound. An example mixes only the experts of the modalities it observes, and
 scores only those.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,13 +26,27 @@ from .base import Batch, MultimodalVAE, terms
 
 
 class MMVAE(MultimodalVAE):
-    HELP = {"attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
-            "samples": ("K", "importance samples per expert"),
-            "dreg": (None, "doubly reparameterised encoder gradients")}
-    PAPER = {"attribute_weight": 1.0, "samples": 30, "dreg": True}   # Shi et al. 2019 (K = 1 is 30x cheaper a step)
+    HELP = {
+        "attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+        "samples": ("K", "importance samples per expert"),
+        "dreg": (None, "doubly reparameterised encoder gradients"),
+    }
+    PAPER = {
+        "attribute_weight": 1.0,
+        "samples": 30,
+        "dreg": True,
+    }  # Shi et al. 2019 (K = 1 is 30x cheaper a step)
 
-    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
-                 attribute_weight: float = 50.0, samples: int = 1, dreg: bool = False, **networks):
+    def __init__(
+        self,
+        modalities: Sequence[Modality],
+        z_dim: int = 2,
+        hidden: int = 512,
+        attribute_weight: float = 50.0,
+        samples: int = 1,
+        dreg: bool = False,
+        **networks,
+    ):
         super().__init__(modalities, z_dim, hidden, **networks)
         if samples < 1:
             raise ValueError(f"samples {samples} (allowed: an integer >= 1)")
@@ -45,29 +60,33 @@ class MMVAE(MultimodalVAE):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         present = batch.get(OBSERVED)
         batch = filled(batch)
-        q = stack([self.encoders[n](batch[n]) for n in self.names])            # (M, B, z_dim)
-        z = q.rsample((self.samples,))                                         # (K, M, B, z_dim): z from q(z|m)
+        q = stack([self.encoders[n](batch[n]) for n in self.names])  # (M, B, z_dim)
+        z = q.rsample((self.samples,))  # (K, M, B, z_dim): z from q(z|m)
         fixed = Gaussian(q.loc.detach(), q.scale.detach()) if self.dreg and z.requires_grad else q
         # log q(z|X) = logsumexp_m' [log q(z|m') + log w_m'], w uniform over the observed experts
-        log_each = fixed.log_prob(z.unsqueeze(-3))                             # (K, M, M', B)
+        log_each = fixed.log_prob(z.unsqueeze(-3))  # (K, M, M', B)
         if present is None:
             log_w = torch.full((len(self.names), 1), -math.log(len(self.names)), device=z.device)
         else:
             count = present.sum(-1)
-            log_w = torch.where(present, -count.log().unsqueeze(-1), -math.inf).T   # (M', B)
-        log_q = torch.logsumexp(log_each + log_w, -2)                          # (K, M, B)
-        log_p = self.log_likelihood(z, batch)                                  # each decoder once on K*M*B rows
-        log_px = sum(self.weights[m] * (lp if present is None else lp * present[:, i])
-                     for i, (m, lp) in enumerate(log_p.items()))
-        log_iw = standard_normal(z).log_prob(z) + log_px - log_q               # (K, M, B)
-        bound = torch.logsumexp(log_iw, 0) - math.log(self.samples)            # (M, B): one per expert
+            log_w = torch.where(present, -count.log().unsqueeze(-1), -math.inf).T  # (M', B)
+        log_q = torch.logsumexp(log_each + log_w, -2)  # (K, M, B)
+        log_p = self.log_likelihood(z, batch)  # each decoder once on K*M*B rows
+        log_px = sum(
+            self.weights[m] * (lp if present is None else lp * present[:, i])
+            for i, (m, lp) in enumerate(log_p.items())
+        )
+        log_iw = standard_normal(z).log_prob(z) + log_px - log_q  # (K, M, B)
+        bound = torch.logsumexp(log_iw, 0) - math.log(self.samples)  # (M, B): one per expert
         if present is None:
             per_example = -bound.mean(0)
         else:
             per_example = -(bound * present.T).sum(0) / present.sum(-1)
         if self.dreg and z.requires_grad:
             surrogate = self._dreg_surrogate(z, log_iw, present)
-            per_example = per_example.detach() + surrogate - surrogate.detach()   # the bound's value, DReG's gradient
+            per_example = (
+                per_example.detach() + surrogate - surrogate.detach()
+            )  # the bound's value, DReG's gradient
         named = {f"nll_{m}": -lp.mean((0, 1)) for m, lp in log_p.items()}
         named |= {f"iwae_{m}": -b for m, b in zip(self.names, bound)}
         return per_example.mean(), terms(**named)
@@ -76,9 +95,9 @@ class MMVAE(MultimodalVAE):
     def _dreg_surrogate(z: torch.Tensor, log_iw: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
         """A per-example quantity whose gradient is DReG's: sum_k w_k log w_k (w normalised, held fixed), with
         the gradient reaching z multiplied by w_k once more."""
-        w = torch.softmax(log_iw, 0).detach()                                  # (K, M, B)
+        w = torch.softmax(log_iw, 0).detach()  # (K, M, B)
         z.register_hook(lambda grad: grad * w.unsqueeze(-1))
-        surrogate = (w * log_iw).sum(0)                                        # (M, B)
+        surrogate = (w * log_iw).sum(0)  # (M, B)
         if present is None:
             return -surrogate.mean(0)
         return -(surrogate * present.T).sum(0) / present.sum(-1)
@@ -86,6 +105,8 @@ class MMVAE(MultimodalVAE):
     def describe(self) -> str:
         lam = "" if self.attribute_weight == 1 else f", each log p(y_i|z) weighted {self.attribute_weight:g}"
         all_ = ",".join(self.names)
-        bound = ("log 1/K sum_k p(z_k) p(X|z_k) / q(z_k|X)" if self.samples > 1 else "log p(z) p(X|z) / q(z|X)")
-        return (f"MMVAE (K={self.samples}{', DReG' if self.dreg else ''}):  L = -1/{len(self.names)} sum_(m in "
-                f"{all_}) E_(z ~ q(z|m))[{bound}],  X = {all_},  q(z|X) = 1/{len(self.names)} sum_m q(z|m){lam}")
+        bound = "log 1/K sum_k p(z_k) p(X|z_k) / q(z_k|X)" if self.samples > 1 else "log p(z) p(X|z) / q(z|X)"
+        return (
+            f"MMVAE (K={self.samples}{', DReG' if self.dreg else ''}):  L = -1/{len(self.names)} sum_(m in "
+            f"{all_}) E_(z ~ q(z|m))[{bound}],  X = {all_},  q(z|X) = 1/{len(self.names)} sum_m q(z|m){lam}"
+        )

@@ -11,6 +11,7 @@ single-attribute expert is trained on its own; image_recon = gamma_x adds gamma_
 ELBO of q(z|y), so p(x|z) learns to draw the class wherever q(z|y) puts its mass. An example trains the
 ELBOs whose modalities it observes (an image without attributes: ELBO(x) alone).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,31 +27,51 @@ from .joint import JointVAE
 
 
 class TELBO(JointVAE):
-    HELP = {"attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
-            "every_subset": (None, "an ELBO for every non-empty attribute subset, not only all attributes together"),
-            "image_recon": ("GAMMA_X", "weight of the image reconstructed in the ELBO of q(z|y)")}
-    PAPER = {"attribute_weight": 1.0, "every_subset": False, "image_recon": 0.0}   # Vedantam et al. 2018
+    HELP = {
+        "attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+        "every_subset": (
+            None,
+            "an ELBO for every non-empty attribute subset, not only all attributes together",
+        ),
+        "image_recon": ("GAMMA_X", "weight of the image reconstructed in the ELBO of q(z|y)"),
+    }
+    PAPER = {"attribute_weight": 1.0, "every_subset": False, "image_recon": 0.0}  # Vedantam et al. 2018
 
-    def __init__(self, modalities: Sequence[Modality], z_dim: int = 2, hidden: int = 512,
-                 attribute_weight: float = 1.0, every_subset: bool = False, image_recon: float = 0.0, **networks):
+    def __init__(
+        self,
+        modalities: Sequence[Modality],
+        z_dim: int = 2,
+        hidden: int = 512,
+        attribute_weight: float = 1.0,
+        every_subset: bool = False,
+        image_recon: float = 0.0,
+        **networks,
+    ):
         super().__init__(modalities, z_dim, hidden, **networks)
         self.attribute_weight, self.image_recon = attribute_weight, image_recon
         x, every = self.image.name, tuple(a.name for a in self.attributes)
         lam = attribute_weight
         # each ELBO: the modalities its posterior is given, and the weight of each log p(m|z) it scores
         self.elbos: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
-            f"{x}y": ((x, *every), {x: 1.0} | {a: lam for a in every}), x: ((x,), {x: 1.0})}
+            f"{x}y": ((x, *every), {x: 1.0} | {a: lam for a in every}),
+            x: ((x,), {x: 1.0}),
+        }
         for s in self.attribute_subsets(every_subset):
             scored = {a: lam for a in s} | ({x: image_recon} if image_recon and s == every else {})
             self.elbos["y" if s == every else ",".join(s)] = (s, scored)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        seen = {v: observed(batch, self.names, [*given, *weights]) for v, (given, weights) in self.elbos.items()}
+        seen = {
+            v: observed(batch, self.names, [*given, *weights]) for v, (given, weights) in self.elbos.items()
+        }
         batch = filled(batch)
         # Gaussians: the joint encoder, q(z|x), and products of TELBO's Gaussian experts (no `components`)
-        q = {v: cast(Gaussian, self.posterior({n: batch[n] for n in given})) for v, (given, _) in self.elbos.items()}
+        q = {
+            v: cast(Gaussian, self.posterior({n: batch[n] for n in given}))
+            for v, (given, _) in self.elbos.items()
+        }
         z = {v: q[v].rsample() for v in self.elbos}
-        kls = kl(stack(list(q.values())), standard_normal(z[f"{self.image.name}y"]))          # KL(q || p(z)) per ELBO
+        kls = kl(stack(list(q.values())), standard_normal(z[f"{self.image.name}y"]))  # KL(q || p(z)) per ELBO
         kl_prior = dict(zip(self.elbos, kls))
         weighted = kl_prior if self.kl_weight == 1 else dict(zip(self.elbos, self.kl_weight * kls))
         # log p(m|z) of every ELBO that scores m, each decoder run once on those ELBOs' latents stacked
@@ -59,8 +80,10 @@ class TELBO(JointVAE):
             scoring = [v for v, (_, weights) in self.elbos.items() if m in weights]
             rows = self.log_likelihood(torch.stack([z[v] for v in scoring]), batch, [m])[m]
             log_p |= {(v, m): row for v, row in zip(scoring, rows)}
-        elbo = {v: zero_unseen(-sum(w * log_p[v, m] for m, w in weights.items()) + weighted[v], seen[v])
-                for v, (_, weights) in self.elbos.items()}
+        elbo = {
+            v: zero_unseen(-sum(w * log_p[v, m] for m, w in weights.items()) + weighted[v], seen[v])
+            for v, (_, weights) in self.elbos.items()
+        }
         joint = f"{self.image.name}y"
         named = {f"nll_{m}" if v == joint else f"nll_{m}|{v}": -lp for (v, m), lp in log_p.items()}
         named |= {"kl_prior" if v == joint else f"kl_{v}_prior": kl_prior[v] for v in self.elbos}
@@ -73,8 +96,11 @@ class TELBO(JointVAE):
         subsets = [v for v in self.elbos if v not in (f"{x}y", x)]
         image = f"{self.image_recon:g} log p({x}|z) + " if self.image_recon else ""
         ys = " + ".join(f"ELBO({v if v != 'y' else y} | q(z|{v if v != 'y' else y}))" for v in subsets)
-        return (f"TELBO:  L = ELBO({x},{y} | q(z|{x},{y})) + ELBO({x} | q(z|{x})) + {ys},"
-                f"  ELBO(o | q) = -E_q[log p(o|z)] + KL(q || p(z))"
-                + (f", each log p(y_i|z) weighted {self.attribute_weight:g}" if lam else "")
-                + (f", ELBO({y} | q(z|{y})) scoring {image}log p({y}|z)" if image else "")
-                + f",  q(z|{y}) = p(z) " + " ".join(f"q(z|{a.name})" for a in self.attributes))
+        return (
+            f"TELBO:  L = ELBO({x},{y} | q(z|{x},{y})) + ELBO({x} | q(z|{x})) + {ys},"
+            f"  ELBO(o | q) = -E_q[log p(o|z)] + KL(q || p(z))"
+            + (f", each log p(y_i|z) weighted {self.attribute_weight:g}" if lam else "")
+            + (f", ELBO({y} | q(z|{y})) scoring {image}log p({y}|z)" if image else "")
+            + f",  q(z|{y}) = p(z) "
+            + " ".join(f"q(z|{a.name})" for a in self.attributes)
+        )
