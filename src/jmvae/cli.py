@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import shutil
 import signal
 import sys
@@ -35,7 +36,7 @@ from .config import (
 from .data.attributes import PRESETS, load_dataset, parse_assignments
 from .data.mnist import import_mnist
 from .data.mnist_a import SPLITS
-from .data.own import export
+from .data.own import attribute_flag, export
 from .errors import UserError
 from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, headline
 from .explore import EXPLORER, screenshot, write_explorer
@@ -390,6 +391,9 @@ def cmd_data_export(args) -> None:
         f"to {out}\n"
         f"train on it as --preset {args.preset} trains: jmvae train --data {out} "
         + " ".join(same_as_preset(args.preset, data.default_steps(cfg.batch_size)))
+        + "".join(
+            f" --attribute {shlex.quote(flag)}" for a in data.attributes if ":" in (flag := attribute_flag(a))
+        )
     )
 
 
@@ -434,7 +438,7 @@ def build_parser() -> Parser:
         action="append",
         metavar="NAME=KIND",
         help="with --data: an attribute's kind, categorical, binary or continuous (default: inferred "
-        "from its values)",
+        "from its values); categorical:A,B,C keeps that class order (default: sorted)",
     )
     t.add_argument(
         "--image-likelihood",

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .config import TrainConfig, is_run_dir, read_config, require_run, run_config
 from .data.attributes import AttributeDataset, batches, hide_labels, load_dataset, seeded_subset, to_batch
-from .data.own import save_dataset
+from .data.own import attribute_flag, save_dataset
 from .errors import UserError
 from .models import MultimodalVAE, build_model
 from .networks import low_precision
@@ -676,7 +676,7 @@ def _prepare(
     check_space(run_dir, model)
     cfg = replace(cfg, mnist=data.mnist)  # pinned: resume, evaluate and figures rebuild this MNIST, or stop
     if cfg.data is not None and dataset is None:  # pinned: every attribute's kind as this run read it
-        cfg = replace(cfg, attribute=[f"{a.name}={a.kind}" for a in data.attributes])
+        cfg = replace(cfg, attribute=[attribute_flag(a) for a in data.attributes])
     return cfg, data, model, recorded
 
 

@@ -136,7 +136,14 @@ def build_attribute(name: str, kind: str, train: list[Any], rows: list[str]) -> 
         return Continuous(
             name, mean, std, tuple(float(q) for q in np.quantile(z, LEVELS)), float(z.min()), float(z.max())
         )
-    classes = sorted({_text(v) for v in train}, key=_sort_key)
+    seen = {_text(v) for v in train}
+    _, _, listed = kind.partition(":")  # categorical:A,B,C: the classes, in this order
+    classes = listed.split(",") if listed else sorted(seen, key=_sort_key)
+    if listed and (len(set(classes)) < len(classes) or not seen <= set(classes)):
+        raise UserError(
+            f"--attribute {name}={kind} does not list each value of the column once "
+            f"(allowed: every one of {', '.join(sorted(seen, key=_sort_key))}, in the order wanted)"
+        )
     if len(classes) > MAX_CLASSES:
         raise UserError(
             f"column {name} has {len(classes)} distinct values (allowed: at most {MAX_CLASSES} classes; "
@@ -596,13 +603,31 @@ def default_steps(n_train: int, batch_size: int) -> int:
 
 
 def parse_kinds(items: Sequence[str]) -> dict[str, str]:
+    """--attribute NAME=KIND, or NAME=categorical:A,B,C for the classes in that order (else sorted)."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, kind = item.partition("=")
-        if not sep or kind.strip() not in ATTRIBUTE_KINDS or not name.strip():
-            raise UserError(f"--attribute {item} (allowed: NAME={'|'.join(ATTRIBUTE_KINDS)})")
-        out[name.strip()] = kind.strip()
+        base, colon, listed = kind.strip().partition(":")
+        if (
+            not sep
+            or base not in ATTRIBUTE_KINDS
+            or not name.strip()
+            or (colon and (base != "categorical" or not all(c.strip() for c in listed.split(","))))
+        ):
+            raise UserError(
+                f"--attribute {item} (allowed: NAME={'|'.join(ATTRIBUTE_KINDS)}, or "
+                "NAME=categorical:A,B,C for the classes in that order)"
+            )
+        out[name.strip()] = base + (":" + ",".join(c.strip() for c in listed.split(",")) if colon else "")
     return out
+
+
+def attribute_flag(a: Attribute) -> str:
+    """NAME=KIND as --attribute takes it, with the classes listed where their order is not the sorted one."""
+    ordered = a.kind == "categorical" and list(a.classes) != sorted(a.classes, key=_sort_key)
+    if ordered and not any("," in c for c in a.classes):
+        return f"{a.name}=categorical:{','.join(a.classes)}"
+    return f"{a.name}={a.kind}"
 
 
 def load_folder(
