@@ -107,10 +107,12 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     }
     data = own.from_arrays(arrays, image_size=None)
     setups = {}
-    auto = TrainConfig().resolved().precision
+    auto = TrainConfig(data="benchmark").resolved().precision
     contenders = [("jmvae", "auto"), ("mvae", "auto")] + ([("jmvae", "float32")] if auto != "float32" else [])
     for model, precision in contenders:
-        cfg = TrainConfig(model=model, precision=precision).resolved()
+        cfg = TrainConfig(
+            model=model, data="benchmark", precision=precision
+        ).resolved()  # own data's defaults
         _, m = build(cfg, quiet=True, dataset=data)
         setups[f"{model}, {cfg.precision}"] = (
             m,
