@@ -385,3 +385,26 @@ def test_paper_settings_per_model():
     assert TrainConfig(model="mvae", paper=True).resolved().attribute_weight == 50
     assert TrainConfig(model="mopoe").resolved().attribute_weight == 50
     assert TrainConfig(model="mopoe", paper=True).resolved().attribute_weight == 1
+
+
+def test_only_the_examples_missing_an_attribute_are_decoded_for_their_image_elbo(monkeypatch):
+    """The same loss as decoding every row and keeping those examples' ELBOs, with the image decoder run on
+    those rows alone."""
+    from jmvae.models.jmvae import JMVAE
+
+    m, b = model("jmvae"), dbl(batch_of())
+    partial = dict(b, position=b["position"].clone())
+    partial["position"][[1, 3]] = -1
+    partial = mark_observed(partial, MODS)
+    sizes: list[int] = []
+    m.decoders["x"].register_forward_hook(lambda mod, i, o: sizes.append(len(i[0])))
+    torch.manual_seed(0)
+    fast, _ = m.loss(partial)
+    assert sizes[-1] == 2
+    every_row = JMVAE.image_elbo
+    monkeypatch.setattr(
+        JMVAE, "image_elbo", lambda self, batch, q_x, rows: every_row(self, batch, q_x, rows | True)
+    )
+    torch.manual_seed(0)
+    slow, _ = m.loss(partial)
+    assert sizes[-1] == 5 and torch.allclose(fast, slow, rtol=1e-12)

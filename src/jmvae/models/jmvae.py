@@ -149,7 +149,7 @@ class JMVAE(JointVAE):
         elif self.prior_recon:
             drawn |= {f"nll_{n}|p(z)": z.new_zeros(draws) for n in self.names}
         if labelled is not None:
-            image_elbo = self.image_elbo(batch, q_x)
+            image_elbo = self.image_elbo(batch, q_x, ~labelled)
             per_example = torch.where(labelled, per_example, image_elbo)
             named = {k: v * labelled for k, v in named.items()} | {
                 "elbo_x|unlabelled": image_elbo * ~labelled
@@ -162,15 +162,21 @@ class JMVAE(JointVAE):
         loss = per_example.mean() + torch.stack(list(drawn.values())).sum(0).mean()
         return loss, terms(**named) | terms(**drawn)
 
-    def image_elbo(self, batch: Batch, q_x: Gaussian) -> torch.Tensor:
-        """-E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + KL(q(z|x) || p(z)), per example."""
+    def image_elbo(self, batch: Batch, q_x: Gaussian, rows: torch.Tensor) -> torch.Tensor:
+        """-E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + KL(q(z|x) || p(z)), per example;
+        decoded for `rows` only (the others are 0). Every row's z is drawn, so the random stream is the same
+        whichever rows need it."""
         z = q_x.rsample()
-        log_p = self.log_likelihood(z, batch)
-        seen = batch[OBSERVED]
+        idx = rows.nonzero().squeeze(-1)
+        part = {k: v[idx] for k, v in batch.items()}
+        q_part = Gaussian(q_x.loc[idx], q_x.scale[idx])
+        log_p = self.log_likelihood(z[idx], part)
+        seen = part[OBSERVED]
         recon = log_p[self.image.name] + self.attribute_weight * sum(
             log_p[a] * seen[:, self.names.index(a)] for a in self.attribute_names
         )
-        return -recon + self.kl_weight * kl(q_x, standard_normal(q_x.loc))
+        elbo = -recon + self.kl_weight * kl(q_part, standard_normal(q_part.loc))
+        return z.new_zeros(len(z)).index_put((idx,), elbo)
 
     def cross_reconstruction(
         self,
