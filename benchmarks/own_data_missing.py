@@ -7,10 +7,10 @@ with the decoder run on those rows only (today) or on every row (before), altern
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from own_data import cpu_model  # benchmarks/ is on the path when run as a script
 
 from jmvae.config import TrainConfig
 from jmvae.data.attributes import load_dataset
@@ -24,8 +24,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6, help="steps per round of each contender (default 6)")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
-    print(f"CPU: {cpu or platform.processor()}; {torch.get_num_threads()} threads; torch {torch.__version__}")
+    print(f"CPU: {cpu_model()}; {torch.get_num_threads()} threads; torch {torch.__version__}")
     data = load_dataset(None, data=args.data, progress=False)
     cfg = TrainConfig(data=args.data).resolved()
     _, model = build(cfg, quiet=True, dataset=data)
