@@ -1,13 +1,15 @@
 """The own-data path's speed: loading a folder of colour images, and a training step on colour images.
 
-    python benchmarks/own_data.py                      # 100,000 colour 64x64 images; steps at 32x32 and 64x64
+    python benchmarks/own_data.py                      # 100,000 colour 64x64 images; steps at 32, 64, 128
     python benchmarks/own_data.py --images 20000 --steps 10
+    python benchmarks/own_data.py --skip-load --sizes 32 64 128   # the steps only
 
 Load: writes --images random-shape colour PNGs and a metadata.csv to a temporary folder (not timed), then
 times `jmvae.data.attributes.load_dataset(data=...)` cold (decoding every file into the cache) and warm (the
-cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16) and of MVAE on
-32x32 and 64x64 colour data, beside a plain float32 single-image VAE step on the same conv networks (the
-reference: what one image's ELBO costs), alternated in one process. Prints the CPU model and threads first.
+cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16), of JMVAE with
+the conv4 image networks and of MVAE on colour data of each size, beside a plain float32 single-image
+VAE step on conv3's networks (the reference: what one image's ELBO costs), alternated in one process. Prints
+the CPU model and threads first.
 """
 
 from __future__ import annotations
@@ -108,13 +110,15 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     data = own.from_arrays(arrays, image_size=None)
     setups = {}
     auto = TrainConfig(data="benchmark").resolved().precision
-    contenders = [("jmvae", "auto"), ("mvae", "auto")] + ([("jmvae", "float32")] if auto != "float32" else [])
-    for model, precision in contenders:
+    default = TrainConfig().image_network
+    contenders = [("jmvae", "auto", default), ("jmvae", "auto", "conv4"), ("mvae", "auto", default)]
+    contenders += [("jmvae", "float32", default)] if auto != "float32" else []
+    for model, precision, network in contenders:
         cfg = TrainConfig(
-            model=model, data="benchmark", precision=precision
+            model=model, data="benchmark", precision=precision, image_network=network
         ).resolved()  # own data's defaults
         _, m = build(cfg, quiet=True, dataset=data)
-        setups[f"{model}, {cfg.precision}"] = (
+        setups[f"{model}, {network}, {cfg.precision}"] = (
             m,
             make_optimizer(m, 1e-3),
             training_split(data, cfg, torch.device("cpu")),
@@ -135,7 +139,7 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     for name, v in rates.items():
         med = float(np.median(v))
         print(
-            f"  {size}x{size} colour, {name:28s} {med:8.0f} samples/s  ({med / ref_rate:.2f}x the reference)"
+            f"  {size}x{size} colour, {name:34s} {med:8.0f} samples/s  ({med / ref_rate:.2f}x the reference)"
         )
 
 
@@ -146,6 +150,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="steps per round of each contender (default 5)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-load", action="store_true")
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128], help="sides of the step's images")
     args = p.parse_args()
     print(
         f"CPU: {cpu_model()}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
@@ -154,7 +159,7 @@ def main() -> None:
     if not args.skip_load:
         time_load(args.images, args.size)
     print("training step, batch 256, default options (precision as `auto` picks it here):")
-    for size in (32, 64):
+    for size in args.sizes:
         time_steps(size, args.steps, args.rounds)
 
 

@@ -5,7 +5,7 @@ from torch.distributions import Normal
 
 from jmvae.modalities import Categorical, Image
 from jmvae.models import JMVAE, PAPER, TELBO, build_model, options
-from jmvae.networks import JointEncoder
+from jmvae.networks import JointEncoder, conv_recipe
 from jmvae.posteriors import Gaussian, Mixture, divergences, kl, product_of_experts, standard_normal
 from jmvae.subsets import OBSERVED
 
@@ -582,3 +582,32 @@ def test_completed_generation_draws_the_missing_attributes_from_the_model_and_ke
     assert torch.equal(
         everything[..., 1].round(), torch.tensor([1.0, 1.0, 2.0]).expand(8, 3)
     )  # nothing missing
+
+
+@pytest.mark.parametrize(
+    "shape, network, recipe",
+    [
+        ((64, 64), "conv4", "conv4"),
+        ((32, 32), "conv4", "conv4"),  # a 2x2 grid at the end
+        ((40, 40), "conv4", "conv3"),  # divides by 8, not by 16: the next smaller recipe
+        ((64, 64), "conv3", "conv3"),
+        ((28, 56), "conv4", None),  # the founding experiment's canvas: the MLP
+        ((24, 24), "conv3", None),
+        ((64, 64), "mlp", None),
+    ],
+)
+def test_image_network_recipe_falls_back_to_what_the_image_size_allows(shape, network, recipe):
+    assert conv_recipe(Image("x", shape, network=network)) == recipe
+
+
+@pytest.mark.parametrize("network, layers", [("conv3", 3), ("conv4", 4), ("mlp", 0)])
+def test_image_network_builds_every_image_network_of_a_model_and_trains(network, layers):
+    image = Image("x", (64, 64), channels=3, network=network)
+    model = build_model("jmvae", [image, Categorical("y", ("a", "b", "c"))], z_dim=4, hidden=32)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    deconvs = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(convs) == 2 * layers and len(deconvs) == layers  # joint and image encoders, the decoder
+    batch = {"x": torch.rand(5, 3 * 64 * 64), "y": torch.tensor([0, 1, 2, 0, 1])}
+    loss, _ = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.logits(torch.zeros(2, 4))["x"].shape == (2, 3 * 64 * 64)

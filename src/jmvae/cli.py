@@ -42,6 +42,7 @@ from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, headline
 from .explore import EXPLORER, screenshot, write_explorer
 from .modalities import IMAGE_LIKELIHOODS, LAPLACE_SCALE
 from .models import MODELS, option_flags, options
+from .networks import IMAGE_NETWORKS
 from .pipeline import finish_run, read_history
 from .runs import (
     FINISHED,
@@ -445,6 +446,14 @@ def build_parser() -> Parser:
         choices=IMAGE_LIKELIHOODS,
         help="p(x|z) of every pixel: bernoulli (intensities as soft targets; default) or laplace (mean "
         f"sigmoid(logit), scale {LAPLACE_SCALE})",
+    )
+    t.add_argument(
+        "--image-network",
+        choices=IMAGE_NETWORKS,
+        help="the image's encoders and decoder: conv3 (default: three 4x4 stride-2 convolutions each way, "
+        "32-64-64 channels), conv4 (four, 32-64-128-256) or mlp (two 512-wide layers); a conv recipe "
+        "applies where both sides are at least 32 and divide by 8 (conv3) or 16 (conv4), else the next "
+        "smaller one does",
     )
     t.add_argument(
         "--image-size",

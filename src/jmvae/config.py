@@ -22,6 +22,7 @@ from .errors import UserError
 from .modalities import IMAGE_LIKELIHOODS
 from .models import MODELS, options, paper
 from .models.jmvae import IMAGE_TARGETS
+from .networks import IMAGE_NETWORKS
 from .runs import FINISHED, is_finished
 
 # What a preset changes where no flag is given (before --paper and the model's own defaults): MNIST-A takes
@@ -106,6 +107,7 @@ class TrainConfig:
     )  # NAME=categorical|binary|continuous: kinds not inferred
     image_size: str | None = None  # N or HxW: every image resized to it (None: the data's own size)
     image_likelihood: str | None = None  # bernoulli or laplace (None: bernoulli)
+    image_network: str = "conv3"  # the image's encoders and decoder: mlp, conv3, conv4 (networks.conv_recipe)
     model: str = "jmvae"
     z_dim: int | None = None  # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
     hidden: int = 512
@@ -253,6 +255,11 @@ class TrainConfig:
             self.epochs is None or self.steps is None,
             f"both epochs {self.epochs} and steps {self.steps}",
             "one of them",
+        )
+        check(
+            self.image_network in IMAGE_NETWORKS,
+            f"image-network {self.image_network}",
+            ", ".join(IMAGE_NETWORKS),
         )
         check(
             self.image_likelihood in (None, *IMAGE_LIKELIHOODS),

@@ -228,30 +228,57 @@ def decoder(z_dim: int, out_dim: int, hidden: int = 512) -> nn.Sequential:
     return mlp([z_dim, hidden, hidden, out_dim])
 
 
-# -- the image trunk: an MLP for the founding experiment's small images, a small conv net for larger ones ---
-def uses_conv(image: Image) -> bool:
-    """Images of at least 32x32 pixels whose sides divide by 8 (three stride-2 layers) get conv networks."""
+# -- the image networks: an MLP for the founding experiment's small images, conv nets for larger ones -------
+# Each conv recipe: the encoder trunk's channels, then the decoder's, one entry per stride-2 layer. conv3 is
+# the default; conv4 reaches a 1/16 grid: on MNIST-A a better likelihood and coverage, the same correctness
+# with all four given, 1.2-1.5x the step (docs/results-mnist-a.md, docs/results-own-data.md).
+CONV_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "conv3": ((32, 64, 64), (64, 64, 32)),
+    "conv4": ((32, 64, 128, 256), (256, 128, 64, 32)),
+}
+IMAGE_NETWORKS = ("mlp", *CONV_WIDTHS)
+
+
+def conv_recipe(image: Image) -> str | None:
+    """The conv recipe of this image's networks, None for the MLP: its `network` where both sides are at least
+    32 pixels and divide by 2 ** layers, else the next smaller recipe that fits (conv4 -> conv3 -> MLP)."""
     h, w = image.shape
-    return h >= 32 and w >= 32 and h % 8 == 0 and w % 8 == 0
+    names = list(CONV_WIDTHS)
+    start = names.index(image.network) if image.network in CONV_WIDTHS else -1
+    for name in reversed(names[: start + 1]):
+        scale = 2 ** len(CONV_WIDTHS[name][0])
+        if h >= 32 and w >= 32 and h % scale == 0 and w % scale == 0:
+            return name
+    return None
+
+
+def uses_conv(image: Image) -> bool:
+    return conv_recipe(image) is not None
+
+
+def conv_trunk(image: Image, hidden: int) -> ConvTrunk:
+    """The image's conv encoder trunk (for an image that `uses_conv`)."""
+    return ConvTrunk(image.shape, hidden, image.channels, CONV_WIDTHS[conv_recipe(image) or "conv3"][0])
 
 
 class ConvTrunk(nn.Module):
-    """(..., H*W) -> (..., hidden): three 4x4 stride-2 convolutions (32, 64, 64 channels), then a Linear."""
+    """(..., C*H*W) -> (..., hidden): 4x4 stride-2 convolutions through `widths` channels, then a Linear."""
 
-    def __init__(self, shape: tuple[int, int], hidden: int = 512, channels: int = 1):
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        hidden: int = 512,
+        channels: int = 1,
+        widths: tuple[int, ...] = (32, 64, 64),
+    ):
         super().__init__()
         self.shape, self.channels = shape, channels
-        h, w = shape
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, 32, 4, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 4, 2, 1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(64 * (h // 8) * (w // 8), hidden),
-        )
+        scale = 2 ** len(widths)
+        layers: list[nn.Module] = []
+        for a, b in zip((channels, *widths), widths):
+            layers += [nn.Conv2d(a, b, 4, 2, 1), nn.ReLU()]
+        layers += [nn.Flatten(), nn.Linear(widths[-1] * (shape[0] // scale) * (shape[1] // scale), hidden)]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -259,25 +286,31 @@ class ConvTrunk(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """z -> hidden -> 64 x H/8 x W/8 -> three 4x4 stride-2 transposed convolutions -> (..., H*W) logits."""
+    """z -> hidden -> widths[0] x H/s x W/s -> 4x4 stride-2 transposed convolutions through `widths` ->
+    (..., C*H*W) logits, s = 2 ** len(widths)."""
 
-    def __init__(self, z_dim: int, shape: tuple[int, int], hidden: int = 512, channels: int = 1):
+    def __init__(
+        self,
+        z_dim: int,
+        shape: tuple[int, int],
+        hidden: int = 512,
+        channels: int = 1,
+        widths: tuple[int, ...] = (64, 64, 32),
+    ):
         super().__init__()
-        self.grid = (64, shape[0] // 8, shape[1] // 8)
+        scale = 2 ** len(widths)
+        self.grid = (widths[0], shape[0] // scale, shape[1] // scale)
         self.fc = nn.Sequential(
             nn.Linear(z_dim, hidden),
             nn.ReLU(),
-            nn.Linear(hidden, 64 * self.grid[1] * self.grid[2]),
+            nn.Linear(hidden, widths[0] * self.grid[1] * self.grid[2]),
             nn.ReLU(),
         )
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(64, 64, 4, 2, 1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 4, 2, 1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(32, channels, 4, 2, 1),
-            nn.Flatten(),
-        )
+        layers: list[nn.Module] = []
+        for a, b in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Flatten()]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return run(self.pixels, z)
@@ -291,7 +324,7 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
     """The default unimodal encoder q(z|m): Gaussian on the image (MLP or conv trunk), on a class for an
     attribute (a mixture of `components` Gaussians if > 1)."""
     if isinstance(m, Image):
-        body = ConvTrunk(m.shape, hidden, m.channels) if uses_conv(m) else None
+        body = conv_trunk(m, hidden) if uses_conv(m) else None
         return GaussianEncoder(m.size, z_dim, hidden, body)
     if isinstance(m, Continuous):
         return ValueEncoder(z_dim, hidden)
@@ -303,5 +336,5 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
 def modality_decoder(m: Modality, z_dim: int, hidden: int = 512) -> nn.Module:
     """The default decoder p(m|z): logits of the modality."""
     if isinstance(m, Image) and uses_conv(m):
-        return ConvDecoder(z_dim, m.shape, hidden, m.channels)
+        return ConvDecoder(z_dim, m.shape, hidden, m.channels, CONV_WIDTHS[conv_recipe(m) or "conv3"][1])
     return decoder(z_dim, m.out_size, hidden)

@@ -81,6 +81,8 @@ def build(
             )
     if cfg.image_likelihood not in (None, data.image.likelihood):
         data.image = replace(data.image, likelihood=cfg.image_likelihood)
+    if cfg.image_network != data.image.network:
+        data.image = replace(data.image, network=cfg.image_network)
     torch.manual_seed(cfg.seed)
     assert cfg.z_dim is not None  # resolved() filled it in
     try:

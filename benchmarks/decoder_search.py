@@ -1,0 +1,170 @@
+"""Which conv image decoder draws the digit asked for on MNIST-A, at equal training wall time (issue 38).
+
+Each variant trains the preset's model (JMVAE's published objective, z = 10, attribute weight 50, batch 128,
+Adam 1e-3, the preset's precision) for --seconds of training steps from the same seed, then is read by the
+project's MNIST-A classifier on --n test examples:
+- recon: the image decoded (mean of p(x|z)) from one draw of q(z|x,y), which knows the label: the digit read
+  back, and all four attributes;
+- gen: from one draw of q(z|y) at T = 1 with all four attributes given (the papers' sampler, no completion).
+
+    JMVAE_OFFLINE=1 python benchmarks/decoder_search.py --variants conv3 conv4 --seconds 480 --threads 1
+
+Run two at once with --threads 1 each on 2 cores; compare variants from runs that shared the machine alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from own_data import cpu_model  # noqa: E402
+from torch import nn  # noqa: E402
+
+from jmvae import networks  # noqa: E402
+from jmvae.classifier import classifier_for  # noqa: E402
+from jmvae.config import TrainConfig  # noqa: E402
+from jmvae.data.attributes import to_batch  # noqa: E402
+from jmvae.train import build, flush_subnormals, make_optimizer, train_steps  # noqa: E402
+
+
+class Residual(nn.Module):
+    """x + conv3x3(relu(x))."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv = nn.Conv2d(width, width, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(F.relu(x))
+
+
+def conv3_decoder(widths=(64, 64, 32), norm: bool = False, residual: bool = False):
+    """conv3's decoder with other widths, batch norm or a residual 3x3 convolution after each hidden layer."""
+
+    def make(z_dim, shape, hidden=512, channels=1, _widths=None):
+        dec = networks.ConvDecoder(z_dim, shape, hidden, channels, widths)
+        layers: list[nn.Module] = []
+        for layer in dec.net:
+            layers.append(layer)
+            if isinstance(layer, nn.ReLU):
+                width = layers[-2].out_channels
+                layers[-1:] = ([nn.BatchNorm2d(width)] if norm else []) + [nn.ReLU()]
+                layers += [Residual(width)] if residual else []
+        dec.net = nn.Sequential(*layers)
+        return dec
+
+    return make
+
+
+# name: (--image-network, a replacement for conv3's decoder or None)
+VARIANTS = {
+    "conv3": ("conv3", None),
+    "conv4": ("conv4", None),
+    "conv3-bn": ("conv3", conv3_decoder(norm=True)),
+    "conv3-wide": ("conv3", conv3_decoder((128, 64, 32))),
+    "conv3-fine": ("conv3", conv3_decoder((64, 64, 64))),
+    "conv3-res": ("conv3", conv3_decoder(residual=True)),
+    "conv3-bn-res": ("conv3", conv3_decoder(norm=True, residual=True)),
+}
+
+
+@torch.no_grad()
+def read_back(model, clf, test: dict[str, torch.Tensor], names: list[str], image: str, n: int) -> dict:
+    """Digit and all-four accuracy of images decoded from q(z|x,y) and from q(z|y) at T = 1."""
+    model.eval()
+    torch.manual_seed(1)
+    batch = to_batch(test, slice(0, n))
+    out = {}
+    for tag, given in (("recon", batch), ("gen", {a: batch[a] for a in names})):
+        z = model.posterior(given).rsample()
+        x = torch.cat([model.modalities[image].point(model.logits(c, [image])[image]) for c in z.split(512)])
+        read = clf.predict(x)
+        hits = torch.stack([read[a] == batch[a] for a in names]).float()
+        out[tag] = {a: round(float(h.mean()), 4) for a, h in zip(names, hits)} | {"all": float(hits.mean())}
+    model.train()
+    return out
+
+
+def run_variant(variant: str, seconds: float, seed: int, n: int, overrides: dict) -> dict:
+    network, decoder = VARIANTS[variant]
+    cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides).resolved()
+    data, model = build(cfg, quiet=True)
+    if decoder is not None:  # drawn after the rest: the other networks start as conv3's do
+        image = data.image
+        model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
+    clf, real = classifier_for(data)
+    split = {k: v for k, v in data.train.items()}
+    opt = make_optimizer(model, cfg.lr)
+    n_train = len(next(iter(split.values())))
+    g = torch.Generator().manual_seed(seed)
+    steps, spent, curve = 0, 0.0, []
+    chunk = 25
+    order = torch.randperm(n_train, generator=g)
+    pos = 0
+    while spent < seconds:
+        if pos + chunk * cfg.batch_size > n_train:
+            order, pos = torch.randperm(n_train, generator=g), 0
+        t0 = time.perf_counter()
+        sums, _ = train_steps(
+            model,
+            opt,
+            split,
+            order[pos:],
+            cfg.batch_size,
+            chunk,
+            precision=cfg.precision_dtype(),
+        )
+        spent += time.perf_counter() - t0
+        pos += chunk * cfg.batch_size
+        steps += chunk
+        curve.append((steps, round(spent, 1), round(float(sums[0]) / chunk, 2)))
+    names = [a.name for a in data.attributes]
+    quality = read_back(model, clf, data.test, names, data.image.name, n)
+    params = sum(p.numel() for p in model.decoders[data.image.name].parameters())
+    return {
+        "variant": variant,
+        "overrides": overrides,
+        "seed": seed,
+        "steps": steps,
+        "train_seconds": round(spent, 1),
+        "s_per_step": round(spent / steps, 4),
+        "decoder_params": params,
+        "last_loss": curve[-1][2],
+        "classifier_real": real,
+        **quality,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    p.add_argument("--seconds", type=float, default=480)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=2000, help="test examples read back")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="TrainConfig fields")
+    p.add_argument("--out", type=Path, help="append one JSON line per variant")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    flush_subnormals()
+    print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
+    for v in args.variants:
+        overrides = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.set)}
+        row = run_variant(v, args.seconds, args.seed, args.n, overrides)
+        row |= {"threads": args.threads, "cpu": cpu_model()}
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
