@@ -17,7 +17,7 @@ from jmvae.data.attributes import load_dataset
 from jmvae.errors import UserError
 from jmvae.modalities import Binary, Categorical, Continuous
 from jmvae.models import MODELS
-from jmvae.train import load_run, train
+from jmvae.train import build, load_run, schema, schema_text, train
 
 
 @pytest.fixture(autouse=True)
@@ -585,3 +585,17 @@ def test_a_class_order_is_kept_and_a_wrong_listing_refused(tmp_path):
     ]:
         with pytest.raises(UserError, match=says):
             load_dataset(None, data=str(tmp_path / "d"), attribute=[wrong], progress=False)
+
+
+@pytest.mark.parametrize(
+    "side, asked, built", [(40, "conv4", "conv3"), (32, "conv4", "conv4"), (24, "conv3", "mlp")]
+)
+def test_the_schema_records_the_image_networks_a_run_built(side, asked, built):
+    rng = np.random.default_rng(0)
+    data = own.from_arrays({"x": rng.random((40, side, side, 3)), "on": np.arange(40) % 2})
+    cfg = TrainConfig(data="arrays", image_network=asked, z_dim=2, hidden=16)
+    data, model = build(cfg, quiet=True, dataset=data)
+    assert schema(data)["image"]["network"] == built
+    assert f"colour, {built} networks" in schema_text(data)
+    deconvs = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert len(deconvs) == {"conv4": 4, "conv3": 3, "mlp": 0}[built]

@@ -177,7 +177,8 @@ def data_card_section(config: dict) -> str:
     return (
         f"<h2>Data</h2><p>{config['n_train']:,} training and {config['n_test']:,} test examples; images "
         f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} "
-        f"({html.escape(im['likelihood'])} likelihood).</p>"
+        f"({html.escape(im['likelihood'])} likelihood"
+        f"{', ' + html.escape(im['network']) + ' networks' if 'network' in im else ''}).</p>"
         + grid(["attribute", "kind", "training values", "missing (train)", "missing (test)"], rows)
     )
 

@@ -26,7 +26,7 @@ from .data.attributes import AttributeDataset, batches, hide_labels, load_datase
 from .data.own import attribute_flag, save_dataset
 from .errors import UserError
 from .models import MultimodalVAE, build_model
-from .networks import low_precision
+from .networks import conv_recipe, low_precision
 from .runs import (
     FINISHED,
     LOCK,
@@ -125,6 +125,7 @@ def schema(data: AttributeDataset) -> dict:
             "width": im.shape[1],
             "channels": im.channels,
             "likelihood": im.likelihood,
+            "network": conv_recipe(im) or "mlp",  # what its encoders and decoder are (after any fallback)
         },
         "attributes": {a.name: a.describe() for a in data.attributes},
     }
@@ -148,7 +149,8 @@ def data_card(data: AttributeDataset) -> dict:
 
 def schema_text(data: AttributeDataset) -> str:
     im = data.image
-    lines = [f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {'grey' if im.channels == 1 else 'colour'}"]
+    colour = "grey" if im.channels == 1 else "colour"
+    lines = [f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {colour}, {conv_recipe(im) or 'mlp'} networks"]
     for a in data.attributes:
         d = a.describe()
         what = (
