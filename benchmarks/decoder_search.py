@@ -49,7 +49,7 @@ class Residual(nn.Module):
 def conv3_decoder(widths=(64, 64, 32), norm: bool = False, residual: bool = False):
     """conv3's decoder with other widths, batch norm or a residual 3x3 convolution after each hidden layer."""
 
-    def make(z_dim, shape, hidden=512, channels=1, _widths=None):
+    def make(z_dim, shape, hidden=512, channels=1):
         dec = networks.ConvDecoder(z_dim, shape, hidden, channels, widths)
         layers: list[nn.Module] = []
         for layer in dec.net:
@@ -73,6 +73,7 @@ VARIANTS = {
     "conv3-fine": ("conv3", conv3_decoder((64, 64, 64))),
     "conv3-res": ("conv3", conv3_decoder(residual=True)),
     "conv3-bn-res": ("conv3", conv3_decoder(norm=True, residual=True)),
+    "conv4-decoder": ("conv3", conv3_decoder(networks.CONV_WIDTHS["conv4"][1])),  # conv3's encoders
 }
 
 
