@@ -102,11 +102,11 @@ def run_variant(variant: str, seconds: float, seed: int, n: int, overrides: dict
         image = data.image
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
     clf, real = classifier_for(data)
-    split = {k: v for k, v in data.train.items()}
+    split = data.train
     opt = make_optimizer(model, cfg.lr)
     n_train = len(next(iter(split.values())))
     g = torch.Generator().manual_seed(seed)
-    steps, spent, curve = 0, 0.0, []
+    steps, spent, last_loss = 0, 0.0, float("nan")
     chunk = 25
     order = torch.randperm(n_train, generator=g)
     pos = 0
@@ -126,7 +126,7 @@ def run_variant(variant: str, seconds: float, seed: int, n: int, overrides: dict
         spent += time.perf_counter() - t0
         pos += chunk * cfg.batch_size
         steps += chunk
-        curve.append((steps, round(spent, 1), round(float(sums[0]) / chunk, 2)))
+        last_loss = float(sums[0]) / chunk
     names = [a.name for a in data.attributes]
     quality = read_back(model, clf, data.test, names, data.image.name, n)
     params = sum(p.numel() for p in model.decoders[data.image.name].parameters())
@@ -138,7 +138,7 @@ def run_variant(variant: str, seconds: float, seed: int, n: int, overrides: dict
         "train_seconds": round(spent, 1),
         "s_per_step": round(spent / steps, 4),
         "decoder_params": params,
-        "last_loss": curve[-1][2],
+        "last_loss": round(last_loss, 2),
         "classifier_real": real,
         **quality,
     }
@@ -157,8 +157,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     flush_subnormals()
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
+    overrides = {k: json.loads(value) for k, value in (o.split("=", 1) for o in args.set)}
     for v in args.variants:
-        overrides = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.set)}
         row = run_variant(v, args.seconds, args.seed, args.n, overrides)
         row |= {"threads": args.threads, "cpu": cpu_model()}
         print(json.dumps(row), flush=True)

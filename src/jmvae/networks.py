@@ -252,13 +252,10 @@ def conv_recipe(image: Image) -> str | None:
     return None
 
 
-def uses_conv(image: Image) -> bool:
-    return conv_recipe(image) is not None
-
-
-def conv_trunk(image: Image, hidden: int) -> ConvTrunk:
-    """The image's conv encoder trunk (for an image that `uses_conv`)."""
-    return ConvTrunk(image.shape, hidden, image.channels, CONV_WIDTHS[conv_recipe(image) or "conv3"][0])
+def conv_trunk(image: Image, hidden: int) -> ConvTrunk | None:
+    """The image's conv encoder trunk; None where its networks are the MLP."""
+    recipe = conv_recipe(image)
+    return ConvTrunk(image.shape, hidden, image.channels, CONV_WIDTHS[recipe][0]) if recipe else None
 
 
 class ConvTrunk(nn.Module):
@@ -324,7 +321,7 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
     """The default unimodal encoder q(z|m): Gaussian on the image (MLP or conv trunk), on a class for an
     attribute (a mixture of `components` Gaussians if > 1)."""
     if isinstance(m, Image):
-        body = conv_trunk(m, hidden) if uses_conv(m) else None
+        body = conv_trunk(m, hidden)
         return GaussianEncoder(m.size, z_dim, hidden, body)
     if isinstance(m, Continuous):
         return ValueEncoder(z_dim, hidden)
@@ -335,6 +332,6 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
 
 def modality_decoder(m: Modality, z_dim: int, hidden: int = 512) -> nn.Module:
     """The default decoder p(m|z): logits of the modality."""
-    if isinstance(m, Image) and uses_conv(m):
-        return ConvDecoder(z_dim, m.shape, hidden, m.channels, CONV_WIDTHS[conv_recipe(m) or "conv3"][1])
+    if isinstance(m, Image) and (recipe := conv_recipe(m)):
+        return ConvDecoder(z_dim, m.shape, hidden, m.channels, CONV_WIDTHS[recipe][1])
     return decoder(z_dim, m.out_size, hidden)

@@ -150,7 +150,8 @@ def data_card(data: AttributeDataset) -> dict:
 def schema_text(data: AttributeDataset) -> str:
     im = data.image
     colour = "grey" if im.channels == 1 else "colour"
-    lines = [f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {colour}, {conv_recipe(im) or 'mlp'} networks"]
+    network = schema(data)["image"]["network"]
+    lines = [f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {colour}, {network} networks"]
     for a in data.attributes:
         d = a.describe()
         what = (

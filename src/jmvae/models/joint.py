@@ -9,14 +9,14 @@ unimodal experts. Its posterior rules (DESIGN.md):
 from __future__ import annotations
 
 from ..modalities import Categorical
-from ..networks import JointEncoder, conv_trunk, uses_conv
+from ..networks import JointEncoder, conv_trunk
 from ..posteriors import Posterior, product_of_experts
 from .base import Batch, MultimodalVAE
 
 
 class JointVAE(MultimodalVAE):
     def shared_networks(self) -> None:
-        trunk = conv_trunk(self.image, self.hidden) if uses_conv(self.image) else None
+        trunk = conv_trunk(self.image, self.hidden)
         classes = [a.size if isinstance(a, Categorical) else None for a in self.attributes]
         self.joint_encoder = JointEncoder(self.image.size, classes, self.z_dim, self.hidden, trunk)
 
