@@ -1,4 +1,5 @@
-"""The `jmvae` command: train | evaluate | figures | explore | report | generate | compare | data import.
+"""The `jmvae` command: train | evaluate | figures | explore | report | generate | fit-sampler | compare |
+data.
 
 Bad input ends in one line, `jmvae: error: <what> (<allowed>)`, and exit status 2.
 """
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__, compare, distributed, figures, report
+from .classifier import classifier_for
 from .config import (
     COMPILE_MODES,
     PAPER_TRAINING,
@@ -38,12 +40,12 @@ from .data.mnist import import_mnist
 from .data.mnist_a import SPLITS
 from .data.own import attribute_flag, export
 from .errors import UserError
-from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, headline
+from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, headline, joint_coherence
 from .explore import EXPLORER, screenshot, write_explorer
 from .modalities import IMAGE_LIKELIHOODS, LAPLACE_SCALE
 from .models import MODELS, option_flags, options
 from .networks import IMAGE_NETWORKS
-from .pipeline import finish_run, read_history
+from .pipeline import finish_run, fit_samplers, read_history
 from .runs import (
     FINISHED,
     RunLock,
@@ -51,8 +53,10 @@ from .runs import (
     check_links,
     check_parents,
     check_path,
+    is_finished,
     remove_temp_files,
 )
+from .samplers import CODES, SAMPLERS, SamplerConfig, fit_sampler, load_sampler, load_samplers, save_sampler
 from .trackers import TRACKERS, Trackers
 from .train import TRAINING_PHASES, differing_flags, load_run, reuse_freed_memory, train
 
@@ -169,6 +173,7 @@ def cmd_train(args) -> None:
         )
         distributed.leave_if_not_main()  # figures, metrics and report: rank 0 alone, after training
         distributed.teardown()
+        fit_samplers(run_dir, model.cpu(), data, cfg.sampler, cfg.seed)
         metrics = finish_run(run_dir, model.cpu(), data, eval_cfg, seconds=seconds)
         tracked.finish(headline(metrics), run_dir)
     finally:
@@ -213,7 +218,7 @@ def cmd_explore(args) -> None:
     _, data, model = load_run(run_dir)
     with lock:
         remove_temp_files(run_dir)
-        write_explorer(model, data, out, run_dir.name)
+        write_explorer(model, data, out, run_dir.name, samplers=load_samplers(run_dir, model.z_dim))
         print(f"{out} ({out.stat().st_size / 1e6:.1f} MB): open it in a browser, no server needed")
         if args.screenshot:
             print(screenshot(out, run_dir / "figures" / "explore.png"))
@@ -248,14 +253,20 @@ MAX_GRID = 10_000  # images in one .png grid; an .npz takes any number, generate
 GENERATE_CHUNK = 10_000  # images generated at once (the first chunk draws what one call for all of them did)
 
 
-def generated_chunks(model, data, given: dict, n: int, temperature: float, complete: bool, seed: int):
+def generated_chunks(
+    model, data, given: dict, n: int, temperature: float, complete: bool, seed: int, sampler=None
+):
     """(images, {attribute: values}) in chunks of GENERATE_CHUNK, from one seeded stream; UserError on a
     non-finite image (a model or temperature that overflows)."""
     torch.manual_seed(seed)
     for start in range(0, n, GENERATE_CHUNK):
         m = min(GENERATE_CHUNK, n - start)
         samples = model.generate(
-            {k: torch.tensor([v]) for k, v in given.items()}, m, temperature=temperature, complete=complete
+            {k: torch.tensor([v]) for k, v in given.items()},
+            m,
+            temperature=temperature,
+            complete=complete,
+            sampler=sampler,
         )
         images = data.image.pixels(
             samples[data.image.name][:, 0]
@@ -314,6 +325,14 @@ def cmd_generate(args) -> None:
         )
     cfg, data, model = load_run(run_dir)
     given = parse_assignments(data, args.given)
+    sampler = None
+    if args.sampler:
+        if given or args.complete or temperature != 1:
+            raise UserError(
+                f"--sampler {args.sampler} with --given, --complete or --temperature (allowed: --sampler "
+                "alone: it draws z for joint generation, with nothing given)"
+            )
+        sampler = load_sampler(run_dir, args.sampler, model.z_dim)
     need = args.n * (4 * data.image.size + 8 * len(data.attributes))
     folder = next((q for q in (out.parent, *out.parent.parents) if q.is_dir()), Path("."))
     free = shutil.disk_usage(folder).free
@@ -322,7 +341,7 @@ def cmd_generate(args) -> None:
             f"--n {args.n}: the .npz takes about {need / 1e9:,.1f} GB (twice that while it is written) and "
             f"{folder} has {free / 1e9:,.1f} GB free (allowed: a smaller --n)"
         )
-    chunks = generated_chunks(model, data, given, args.n, temperature, args.complete, args.seed)
+    chunks = generated_chunks(model, data, given, args.n, temperature, args.complete, args.seed, sampler)
     out.parent.mkdir(parents=True, exist_ok=True)
     if npz:  # through a file object: np.savez would add ".npz" to "X.NPZ"
         atomic_write(
@@ -333,6 +352,7 @@ def cmd_generate(args) -> None:
                 args.n,
                 temperature=np.array(temperature),
                 complete=np.array(args.complete),
+                **({"sampler": np.array(args.sampler)} if args.sampler else {}),
                 **{
                     f"given_{k}": np.array(as_user(data.attribute(k), torch.tensor(v)))
                     for k, v in given.items()
@@ -341,11 +361,47 @@ def cmd_generate(args) -> None:
         )
     else:
         images = np.concatenate([images for images, _ in chunks])
-        title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items()) or "prior p(z)"
+        title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items()) or (
+            f"the {args.sampler} sampler" if args.sampler else "prior p(z)"
+        )
         title += f", T = {temperature:g}" if temperature != 1 else ""
         title += ", completed" if args.complete else ""
         figures.save_image_grid(images, out, title=f"generated from {title}")
     print(out)
+
+
+def cmd_fit_sampler(args) -> None:
+    run_dir = require_run(args.run)
+    lock = writer(run_dir)
+    check_seed(args.seed, "--seed")
+    cfg = SamplerConfig(
+        kind=args.sampler,
+        components=args.components,
+        transforms=args.transforms,
+        steps=args.steps,
+        codes=args.codes,
+        seed=args.seed,
+    )
+    cfg.validate()
+    _, data, model = load_run(run_dir)
+    with lock:
+        remove_temp_files(run_dir)
+        sampler, scores = fit_sampler(model, data, cfg)
+        path = save_sampler(run_dir, sampler, scores)
+    print(f"{sampler.describe()}, fitted to {scores['codes']:,} training codes ({cfg.codes}): {path}")
+    if "held-out log density" in scores:
+        print(
+            f"held-out codes ({scores['held_out']:,}): mean log density {scores['held-out log density']:.3f} "
+            f"nats (p(z): {scores['held-out log density under p(z)']:.3f})"
+        )
+    clf, _ = classifier_for(data)
+    draws = EvalConfig().coherence_draws
+    torch.manual_seed(args.seed)
+    prior = joint_coherence(model, data, clf, draws)
+    fitted = joint_coherence(model, data, clf, draws, sampler)
+    print(f"joint coherence, {draws:,} draws: p(z) {prior:.4f}, {cfg.kind} {fitted:.4f}")
+    if is_finished(run_dir):
+        print(f"run `jmvae evaluate {run_dir}` to put it in metrics.json and the report")
 
 
 def as_user(attribute, values: torch.Tensor) -> np.ndarray:
@@ -520,6 +576,16 @@ def build_parser() -> Parser:
         'install "jmvae[tensorboard]"',
     )
     t.add_argument(
+        "--sampler",
+        action="extend",
+        nargs="+",
+        choices=list(SAMPLERS),
+        metavar="KIND",
+        help="after training, fit a latent sampler to the training codes for joint generation (as "
+        "`jmvae fit-sampler` at its defaults): gmm (Gaussian mixture) or maf (masked autoregressive flow); "
+        "the evaluation reports joint coherence from each beside p(z)",
+    )
+    t.add_argument(
         "--paper",
         action="store_true",
         default=None,
@@ -646,6 +712,11 @@ def build_parser() -> Parser:
         metavar="A=V",
         help="attribute values, e.g. position=left digit=2 (each attribute once)",
     )
+    g.add_argument(
+        "--sampler",
+        choices=list(SAMPLERS),
+        help="with nothing given: draw z from the run's fitted sampler (jmvae fit-sampler) instead of p(z)",
+    )
     g.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     g.add_argument("--out", required=True, help="output .png (grid) or .npz (arrays)")
     g.add_argument("--seed", type=int, default=0)
@@ -662,6 +733,37 @@ def build_parser() -> Parser:
         "from q(z | given and drawn): images that show the given attributes more often where few are given",
     )
     g.set_defaults(func=cmd_generate)
+    f = sub.add_parser(
+        "fit-sampler",
+        help="fit a density to a trained run's training codes, for joint generation (generate --sampler)",
+    )
+    f.add_argument("run", help="run directory")
+    d_sampler = SamplerConfig()
+    f.add_argument("--sampler", choices=list(SAMPLERS), required=True, help="gmm or maf")
+    f.add_argument(
+        "--components",
+        type=int,
+        default=d_sampler.components,
+        help=f"gmm: Gaussians (default {d_sampler.components})",
+    )
+    f.add_argument(
+        "--transforms",
+        type=int,
+        default=d_sampler.transforms,
+        help=f"maf: autoregressive transforms (default {d_sampler.transforms})",
+    )
+    f.add_argument(
+        "--steps", type=int, default=d_sampler.steps, help=f"maf: Adam steps (default {d_sampler.steps})"
+    )
+    f.add_argument(
+        "--codes",
+        choices=CODES,
+        default=d_sampler.codes,
+        help="what is fitted, one code per training example: the mean or a draw of q(z|x) (image-), or of "
+        f"q(z | every modality) (joint-; the examples with every attribute) (default {d_sampler.codes})",
+    )
+    f.add_argument("--seed", type=int, default=0, help="the fit's seed (default 0)")
+    f.set_defaults(func=cmd_fit_sampler)
     c = sub.add_parser("compare", help="one table of headline metrics across runs (mean ± std over seeds)")
     c.add_argument("runs", nargs="+", help="finished run directories")
     c.add_argument(

@@ -24,6 +24,7 @@ from .models import MODELS, options, paper
 from .models.jmvae import IMAGE_TARGETS
 from .networks import IMAGE_NETWORKS
 from .runs import FINISHED, is_finished
+from .samplers import SAMPLERS
 
 # What a preset changes where no flag is given (before --paper and the model's own defaults): MNIST-A takes
 # the TELBO paper's settings (z = 10, attribute weight 50) and JMVAE's published objective, whose subset KLs
@@ -63,7 +64,7 @@ LATER_FIELDS = {
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "float32", "bfloat16")
-WARMUP_MODELS = ("jmvae", "telbo")  # the objectives whose KL terms kl_weight scales
+WARMUP_MODELS = ("jmvae", "telbo", "mvtcae")  # the objectives whose KL terms kl_weight scales
 MODEL_OPTIONS = tuple(
     dict.fromkeys(o for name in MODELS for o in options(name))
 )  # every model's options: TrainConfig fields
@@ -129,6 +130,8 @@ class TrainConfig:
     random_subsets: int | None = None  # MVAE: ELBOs of random modality subsets per step
     samples: int | None = None  # MMVAE: importance samples K per expert
     dreg: bool | None = None  # MMVAE: doubly reparameterised gradients
+    tc_alpha: float | None = None  # MVTCAE: the KL's share on the conditional (expert) terms
+    beta: float | None = None  # MVTCAE: weight of all its KL terms
     sample_subsets: bool | None = (
         None  # MoPoE: each example decoded from one drawn subset (None: if more than 7)
     )
@@ -154,6 +157,9 @@ class TrainConfig:
     )
     compile: str = "none"  # torch.compile the training step: none, default, reduce-overhead (CUDA graphs)
     log: list[str] = field(default_factory=list)  # experiment trackers: tensorboard, mlflow
+    sampler: list[str] = field(
+        default_factory=list
+    )  # post-hoc latent samplers fitted after training: gmm, maf
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -225,6 +231,12 @@ class TrainConfig:
         )
         check(self.samples is None or 1 <= self.samples <= 1000, f"samples {self.samples}", "1 to 1000")
         check(
+            self.tc_alpha is None or 0 <= self.tc_alpha <= 1,
+            f"tc-alpha {self.tc_alpha}",
+            "a number from 0 to 1",
+        )
+        check(self.beta is None or 0 <= self.beta <= 1000, f"beta {self.beta}", "a number from 0 to 1000")
+        check(
             self.image_target in (None, *IMAGE_TARGETS),
             f"image-target {self.image_target}",
             ", ".join(IMAGE_TARGETS),
@@ -290,6 +302,8 @@ class TrainConfig:
             f"models {', '.join(WARMUP_MODELS)}: their KL terms are separate terms",
         )
         trackers.check(self.log)
+        for kind in self.sampler:
+            check(kind in SAMPLERS, f"--sampler {kind}", ", ".join(SAMPLERS))
         check(self.precision in PRECISIONS, f"precision {self.precision}", ", ".join(PRECISIONS))
         check(
             self.device in ("auto", "cpu") or self.device.startswith("cuda"),

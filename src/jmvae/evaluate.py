@@ -31,6 +31,7 @@ from .data.attributes import AttributeDataset, batches, parse_assignments, seede
 from .modalities import Continuous
 from .models import MultimodalVAE
 from .posteriors import Posterior, standard_normal
+from .samplers import LatentSampler
 
 CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible
 COVERAGE_TARGET = 0.95
@@ -52,7 +53,7 @@ class EvalConfig:
     k: int = 250  # importance samples per test example: within 0.05-0.3 nats of K = 1,000
     # (a tenth of the 400-image mean's standard error) at a quarter of the
     # time
-    coherence_draws: int = 10_000  # z ~ p(z) for joint coherence
+    coherence_draws: int = 10_000  # z ~ p(z) (and from each fitted sampler) for joint coherence
     low_temperature: float = 0.5  # second temperature for correctness/coverage (1: skip it)
     complete_temperature: float = (
         0.5  # temperature of the completed sampler's column (generate complete=True; 0: skip)
@@ -344,10 +345,15 @@ def correctness_coverage(
 
 @torch.no_grad()
 def joint_coherence(
-    model: MultimodalVAE, data: AttributeDataset, clf: AttributeClassifier, draws: int
+    model: MultimodalVAE,
+    data: AttributeDataset,
+    clf: AttributeClassifier,
+    draws: int,
+    sampler: LatentSampler | None = None,
 ) -> float:
-    """Share of z ~ p(z) whose decoded image the classifier reads as argmax p(a|z), for every attribute."""
-    drawn = model.generate({}, draws)  # (draws, 1, ...): decoded in bounded chunks
+    """Share of z ~ p(z) (or a fitted sampler) whose decoded image the classifier reads as argmax p(a|z),
+    for every attribute."""
+    drawn = model.generate({}, draws, sampler=sampler)  # (draws, 1, ...): decoded in bounded chunks
     reads = clf.predict(drawn[data.image.name])
     agree = torch.stack([reads[a.name] == a.to_levels(drawn[a.name]) for a in data.attributes]).all(0)
     return float(agree.float().mean())
@@ -425,9 +431,15 @@ def log_likelihoods(
 
 # -- all of it --------------------------------------------------------------------------------------------
 def evaluate(
-    model: MultimodalVAE, data: AttributeDataset, cfg, eval_cfg: EvalConfig | None = None, log=lambda *a: None
+    model: MultimodalVAE,
+    data: AttributeDataset,
+    cfg,
+    eval_cfg: EvalConfig | None = None,
+    log=lambda *a: None,
+    samplers: dict[str, LatentSampler] | None = None,
 ) -> dict:
-    """Every metric of a trained run, as one JSON-able dict (what metrics.json holds).
+    """Every metric of a trained run, as one JSON-able dict (what metrics.json holds); joint coherence also
+    from each fitted sampler given (samplers.py), beside p(z).
 
     metrics["seconds"] records how long each part took, so the cost of a setting is visible in the run.
     """
@@ -489,6 +501,21 @@ def evaluate(
     metrics["joint_coherence"] = timed(
         "joint_coherence", joint_coherence, model, data, clf, eval_cfg.coherence_draws
     )
+    for kind, sampler in (samplers or {}).items():  # on a stream of their own: the numbers after stay put
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(eval_cfg.seed)
+            by_sampler = metrics.setdefault(
+                "joint_coherence_by_sampler", {"p(z)": metrics["joint_coherence"]}
+            )
+            by_sampler[kind] = timed(
+                f"joint_coherence {kind}",
+                joint_coherence,
+                model,
+                data,
+                clf,
+                eval_cfg.coherence_draws,
+                sampler,
+            )
     per_example = timed(
         "log_likelihood",
         log_likelihood_examples,
@@ -538,6 +565,11 @@ def headline(metrics: dict) -> dict[str, float]:
     acc = metrics["image_to_attribute_accuracy"]["q(z|x)"]
     row["image->attribute accuracy"] = sum(acc.values()) / len(acc)
     row["joint coherence"] = metrics["joint_coherence"]
+    row |= {
+        f"joint coherence, {kind} sampler": v
+        for kind, v in metrics.get("joint_coherence_by_sampler", {}).items()
+        if kind != "p(z)"
+    }
     row |= metrics["log_likelihood"]
     return row
 

@@ -2,12 +2,12 @@
 
 The page needs no server and no network: the decoders' weights are embedded (float16, base64) and run in
 plain JavaScript (MLPs and the conv image decoder; grey or colour images; a continuous attribute's mean), and
-everything that needs an encoder is precomputed here: the test set's q(z|x) means (the points), and for every
-attribute query (every subset of up to as many attributes as MAX_QUERIES allows, which on the presets is
-all of them; every combination of classes, a continuous attribute's slider at SLIDER_STEPS values) its
-posterior's components (centre and covariance on the plane, for the 1 and 2 sigma ellipses) and a few draws
-from it (the strip of images). For z > 2 the plane is spanned by the first two principal directions of the
-test embeddings, and sliders move along the others.
+everything that needs an encoder is precomputed here: the test set's q(z|x) means (the points), each fitted
+sampler's density on the plane, and for every attribute query (every subset of up to as many attributes as
+MAX_QUERIES allows, which on the presets is all of them; every combination of classes, a continuous
+attribute's slider at SLIDER_STEPS values) its posterior's components (centre and covariance on the plane, for
+the 1 and 2 sigma ellipses) and a few draws from it (the strip of images). For z > 2 the plane is spanned by
+the first two principal directions of the test embeddings, and sliders move along the others.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .modalities import Attribute, Continuous
 from .models import MultimodalVAE
 from .networks import ConvDecoder
 from .runs import write_text
+from .samplers import LatentSampler
 
 EXPLORER = "explore.html"  # its name in a run directory
 MAX_POINTS = 2000  # test points drawn on the plane
@@ -36,6 +37,7 @@ STRIP = 8  # images per query strip
 SLIDER_STEPS = 11  # values a continuous attribute's slider offers, evenly over its training range
 MAX_QUERIES = 1000  # precomputed queries: every one of up to as many attributes as fit (query_sizes)
 MAX_SINGLE_QUERIES = 4 * MAX_QUERIES  # ... and of single attributes at most this many, whatever they hold
+DENSITY_GRID = 64  # a fitted sampler's density on the plane: values at 64 x 64 points
 TEMPLATE = Path(__file__).with_name("explore.html")
 
 
@@ -189,15 +191,39 @@ def queries(
     return out
 
 
+def densities(samplers: dict[str, LatentSampler], plane: dict, extent: float) -> dict[str, list[float]]:
+    """Each fitted sampler's density on the plane (the sliders at 0): DENSITY_GRID x DENSITY_GRID values,
+    rows from the top (v = extent) down, columns from u = -extent, scaled so the largest is 1."""
+    origin, basis = torch.tensor(plane["origin"]), torch.tensor(plane["basis"])[:2]
+    centres = (torch.arange(DENSITY_GRID) + 0.5) / DENSITY_GRID * 2 * extent - extent
+    v, u = torch.meshgrid(centres.flip(0), centres, indexing="ij")
+    coef = torch.stack([u, v], -1).reshape(-1, 2)[:, : len(basis)]
+    z = origin + coef @ basis
+    out = {}
+    for kind, sampler in samplers.items():
+        log_p = sampler.log_prob(z.float()).double()
+        p = (log_p - log_p.max()).exp()
+        out[kind] = [round(float(x), 3) for x in p]
+    return out
+
+
 @torch.no_grad()
-def explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, seed: int = 0) -> dict:
+def explorer_data(
+    model: MultimodalVAE,
+    data: AttributeDataset,
+    title: str,
+    seed: int = 0,
+    samplers: dict[str, LatentSampler] | None = None,
+) -> dict:
     with torch.random.fork_rng(
         devices=[]
     ):  # the draws reseed torch; the caller's random state stays as it was
-        return _explorer_data(model, data, title, seed)
+        return _explorer_data(model, data, title, seed, samplers or {})
 
 
-def _explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, seed: int) -> dict:
+def _explorer_data(
+    model: MultimodalVAE, data: AttributeDataset, title: str, seed: int, samplers: dict[str, LatentSampler]
+) -> dict:
     model.eval()
     device = next(model.parameters()).device
     n = data.n_test
@@ -242,6 +268,7 @@ def _explorer_data(model: MultimodalVAE, data: AttributeDataset, title: str, see
             for name in model.names
         },
         "objective": model.describe(),
+        "densities": {"grid": DENSITY_GRID, "kinds": densities(samplers, plane, extent)},
     }
 
 
@@ -258,10 +285,15 @@ def fill(template: str, values: dict[str, str]) -> str:
 
 
 def write_explorer(
-    model: MultimodalVAE, data: AttributeDataset, out: Path, title: str, seed: int = 0
+    model: MultimodalVAE,
+    data: AttributeDataset,
+    out: Path,
+    title: str,
+    seed: int = 0,
+    samplers: dict[str, LatentSampler] | None = None,
 ) -> Path:
-    """Write the explorer page to `out` (atomically)."""
-    payload = json.dumps(explorer_data(model, data, title, seed), separators=(",", ":"))
+    """Write the explorer page to `out` (atomically); with fitted samplers, their densities on the plane."""
+    payload = json.dumps(explorer_data(model, data, title, seed, samplers), separators=(",", ":"))
     write_text(
         Path(out),
         fill(TEMPLATE.read_text(), {"__TITLE__": html.escape(title), "__DATA__": script_json(payload)}),

@@ -17,6 +17,7 @@ from .errors import UserError
 from .evaluate import EvalConfig, evaluate, format_headline
 from .explore import EXPLORER, write_explorer
 from .runs import FINISHED, RunLock, remove_temp_files, safe_remove, write_json
+from .samplers import SamplerConfig, fit_sampler, load_samplers, save_sampler
 from .train import train
 
 
@@ -69,13 +70,14 @@ def finish_run(
         history = read_history(run_dir)
         infos = figures.make_figures(model, data, history, run_dir / "figures")
         lap("figures")
+        samplers = load_samplers(run_dir, model.z_dim)
         try:
-            write_explorer(model, data, run_dir / EXPLORER, run_dir.name)
+            write_explorer(model, data, run_dir / EXPLORER, run_dir.name, samplers=samplers)
         except UserError as e:  # a decoder the page cannot run: the run finishes without it
             safe_remove(run_dir, run_dir / EXPLORER)
             log(f"no {EXPLORER}: {e}")
         lap("explorer")
-        metrics = evaluate(model, data, run_config(run_dir, config), eval_cfg, log=log)
+        metrics = evaluate(model, data, run_config(run_dir, config), eval_cfg, log=log, samplers=samplers)
         lap("evaluation")
         metrics["run_seconds"] = seconds
         report.write_report(run_dir, config, metrics, infos, history)
@@ -89,6 +91,18 @@ def finish_run(
     log(format_headline(metrics))
     log(f"wrote {run_dir / FINISHED} and {run_dir / 'report.html'}")
     return metrics
+
+
+def fit_samplers(run_dir: Path, model, data, kinds: list[str], seed: int, log=print) -> None:
+    """Fit each post-hoc latent sampler named (`train --sampler`) at its defaults and store it in the run."""
+    for kind in kinds:
+        t0 = time.perf_counter()
+        sampler, scores = fit_sampler(model, data, SamplerConfig(kind=kind, seed=seed))
+        path = save_sampler(run_dir, sampler, scores)
+        log(
+            f"{sampler.describe()} fitted to {scores['codes']:,} codes in {time.perf_counter() - t0:.1f} s: "
+            f"{path}"
+        )
 
 
 def fit(
@@ -115,6 +129,7 @@ def fit(
             evaluation=asdict(eval_cfg),
             lock=lock,
         )
+        fit_samplers(Path(run_dir), model.cpu(), data, cfg.sampler, cfg.seed, log=log)
         return finish_run(Path(run_dir), model.cpu(), data, eval_cfg, log=log, seconds=seconds)
     finally:
         lock.release()

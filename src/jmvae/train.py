@@ -44,6 +44,7 @@ from .runs import (
     write_json,
     write_text,
 )
+from .samplers import SAMPLERS, sampler_path
 from .subsets import mark_observed, missing
 from .trackers import Trackers, reachable
 
@@ -317,6 +318,8 @@ def clear_run(run_dir: Path) -> None:
     the old TensorBoard event files too (two runs would read as one). Never through a link (safe_remove)."""
     for name in RUN_FILES:
         safe_remove(run_dir, run_dir / name)
+    for kind in SAMPLERS:  # fitted to the old model's codes
+        safe_remove(run_dir, sampler_path(run_dir, kind))
     figures_dir = run_dir / "figures"
     if figures_dir.is_dir() and not figures_dir.is_symlink():
         for f in [*figures_dir.glob("*.png"), figures_dir / "figures.json"]:

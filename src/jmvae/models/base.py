@@ -19,6 +19,7 @@ from torch.distributions import Distribution
 from ..modalities import Attribute, Image, Modality
 from ..networks import expert, modality_decoder
 from ..posteriors import Posterior
+from ..samplers import LatentSampler
 from ..subsets import nonempty_subsets
 
 Batch = dict[str, torch.Tensor]
@@ -115,9 +116,15 @@ class MultimodalVAE(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, given: Batch, n: int, temperature: float = 1.0, complete: bool = False
+        self,
+        given: Batch,
+        n: int,
+        temperature: float = 1.0,
+        complete: bool = False,
+        sampler: LatentSampler | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Draw n latents per query from q(z|given) (from p(z) if nothing is given) and decode them.
+        """Draw n latents per query from q(z|given) (if nothing is given, from p(z) or a fitted `sampler`)
+        and decode them.
 
         Each given value is a (B,) tensor of B queries (stored values: class indices, standardised numbers);
         outputs have leading shape (n, B): "z", the image's mean p(x|z) in [0, 1], and each attribute's
@@ -143,6 +150,8 @@ class MultimodalVAE(nn.Module):
             z = self.posterior(full).tempered(temperature).sample().reshape(n, queries, self.z_dim)
         elif given:
             z = self.posterior(given).tempered(temperature).sample((n,))
+        elif sampler is not None:
+            z = sampler.sample(n).to(next(self.parameters()).device).unsqueeze(1)
         else:
             z = temperature * torch.randn(n, 1, self.z_dim, device=next(self.parameters()).device)
         out = {"z": z}
