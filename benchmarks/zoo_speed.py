@@ -1,4 +1,4 @@
-"""Training speed of jmvae's MVAE, MMVAE and MoPoE against plain-PyTorch references of the same objectives.
+"""Training speed of jmvae's MVAE, MMVAE, MoPoE and MVTCAE against plain-PyTorch references of the objectives.
 
 The references are written the way the papers' public code writes them: a Python loop over the subsets
 (MVAE, MoPoE) or the experts (MMVAE), a product of experts and a decoder pass per subset, densities from
@@ -98,12 +98,30 @@ def mmvae_reference(model, batch) -> torch.Tensor:
     return -torch.stack(bounds).mean()
 
 
+def mvtcae_reference(model, batch) -> torch.Tensor:
+    experts = [Normal(*_params(model, n, batch)) for n in model.names]
+    precision = sum(e.scale**-2 for e in experts)  # the product of the experts alone, no prior expert
+    q = Normal(sum(e.loc * e.scale**-2 for e in experts) / precision, precision**-0.5)
+    z = q.rsample()
+    recon = sum(weight(model, n) * log_lik(model, n, z, batch) for n in model.names)
+    kl = torch.distributions.kl_divergence
+    prior = kl(q, Normal(torch.zeros_like(z), torch.ones_like(z))).sum(-1)
+    conditional = sum(kl(q, e).sum(-1) for e in experts)
+    m, a = len(model.names), model.tc_alpha
+    return ((m - a) / m * -recon + model.beta * ((1 - a) * prior + a / m * conditional)).mean()
+
+
 def _params(model, name, batch):
     q = model.encoders[name](batch[name])
     return q.loc, q.scale
 
 
-REFERENCES = {"mvae": mvae_reference, "mopoe": mopoe_reference, "mmvae": mmvae_reference}
+REFERENCES = {
+    "mvae": mvae_reference,
+    "mopoe": mopoe_reference,
+    "mmvae": mmvae_reference,
+    "mvtcae": mvtcae_reference,
+}
 
 
 # -- timing -----------------------------------------------------------------------------------------------

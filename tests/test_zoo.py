@@ -269,6 +269,32 @@ def test_mmvae_posterior_is_the_uniform_mixture_of_experts():
     assert torch.allclose(q.log_prob(z), by_hand, atol=1e-10)
 
 
+# -- MVTCAE ------------------------------------------------------------------------------------------------
+def kl_normal(mu1, s1, mu2, s2):
+    return (s2.log() - s1.log() + (s1**2 + (mu1 - mu2) ** 2) / (2 * s2**2) - 0.5).sum(-1)
+
+
+def test_mvtcae_matches_hand_computation(fixed_noise):
+    m, b = model("mvtcae", attribute_weight=2.0, tc_alpha=0.3, beta=1.7), dbl(batch_of())
+    loss, terms = m.loss(b)
+    params = [expert(m, n, b) for n in NAMES]
+    precision = sum(s**-2 for _, s in params)  # no prior expert
+    mu, sd = sum(mu * s**-2 for mu, s in params) / precision, precision**-0.5
+    z = mu + sd * eps((5, 2)).double()
+    recon = sum((1.0 if n == "x" else 2.0) * log_lik(m, n, z, b) for n in NAMES)
+    conditional = sum(kl_normal(mu, sd, e_mu, e_sd) for e_mu, e_sd in params)
+    by_hand = (3 - 0.3) / 3 * -recon + 1.7 * ((1 - 0.3) * kl_std(mu, sd) + 0.3 / 3 * conditional)
+    assert torch.allclose(loss, by_hand.mean(), rtol=1e-6)
+    assert torch.allclose(terms["kl_digit"], kl_normal(mu, sd, *params[2]).mean(), rtol=1e-6)
+
+    q = m.posterior({"position": b["position"], "digit": b["digit"]})  # the product of the two experts
+    p_pos, p_dig = params[1], params[2]
+    precision = p_pos[1] ** -2 + p_dig[1] ** -2
+    assert torch.allclose(q.loc, (p_pos[0] * p_pos[1] ** -2 + p_dig[0] * p_dig[1] ** -2) / precision)
+    assert torch.allclose(q.scale, precision**-0.5)
+    assert "MVTCAE" in m.describe() and "KL(q(z|x,position,digit) || q(z|m))" in m.describe()
+
+
 # -- every model: partly labelled batches -----------------------------------------------------------------
 @pytest.mark.parametrize("name", list(MODELS))
 def test_a_fully_observed_mask_changes_nothing(fixed_noise, name):
@@ -385,6 +411,9 @@ def test_paper_settings_per_model():
     assert TrainConfig(model="mvae", paper=True).resolved().attribute_weight == 50
     assert TrainConfig(model="mopoe").resolved().attribute_weight == 50
     assert TrainConfig(model="mopoe", paper=True).resolved().attribute_weight == 1
+    mvtcae = TrainConfig(model="mvtcae", paper=True).resolved()
+    assert (mvtcae.attribute_weight, mvtcae.tc_alpha, mvtcae.beta) == (1, 0.1, 2.5)
+    assert TrainConfig(model="mvtcae").resolved().beta == 1
 
 
 def test_only_the_examples_missing_an_attribute_are_decoded_for_their_image_elbo(monkeypatch):

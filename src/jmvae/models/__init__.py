@@ -19,6 +19,7 @@ from .jmvae import JMVAE
 from .mmvae import MMVAE
 from .mopoe import MoPoE
 from .mvae import MVAE
+from .mvtcae import MVTCAE
 from .telbo import TELBO
 
 MODELS: dict[str, type[MultimodalVAE]] = {
@@ -27,6 +28,7 @@ MODELS: dict[str, type[MultimodalVAE]] = {
     "mvae": MVAE,
     "mmvae": MMVAE,
     "mopoe": MoPoE,
+    "mvtcae": MVTCAE,
 }
 
 # The published objectives' settings, as each model file declares them (PAPER); PAPER here is JMVAE's, which
