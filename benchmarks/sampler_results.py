@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from jmvae.classifier import classifier_for
-from jmvae.evaluate import joint_coherence
+from jmvae.evaluate import correctness_coverage, joint_coherence
 from jmvae.runs import write_json
 from jmvae.samplers import CODES, SAMPLERS, SamplerConfig, fit_sampler, save_sampler
 from jmvae.train import load_run
@@ -66,6 +66,15 @@ def measure(run: Path, codes: list[str], seed: int) -> dict:
             torch.manual_seed(seed)
             done[key] = joint_coherence(model, data, clf, DRAWS, sampler)
             print(f"{run.name:28} {key:16} {done[key]:.4f}  (p(z) {done['p(z)']:.4f})", flush=True)
+    if "conditioned" not in done:  # correctness and coverage per |O|: q(z|given) (the run's) and gmm given
+        metrics = json.loads((run / "metrics.json").read_text())
+        sampler, _ = fit_sampler(model, data, SamplerConfig(kind="gmm", seed=seed))
+        torch.manual_seed(seed)
+        fitted = correctness_coverage(model, data, clf, n=metrics["settings"]["n_per_query"], sampler=sampler)
+        done["conditioned"] = {
+            "q(z|given)": {k: metrics[k]["by_size"] for k in ("correctness", "coverage")},
+            "gmm given": {k: fitted[k]["by_size"] for k in ("correctness", "coverage")},
+        }
     write_json(cache, done)
     return done
 
@@ -101,6 +110,16 @@ def main() -> None:
             spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
             cells.append(f"{statistics.fmean(values):.3f}{spread} [{min(values):.3f}]")
         print(f"| {model} ({len(rows)} seeds) | " + " | ".join(cells) + " |")
+    print("\n| correctness and coverage, mean ± std over seeds | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    for how in ("q(z|given)", "gmm given"):
+        for metric, size in (("correctness", "2"), ("correctness", "1"), ("coverage", "1")):
+            cells = []
+            for rows in results.values():
+                values = [r["conditioned"][how][metric][size] for r in rows]
+                spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+                cells.append(f"{statistics.fmean(values):.3f}{spread}")
+            print(f"| {metric} \\|O\\|={size}, {how} | " + " | ".join(cells) + " |")
     fit = {
         col: [r["seconds"][col] for rows in results.values() for r in rows if col in r.get("seconds", {})]
         for col in columns[1:]

@@ -103,7 +103,9 @@ def test_train_with_a_sampler_reports_its_joint_coherence_beside_the_prior(run_d
     by = metrics["joint_coherence_by_sampler"]
     assert set(by) == {"p(z)", "gmm"} and by["p(z)"] == metrics["joint_coherence"]
     assert 0 <= by["gmm"] <= 1
-    assert "joint coherence, gmm sampler" in (run_dir / "report.html").read_text()
+    assert set(metrics["conditioned"]["gmm"]["correctness"]["by_size"]) == {"1", "2"}
+    report = (run_dir / "report.html").read_text()
+    assert "joint coherence, gmm sampler" in report and "correctness |O|=2, gmm sampler" in report
     page = (run_dir / "explore.html").read_text()
     assert '"kinds":{"gmm":[' in page
 
@@ -151,11 +153,11 @@ def test_fit_sampler_generate_and_refusals(run_dir, capsys, tmp_path):
         str(run_dir),
         "--sampler",
         "gmm",
-        "--given",
-        "digit=1",
+        "--temperature",
+        "0.5",
         "--out",
         str(tmp_path / "a.png"),
-        expect="--sampler gmm with --given",
+        expect="--sampler gmm with --complete or --temperature",
     )
     assert sorted(p.name for p in run_dir.iterdir()) == before and not list(tmp_path.iterdir())
 
@@ -168,6 +170,9 @@ def test_fit_sampler_generate_and_refusals(run_dir, capsys, tmp_path):
     )
     arrays = np.load(tmp_path / "m.npz")
     assert arrays["images"].shape == (7, 28, 56) and str(arrays["sampler"]) == "maf"
+    given = ["--given", "digit=2", "--n", "5", "--out", str(tmp_path / "c.npz")]
+    assert main(["generate", str(run_dir), "--sampler", "maf", *given]) == 0
+    assert int(np.load(tmp_path / "c.npz")["given_digit"]) == 1  # the class index of "2"
 
     (run_dir / "sampler-maf.pt").write_bytes(b"not a sampler")
     bad(
@@ -207,3 +212,33 @@ def test_density_on_the_explorer_plane_peaks_where_the_sampler_does():
     cell = 6.0 / DENSITY_GRID
     u, v = -3 + (col + 0.5) * cell, 3 - (row + 0.5) * cell  # rows from the top
     assert math.hypot(u - 1.5, v + 1.0) < 2 * cell and float(grid.max()) == 1.0
+
+
+def test_conditioned_draws_follow_the_fitted_density_times_the_decoder():
+    """Two clusters, an attribute decoder that says class 1 right of z0 = 0: conditioned on class 1 the draws
+    are the right cluster's, on class 0 the left one's, each spread as the fitted density says."""
+    from torch import nn
+
+    from jmvae.modalities import Categorical as CategoricalModality
+    from jmvae.samplers import GaussianMixtureSampler
+
+    torch.manual_seed(0)
+    centres = torch.tensor([[-3.0, 0.0], [3.0, 0.0]])
+    codes = centres[torch.randint(2, (4000,))] + 0.5 * torch.randn(4000, 2)
+    gmm = GaussianMixtureSampler(SamplerConfig(components=2), 2)
+    gmm.fit(codes)
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.decoders = nn.ModuleDict({"side": nn.Linear(2, 2)})
+            with torch.no_grad():  # logits (0, 10 z0): class 1 where z0 > 0
+                self.decoders["side"].weight.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0]]))
+                self.decoders["side"].bias.zero_()
+            self.modalities = {"side": CategoricalModality("side", ("left", "right"))}
+
+    z = gmm.conditioned(Toy(), {"side": torch.tensor([1, 0])}, 3000, pool=20_000)
+    assert z.shape == (3000, 2, 2)
+    assert float((z[:, 0, 0] > 0).float().mean()) > 0.99 and float((z[:, 1, 0] < 0).float().mean()) > 0.99
+    assert z[:, 0].mean(0).tolist() == pytest.approx([3.0, 0.0], abs=0.1)
+    assert float(z[:, 0, 1].std()) == pytest.approx(0.5, abs=0.05)

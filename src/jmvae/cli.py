@@ -327,10 +327,10 @@ def cmd_generate(args) -> None:
     given = parse_assignments(data, args.given)
     sampler = None
     if args.sampler:
-        if given or args.complete or temperature != 1:
+        if args.complete or temperature != 1:
             raise UserError(
-                f"--sampler {args.sampler} with --given, --complete or --temperature (allowed: --sampler "
-                "alone: it draws z for joint generation, with nothing given)"
+                f"--sampler {args.sampler} with --complete or --temperature (allowed: --sampler alone or "
+                "with --given: z from the fitted density, conditioned on what is given)"
             )
         sampler = load_sampler(run_dir, args.sampler, model.z_dim)
     need = args.n * (4 * data.image.size + 8 * len(data.attributes))
@@ -361,9 +361,10 @@ def cmd_generate(args) -> None:
         )
     else:
         images = np.concatenate([images for images, _ in chunks])
-        title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items()) or (
-            f"the {args.sampler} sampler" if args.sampler else "prior p(z)"
-        )
+        title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items())
+        if args.sampler:
+            title += f"{', ' if title else ''}the {args.sampler} sampler"
+        title = title or "prior p(z)"
         title += f", T = {temperature:g}" if temperature != 1 else ""
         title += ", completed" if args.complete else ""
         figures.save_image_grid(images, out, title=f"generated from {title}")
@@ -715,7 +716,9 @@ def build_parser() -> Parser:
     g.add_argument(
         "--sampler",
         choices=list(SAMPLERS),
-        help="with nothing given: draw z from the run's fitted sampler (jmvae fit-sampler) instead of p(z)",
+        help="draw z from the run's fitted sampler (jmvae fit-sampler) instead of p(z), or with --given "
+        "from it conditioned on the given values (resampled by their decoders' likelihoods) instead of "
+        "q(z|given)",
     )
     g.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     g.add_argument("--out", required=True, help="output .png (grid) or .npz (arrays)")

@@ -225,9 +225,10 @@ def correctness_coverage(
     resamples: int = 1000,
     seed: int = 0,
     complete: bool = False,
+    sampler: LatentSampler | None = None,
 ) -> dict:
     """Correctness and coverage of every query from n images each, with 95% intervals, and their means per
-    subset and per |O|.
+    subset and per |O|; z from q(z|given), or from a fitted sampler conditioned on it (`sampler`).
 
     Returns {"correctness": {by_size, by_subset, by_query, by_size_interval, by_subset_interval},
     "coverage": {by_size, by_subset, by_size_interval, by_subset_interval}, "queries": [one row per query]}.
@@ -245,7 +246,9 @@ def correctness_coverage(
     continuous = {a.name: a for a in data.attributes if isinstance(a, Continuous)}
     for subset, qs in subsets.items():
         given = {a: data.attribute(a).level_values(torch.tensor([q[a] for q in qs])) for a in subset}
-        images = model.generate(given, n, temperature=temperature, complete=complete)[data.image.name]
+        images = model.generate(given, n, temperature=temperature, complete=complete, sampler=sampler)[
+            data.image.name
+        ]
         if continuous:  # each (n, len(qs))
             values = {a: v.cpu() for a, v in clf.read(images).items()}
             read = {a: continuous[a].to_levels(v) if a in continuous else v for a, v in values.items()}
@@ -516,6 +519,15 @@ def evaluate(
                 eval_cfg.coherence_draws,
                 sampler,
             )
+            metrics.setdefault("conditioned", {})[kind] = timed(
+                f"correctness_coverage {kind}",
+                correctness_coverage,
+                model,
+                data,
+                clf,
+                sampler=sampler,
+                **queries_cfg,
+            )
     per_example = timed(
         "log_likelihood",
         log_likelihood_examples,
@@ -562,6 +574,9 @@ def headline(metrics: dict) -> dict[str, float]:
     for t, m in metrics.get("completed", {}).items():
         row |= {f"correctness |O|={k}, completed T={t}": v for k, v in m["correctness"]["by_size"].items()}
         row |= {f"coverage |O|={k}, completed T={t}": v for k, v in m["coverage"]["by_size"].items()}
+    for kind, m in metrics.get("conditioned", {}).items():
+        row |= {f"correctness |O|={k}, {kind} sampler": v for k, v in m["correctness"]["by_size"].items()}
+        row |= {f"coverage |O|={k}, {kind} sampler": v for k, v in m["coverage"]["by_size"].items()}
     acc = metrics["image_to_attribute_accuracy"]["q(z|x)"]
     row["image->attribute accuracy"] = sum(acc.values()) / len(acc)
     row["joint coherence"] = metrics["joint_coherence"]
@@ -602,11 +617,13 @@ def readings_text(row: dict) -> str:
 
 
 def columns(metrics: dict) -> dict[str, dict]:
-    """Every sampler evaluated, by its title: "T = 1" (the headline), "T = 0.5", "completed, T = 0.5"."""
+    """Every sampler evaluated, by its title: "T = 1" (the headline), "T = 0.5", "completed, T = 0.5",
+    "gmm sampler" (a fitted sampler conditioned on the query)."""
     return (
         {"T = 1": metrics}
         | {f"T = {t}": m for t, m in metrics.get("at_temperature", {}).items()}
         | {f"completed, T = {t}": m for t, m in metrics.get("completed", {}).items()}
+        | {f"{kind} sampler": m for kind, m in metrics.get("conditioned", {}).items()}
     )
 
 

@@ -33,6 +33,8 @@ from .runs import load_torch, save_torch
 # posterior suits every family: a mixture's q(z|x,y) also draws from the broad q(z|y)
 # (docs/results-samplers.md).
 CODES = ("image-mean", "image-draw", "joint-mean", "joint-draw")
+POOL = 100_000  # a conditioned query's draws are resampled from this many draws of the sampler
+DECODED_ROWS = 8192  # latents decoded at once when weighing the pool
 HELD_OUT = 0.1  # share of the codes kept out of the fit to score it (held-out log-likelihood per code)
 
 
@@ -82,6 +84,20 @@ class LatentSampler(nn.Module):
 
     def describe(self) -> str:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def conditioned(self, model, given: dict[str, torch.Tensor], n: int, pool: int = POOL) -> torch.Tensor:
+        """n draws of z ~ p_fit(z | given) ∝ p_fit(z) prod_m p(m|z) for each of B queries, (n, B, z_dim):
+        one pool of this sampler's draws, resampled per query by the given modalities' likelihoods under
+        their decoders (sampling importance resampling)."""
+        device = next(model.parameters()).device
+        z = self.sample(pool).to(device)
+        log_w = torch.zeros(())
+        for name, values in given.items():
+            logits = torch.cat([model.decoders[name](part) for part in z.split(DECODED_ROWS)])
+            log_w = log_w + model.modalities[name].log_likelihood_pairs(logits, values.to(device))  # (P, B)
+        picks = torch.multinomial(torch.softmax(log_w, 0).T, n, replacement=True)  # (B, n)
+        return z[picks].transpose(0, 1)
 
 
 class GaussianMixtureSampler(LatentSampler):

@@ -123,8 +123,8 @@ class MultimodalVAE(nn.Module):
         complete: bool = False,
         sampler: LatentSampler | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Draw n latents per query from q(z|given) (if nothing is given, from p(z) or a fitted `sampler`)
-        and decode them.
+        """Draw n latents per query from q(z|given) (if nothing is given, from p(z)) and decode them; with a
+        fitted `sampler`, z comes from it instead (conditioned on what is given: `LatentSampler.conditioned`).
 
         Each given value is a (B,) tensor of B queries (stored values: class indices, standardised numbers);
         outputs have leading shape (n, B): "z", the image's mean p(x|z) in [0, 1], and each attribute's
@@ -148,6 +148,8 @@ class MultimodalVAE(nn.Module):
             for name, logit in self.logits(drawn, missing).items():
                 full[name] = attributes[name].sample(logit)
             z = self.posterior(full).tempered(temperature).sample().reshape(n, queries, self.z_dim)
+        elif given and sampler is not None:
+            z = sampler.conditioned(self, given, n)
         elif given:
             z = self.posterior(given).tempered(temperature).sample((n,))
         elif sampler is not None:
