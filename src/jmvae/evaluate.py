@@ -246,7 +246,8 @@ def correctness_coverage(
     continuous = {a.name: a for a in data.attributes if isinstance(a, Continuous)}
     for subset, qs in subsets.items():
         given = {a: data.attribute(a).level_values(torch.tensor([q[a] for q in qs])) for a in subset}
-        images = model.generate(given, n, temperature=temperature, complete=complete, sampler=sampler)[
+        drawn = {"sampler": sampler} if sampler is not None else {}  # as in joint_coherence
+        images = model.generate(given, n, temperature=temperature, complete=complete, **drawn)[
             data.image.name
         ]
         if continuous:  # each (n, len(qs))
@@ -356,7 +357,9 @@ def joint_coherence(
 ) -> float:
     """Share of z ~ p(z) (or a fitted sampler) whose decoded image the classifier reads as argmax p(a|z),
     for every attribute."""
-    drawn = model.generate({}, draws, sampler=sampler)  # (draws, 1, ...): decoded in bounded chunks
+    # (draws, 1, ...): decoded in bounded chunks; models without samplers need not know the keyword
+    fitted: dict[str, Any] = {"sampler": sampler} if sampler is not None else {}
+    drawn = model.generate({}, draws, **fitted)
     reads = clf.predict(drawn[data.image.name])
     agree = torch.stack([reads[a.name] == a.to_levels(drawn[a.name]) for a in data.attributes]).all(0)
     return float(agree.float().mean())
