@@ -27,7 +27,9 @@ from jmvae.runs import write_json
 from jmvae.samplers import CODES, SAMPLERS, SamplerConfig, fit_sampler, save_sampler
 from jmvae.train import load_run
 
-MODELS = {"jmvae": "default-float32"} | {m: f"zoo-{m}" for m in ("telbo", "mvae", "mmvae", "mopoe", "mvtcae")}
+MODELS = {"jmvae": "default-float32"} | {
+    m: f"zoo-{m}" for m in ("telbo", "mvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus")
+}
 DRAWS = 10_000
 
 
@@ -46,7 +48,7 @@ def measure(run: Path, codes: list[str], seed: int) -> dict:
     cache = run / "sampler_coherence.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     wanted = ["p(z)"] + [f"{k} {c}" for c in codes for k in SAMPLERS]
-    if all(w in done for w in wanted):
+    if all(w in done for w in [*wanted, "conditioned"]):
         return done
     _, data, model = load_run(run)
     clf, _ = classifier_for(data)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import sweep_queries as sweep
 
-MODELS = ["jmvae", "telbo", "mvae", "mmvae", "mopoe", "mvtcae"]
+MODELS = ["jmvae", "telbo", "mvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus"]
 FRACTIONS = ["0.1", "0.01"]
 ZOO = {"default-float32": sweep.CONFIGS["default-float32"]}  # jmvae's default, in float32
 ZOO |= {

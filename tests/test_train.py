@@ -217,7 +217,8 @@ def test_batch_and_lr_defaults_follow_the_preset_and_paper_unless_given():
         ("batch_size", -1, "batch-size -1 (allowed: an integer >= 1)"),
         ("lr", 0.0, "lr 0.0 (allowed: a number in (0, 1])"),
         ("lr", 5.0, "lr 5.0 (allowed: a number in (0, 1])"),
-        ("model", "vae", "model vae (allowed: jmvae, telbo, mvae, mmvae, mopoe, mvtcae)"),
+        ("model", "vae", "model vae (allowed: jmvae, telbo, mvae, mmvae, mopoe, mvtcae, mmvaeplus)"),
+        ("private_dim", 0, "private-dim 0 (allowed: an integer from 1 to 512)"),
     ],
 )
 def test_config_validation(field, value, message):

@@ -55,8 +55,8 @@ def dbl(batch):
 
 
 # -- densities written out --------------------------------------------------------------------------------
-def log_lik(m, name, z, batch):
-    logits = m.decoders[name](z)
+def log_lik(m, name, z, batch, net=None):
+    logits = (net or m.decoders[name])(z)
     if name == "x":
         x = batch["x"]
         return (x * F.logsigmoid(logits) + (1 - x) * F.logsigmoid(-logits)).sum(-1)
@@ -269,6 +269,74 @@ def test_mmvae_posterior_is_the_uniform_mixture_of_experts():
     assert torch.allclose(q.log_prob(z), by_hand, atol=1e-10)
 
 
+# -- MMVAE+ ------------------------------------------------------------------------------------------------
+def mmvaeplus_by_hand(m, b, k, lam, beta, p):
+    """The MMVAE+ bound written out: expert j's (z, w_j), every other modality's w from its r."""
+    full = [m.encoders[n](b[n]) for n in NAMES]
+    shared = [(q.loc[..., :2], q.scale[..., :2]) for q in full]
+    private = [(q.loc[..., 2:], q.scale[..., 2:]) for q in full]
+    nz, nw, nr = eps((k, 3, 5, 2)).double(), eps((k, 3, 5, p)).double(), eps((k, 3, 5, p)).double()
+    bounds = []
+    for j in range(3):
+        log_w = []
+        for i in range(k):
+            z = shared[j][0] + shared[j][1] * nz[i, j]
+            w = private[j][0] + private[j][1] * nw[i, j]
+            log_q = torch.logsumexp(torch.stack([log_normal(z, mu, s) for mu, s in shared]), 0) - math.log(3)
+            log_px = 0
+            for n_i, n in enumerate(NAMES):
+                w_n = w if n_i == j else m.decoders[n].log_scale.exp() * nr[i, j]
+                zw = torch.cat([z, w_n], -1)
+                log_px = log_px + (1.0 if n == "x" else lam) * log_lik(m, n, zw, b, m.decoders[n].net)
+            prior = log_normal(z, 0 * z, 1 + 0 * z) + log_normal(w, 0 * w, 1 + 0 * w)
+            log_w.append(log_px + beta * (prior - log_q - log_normal(w, *private[j])))
+        bounds.append(torch.logsumexp(torch.stack(log_w), 0) - math.log(k))
+    return -torch.stack(bounds).mean(0).mean()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_mmvaeplus_matches_hand_computation(fixed_noise, k):
+    m, b = model("mmvaeplus", samples=k, attribute_weight=2.0, beta=1.5, private_dim=3), dbl(batch_of())
+    with torch.no_grad():  # each r_n a different width, so a mix-up of whose w is whose shows
+        for i, n in enumerate(NAMES):
+            m.decoders[n].log_scale.copy_(torch.tensor([0.3, -0.2, 0.5]) * (i - 1))
+    loss, terms = m.loss(b)
+    assert torch.allclose(loss, mmvaeplus_by_hand(m, b, k, 2.0, 1.5, 3), rtol=1e-6)
+    assert set(terms) == {f"nll_{n}" for n in NAMES} | {f"iwae_{n}" for n in NAMES}
+
+
+def test_mmvaeplus_dreg_keeps_the_bound_and_the_decoder_gradient(fixed_noise):
+    b = dbl(batch_of())
+    plain, dreg = model("mmvaeplus", samples=3), model("mmvaeplus", samples=3, dreg=True)
+    lp, ld = plain.loss(b)[0], dreg.loss(b)[0]
+    assert torch.allclose(lp, ld, rtol=1e-10)
+    lp.backward()
+    ld.backward()
+    grads = [(n, p1.grad, p2.grad) for (n, p1), p2 in zip(plain.named_parameters(), dreg.parameters())]
+    for name, g1, g2 in grads:
+        if name.startswith("decoders"):
+            assert torch.allclose(g1, g2, atol=1e-10), name
+    assert any(not torch.allclose(g1, g2) for n, g1, g2 in grads if n.startswith("encoders"))
+
+
+def test_mmvaeplus_infers_z_from_the_shared_experts_and_decodes_with_w_from_r():
+    m, b = model("mmvaeplus", private_dim=3), dbl(batch_of())
+    q = m.posterior({"position": b["position"], "digit": b["digit"]})
+    z = torch.randn(5, 2, dtype=torch.float64)
+    parts = [m.encoders[n](b[n]) for n in ("position", "digit")]
+    by_hand = torch.logsumexp(
+        torch.stack([log_normal(z, p.loc[..., :2], p.scale[..., :2]) for p in parts]), 0
+    ) - math.log(2)
+    assert torch.allclose(q.log_prob(z), by_hand, atol=1e-10)
+    decoder = m.decoders["x"]
+    with torch.no_grad():
+        decoder.log_scale.fill_(-30.0)  # r_x a point at 0: decoding z alone is the network at w = 0
+        at_zero = decoder.net(torch.cat([z, torch.zeros(5, 3, dtype=torch.float64)], -1))
+        assert torch.allclose(decoder(z), at_zero) and torch.allclose(decoder.at_prior_mean()(z), at_zero)
+        decoder.log_scale.fill_(1.0)
+        assert not torch.allclose(decoder(z), at_zero)  # else w from a wide r
+
+
 # -- MVTCAE ------------------------------------------------------------------------------------------------
 def kl_normal(mu1, s1, mu2, s2):
     return (s2.log() - s1.log() + (s1**2 + (mu1 - mu2) ** 2) / (2 * s2**2) - 0.5).sum(-1)
@@ -353,20 +421,24 @@ def test_jmvae_and_telbo_train_an_unlabelled_image_on_its_own_elbo(fixed_noise):
 def test_large_images_get_conv_networks_and_any_network_can_be_passed_in(name):
     from torch import nn
 
+    from jmvae.models.mmvaeplus import PrivateDecoder
     from jmvae.networks import ConvDecoder, ConvTrunk, GaussianEncoder
 
     big = [Image("x", (32, 32)), Categorical("digit", ("a", "b", "c"))]
     torch.manual_seed(0)
     m = build_model(name, big, z_dim=3, hidden=16)
-    assert isinstance(m.encoders["x"].body, ConvTrunk) and isinstance(m.decoders["x"], ConvDecoder)
+    private = isinstance(m.decoders["x"], PrivateDecoder)  # MMVAE+: networks on [z, w_x], w_x of 2 dims
+    width = 3 + 2 * private
+    assert isinstance(m.encoders["x"].body, ConvTrunk)
+    assert isinstance(m.decoders["x"].net if private else m.decoders["x"], ConvDecoder)
     b = {"x": torch.rand(4, 32 * 32), "digit": torch.tensor([0, 1, 2, 0])}
     loss, _ = m.loss(b)
     loss.backward()
     assert torch.isfinite(loss) and m.generate({"digit": torch.tensor([1])}, 2)["x"].shape == (2, 1, 1024)
-    mine = GaussianEncoder(32 * 32, 3, 8)
-    decoder = nn.Sequential(nn.Linear(3, 1024))
+    mine = GaussianEncoder(32 * 32, width, 8)
+    decoder = nn.Sequential(nn.Linear(width, 1024))
     m = build_model(name, big, z_dim=3, hidden=16, encoders={"x": mine}, decoders={"x": decoder})
-    assert m.encoders["x"] is mine and m.decoders["x"] is decoder
+    assert m.encoders["x"] is mine and (m.decoders["x"].net if private else m.decoders["x"]) is decoder
     assert torch.isfinite(m.loss(b)[0])
     with pytest.raises(ValueError, match="networks for colour"):
         build_model(name, big, encoders={"colour": mine})
@@ -414,6 +486,9 @@ def test_paper_settings_per_model():
     mvtcae = TrainConfig(model="mvtcae", paper=True).resolved()
     assert (mvtcae.attribute_weight, mvtcae.tc_alpha, mvtcae.beta) == (1, 0.1, 2.5)
     assert TrainConfig(model="mvtcae").resolved().beta == 1
+    plus = TrainConfig(model="mmvaeplus", paper=True).resolved()
+    assert (plus.attribute_weight, plus.samples, plus.beta, plus.private_dim) == (1, 1, 2.5, 2)
+    assert TrainConfig(model="mmvaeplus", private_dim=8).resolved().model_options()["private_dim"] == 8
 
 
 def test_only_the_examples_missing_an_attribute_are_decoded_for_their_image_elbo(monkeypatch):

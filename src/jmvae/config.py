@@ -131,7 +131,8 @@ class TrainConfig:
     samples: int | None = None  # MMVAE: importance samples K per expert
     dreg: bool | None = None  # MMVAE: doubly reparameterised gradients
     tc_alpha: float | None = None  # MVTCAE: the KL's share on the conditional (expert) terms
-    beta: float | None = None  # MVTCAE: weight of all its KL terms
+    beta: float | None = None  # MVTCAE, MMVAE+: weight of the KL terms
+    private_dim: int | None = None  # MMVAE+: dimensions of each modality's private latent
     sample_subsets: bool | None = (
         None  # MoPoE: each example decoded from one drawn subset (None: if more than 7)
     )
@@ -236,6 +237,11 @@ class TrainConfig:
             "a number from 0 to 1",
         )
         check(self.beta is None or 0 <= self.beta <= 1000, f"beta {self.beta}", "a number from 0 to 1000")
+        check(
+            self.private_dim is None or 1 <= self.private_dim <= 512,
+            f"private-dim {self.private_dim}",
+            "an integer from 1 to 512",
+        )
         check(
             self.image_target in (None, *IMAGE_TARGETS),
             f"image-target {self.image_target}",

@@ -27,6 +27,7 @@ from .data.attributes import AttributeDataset, to_batch
 from .errors import UserError
 from .modalities import Attribute, Continuous
 from .models import MultimodalVAE
+from .models.mmvaeplus import PrivateDecoder
 from .networks import ConvDecoder
 from .runs import write_text
 from .samplers import LatentSampler
@@ -46,6 +47,11 @@ def half(a: torch.Tensor) -> str:
     return base64.b64encode(
         a.detach().cpu().to(torch.float16).contiguous().numpy().astype("<f2").tobytes()
     ).decode()
+
+
+def shared_only(decoder: nn.Module) -> nn.Module:
+    """A decoder of z alone: MMVAE+'s private latent held at its prior's mean."""
+    return decoder.at_prior_mean() if isinstance(decoder, PrivateDecoder) else decoder
 
 
 def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
@@ -262,7 +268,7 @@ def _explorer_data(
         "queries": queries(model, data, plane, device, g, max_given),
         "decoders": {
             name: {
-                "layers": decoder_layers(model.decoders[name], name),
+                "layers": decoder_layers(shared_only(model.decoders[name]), name),
                 "kind": "image" if name == x else data.attribute(name).kind,
             }
             for name in model.names

@@ -17,6 +17,7 @@ from ..modalities import Modality
 from .base import MultimodalVAE
 from .jmvae import JMVAE
 from .mmvae import MMVAE
+from .mmvaeplus import MMVAEPlus
 from .mopoe import MoPoE
 from .mvae import MVAE
 from .mvtcae import MVTCAE
@@ -29,6 +30,7 @@ MODELS: dict[str, type[MultimodalVAE]] = {
     "mmvae": MMVAE,
     "mopoe": MoPoE,
     "mvtcae": MVTCAE,
+    "mmvaeplus": MMVAEPlus,
 }
 
 # The published objectives' settings, as each model file declares them (PAPER); PAPER here is JMVAE's, which
@@ -107,4 +109,6 @@ __all__ = [
     "MVAE",
     "MMVAE",
     "MoPoE",
+    "MVTCAE",
+    "MMVAEPlus",
 ]
