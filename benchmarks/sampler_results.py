@@ -6,7 +6,7 @@ seed), then reads 10,000 decoded draws of each with the attribute classifier, as
 fitted samplers are stored in the runs. Add `--codes` to compare what the samplers are fitted to.
 
     python benchmarks/zoo_results.py --jobs 2 --label-seeds          # the 15 runs (about an hour)
-    python benchmarks/sampler_results.py --root runs/sweep           # fits and the table (a few minutes)
+    python benchmarks/sampler_results.py --root runs/sweep --codes auto image-mean joint-mean  # fits, table
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def measure(run: Path, codes: list[str], seed: int) -> dict:
     cache = run / "sampler_coherence.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     wanted = ["p(z)"] + [f"{k} {c}" for c in codes for k in SAMPLERS]
-    if all(w in done for w in [*wanted, "conditioned"]):
+    if all(w in done for w in [*wanted, "conditioned auto"]):
         return done
     _, data, model = load_run(run)
     clf, _ = classifier_for(data)
@@ -68,12 +68,13 @@ def measure(run: Path, codes: list[str], seed: int) -> dict:
             torch.manual_seed(seed)
             done[key] = joint_coherence(model, data, clf, DRAWS, sampler)
             print(f"{run.name:28} {key:16} {done[key]:.4f}  (p(z) {done['p(z)']:.4f})", flush=True)
-    if "conditioned" not in done:  # correctness and coverage per |O|: q(z|given) (the run's) and gmm given
+    if "conditioned auto" not in done:  # correctness and coverage per |O|: q(z|given) and gmm (auto codes)
         metrics = json.loads((run / "metrics.json").read_text())
         sampler, _ = fit_sampler(model, data, SamplerConfig(kind="gmm", seed=seed))
+        done["auto codes"] = sampler.cfg.codes
         torch.manual_seed(seed)
         fitted = correctness_coverage(model, data, clf, n=metrics["settings"]["n_per_query"], sampler=sampler)
-        done["conditioned"] = {
+        done["conditioned auto"] = {
             "q(z|given)": {k: metrics[k]["by_size"] for k in ("correctness", "coverage")},
             "gmm given": {k: fitted[k]["by_size"] for k in ("correctness", "coverage")},
         }
@@ -111,14 +112,15 @@ def main() -> None:
             values = [r[col] for r in rows]
             spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
             cells.append(f"{statistics.fmean(values):.3f}{spread} [{min(values):.3f}]")
-        print(f"| {model} ({len(rows)} seeds) | " + " | ".join(cells) + " |")
+        auto = "/".join(sorted({r.get("auto codes", "?") for r in rows}))
+        print(f"| {model} ({len(rows)} seeds; auto: {auto}) | " + " | ".join(cells) + " |")
     print("\n| correctness and coverage, mean ± std over seeds | " + " | ".join(results) + " |")
     print("|---|" + "---|" * len(results))
     for how in ("q(z|given)", "gmm given"):
         for metric, size in (("correctness", "2"), ("correctness", "1"), ("coverage", "1")):
             cells = []
             for rows in results.values():
-                values = [r["conditioned"][how][metric][size] for r in rows]
+                values = [r["conditioned auto"][how][metric][size] for r in rows]
                 spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
                 cells.append(f"{statistics.fmean(values):.3f}{spread}")
             print(f"| {metric} \\|O\\|={size}, {how} | " + " | ".join(cells) + " |")

@@ -242,3 +242,30 @@ def test_conditioned_draws_follow_the_fitted_density_times_the_decoder():
     assert float((z[:, 0, 0] > 0).float().mean()) > 0.99 and float((z[:, 1, 0] < 0).float().mean()) > 0.99
     assert z[:, 0].mean(0).tolist() == pytest.approx([3.0, 0.0], abs=0.1)
     assert float(z[:, 0, 1].std()) == pytest.approx(0.5, abs=0.05)
+
+
+def test_auto_codes_are_the_joint_means_unless_the_joint_posterior_is_a_mixture():
+    """auto: q(z|x,y) means for the product-of-experts and joint-encoder models (MVAE's q(z|x) may carry no
+    attribute), q(z|x) means for the mixtures (their joint mean lies between components), and q(z|x) where
+    no training example has every attribute."""
+    from jmvae.data.own import from_arrays
+    from jmvae.models import MODELS, build_model
+    from jmvae.samplers import auto_codes, fit_sampler
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(60, 8, 8, generator=g).numpy()
+    colour = np.array(["red", "blue", "green"] * 20, dtype=object)
+    data = from_arrays({"image": images, "colour": colour, "size": np.linspace(0.0, 1.0, 60)})
+    mixtures = {"mmvae", "mopoe", "mmvaeplus"}
+    for name in MODELS:
+        torch.manual_seed(0)
+        model = build_model(name, data.modalities, hidden=8)
+        assert auto_codes(model, data) == ("image-mean" if name in mixtures else "joint-mean"), name
+    model = build_model("mvae", data.modalities, hidden=8)
+    sampler, scores = fit_sampler(model, data, SamplerConfig(seed=1))
+    assert sampler.cfg.codes == "joint-mean" and scores["codes"] == len(data.train["image"])
+    size = np.where(np.arange(60) % 2 == 0, np.nan, np.linspace(0.0, 1.0, 60))  # never both observed
+    colour = np.where(np.arange(60) % 2 == 1, None, colour)
+    disjoint = from_arrays({"image": images, "colour": colour, "size": size}, kinds={"size": "continuous"})
+    torch.manual_seed(0)
+    assert auto_codes(build_model("mvae", disjoint.modalities, hidden=8), disjoint) == "image-mean"

@@ -389,7 +389,7 @@ def cmd_fit_sampler(args) -> None:
         remove_temp_files(run_dir)
         sampler, scores = fit_sampler(model, data, cfg)
         path = save_sampler(run_dir, sampler, scores)
-    print(f"{sampler.describe()}, fitted to {scores['codes']:,} training codes ({cfg.codes}): {path}")
+    print(f"{sampler.describe()}, fitted to {scores['codes']:,} training codes ({sampler.cfg.codes}): {path}")
     if "held-out log density" in scores:
         print(
             f"held-out codes ({scores['held_out']:,}): mean log density {scores['held-out log density']:.3f} "
@@ -763,7 +763,9 @@ def build_parser() -> Parser:
         choices=CODES,
         default=d_sampler.codes,
         help="what is fitted, one code per training example: the mean or a draw of q(z|x) (image-), or of "
-        f"q(z | every modality) (joint-; the examples with every attribute) (default {d_sampler.codes})",
+        "q(z | every modality) (joint-; the examples with every attribute); auto: joint-mean, or image-mean "
+        "where the joint posterior is a mixture or no example has every attribute "
+        f"(default {d_sampler.codes})",
     )
     f.add_argument("--seed", type=int, default=0, help="the fit's seed (default 0)")
     f.set_defaults(func=cmd_fit_sampler)

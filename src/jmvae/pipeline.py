@@ -100,7 +100,8 @@ def fit_samplers(run_dir: Path, model, data, kinds: list[str], seed: int, log=pr
         sampler, scores = fit_sampler(model, data, SamplerConfig(kind=kind, seed=seed))
         path = save_sampler(run_dir, sampler, scores)
         log(
-            f"{sampler.describe()} fitted to {scores['codes']:,} codes in {time.perf_counter() - t0:.1f} s: "
+            f"{sampler.describe()} fitted to {scores['codes']:,} codes ({sampler.cfg.codes}) in "
+            f"{time.perf_counter() - t0:.1f} s: "
             f"{path}"
         )
 

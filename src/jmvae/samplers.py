@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,14 +25,15 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, MultivariateNormal
 
-from .data.attributes import AttributeDataset, batches
+from .data.attributes import AttributeDataset, batches, to_batch
 from .errors import UserError
+from .posteriors import Mixture
 from .runs import load_torch, save_torch
 
-# The code of a training example: the mean or one draw of q(z|x), or of q(z | every modality). The image's
-# posterior suits every family: a mixture's q(z|x,y) also draws from the broad q(z|y)
-# (docs/results-samplers.md).
-CODES = ("image-mean", "image-draw", "joint-mean", "joint-draw")
+# The code of a training example: the mean or one draw of q(z|x), or of q(z | every modality); "auto" is
+# the joint posterior's mean, or q(z|x)'s where the joint posterior is a mixture (whose mean lies between
+# its components) or no example observes every attribute (docs/results-samplers.md).
+CODES = ("auto", "image-mean", "image-draw", "joint-mean", "joint-draw")
 POOL = 100_000  # a conditioned query's draws are resampled from this many draws of the sampler
 DECODED_ROWS = 8192  # latents decoded at once when weighing the pool
 HELD_OUT = 0.1  # share of the codes kept out of the fit to score it (held-out log-likelihood per code)
@@ -45,7 +46,7 @@ class SamplerConfig:
     transforms: int = 3  # maf: autoregressive transforms
     hidden: int = 64  # maf: width of each transform's two hidden layers
     steps: int = 3000  # maf: Adam steps (batches of 512 codes)
-    codes: str = "image-mean"  # what is fitted, one code per training example (CODES)
+    codes: str = "auto"  # what is fitted, one code per training example (CODES)
     seed: int = 0
 
     def validate(self) -> None:
@@ -215,11 +216,30 @@ def training_codes(model, data: AttributeDataset, codes: str, seed: int) -> torc
     return torch.cat(out).reshape(-1, model.z_dim).float()
 
 
+@torch.no_grad()
+def auto_codes(model, data: AttributeDataset) -> str:
+    """joint-mean, unless the model's q(z | every modality) is a mixture or no training example observes
+    every attribute: then image-mean."""
+    full = torch.ones(len(data.train[data.image.name]), dtype=torch.bool)
+    for a in data.attributes:
+        full &= a.observed(data.train[a.name])
+    if not bool(full.any()):
+        return "image-mean"
+    first = int(full.nonzero()[0])
+    device = next(model.parameters()).device
+    batch = to_batch(data.train, slice(first, first + 1), device)
+    one = {n: v for n, v in batch.items() if n in model.names}
+    return "image-mean" if isinstance(model.posterior(one), Mixture) else "joint-mean"
+
+
 def fit_sampler(model, data: AttributeDataset, cfg: SamplerConfig) -> tuple[LatentSampler, dict[str, float]]:
     """A sampler fitted to the run's training codes, and what the fit scored: mean log-density of the codes
-    held out from it (HELD_OUT of them, seeded) beside p(z)'s, nats per code."""
+    held out from it (HELD_OUT of them, seeded) beside p(z)'s, nats per code. The sampler's config records
+    the codes it was fitted to ("auto" resolved)."""
     cfg.validate()
     model.eval()
+    if cfg.codes == "auto":
+        cfg = replace(cfg, codes=auto_codes(model, data))
     codes = training_codes(model, data, cfg.codes, cfg.seed)
     order = torch.randperm(len(codes), generator=torch.Generator().manual_seed(cfg.seed))
     held = max(1, int(HELD_OUT * len(codes))) if len(codes) > 1 else 0
