@@ -246,8 +246,7 @@ def correctness_coverage(
     continuous = {a.name: a for a in data.attributes if isinstance(a, Continuous)}
     for subset, qs in subsets.items():
         given = {a: data.attribute(a).level_values(torch.tensor([q[a] for q in qs])) for a in subset}
-        drawn = {"sampler": sampler} if sampler is not None else {}  # as in joint_coherence
-        images = model.generate(given, n, temperature=temperature, complete=complete, **drawn)[
+        images = model.generate(given, n, temperature=temperature, complete=complete, **drawn_by(sampler))[
             data.image.name
         ]
         if continuous:  # each (n, len(qs))
@@ -347,6 +346,12 @@ def correctness_coverage(
     }
 
 
+def drawn_by(sampler: LatentSampler | None) -> dict[str, Any]:
+    """generate's keyword for a fitted sampler; none without one (models that have no samplers need not
+    take it)."""
+    return {} if sampler is None else {"sampler": sampler}
+
+
 @torch.no_grad()
 def joint_coherence(
     model: MultimodalVAE,
@@ -357,9 +362,7 @@ def joint_coherence(
 ) -> float:
     """Share of z ~ p(z) (or a fitted sampler) whose decoded image the classifier reads as argmax p(a|z),
     for every attribute."""
-    # (draws, 1, ...): decoded in bounded chunks; models without samplers need not know the keyword
-    fitted: dict[str, Any] = {"sampler": sampler} if sampler is not None else {}
-    drawn = model.generate({}, draws, **fitted)
+    drawn = model.generate({}, draws, **drawn_by(sampler))  # (draws, 1, ...): decoded in bounded chunks
     reads = clf.predict(drawn[data.image.name])
     agree = torch.stack([reads[a.name] == a.to_levels(drawn[a.name]) for a in data.attributes]).all(0)
     return float(agree.float().mean())

@@ -190,16 +190,22 @@ SAMPLERS: dict[str, type[LatentSampler]] = {"gmm": GaussianMixtureSampler, "maf"
 
 
 # -- fitting and storing ----------------------------------------------------------------------------------
+def observing(data: AttributeDataset, names: list[str]) -> torch.Tensor:
+    """(N,) bool: the training examples that observe every named attribute."""
+    keep = torch.ones(len(data.train[data.image.name]), dtype=torch.bool)
+    for a in data.attributes:
+        if a.name in names:
+            keep &= a.observed(data.train[a.name])
+    return keep
+
+
 @torch.no_grad()
 def training_codes(model, data: AttributeDataset, codes: str, seed: int) -> torch.Tensor:
     """One code per training example: the mean or a draw of q(z|x) ("image-", every example) or of
     q(z | every modality) ("joint-", the examples that observe every attribute)."""
     posterior, how = codes.split("-")
     names = [data.image.name] + ([a.name for a in data.attributes] if posterior == "joint" else [])
-    keep = torch.ones(len(data.train[data.image.name]), dtype=torch.bool)
-    for a in data.attributes:
-        if a.name in names:
-            keep &= a.observed(data.train[a.name])
+    keep = observing(data, names)
     if not bool(keep.any()):
         raise UserError(
             f"--codes {codes}: no training example observes every attribute (allowed: image-mean or "
@@ -220,9 +226,7 @@ def training_codes(model, data: AttributeDataset, codes: str, seed: int) -> torc
 def auto_codes(model, data: AttributeDataset) -> str:
     """joint-mean, unless the model's q(z | every modality) is a mixture or no training example observes
     every attribute: then image-mean."""
-    full = torch.ones(len(data.train[data.image.name]), dtype=torch.bool)
-    for a in data.attributes:
-        full &= a.observed(data.train[a.name])
+    full = observing(data, [a.name for a in data.attributes])
     if not bool(full.any()):
         return "image-mean"
     first = int(full.nonzero()[0])

@@ -65,12 +65,7 @@ class MMVAE(MultimodalVAE):
         fixed = Gaussian(q.loc.detach(), q.scale.detach()) if self.dreg and z.requires_grad else q
         # log q(z|X) = logsumexp_m' [log q(z|m') + log w_m'], w uniform over the observed experts
         log_each = fixed.log_prob(z.unsqueeze(-3))  # (K, M, M', B)
-        if present is None:
-            log_w = torch.full((len(self.names), 1), -math.log(len(self.names)), device=z.device)
-        else:
-            count = present.sum(-1)
-            log_w = torch.where(present, -count.log().unsqueeze(-1), -math.inf).T  # (M', B)
-        log_q = torch.logsumexp(log_each + log_w, -2)  # (K, M, B)
+        log_q = torch.logsumexp(log_each + self._log_mixture_weights(present, z.device), -2)  # (K, M, B)
         log_p = self.log_likelihood(z, batch)  # each decoder once on K*M*B rows
         log_px = sum(
             self.weights[m] * (lp if present is None else lp * present[:, i])
@@ -78,10 +73,7 @@ class MMVAE(MultimodalVAE):
         )
         log_iw = standard_normal(z).log_prob(z) + log_px - log_q  # (K, M, B)
         bound = torch.logsumexp(log_iw, 0) - math.log(self.samples)  # (M, B): one per expert
-        if present is None:
-            per_example = -bound.mean(0)
-        else:
-            per_example = -(bound * present.T).sum(0) / present.sum(-1)
+        per_example = self._mean_over_experts(-bound, present)
         if self.dreg and z.requires_grad:
             surrogate = self._dreg_surrogate(z, log_iw, present)
             per_example = (
@@ -91,16 +83,26 @@ class MMVAE(MultimodalVAE):
         named |= {f"iwae_{m}": -b for m, b in zip(self.names, bound)}
         return per_example.mean(), terms(**named)
 
+    def _log_mixture_weights(self, present: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """log w_m' of q(z|X) = sum_m' w_m' q(z|m'): uniform over the observed experts, (M', 1) or (M', B)."""
+        if present is None:
+            return torch.full((len(self.names), 1), -math.log(len(self.names)), device=device)
+        return torch.where(present, -present.sum(-1).log().unsqueeze(-1), -math.inf).T
+
+    @staticmethod
+    def _mean_over_experts(per_expert: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+        """(M, B) -> (B,): the mean over each example's observed experts."""
+        if present is None:
+            return per_expert.mean(0)
+        return (per_expert * present.T).sum(0) / present.sum(-1)
+
     @staticmethod
     def _dreg_surrogate(z: torch.Tensor, log_iw: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
         """A per-example quantity whose gradient is DReG's: sum_k w_k log w_k (w normalised, held fixed), with
         the gradient reaching z multiplied by w_k once more."""
         w = torch.softmax(log_iw, 0).detach()  # (K, M, B)
         z.register_hook(lambda grad: grad * w.unsqueeze(-1))
-        surrogate = (w * log_iw).sum(0)  # (M, B)
-        if present is None:
-            return -surrogate.mean(0)
-        return -(surrogate * present.T).sum(0) / present.sum(-1)
+        return MMVAE._mean_over_experts(-(w * log_iw).sum(0), present)
 
     def describe(self) -> str:
         lam = "" if self.attribute_weight == 1 else f", each log p(y_i|z) weighted {self.attribute_weight:g}"

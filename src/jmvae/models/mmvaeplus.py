@@ -111,11 +111,7 @@ class MMVAEPlus(MMVAE):
         dreg = self.dreg and z.requires_grad
         fixed_z = Gaussian(q_z.loc.detach(), q_z.scale.detach()) if dreg else q_z
         fixed_w = Gaussian(q_w.loc.detach(), q_w.scale.detach()) if dreg else q_w
-        m = len(self.names)
-        if present is None:
-            log_mix = torch.full((m, 1), -math.log(m), device=z.device)
-        else:
-            log_mix = torch.where(present, -present.sum(-1).log().unsqueeze(-1), -math.inf).T  # (M', B)
+        log_mix = self._log_mixture_weights(present, z.device)
         log_q = torch.logsumexp(fixed_z.log_prob(z.unsqueeze(-3)) + log_mix, -2)  # (K, M, B): q(z|X)
         log_px, named = torch.zeros(()), {}
         for i, name in enumerate(self.names):
@@ -128,10 +124,7 @@ class MMVAEPlus(MMVAE):
         log_prior = standard_normal(z).log_prob(z) + standard_normal(w).log_prob(w)
         log_iw = log_px + self.beta * (log_prior - log_q - fixed_w.log_prob(w))  # (K, M, B)
         bound = torch.logsumexp(log_iw, 0) - math.log(self.samples)  # (M, B)
-        if present is None:
-            per_example = -bound.mean(0)
-        else:
-            per_example = -(bound * present.T).sum(0) / present.sum(-1)
+        per_example = self._mean_over_experts(-bound, present)
         if dreg:
             weights = torch.softmax(log_iw, 0).detach()
             w.register_hook(lambda grad: grad * weights.unsqueeze(-1))  # as z's, in _dreg_surrogate
