@@ -5,6 +5,7 @@ shape, so a hand computation can use the very same draws. Hand computations writ
 (Bernoulli and softmax log-likelihoods, Gaussian log-densities and KLs) instead of calling the library.
 """
 
+import itertools
 import math
 
 import pytest
@@ -180,14 +181,19 @@ def test_mopoe_samples_subsets_where_there_are_more_than_seven():
     )  # every expert gets a gradient (KLs, draws)
 
 
-def test_mopoe_posterior_is_the_mixture_of_subset_products():
+def test_mopoe_posterior_is_the_mixture_of_subset_products_given_all_else_the_subsets_product():
     m, b = model("mopoe"), dbl(batch_of())
-    q = m.posterior({"x": b["x"], "digit": b["digit"]})
-    assert isinstance(q, Mixture) and q.loc.shape == (5, 3, 2)
+    q = m.posterior(b)
+    assert isinstance(q, Mixture) and q.loc.shape == (5, 7, 2)
     z = torch.randn(5, 2, dtype=torch.float64)
-    comps = [poe([expert(m, n, b) for n in s]) for s in [("x",), ("digit",), ("x", "digit")]]
-    by_hand = torch.logsumexp(torch.stack([log_normal(z, mu, s) for mu, s in comps]), 0) - math.log(3)
+    subsets = [s for r in (1, 2, 3) for s in itertools.combinations(NAMES, r)]
+    comps = [poe([expert(m, n, b) for n in s]) for s in subsets]
+    by_hand = torch.logsumexp(torch.stack([log_normal(z, mu, s) for mu, s in comps]), 0) - math.log(7)
     assert torch.allclose(q.log_prob(z), by_hand, atol=1e-10)
+    q = m.posterior({"x": b["x"], "digit": b["digit"]})  # a strict subset: its own product, with the prior
+    mu, s = poe([expert(m, n, b) for n in ("x", "digit")])
+    assert not isinstance(q, Mixture)
+    assert torch.allclose(q.log_prob(z), log_normal(z, mu, s), atol=1e-10)
 
 
 # -- MMVAE -------------------------------------------------------------------------------------------------
