@@ -24,8 +24,8 @@ def run2(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run3(tmp_path_factory):
-    out = tmp_path_factory.mktemp("explore") / "mopoe"
-    assert main(["train", "--model", "mopoe", "--z-dim", "3", "--out", str(out), *TINY]) == 0
+    out = tmp_path_factory.mktemp("explore") / "mmvae"
+    assert main(["train", "--model", "mmvae", "--z-dim", "3", "--out", str(out), *TINY]) == 0
     return out
 
 
@@ -130,7 +130,7 @@ def test_mixture_posterior_and_three_dimensional_latent(run3):
         page.select_option("#query select[name=position]", label="left")
         page.select_option("#query select[name=digit]", label="1")
         drawn = page.evaluate("() => window.jmvaeExplorer.ellipses()")
-        assert len(drawn) == 3  # MoPoE: a mixture over {position}, {digit}, {both}
+        assert len(drawn) == 2  # MMVAE: the mixture of the position and the digit expert
         page.evaluate("() => window.jmvaeExplorer.setZ([0.1, 0.2, 0.3])")
         back = page.evaluate("() => window.jmvaeExplorer.getZ()")
         assert max(abs(a - b) for a, b in zip(back, [0.1, 0.2, 0.3])) < 1e-5  # plane + slider span z
