@@ -4,10 +4,10 @@
     L = 1/|P(M)| sum_{S in P(M)} [ -E_q(z|S)[sum_m lambda_m log p(m|z)] + KL(q(z|S) || p(z)) ],
 
 P(M) the non-empty subsets of the modalities. Given only a subset A of them, q(z|A) is A's own product,
-the subset posterior the paper's code conditions on (so does MultiVae). L bounds minus the ELBO of the
-mixture: the reconstruction is its expectation under the mixture, taken per component (stratified), and the
-KL of a mixture is at most the mean of its components' KLs. An example averages over the subsets it observes,
-and reconstructs the modalities it has.
+the subset posterior the paper's code conditions on (as MultiVae; both without p(z), which jmvae keeps).
+L bounds minus the ELBO of the mixture: the reconstruction is its expectation under the mixture, taken per
+component (stratified), and the KL of a mixture is at most the mean of its components' KLs. An example
+averages over the subsets it observes, and reconstructs the modalities it has.
 
 With `sample_subsets` each example reconstructs from one subset drawn uniformly among those it observes (the
 KLs stay the exact mean): an unbiased estimate of the same L with one decoder pass of the batch instead of
