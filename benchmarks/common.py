@@ -145,6 +145,29 @@ def copy_weights(jm, dists: dict, to: str) -> None:
             pw.copy_(jw) if to == "pixyz" else jw.copy_(pw)
 
 
+# -- timed training steps ---------------------------------------------------------------------------------
+def timed_steps(model, loss_of, split):
+    """A function that runs one optimizer step of `model` per batch of row indices given it (the loss
+    loss_of(split, rows), the trainer's own Adam) and returns the seconds taken, the losses summed on the
+    device and read once at the end, as the trainer does."""
+    from jmvae.train import make_optimizer  # the benchmarks put src/ on the path before importing this
+
+    optimizer = make_optimizer(model, 1e-3)
+
+    def run(indices) -> float:
+        t0, total = time.perf_counter(), 0.0
+        for idx in indices:
+            loss = loss_of(split, idx)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total = total + loss.detach()
+        float(total)
+        return time.perf_counter() - t0
+
+    return run
+
+
 # -- what one training step computes ----------------------------------------------------------------------
 Layer = tuple[
     int, int, bool, int | None

@@ -44,6 +44,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import timed_steps  # noqa: E402
 from torch import nn  # noqa: E402
 from train_speed import WARMUP, batch_indices, interleaved, machine  # noqa: E402
 
@@ -51,7 +52,7 @@ from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
 from jmvae.networks import GaussianEncoder, low_precision  # noqa: E402
-from jmvae.train import build, evaluate_loss, make_optimizer  # noqa: E402
+from jmvae.train import build, evaluate_loss  # noqa: E402
 
 
 def stub_torchvision_ops() -> None:
@@ -193,15 +194,23 @@ def plain_encoder(enc: GaussianEncoder, in_dim: int) -> GaussianEncoder:
 def plain_joint(joint, in_dim: int, z_dim: int, hidden: int) -> GaussianEncoder:
     """jmvae's JointEncoder as the single MLP on [x, one-hot(y)...] it stands for."""
     plain = GaussianEncoder(in_dim, z_dim, hidden)
-    with torch.no_grad():
-        w, b = joint.first_layer()
-        plain.body[0].weight.copy_(w), plain.body[0].bias.copy_(b)
-        plain.body[2].load_state_dict(joint.body[1].state_dict())
-        plain.head.load_state_dict(joint.head.state_dict())
+    copy_joint(joint, plain, to="multivae")
     return plain
 
 
-def multivae_model(kind: str, jm, data):
+@torch.no_grad()
+def copy_joint(joint, plain: GaussianEncoder, to: str) -> None:
+    """Copy weights between jmvae's JointEncoder and its plain MLP (to "jmvae" or "multivae")."""
+    if to == "jmvae":
+        joint.set_first_layer(plain.body[0].weight, plain.body[0].bias)
+    else:
+        w, b = joint.first_layer()
+        plain.body[0].weight.copy_(w), plain.body[0].bias.copy_(b)
+    for a, b in ((joint.body[1], plain.body[2]), (joint.head, plain.head)):
+        (a if to == "jmvae" else b).load_state_dict((b if to == "jmvae" else a).state_dict())
+
+
+def multivae_model(kind: str, jm):
     """MultiVae's model of `kind` on copies of jm's networks and weights."""
     pair = PAIRS[kind]
     names, x, z = jm.names, jm.image.name, jm.z_dim
@@ -216,9 +225,7 @@ def multivae_model(kind: str, jm, data):
         uses_likelihood_rescaling=lam != 1,
         rescale_factors=weights,
     )
-    if (
-        pair.multivae == "TELBO"
-    ):  # its weights of log p(m|z): in the joint ELBO (lambda), the unimodal (gamma)
+    if pair.multivae == "TELBO":  # its weights of log p(m|z): joint ELBO (lambda), unimodal ones (gamma)
         options |= dict(lambda_factors=weights, gamma_factors=weights)
     config = getattr(mv, pair.multivae + "Config")(**(options | pair.config))
     private = getattr(jm, "private_dim", None)
@@ -246,9 +253,10 @@ def copy_private_priors(jm, peer, to: str) -> None:
     """MMVAE+'s r_m: jmvae's log scale, MultiVae's log variance (twice it)."""
     for n in jm.names:
         log_scale, log_var = jm.decoders[n].log_scale, peer.logvars_priors[n]
-        log_var.copy_(2 * log_scale.view_as(log_var)) if to == "multivae" else log_scale.copy_(
-            log_var.view(-1) / 2
-        )
+        if to == "multivae":
+            log_var.copy_(2 * log_scale.view_as(log_var))
+        else:
+            log_scale.copy_(log_var.view(-1) / 2)
 
 
 @torch.no_grad()
@@ -263,15 +271,7 @@ def copy_networks(jm, peer, to: str) -> None:
     if getattr(jm, "private_dim", None):
         copy_private_priors(jm, peer, to)
     if hasattr(jm, "joint_encoder"):
-        joint, plain = jm.joint_encoder, peer.joint_encoder.net
-        pairs = [(joint.body[1], plain.body[2]), (joint.head, plain.head)]
-        if to == "jmvae":
-            joint.set_first_layer(plain.body[0].weight, plain.body[0].bias)
-        else:
-            w, b = joint.first_layer()
-            plain.body[0].weight.copy_(w), plain.body[0].bias.copy_(b)
-        for a, b in pairs:
-            (a if to == "jmvae" else b).load_state_dict((b if to == "jmvae" else a).state_dict())
+        copy_joint(jm.joint_encoder, peer.joint_encoder.net, to)
 
 
 # -- batches and steps -------------------------------------------------------------------------------------
@@ -290,21 +290,9 @@ def peer_loss(peer, batch: dict[str, torch.Tensor], epoch: int = 1_000_000) -> t
     return out.loss_sum / len(next(iter(batch.values()))) if "loss_sum" in out else out.loss
 
 
-def steps_of(model, loss_of, split):
-    optimizer = make_optimizer(model, 1e-3)
-
-    def run(indices) -> float:
-        t0, total = time.perf_counter(), 0.0
-        for idx in indices:
-            loss = loss_of(split, idx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total = total + loss.detach()
-        float(total)
-        return time.perf_counter() - t0
-
-    return run
+def peer_steps(peer, jm, split, epoch: int = 1_000_000):
+    """Timed steps of MultiVae's model (TELBO: epoch 0 its first stage, later ones its second)."""
+    return timed_steps(peer, lambda s, i: peer_loss(peer, peer_batch(jm, s, i), epoch), split)
 
 
 def pair_of(kind: str, batch: int, seed: int, auto: bool = False):
@@ -312,9 +300,9 @@ def pair_of(kind: str, batch: int, seed: int, auto: bool = False):
     also jmvae's step in the precision `jmvae train` picks on this machine, if that is not float32."""
     cfg = TrainConfig(model=kind, batch_size=batch, seed=seed, **PAIRS[kind].jmvae)
     data, jm = build(cfg, quiet=True)
-    peer = multivae_model(kind, jm, data)
+    peer = multivae_model(kind, jm)
     jm.train(), peer.train()
-    runs = {"jmvae": steps_of(jm, lambda s, i: jm.loss(to_batch(s, i))[0], data.train)}
+    runs = {"jmvae": timed_steps(jm, lambda s, i: jm.loss(to_batch(s, i))[0], data.train)}
     if auto and cfg.resolved_precision() != "float32":  # what `jmvae train` runs here by default
         fast, dtype = copy.deepcopy(jm), cfg.precision_dtype()
 
@@ -322,13 +310,13 @@ def pair_of(kind: str, batch: int, seed: int, auto: bool = False):
             with low_precision(dtype):
                 return fast.loss(to_batch(s, i))[0]
 
-        runs[AUTO] = steps_of(fast, low, data.train)
+        runs[AUTO] = timed_steps(fast, low, data.train)
     if kind == "telbo":  # stage 1 trains `peer`; stage 2 (which freezes what it does not train) its copy
         second = copy.deepcopy(peer)
-        runs[STAGES[0]] = steps_of(peer, lambda s, i: peer_loss(peer, peer_batch(jm, s, i), 0), data.train)
-        runs[STAGES[1]] = steps_of(second, lambda s, i: peer_loss(second, peer_batch(jm, s, i)), data.train)
+        runs[STAGES[0]] = peer_steps(peer, jm, data.train, epoch=0)
+        runs[STAGES[1]] = peer_steps(second, jm, data.train)
     else:
-        runs["multivae"] = steps_of(peer, lambda s, i: peer_loss(peer, peer_batch(jm, s, i)), data.train)
+        runs["multivae"] = peer_steps(peer, jm, data.train)
     return data, jm, peer, runs
 
 
@@ -440,7 +428,7 @@ def quality(kind: str, batch: int, seed: int, args) -> dict:
         torch.manual_seed(seed)
         runs.pop(STAGES[0])(steps)
         second = copy.deepcopy(peer)
-        runs[STAGES[1]] = steps_of(second, lambda s, i: peer_loss(second, peer_batch(jm, s, i)), data.train)
+        runs[STAGES[1]] = peer_steps(second, jm, data.train)
         torch.manual_seed(seed + 1)
         runs.pop(STAGES[1])(steps)
         peer = second

@@ -20,7 +20,6 @@ import copy
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,13 +27,14 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import timed_steps  # noqa: E402
 from torch.distributions import Normal  # noqa: E402
 from train_speed import WARMUP, batch_indices, interleaved, machine  # noqa: E402
 
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
 from jmvae.subsets import nonempty_subsets, random_subsets  # noqa: E402
-from jmvae.train import build, evaluate_loss, make_optimizer  # noqa: E402
+from jmvae.train import build, evaluate_loss  # noqa: E402
 
 
 # -- the references ---------------------------------------------------------------------------------------
@@ -157,30 +157,13 @@ REFERENCES = {
 
 
 # -- timing -----------------------------------------------------------------------------------------------
-def stepper(model, loss_fn, split, batch):
-    optimizer = make_optimizer(model, 1e-3)
-
-    def run(indices) -> float:
-        t0, total = time.perf_counter(), 0.0
-        for idx in indices:
-            loss = loss_fn(model, to_batch(split, idx))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total = total + loss.detach()
-        float(total)
-        return time.perf_counter() - t0
-
-    return run
-
-
 def pair(kind: str, batch: int, seed: int):
     data, jm = build(TrainConfig(model=kind, batch_size=batch, seed=seed), quiet=True)
     ref = copy.deepcopy(jm)
     jm.train(), ref.train()
     runs = {
-        "jmvae": stepper(jm, lambda m, b: m.loss(b)[0], data.train, batch),
-        "reference": stepper(ref, REFERENCES[kind], data.train, batch),
+        "jmvae": timed_steps(jm, lambda s, i: jm.loss(to_batch(s, i))[0], data.train),
+        "reference": timed_steps(ref, lambda s, i: REFERENCES[kind](ref, to_batch(s, i)), data.train),
     }
     return data, {"jmvae": jm, "reference": ref}, runs
 
