@@ -33,7 +33,7 @@ def main() -> None:
         torch.manual_seed(0)
         z = torch.randn(args.draws, model.z_dim)
         logits = model.logits(z)
-        read = clf(logits[data.image.name].sigmoid())
+        read = clf([logits[data.images[0].name].sigmoid()])
         incoherent = torch.zeros(args.draws, dtype=torch.bool)
         parts = []
         for a in data.attributes:

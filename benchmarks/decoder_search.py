@@ -87,7 +87,7 @@ def read_back(model, clf, test: dict[str, torch.Tensor], names: list[str], image
     for tag, given in (("recon", batch), ("gen", {a: batch[a] for a in names})):
         z = model.posterior(given).rsample()
         x = torch.cat([model.modalities[image].point(model.logits(c, [image])[image]) for c in z.split(512)])
-        read = clf.predict(x)
+        read = clf.predict({image: x})
         hits = torch.stack([read[a] == batch[a] for a in names]).float()
         out[tag] = {a: round(float(h.mean()), 4) for a, h in zip(names, hits)} | {"all": float(hits.mean())}
     model.train()
@@ -99,7 +99,7 @@ def run_variant(variant: str, seconds: float, seed: int, n: int, overrides: dict
     cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides).resolved()
     data, model = build(cfg, quiet=True)
     if decoder is not None:  # drawn after the rest: the other networks start as conv3's do
-        image = data.image
+        image = data.images[0]
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
     clf, real = classifier_for(data)
     split = data.train
@@ -128,8 +128,8 @@ def run_variant(variant: str, seconds: float, seed: int, n: int, overrides: dict
         steps += chunk
         last_loss = float(sums[0]) / chunk
     names = [a.name for a in data.attributes]
-    quality = read_back(model, clf, data.test, names, data.image.name, n)
-    params = sum(p.numel() for p in model.decoders[data.image.name].parameters())
+    quality = read_back(model, clf, data.test, names, data.images[0].name, n)
+    params = sum(p.numel() for p in model.decoders[data.images[0].name].parameters())
     return {
         "variant": variant,
         "overrides": overrides,

@@ -96,7 +96,7 @@ def decoder_layers(model) -> list[tuple[int, int]]:
         return [(m.in_features, m.out_features) for m in seq if isinstance(m, torch.nn.Linear)]
 
     out = [l for d in model.decoders.values() for l in layers(d)]
-    return out + layers(model.decoders[model.image.name])
+    return out + layers(model.decoders[model.images[0].name])
 
 
 def mm_ceiling(layers, rows: int, seconds: float = 1.0, chunks: int = 5) -> float:

@@ -77,8 +77,8 @@ def time_load(n: int, size: int) -> None:
             dt = time.perf_counter() - t
             print(
                 f"load {what}: {dt:.1f} s, {n / dt:,.0f} images/s; {data.n_train:,} train / {data.n_test:,} "
-                f"test, images {data.train[data.image.name].dtype} "
-                f"({data.train[data.image.name].numel() / 1e9:.2f} G values)"
+                f"test, images {data.train[data.images[0].name].dtype} "
+                f"({data.train[data.images[0].name].numel() / 1e9:.2f} G values)"
             )
 
 

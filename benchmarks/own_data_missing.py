@@ -44,7 +44,7 @@ def main() -> None:
         for name, f in contenders.items():
             JMVAE.image_elbo = f  # type: ignore[method-assign]
             t = time.perf_counter()
-            order = torch.randperm(len(split[data.image.name]))
+            order = torch.randperm(len(split[data.images[0].name]))
             train_steps(
                 model, optimizer, split, order, cfg.batch_size, args.steps, precision=cfg.precision_dtype()
             )

@@ -49,19 +49,19 @@ class Reader(nn.Module):
 def train_reader(data, steps: int = 3000, seed: int = 1234) -> Reader:
     torch.manual_seed(seed)
     widths = {a.name: 1 if isinstance(a, Continuous) else a.size for a in data.attributes}
-    reader = Reader(data.image.channels, data.image.shape, widths)
+    reader = Reader(data.images[0].channels, data.images[0].shape, widths)
     opt = torch.optim.Adam(reader.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         b = to_batch(data.train, torch.randint(0, data.n_train, (128,), generator=g))
-        x = b[data.image.name]
+        x = b[data.images[0].name]
         sigma = float(torch.rand(1, generator=g)) * 1.6  # generated images are means: blurred
         if sigma > 0.3:
             r = 3
             t = torch.arange(-r, r + 1, dtype=torch.float32)
             k = torch.exp(-(t**2) / (2 * sigma**2))
             k = k / k.sum()
-            img = x.reshape(-1, 1, *data.image.shape)
+            img = x.reshape(-1, 1, *data.images[0].shape)
             img = F.conv2d(
                 F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)
             )
@@ -116,7 +116,7 @@ def main() -> None:
             with torch.enable_grad():
                 readers[key] = train_reader(data, args.steps)
         reader = readers[key]
-        real = read(reader, data, to_batch(data.test, slice(None))[data.image.name])
+        real = read(reader, data, to_batch(data.test, slice(None))[data.images[0].name])
         base = {}
         for a in data.attributes:
             truth, seen = data.test[a.name], a.observed(data.test[a.name])
@@ -130,7 +130,7 @@ def main() -> None:
             for i, a in enumerate(data.attributes)
         }
         torch.manual_seed(0)
-        images = model.generate(given, args.n)[data.image.name]  # (n, queries, D)
+        images = model.generate(given, args.n)[data.images[0].name]  # (n, queries, D)
         got = read(reader, data, images.reshape(-1, images.shape[-1]))
         metrics = json.loads((Path(run) / "metrics.json").read_text())
         own = {q["label"]: q for q in metrics["queries"] if len(q["subset"]) == len(data.attributes)}

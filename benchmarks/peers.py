@@ -213,8 +213,8 @@ def copy_joint(joint, plain: GaussianEncoder, to: str) -> None:
 def multivae_model(kind: str, jm):
     """MultiVae's model of `kind` on copies of jm's networks and weights."""
     pair = PAIRS[kind]
-    names, x, z = jm.names, jm.image.name, jm.z_dim
-    sizes = {x: jm.image.size, **{a.name: a.size for a in jm.attributes}}
+    names, x, z = jm.names, jm.images[0].name, jm.z_dim
+    sizes = {x: jm.images[0].size, **{a.name: a.size for a in jm.attributes}}
     lam = getattr(jm, "attribute_weight", 1.0)
     weights = {n: 1.0 if n == x else lam for n in names}
     options = dict(
@@ -277,7 +277,7 @@ def copy_networks(jm, peer, to: str) -> None:
 # -- batches and steps -------------------------------------------------------------------------------------
 def peer_batch(jm, split: dict[str, torch.Tensor], idx) -> dict[str, torch.Tensor]:
     """Rows idx as MultiVae reads them: the image as floats in [0, 1], each attribute one-hot."""
-    out = {jm.image.name: split[jm.image.name][idx].float().div_(255)}
+    out = {jm.images[0].name: split[jm.images[0].name][idx].float().div_(255)}
     for a in jm.attributes:
         out[a.name] = F.one_hot(split[a.name][idx], a.size).float()
     return out
@@ -326,7 +326,7 @@ def peer_test_loss(jm, peer, split, seed: int, chunk: int = 2048) -> float:
     """MultiVae's objective on the whole split (fixed noise), per example; TELBO's: both stages' losses."""
     peer.eval()
     torch.manual_seed(seed)
-    n = len(split[jm.image.name])
+    n = len(split[jm.images[0].name])
     total = 0.0
     for start in range(0, n, chunk):
         idx = torch.arange(start, min(start + chunk, n))
@@ -346,7 +346,7 @@ def coherence(library: str, jm, peer, data, clf, n: int, seed: int) -> dict[str,
     here too."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    x, attrs = jm.image.name, jm.attribute_names
+    x, attrs = jm.images[0].name, jm.attribute_names
     test = {k: v[:n] for k, v in data.test.items()}
     idx = torch.arange(len(test[x]))
     if library == "jmvae":
@@ -372,13 +372,13 @@ def coherence(library: str, jm, peer, data, clf, n: int, seed: int) -> dict[str,
         return float(torch.stack([read[a] == truth[a] for a in attrs]).all(0).float().mean())
 
     try:
-        cross: float | None = all_right(clf.predict(torch.sigmoid(generate(attrs)[x])), test)
+        cross: float | None = all_right(clf.predict({x: torch.sigmoid(generate(attrs)[x])}), test)
     except ValueError:  # MultiVae's TELBO: "Conditioning on subset ... is not handled"
         cross = None
     from_x = generate([x])
     to_attrs = all_right({a: from_x[a].argmax(-1) for a in attrs}, test)
     drawn = generate(None)
-    joint = all_right(clf.predict(torch.sigmoid(drawn[x])), {a: drawn[a].argmax(-1) for a in attrs})
+    joint = all_right(clf.predict({x: torch.sigmoid(drawn[x])}), {a: drawn[a].argmax(-1) for a in attrs})
     jm.train(), peer.train()
     return {"cross": cross, "image->attributes": to_attrs, "joint": joint}
 

@@ -43,7 +43,7 @@ def log_lik(model, name: str, z: torch.Tensor, batch) -> torch.Tensor:
 
 
 def log_lik_of(model, name: str, logits: torch.Tensor, batch) -> torch.Tensor:
-    if name == model.image.name:
+    if name == model.images[0].name:
         return -F.binary_cross_entropy_with_logits(
             logits, batch[name].expand_as(logits), reduction="none"
         ).sum(-1)
@@ -54,7 +54,7 @@ def log_lik_of(model, name: str, logits: torch.Tensor, batch) -> torch.Tensor:
 
 
 def weight(model, name: str) -> float:
-    return 1.0 if name == model.image.name else model.attribute_weight
+    return 1.0 if name == model.images[0].name else model.attribute_weight
 
 
 def poe(experts: list[Normal]) -> Normal:

@@ -9,7 +9,7 @@ from jmvae.errors import UserError
 
 def test_position_digit_shapes_and_halves(founding_data):
     d = founding_data
-    assert d.image.shape == (28, 56) and [a.name for a in d.attributes] == ["position", "digit"]
+    assert d.images[0].shape == (28, 56) and [a.name for a in d.attributes] == ["position", "digit"]
     assert (
         len(d.train["x"]) == 1600 and len(d.test["x"]) == 400
     )  # 1,000 bundled 1s and 2s, both positions, 80/20
@@ -86,7 +86,7 @@ def test_assignments_and_hold_out(founding_data):
 
 def test_mnist_label_preset():
     d = load_dataset("mnist-label", seed=1)
-    assert d.image.shape == (28, 28) and d.attributes[0].classes == tuple("0123456789")
+    assert d.images[0].shape == (28, 28) and d.attributes[0].classes == tuple("0123456789")
     assert len(d.train["x"]) == 4000 and len(d.test["x"]) == 1000
     assert set(d.test["digit"].tolist()) == set(range(10))
 

@@ -40,7 +40,7 @@ def test_the_classifier_is_trained_once_per_dataset_whatever_the_run(classifier,
 
     def train(data, steps):
         trained.append(data)
-        return module.AttributeClassifier(data.image.shape, {a.name: a.size for a in data.attributes})
+        return module.AttributeClassifier(data.images, {a.name: a.size for a in data.attributes})
 
     monkeypatch.setattr(module, "train_classifier", train)
     same = copy.copy(founding_data)
@@ -152,10 +152,10 @@ def test_classifier_reads_blurred_dimmed_digits_like_crisp_ones(founding_data, c
     """Generated images are grey, blurred means: the classifier must read a dim, blurred 2 as a 2 (one trained
     on crisp digits only read 15% of such real test digits wrong), or faithful images count as failures."""
     clf, acc = classifier
-    degraded = accuracy(clf, founding_data.test, "x", degraded=True)
+    degraded = accuracy(clf, founding_data, founding_data.test, degraded=True)
     assert degraded["position"] > 0.99 and degraded["digit"] > acc["digit"] - 0.02
     x = to_batch(founding_data.test, slice(0, 8))["x"]
-    blurred = blur(x, founding_data.image.shape, 1.1)
+    blurred = blur(x, founding_data.images[0].shape, 1.1)
     assert torch.allclose(blurred.sum(-1), x.sum(-1), rtol=0.05)  # blurring moves ink, keeps most of it
     assert (blurred - x).abs().max() > 0.2 and blurred.max() < x.max()  # ... and spreads it out
 
@@ -243,7 +243,8 @@ class CodedModel(nn.Module):
 class CodeReader:
     classes = {"position": 2, "digit": 2}
 
-    def predict(self, x):
+    def predict(self, drawn):
+        x = drawn["x"]
         return {"position": x[..., 0].long(), "digit": x[..., 1].long()}
 
 
@@ -291,7 +292,7 @@ def test_rows_of_a_model_that_draws_the_wrong_digit(founding_data, classifier):
     clf, _ = classifier
     model, p_wrong = RealImageModel(founding_data, wrong_digit=0.05), 0.05
     cc = correctness_coverage(model, founding_data, clf, n=500)
-    read = clf.predict(to_batch(founding_data.test, slice(None))["x"])
+    read = clf.predict(to_batch(founding_data.test, slice(None)))
     rows = {r["label"]: r for r in cc["queries"]}
     assert set(rows) == {
         "position=left",

@@ -32,7 +32,7 @@ def run3(tmp_path_factory):
 def torch_decode(model, z):
     with torch.no_grad():
         logits = model.logits(torch.tensor([z], dtype=torch.float32))
-    return {n: (l.sigmoid() if n == model.image.name else l.softmax(-1))[0] for n, l in logits.items()}
+    return {n: (l.sigmoid() if n in model.image_names else l.softmax(-1))[0] for n, l in logits.items()}
 
 
 def test_founding_network_page_is_self_contained_and_under_5_mb(founding_data, tmp_path):

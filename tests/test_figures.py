@@ -40,7 +40,7 @@ def fake_dataset(
         out |= {a.name: torch.randint(0, len(a.classes), (n,), generator=g) for a in attributes}
         return out
 
-    return AttributeDataset("fake", Image("x", shape), attributes, split(n_train), split(n_test), "random")
+    return AttributeDataset("fake", [Image("x", shape)], attributes, split(n_train), split(n_test), "random")
 
 
 POSITION_DIGIT = [Categorical("position", ("left", "right")), Categorical("digit", ("1", "2"))]

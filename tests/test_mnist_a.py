@@ -142,7 +142,7 @@ def test_the_preset_loads_either_split_and_records_its_set(small_sets):
     from jmvae.errors import UserError
 
     iid = load_dataset("mnist-a", mnist="bundled")
-    assert iid.image.shape == (64, 64) and [a.name for a in iid.attributes] == list(ATTRIBUTES)
+    assert iid.images[0].shape == (64, 64) and [a.name for a in iid.attributes] == list(ATTRIBUTES)
     assert (iid.n_train, iid.n_test) == (8_500, 1_000)  # 85 / 10 of the images (5 held for validation)
     assert iid.options["renders"] == 2 and iid.options["split"] == "iid" and len(iid.options["hash"]) == 16
     comp = load_dataset("mnist-a", mnist="bundled", split="compositional")

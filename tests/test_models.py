@@ -373,7 +373,7 @@ def test_matched_image_target_weights_the_batch_images_of_the_class_by_the_joint
     b["digit"][4:8] = torch.tensor([0, 0, 1, 1])
     q = m.posterior(b)
     z = torch.randn(2, 9, 2)  # two draws per example (as for two mixture components)
-    got = m._image_from_attributes(z, b, q)
+    got = m._image_from_attributes("x", z, b, q)
     logits = m.decoders["x"](z)
     for k in range(2):
         for i in range(9):
@@ -382,9 +382,9 @@ def test_matched_image_target_weights_the_batch_images_of_the_class_by_the_joint
             ]
             log_q = torch.stack([Normal(q.loc[j], q.scale[j]).log_prob(z[k, i]).sum() for j in same])
             r = log_q.softmax(0)
-            lp = torch.stack([m.image.log_likelihood(logits[k, i], b["x"][j]) for j in same])
+            lp = torch.stack([m.modalities["x"].log_likelihood(logits[k, i], b["x"][j]) for j in same])
             assert torch.allclose(got[k, i], (r * lp).sum(), atol=1e-3), (k, i)
-    assert torch.allclose(got[:, 8], m.image.log_likelihood(logits[:, 8], b["x"][8]), atol=1e-3)
+    assert torch.allclose(got[:, 8], m.modalities["x"].log_likelihood(logits[:, 8], b["x"][8]), atol=1e-3)
     assert "r_j(z)" in m.describe()
 
 
@@ -465,8 +465,8 @@ def test_matched_image_target_of_the_first_n_examples_is_their_rows_of_the_whole
     z = torch.randn(1, 10, 2)
     labelled = torch.tensor([True, False] * 5)
     for mask in (None, labelled):
-        whole = m._image_from_attributes(z, b, q, mask)
-        assert torch.allclose(m._image_from_attributes(z[:, :4], b, q, mask), whole[:, :4], atol=1e-5)
+        whole = m._image_from_attributes("x", z, b, q, mask)
+        assert torch.allclose(m._image_from_attributes("x", z[:, :4], b, q, mask), whole[:, :4], atol=1e-5)
 
 
 def test_generate_decodes_in_chunks_with_the_same_draws(monkeypatch):
@@ -500,7 +500,7 @@ def test_prior_term_teaches_both_decoders_the_nearest_code_at_draws_of_the_prior
     logits = m.logits(z)
     got = m.prior_reconstruction(b, q, z, logits)
     nearest = torch.cdist(z, loc).argmin(-1)
-    want_x = 0.5 * m.image.log_likelihood(logits["x"], b["x"][nearest])
+    want_x = 0.5 * m.modalities["x"].log_likelihood(logits["x"], b["x"][nearest])
     want_digit = 0.5 * 3.0 * m.modalities["digit"].log_likelihood(logits["digit"], b["digit"][nearest])
     assert set(got) == {"nll_x|p(z)", "nll_position|p(z)", "nll_digit|p(z)"}
     assert len(set(nearest.tolist())) > 2  # the draws find several codes

@@ -109,7 +109,7 @@ def test_kinds_are_inferred_from_the_values():
 def test_a_colour_folder_with_empty_cells_loads_with_its_schema(tmp_path):
     write_folder(tmp_path / "d")
     data = load_dataset(None, data=str(tmp_path / "d"), seed=0, test_fraction=0.25, progress=False)
-    assert data.image.channels == 3 and data.image.shape == (32, 32)
+    assert data.images[0].channels == 3 and data.images[0].shape == (32, 32)
     assert data.n_train == 45 and data.n_test == 15
     kinds = {a.name: type(a) for a in data.attributes}
     assert kinds == {"colour": Categorical, "brightness": Continuous, "filled": Binary}
@@ -142,7 +142,7 @@ def test_grey_images_are_one_channel_and_a_kind_can_be_overridden(tmp_path):
     data = load_dataset(
         None, data=str(tmp_path / "d"), attribute=["filled=categorical"], image_size="16", progress=False
     )
-    assert data.image.channels == 1 and data.image.shape == (16, 16)
+    assert data.images[0].channels == 1 and data.images[0].shape == (16, 16)
     assert type(data.attribute("filled")) is Categorical and data.attribute("filled").classes == (
         "false",
         "true",
@@ -376,7 +376,7 @@ def test_data_from_python_is_kept_in_the_run(tmp_path):
         "value": np.where(np.arange(50) % 9 == 0, np.nan, rng.normal(size=50)),
     }
     data = own.from_arrays(arrays)
-    assert data.image.name == "pixels" and isinstance(data.attribute("value"), Continuous)
+    assert data.images[0].name == "pixels" and isinstance(data.attribute("value"), Continuous)
     metrics = fit(
         TrainConfig(hidden=16, steps=3, batch_size=8),
         tmp_path / "run",
@@ -399,10 +399,13 @@ def test_an_npz_with_one_image_array_and_attribute_arrays(tmp_path):
         kind=np.array(["x", "y", "z"] * 10),
     )
     data = load_dataset(None, data=str(tmp_path / "d.npz"), progress=False)
-    assert data.image.channels == 3 and isinstance(data.attribute("flag"), Binary)
+    assert data.images[0].channels == 3 and isinstance(data.attribute("flag"), Binary)
     np.savez(tmp_path / "bad.npz", a=np.zeros((3, 4, 4)), b=np.zeros((3, 4, 4)))
-    with pytest.raises(UserError, match="2 image arrays"):
+    with pytest.raises(UserError, match="no attribute arrays"):
         load_dataset(None, data=str(tmp_path / "bad.npz"), progress=False)
+    np.savez(tmp_path / "uneven.npz", a=np.zeros((3, 4, 4)), b=np.zeros((4, 4, 4)), c=np.arange(3) % 2)
+    with pytest.raises(UserError, match=r"image arrays of different lengths \(a 3, b 4"):
+        load_dataset(None, data=str(tmp_path / "uneven.npz"), progress=False)
 
 
 @pytest.mark.slow
@@ -457,7 +460,7 @@ def test_a_hugging_face_style_dataset_object(tmp_path):
             }
         )
     )
-    assert data.image.channels == 3 and data.image.shape == (8, 8) and data.image.name == "image"
+    assert data.images[0].channels == 3 and data.images[0].shape == (8, 8) and data.images[0].name == "image"
     assert isinstance(data.attribute("label"), Categorical) and isinstance(
         data.attribute("weight"), Continuous
     )
@@ -496,7 +499,7 @@ def test_sixteen_bit_grey_images_are_rescaled_not_clipped(tmp_path):
         rows.append(f"{i}.png,{'ab'[i % 2]}")
     (root / "metadata.csv").write_text("file_name,k\n" + "\n".join(rows) + "\n")
     data = load_dataset(None, data=str(root), progress=False)
-    assert data.image.channels == 1 and 95 <= int(data.train["x"].float().mean()) <= 105
+    assert data.images[0].channels == 1 and 95 <= int(data.train["x"].float().mean()) <= 105
 
 
 # -- many attributes: nothing lists 2^n subsets or combinations ------------------------------------------
@@ -595,7 +598,7 @@ def test_the_schema_records_the_image_networks_a_run_built(side, asked, built):
     data = own.from_arrays({"x": rng.random((40, side, side, 3)), "on": np.arange(40) % 2})
     cfg = TrainConfig(data="arrays", image_network=asked, z_dim=2, hidden=16)
     data, model = build(cfg, quiet=True, dataset=data)
-    assert schema(data)["image"]["network"] == built
+    assert schema(data)["images"]["x"]["network"] == built
     assert f"colour, {built} networks" in schema_text(data)
     deconvs = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert len(deconvs) == {"conv4": 4, "conv3": 3, "mlp": 0}[built]

@@ -172,7 +172,7 @@ def test_plan_keeps_the_steps_of_twenty_full_mnist_epochs_whatever_the_data_size
 
     data = AttributeDataset(
         "tiny",
-        Image("x", (2, 2)),
+        [Image("x", (2, 2))],
         [],
         {"x": torch.zeros(1600, 4)},
         {"x": torch.zeros(10, 4)},
@@ -311,8 +311,8 @@ def test_binarize_draws_training_images_afresh_and_the_test_images_once(tmp_path
     from jmvae.data.attributes import binarized
     from jmvae.train import build, train_steps
 
-    test = binarized(founding_data.test, "x")
-    again = binarized(founding_data.test, "x")
+    test = binarized(founding_data.test, ["x"])
+    again = binarized(founding_data.test, ["x"])
     assert torch.equal(test["x"], again["x"]) and set(test["x"].unique().tolist()) <= {0, 255}
     assert torch.equal(test["digit"], founding_data.test["digit"])
     # each pixel is on with its intensity's probability: the means agree over the split

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import torch
@@ -24,7 +24,7 @@ from torch import nn
 
 from .data.attributes import AttributeDataset, to_batch
 from .data.mnist import cache_dir
-from .modalities import Attribute, Continuous
+from .modalities import Attribute, Continuous, Image
 from .runs import fingerprint, save_torch
 
 CROP = 40  # the window a large canvas's digit is read in: a 28x28 digit turned 45 degrees fits in 40x40
@@ -55,90 +55,134 @@ def crop_at(img: torch.Tensor, centres: torch.Tensor, size: int = CROP) -> torch
     return padded[b, 0, r, c].unsqueeze(1)
 
 
+def feature_net(shape: tuple[int, int], channels: int) -> tuple[nn.Sequential, int, bool]:
+    """One image's feature extractor, its output width, and whether it reads a window around the ink."""
+    crop = min(shape) >= LARGE and channels == 1  # one small grey object on a black canvas
+    if crop:
+        net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        return net, 64 * ((CROP + 7) // 8) ** 2 + (shape[0] // 8) * (shape[1] // 8), True
+    wide = 2 if channels > 1 else 1  # colour: twice the channels
+    net = nn.Sequential(
+        nn.Conv2d(channels, 16 * wide, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16 * wide, 32 * wide, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+    )
+    return net, 32 * wide * ((shape[0] + 3) // 4) * ((shape[1] + 3) // 4), False
+
+
+class ImageFeatures(nn.Module):
+    """Features of one image modality: a CNN on the whole image, or on a window around the ink beside the
+    canvas at 1/8 scale (see AttributeClassifier)."""
+
+    def __init__(self, image: Image):
+        super().__init__()
+        self.shape, self.channels = image.shape, image.channels
+        self.features, self.width, self.crop = feature_net(image.shape, image.channels)
+        self.overview = nn.AvgPool2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        img = x.reshape(-1, self.channels, *self.shape)
+        if self.crop:
+            return torch.cat(
+                [self.features(crop_at(img, ink_centres(img))), self.overview(img).flatten(1)], -1
+            )
+        return self.features(img)
+
+
 class AttributeClassifier(nn.Module):
     """Small images: a two-layer CNN on the whole image. A canvas of LARGE pixels or more holding one small
     object (MNIST-A's 64x64 with a rotated, scaled digit somewhere): the CNN reads a CROP x CROP window
     centred on the ink, beside the whole canvas averaged to 1/8 scale, so what the digit is, its size and its
     turn are read where the digit is and where it is comes from the coarse view (a CNN on the whole canvas
-    read digits at 0.61 after the same training)."""
+    read digits at 0.61 after the same training). Several images: each has its own features, read together
+    by one head (the first image's modules keep the one-image names)."""
 
     def __init__(
         self,
-        shape: tuple[int, int],
+        images: Sequence[Image],
         classes: dict[str, int],
-        channels: int = 1,
         attributes: Sequence[Attribute] = (),
     ):
         """`classes`: the output width of each attribute (1 for a continuous one, read by regression)."""
         super().__init__()
-        self.shape, self.classes, self.channels = shape, classes, channels
+        first, *more = images
+        self.images = [m.name for m in images]
+        self.shape, self.classes, self.channels = first.shape, classes, first.channels
         self.attributes = {a.name: a for a in attributes}
-        self.crop = min(shape) >= LARGE and channels == 1  # one small grey object on a black canvas
+        self.features, width, self.crop = feature_net(first.shape, first.channels)
         if self.crop:
-            self.features = nn.Sequential(
-                nn.Conv2d(1, 32, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(64, 64, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Flatten(),
-            )
             self.overview = nn.AvgPool2d(8)  # the canvas at 1/8 scale: where the ink is
-            width, hidden = 64 * ((CROP + 7) // 8) ** 2 + (shape[0] // 8) * (shape[1] // 8), 256
-        else:
-            wide = 2 if channels > 1 else 1  # colour: twice the channels
-            self.features = nn.Sequential(
-                nn.Conv2d(channels, 16 * wide, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(16 * wide, 32 * wide, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Flatten(),
-            )
-            width, hidden = 32 * wide * ((shape[0] + 3) // 4) * ((shape[1] + 3) // 4), 128
-        self.hidden = nn.Sequential(nn.Linear(width, hidden), nn.ReLU())
+        readers = [ImageFeatures(m) for m in more]
+        self.more = nn.ModuleList(readers)
+        hidden = 256 if self.crop else 128
+        self.hidden = nn.Sequential(nn.Linear(width + sum(f.width for f in readers), hidden), nn.ReLU())
         self.head = nn.Linear(hidden, sum(classes.values()))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Flattened images in [0, 1] -> logits per attribute."""
-        img = x.reshape(-1, self.channels, *self.shape)
+    def forward(self, xs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Flattened images in [0, 1], one tensor per image modality in `images` order -> logits per
+        attribute."""
+        img = xs[0].reshape(-1, self.channels, *self.shape)
         if self.crop:
             h = torch.cat([self.features(crop_at(img, ink_centres(img))), self.overview(img).flatten(1)], -1)
         else:
             h = self.features(img)
+        if len(self.more):
+            h = torch.cat([h, *(f(x) for f, x in zip(self.more, xs[1:]))], -1)
         h = self.head(self.hidden(h))
         return dict(zip(self.classes, h.split(list(self.classes.values()), dim=-1)))
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
+    def predict(self, drawn: Mapping[str, torch.Tensor], chunk: int = 4096) -> dict[str, torch.Tensor]:
         """The level read for every attribute (the most probable class; a continuous value's nearest level),
-        for images of any leading shape (..., C*H*W)."""
-        values = self.read(x, chunk)
+        from the images in `drawn` (each of any leading shape (..., C*H*W); other keys are ignored)."""
+        values = self.read(drawn, chunk)
         return {k: self.attributes[k].to_levels(v) if k in self.attributes else v for k, v in values.items()}
 
     @torch.no_grad()
-    def read(self, x: torch.Tensor, chunk: int = 4096) -> dict[str, torch.Tensor]:
+    def read(self, drawn: Mapping[str, torch.Tensor], chunk: int = 4096) -> dict[str, torch.Tensor]:
         """The value read for every attribute: a class index, or a continuous value (standardised)."""
-        flat = x.reshape(-1, x.shape[-1])
+        lead = drawn[self.images[0]].shape[:-1]
+        flat = [drawn[m].reshape(-1, drawn[m].shape[-1]) for m in self.images]
         parts = [
-            {k: self._value(k, v) for k, v in self(flat[i : i + chunk]).items()}
-            for i in range(0, len(flat), chunk)
+            {k: self._value(k, v) for k, v in self([x[i : i + chunk] for x in flat]).items()}
+            for i in range(0, len(flat[0]), chunk)
         ]
-        return {k: torch.cat([p[k] for p in parts]).reshape(x.shape[:-1]) for k in self.classes}
+        return {k: torch.cat([p[k] for p in parts]).reshape(lead) for k in self.classes}
 
     def _value(self, name: str, logits: torch.Tensor) -> torch.Tensor:
         return logits[..., 0] if isinstance(self.attributes.get(name), Continuous) else logits.argmax(-1)
 
 
+def degraded_images(
+    clf: AttributeClassifier, data: AttributeDataset, batch: dict[str, torch.Tensor], g: torch.Generator
+) -> list[torch.Tensor]:
+    """Every image of the batch degraded as generated means are (see `degrade`), in the reader's order."""
+    images = {m.name: m for m in data.images}
+    return [degrade(batch[n], images[n].shape, g, images[n].channels) for n in clf.images]
+
+
 @torch.no_grad()
 def accuracy(
-    clf: AttributeClassifier, split: dict[str, torch.Tensor], image: str, degraded: bool = False
+    clf: AttributeClassifier, data: AttributeDataset, split: dict[str, torch.Tensor], degraded: bool = False
 ) -> dict[str, float]:
     """Share of the split's images whose every attribute the classifier reads right; `degraded`: the images
-    blurred (std 1.1 pixels) and at half contrast first, as a generated mean often is."""
-    x = to_batch(split, slice(None))[image]
+    blurred (std 1.1 pixels) and, grey ones, at half contrast first, as a generated mean often is."""
+    x = to_batch(split, slice(None))
     if degraded:
-        x = blur(x, clf.shape, 1.1, clf.channels) * (0.5 if clf.channels == 1 else 1.0)
+        x = {
+            m.name: blur(x[m.name], m.shape, 1.1, m.channels) * (0.5 if m.channels == 1 else 1.0)
+            for m in data.images
+        }
     pred = clf.predict(x)
     out = {}
     for k in clf.classes:
@@ -149,13 +193,13 @@ def accuracy(
 
 
 @torch.no_grad()
-def value_errors(clf: AttributeClassifier, split: dict[str, torch.Tensor], image: str) -> dict[str, float]:
+def value_errors(clf: AttributeClassifier, split: dict[str, torch.Tensor]) -> dict[str, float]:
     """Each continuous attribute's mean absolute reading error on the split's real images, as a share of
     its training range (0.1 = a tenth of the range)."""
     continuous = [a for a in clf.attributes.values() if isinstance(a, Continuous)]
     if not continuous:
         return {}
-    read = clf.read(to_batch(split, slice(None))[image])
+    read = clf.read(to_batch(split, slice(None)))
     out = {}
     for a in continuous:
         seen = ~split[a.name].isnan()
@@ -199,7 +243,7 @@ def train_classifier(
     n = data.n_train
     for _ in range(steps):
         batch = to_batch(data.train, torch.randint(0, n, (batch_size,), generator=g))
-        logits = clf(degrade(batch[data.image.name], data.image.shape, g, data.image.channels))
+        logits = clf(degraded_images(clf, data, batch, g))
         loss = cast(
             torch.Tensor, sum(reading_loss(clf.attributes[a], logits[a], batch[a]) for a in clf.classes)
         )
@@ -211,7 +255,7 @@ def train_classifier(
 
 def reader_of(data: AttributeDataset) -> AttributeClassifier:
     widths = {a.name: 1 if isinstance(a, Continuous) else a.size for a in data.attributes}
-    return AttributeClassifier(data.image.shape, widths, data.image.channels, data.attributes)
+    return AttributeClassifier(data.images, widths, data.attributes)
 
 
 def reading_loss(attribute: Attribute, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -253,4 +297,4 @@ def classifier_for(data: AttributeDataset) -> tuple[AttributeClassifier, dict[st
     except Exception:  # not cached yet, or a cache file cut short by a kill: train it (again)
         clf = train_classifier(data, steps)
         save_torch(path, clf.state_dict())
-    return clf, accuracy(clf, data.test, data.image.name)
+    return clf, accuracy(clf, data, data.test)

@@ -256,8 +256,9 @@ GENERATE_CHUNK = 10_000  # images generated at once (the first chunk draws what 
 def generated_chunks(
     model, data, given: dict, n: int, temperature: float, complete: bool, seed: int, sampler=None
 ):
-    """(images, {attribute: values}) in chunks of GENERATE_CHUNK, from one seeded stream; UserError on a
-    non-finite image (a model or temperature that overflows)."""
+    """({array name: images}, {attribute: values}) in chunks of GENERATE_CHUNK, from one seeded stream: the
+    images as "images" (several image modalities: "images_NAME" each); UserError on a non-finite image (a
+    model or temperature that overflows)."""
     torch.manual_seed(seed)
     for start in range(0, n, GENERATE_CHUNK):
         m = min(GENERATE_CHUNK, n - start)
@@ -268,15 +269,27 @@ def generated_chunks(
             complete=complete,
             sampler=sampler,
         )
-        images = data.image.pixels(
-            samples[data.image.name][:, 0]
-        ).numpy()  # (m, H, W) grey, (m, H, W, 3) colour
-        if not np.isfinite(images).all():
+        images = {  # (m, H, W) grey, (m, H, W, 3) colour
+            "images" if len(data.images) == 1 else f"images_{im.name}": im.pixels(
+                samples[im.name][:, 0]
+            ).numpy()
+            for im in data.images
+        }
+        if not all(np.isfinite(x).all() for x in images.values()):
             raise UserError(
                 f"the generated images are not finite at --temperature {temperature:g} (allowed: a lower "
                 "--temperature, or a run whose model gives finite images)"
             )
         yield images, {a.name: as_user(a, samples[a.name][:, 0]) for a in data.attributes}
+
+
+def side_by_side(data, images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """generated_chunks' image arrays back to flat (..., C*H*W) intensities per image, for data.pictures."""
+    out = {}
+    for im in data.images:
+        x = images["images" if len(data.images) == 1 else f"images_{im.name}"]
+        out[im.name] = (x if im.channels == 1 else np.moveaxis(x, -1, -3)).reshape(len(x), -1)
+    return out
 
 
 def write_npz_chunks(path: Path, chunks, n: int, **fixed) -> None:
@@ -286,7 +299,7 @@ def write_npz_chunks(path: Path, chunks, n: int, **fixed) -> None:
         arrays: dict[str, np.memmap] = {}
         start = 0
         for images, attributes in chunks:
-            for name, values in {"images": images, **attributes}.items():
+            for name, values in {**images, **attributes}.items():
                 if name not in arrays:
                     arrays[name] = np.lib.format.open_memmap(
                         Path(work) / f"{name}.npy",
@@ -295,7 +308,7 @@ def write_npz_chunks(path: Path, chunks, n: int, **fixed) -> None:
                         shape=(n, *values.shape[1:]),
                     )
                 arrays[name][start : start + len(values)] = values
-            start += len(images)
+            start += len(next(iter(images.values())))
         for array in arrays.values():
             array.flush()
         del arrays
@@ -303,7 +316,7 @@ def write_npz_chunks(path: Path, chunks, n: int, **fixed) -> None:
             for name, value in fixed.items():
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
-            for npy in sorted(Path(work).glob("*.npy"), key=lambda q: q.name != "images.npy"):
+            for npy in sorted(Path(work).glob("*.npy"), key=lambda q: not q.name.startswith("images")):
                 zf.write(npy, npy.name)
 
 
@@ -333,7 +346,7 @@ def cmd_generate(args) -> None:
                 "with --given: z from the fitted density, conditioned on what is given)"
             )
         sampler = load_sampler(run_dir, args.sampler, model.z_dim)
-    need = args.n * (4 * data.image.size + 8 * len(data.attributes))
+    need = args.n * (4 * sum(m.size for m in data.images) + 8 * len(data.attributes))
     folder = next((q for q in (out.parent, *out.parent.parents) if q.is_dir()), Path("."))
     free = shutil.disk_usage(folder).free
     if npz and 2 * need > free:  # the memory maps, then the zip
@@ -360,7 +373,7 @@ def cmd_generate(args) -> None:
             ),
         )
     else:
-        images = np.concatenate([images for images, _ in chunks])
+        images = np.concatenate([data.pictures(side_by_side(data, images)) for images, _ in chunks])
         title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items())
         if args.sampler:
             title += f"{', ' if title else ''}the {args.sampler} sampler"

@@ -86,7 +86,7 @@ def attribute_accuracy(
 
 def observed_rows(data: AttributeDataset, split: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
     """The rows of a split that observe every modality in `names` (all rows of a fully observed split)."""
-    keep = torch.ones(len(split[data.image.name]), dtype=torch.bool)
+    keep = torch.ones(len(split[data.images[0].name]), dtype=torch.bool)
     for a in data.attributes:
         if a.name in names:
             keep &= a.observed(split[a.name])
@@ -246,9 +246,7 @@ def correctness_coverage(
     continuous = {a.name: a for a in data.attributes if isinstance(a, Continuous)}
     for subset, qs in subsets.items():
         given = {a: data.attribute(a).level_values(torch.tensor([q[a] for q in qs])) for a in subset}
-        images = model.generate(given, n, temperature=temperature, complete=complete, **drawn_by(sampler))[
-            data.image.name
-        ]
+        images = model.generate(given, n, temperature=temperature, complete=complete, **drawn_by(sampler))
         if continuous:  # each (n, len(qs))
             values = {a: v.cpu() for a, v in clf.read(images).items()}
             read = {a: continuous[a].to_levels(v) if a in continuous else v for a, v in values.items()}
@@ -363,7 +361,7 @@ def joint_coherence(
     """Share of z ~ p(z) (or a fitted sampler) whose decoded image the classifier reads as argmax p(a|z),
     for every attribute."""
     drawn = model.generate({}, draws, **drawn_by(sampler))  # (draws, 1, ...): decoded in bounded chunks
-    reads = clf.predict(drawn[data.image.name])
+    reads = clf.predict(drawn)
     agree = torch.stack([reads[a.name] == a.to_levels(drawn[a.name]) for a in data.attributes]).all(0)
     return float(agree.float().mean())
 
@@ -393,9 +391,9 @@ def log_likelihood_examples(
     (13 MB) near the cache and were the fastest here (benchmarks/eval_speed.py).
     """
     device = next(model.parameters()).device
-    x, attrs = data.image.name, [a.name for a in data.attributes]
+    xs, attrs = data.image_names, [a.name for a in data.attributes]
     test = observed_rows(data, data.test, attrs)  # log p(x,y) needs every y
-    idx = seeded_subset(len(test[x]), examples, seed)
+    idx = seeded_subset(len(test[xs[0]]), examples, seed)
     split = {name: v[idx] for name, v in test.items()}
     per_chunk, done = max(1, rows_per_chunk // k), 0
     values: dict[str, torch.Tensor] = {}  # filled in place: small tensors kept per chunk fragment the heap
@@ -405,23 +403,27 @@ def log_likelihood_examples(
         def via_joint(
             z: torch.Tensor, batch: dict[str, torch.Tensor] = batch, q_y: Posterior = q_y
         ) -> dict[str, torch.Tensor]:
-            lp = model.log_likelihood(z, batch, [x, *attrs])  # z: (k, b, d); observations broadcast
-            lx, ly, lz = lp[x], sum(lp[a] for a in attrs), standard_normal(z).log_prob(z)
+            lp = model.log_likelihood(z, batch, [*xs, *attrs])  # z: (k, b, d); observations broadcast
+            lx, ly, lz = (
+                model.images_log_likelihood(lp),
+                sum(lp[a] for a in attrs),
+                standard_normal(z).log_prob(z),
+            )
             return {"log p(x,y)": lx + ly + lz, "log p(x)": lx + lz, "log p(x|y)": lx + q_y.log_prob(z)}
 
         def via_image(z: torch.Tensor, batch: dict[str, torch.Tensor] = batch) -> dict[str, torch.Tensor]:
             return {
-                "log p(x) [proposal q(z|x)]": model.log_likelihood(z, batch, [x])[x]
+                "log p(x) [proposal q(z|x)]": model.images_log_likelihood(model.log_likelihood(z, batch, xs))
                 + standard_normal(z).log_prob(z)
             }
 
         est = importance_log_means(model.posterior(batch), k, via_joint)
-        est |= importance_log_means(model.posterior({x: batch[x]}), k, via_image)
+        est |= importance_log_means(model.posterior({x: batch[x] for x in xs}), k, via_image)
         for name, v in est.items():
             values.setdefault(name, torch.empty(len(idx), dtype=torch.float64))[done : done + len(v)] = (
                 v.cpu()
             )
-        done += len(batch[x])
+        done += len(batch[xs[0]])
     return values
 
 
@@ -467,9 +469,9 @@ def evaluate(
     names = tuple(m.name for m in data.modalities)
     metrics = {
         "classifier_test_accuracy": clf_accuracy,
-        "classifier_degraded_accuracy": accuracy(clf, data.test, data.image.name, degraded=True),
+        "classifier_degraded_accuracy": accuracy(clf, data, data.test, degraded=True),
     }
-    if errors := value_errors(clf, data.test, data.image.name):
+    if errors := value_errors(clf, data.test):
         metrics["classifier_value_error"] = errors  # mean |read - true| on real test images, share of range
     queries_cfg = {"n": eval_cfg.n_per_query, "resamples": eval_cfg.resamples, "seed": eval_cfg.seed}
     metrics |= timed("correctness_coverage", correctness_coverage, model, data, clf, **queries_cfg)
@@ -503,7 +505,7 @@ def evaluate(
     metrics["image_to_attribute_accuracy"] = timed(
         "image_to_attribute_accuracy",
         lambda: {
-            "q(z|x)": attribute_accuracy(model, data, (data.image.name,)),
+            "q(z|x)": attribute_accuracy(model, data, tuple(data.image_names)),
             "q(z|x,y)": attribute_accuracy(model, data, names),
         },
     )
@@ -560,7 +562,7 @@ def evaluate(
         ]
         metrics["held_out_correctness"] = {h: metrics["correctness"]["by_query"].get(h) for h in held}
     metrics["settings"] = asdict(eval_cfg) | {
-        "test_examples": len(data.test[data.image.name]),
+        "test_examples": data.n_test,
         "likelihood_examples": used,
     }
     metrics["seconds"] = seconds | {"total": time.perf_counter() - start}

@@ -236,8 +236,7 @@ def _explorer_data(
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(n, generator=g)[:MAX_POINTS].sort().values
     batch = to_batch(data.test, idx, device)
-    x = data.image.name
-    means = model.posterior({x: batch[x]}).mean.cpu()
+    means = model.posterior({x: batch[x] for x in data.image_names}).mean.cpu()
     plane = plane_of(model, data, means)
     basis = torch.tensor(plane["basis"])
     coords = (means - torch.tensor(plane["origin"])) @ basis[:2].T
@@ -248,7 +247,7 @@ def _explorer_data(
     return {
         "title": title,
         "z_dim": model.z_dim,
-        "image": {"name": x, "shape": list(data.image.shape), "channels": data.image.channels},
+        "images": [{"name": m.name, "shape": list(m.shape), "channels": m.channels} for m in data.images],
         "attributes": [
             {"name": a.name, "classes": list(a.classes), "kind": a.kind, "choices": choices(a)[0]}
             | (
@@ -269,7 +268,7 @@ def _explorer_data(
         "decoders": {
             name: {
                 "layers": decoder_layers(shared_only(model.decoders[name]), name),
-                "kind": "image" if name == x else data.attribute(name).kind,
+                "kind": "image" if name in data.image_names else data.attribute(name).kind,
             }
             for name in model.names
         },

@@ -319,11 +319,11 @@ class Embedding:
     @classmethod
     def of(cls, model, data: AttributeDataset, seed: int, limit: int = MAX_POINTS) -> Embedding:
         test = observed_rows(data, data.test, [a.name for a in data.attributes])  # q(z|x,y) needs every y
-        n = len(test[data.image.name])
+        n = len(test[data.images[0].name])
         generator = torch.Generator().manual_seed(seed)
         idx = torch.randperm(n, generator=generator)[:limit].sort().values
         batch = to_batch(test, idx, _device(model))
-        qx = model.posterior({data.image.name: batch[data.image.name]})
+        qx = model.posterior({x: batch[x] for x in data.image_names})
         qxy = model.posterior(batch)
         return cls(batch, qx.mean, qx.stddev, qxy.mean, qxy.stddev)
 
@@ -399,8 +399,8 @@ def _generated_rows(
     """model.generate(given, n) (completed at temperature `completed`) -> one (n, H, W) image array per
     query."""
     how = {} if completed is None else {"complete": True, "temperature": completed}
-    x = model.generate(given, n, **how)[data.image.name].cpu().numpy()  # (n, B, C*H*W)
-    return [data.image.pixels(x[:, b]) for b in range(x.shape[1])]
+    drawn = data.pictures(model.generate(given, n, **how))  # (n, B, H, W[, 3])
+    return [drawn[:, b] for b in range(drawn.shape[1])]
 
 
 def fig_latent_attributes(
@@ -485,7 +485,7 @@ def colourings(
 def fig_latent_test(
     data: AttributeDataset, emb: Embedding, plane: Plane, seed: int
 ) -> tuple[Figure, FigureInfo]:
-    names = [data.image.name, *(a.name for a in data.attributes)]
+    names = [",".join(data.image_names), *(a.name for a in data.attributes)]
     std_x, std_xy = emb.x_scale.mean(-1).cpu().numpy(), emb.joint_scale.mean(-1).cpu().numpy()
     unit = float(np.median(np.concatenate([std_x, std_xy]))) or 1.0
     panels = [
@@ -610,7 +610,7 @@ def fig_decision_boundaries(
             ax,
             plane,
             limits,
-            f"shading: {shading}\npoints: {query([data.image.name])} means of test "
+            f"shading: {shading}\npoints: {query(data.image_names)} means of test "
             f"images,\ncoloured by true {a.name}",
         )  # one line overlapped the next panel's
         _legend_below(ax, len(a.classes))
@@ -627,9 +627,9 @@ def fig_pxz_grid(model, data: AttributeDataset, plane: Plane) -> tuple[Figure, F
     values = latent_grid()
     rows = values[::-1] if not plane.one_dimensional else np.zeros(1)  # top row = largest second coordinate
     u = np.stack(np.meshgrid(values, rows), -1).reshape(-1, 2)
-    x = model.logits(plane.lift(u), [data.image.name])[data.image.name].sigmoid().cpu().numpy()
-    h, w = data.image.shape
-    mosaic = tile(data.image.pixels(x), len(values))
+    x = {k: v.sigmoid() for k, v in model.logits(plane.lift(u), data.image_names).items()}
+    h, w = data.picture_shape
+    mosaic = tile(data.pictures(x), len(values))
 
     inch = min(0.03, 9.0 / mosaic.shape[1])
     fig = Figure(figsize=(mosaic.shape[1] * inch + 1.4, mosaic.shape[0] * inch + 1.4), layout="constrained")

@@ -39,11 +39,12 @@ def low_precision(dtype: torch.dtype | None):
         _LOW = before
 
 
-def run(f, x: torch.Tensor, *rest) -> torch.Tensor:
-    """f(x, *rest), in the reduced precision if one is on."""
+def run(f, x: torch.Tensor | Sequence[torch.Tensor], *rest) -> torch.Tensor:
+    """f(x, *rest), in the reduced precision if one is on (x: a tensor or a sequence of them)."""
     if _LOW is None:
         return f(x, *rest)
-    with torch.autocast(x.device.type, dtype=_LOW):
+    device = x.device if isinstance(x, torch.Tensor) else x[0].device
+    with torch.autocast(device.type, dtype=_LOW):
         out = f(x, *rest)
     return out.float()
 
@@ -139,12 +140,13 @@ class MixtureClassEncoder(nn.Module):
 
 
 class JointEncoder(nn.Module):
-    """q(z | image, attributes): the same network as a GaussianEncoder on [x, one-hot(y_1), ...].
+    """q(z | images, attributes): the same network as a GaussianEncoder on [x, one-hot(y_1), ...].
 
     Its first layer W [x, y_1, ...] + b is kept as one Linear for the image and one weight per attribute
     (an nn.Embedding: W_i one-hot(y_i) is the y_i-th column of W_i), so no one-hot or concatenated input is
     built and the image product keeps its aligned width. With `image_trunk` (a conv trunk for large images)
-    the image is read by that network and each attribute adds its embedding to its output.
+    the image is read by that network and each attribute adds its embedding to its output. Further images
+    (`more_images`: each one's size and trunk) add their own reader's output the same way.
     """
 
     def __init__(
@@ -154,9 +156,11 @@ class JointEncoder(nn.Module):
         z_dim: int,
         hidden: int = 512,
         image_trunk: nn.Module | None = None,
+        more_images: Sequence[tuple[int, nn.Module | None]] = (),
     ):
         """`classes`: each attribute's number of classes, or None for a continuous one (read by a Linear)."""
         super().__init__()
+        self.more_images = nn.ModuleList()  # filled last: one image's weights draw as they always have
 
         def reader(c: int | None) -> nn.Module:
             return nn.Embedding(c, hidden) if c is not None else nn.Linear(1, hidden, bias=False)
@@ -173,6 +177,9 @@ class JointEncoder(nn.Module):
             self.set_first_layer(first.weight, first.bias)
         self.body = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, 2 * z_dim)
+        self.more_images.extend(
+            trunk if trunk is not None else nn.Linear(size, hidden, bias=False) for size, trunk in more_images
+        )
 
     @torch.no_grad()
     def set_first_layer(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -193,16 +200,19 @@ class JointEncoder(nn.Module):
         return torch.cat([image.weight, *(_columns(e) for e in self.attributes)], 1), image.bias
 
     def _first_image_layer(self) -> nn.Linear:
-        """The image's Linear of the first layer (there is one only without an image trunk)."""
-        if not isinstance(self.image, nn.Linear):
-            raise TypeError("an encoder with an image trunk has no single first Linear")
+        """The image's Linear of the first layer (there is one only without an image trunk, for one image)."""
+        if not isinstance(self.image, nn.Linear) or len(self.more_images):
+            raise TypeError("an encoder with an image trunk or several images has no single first Linear")
         return self.image
 
-    def forward(self, x: torch.Tensor, ys: Sequence[torch.Tensor]) -> Gaussian:
-        return gaussian(self.head(run(self.trunk, x, ys)))
+    def forward(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> Gaussian:
+        """`xs`: every image (the first, then `more_images`' order); `ys`: every attribute."""
+        return gaussian(self.head(run(self.trunk, xs, ys)))
 
-    def trunk(self, x: torch.Tensor, ys: Sequence[torch.Tensor]) -> torch.Tensor:
-        h = self.image(x)
+    def trunk(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor:
+        h = self.image(xs[0])
+        for read, x in zip(self.more_images, xs[1:]):
+            h = h + read(x)
         for emb, y in zip(self.attributes, ys):
             h = h + (emb(y) if isinstance(emb, nn.Embedding) else emb(y.unsqueeze(-1)))
         return self.body(h)

@@ -159,7 +159,7 @@ def data_card_section(config: dict) -> str:
     schema, card = config.get("schema"), config.get("data_card")
     if not schema or not card:
         return ""
-    im = schema["image"]
+    images = schema.get("images") or {schema["image"]["name"]: schema["image"]}  # "image": an older run's
     rows = []
     for name, c in card.items():
         d = schema["attributes"].get(name, {})
@@ -175,10 +175,15 @@ def data_card_section(config: dict) -> str:
             )
         rows.append([name, c["kind"], counts, percent(c["missing_train"]), percent(c["missing_test"])])
     return (
-        f"<h2>Data</h2><p>{config['n_train']:,} training and {config['n_test']:,} test examples; images "
-        f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} "
-        f"({html.escape(im['likelihood'])} likelihood"
-        f"{', ' + html.escape(im['network']) + ' networks' if 'network' in im else ''}).</p>"
+        f"<h2>Data</h2><p>{config['n_train']:,} training and {config['n_test']:,} test examples; "
+        + "; ".join(
+            f"{'images ' if len(images) == 1 else 'image ' + html.escape(name) + ' '}"
+            f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} "
+            f"({html.escape(im['likelihood'])} likelihood"
+            f"{', ' + html.escape(im['network']) + ' networks' if 'network' in im else ''})"
+            for name, im in images.items()
+        )
+        + ".</p>"
         + grid(["attribute", "kind", "training values", "missing (train)", "missing (test)"], rows)
     )
 

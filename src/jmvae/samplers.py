@@ -192,7 +192,7 @@ SAMPLERS: dict[str, type[LatentSampler]] = {"gmm": GaussianMixtureSampler, "maf"
 # -- fitting and storing ----------------------------------------------------------------------------------
 def observing(data: AttributeDataset, names: list[str]) -> torch.Tensor:
     """(N,) bool: the training examples that observe every named attribute."""
-    keep = torch.ones(len(data.train[data.image.name]), dtype=torch.bool)
+    keep = torch.ones(data.n_train, dtype=torch.bool)
     for a in data.attributes:
         if a.name in names:
             keep &= a.observed(data.train[a.name])
@@ -204,7 +204,7 @@ def training_codes(model, data: AttributeDataset, codes: str, seed: int) -> torc
     """One code per training example: the mean or a draw of q(z|x) ("image-", every example) or of
     q(z | every modality) ("joint-", the examples that observe every attribute)."""
     posterior, how = codes.split("-")
-    names = [data.image.name] + ([a.name for a in data.attributes] if posterior == "joint" else [])
+    names = data.image_names + ([a.name for a in data.attributes] if posterior == "joint" else [])
     keep = observing(data, names)
     if not bool(keep.any()):
         raise UserError(

@@ -14,6 +14,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -80,10 +81,10 @@ def build(
                 cfg.image_size,
                 progress=not quiet,
             )
-    if cfg.image_likelihood not in (None, data.image.likelihood):
-        data.image = replace(data.image, likelihood=cfg.image_likelihood)
-    if cfg.image_network != data.image.network:
-        data.image = replace(data.image, network=cfg.image_network)
+    data.images = [
+        replace(im, likelihood=cfg.image_likelihood or im.likelihood, network=cfg.image_network)
+        for im in data.images
+    ]
     torch.manual_seed(cfg.seed)
     assert cfg.z_dim is not None  # resolved() filled it in
     try:
@@ -117,16 +118,17 @@ DATA_FILE = "data.npz"  # a dataset given from Python, kept in its run
 
 
 def schema(data: AttributeDataset) -> dict:
-    """What config.json and the report say about the data: the image and every attribute's kind and values."""
-    im = data.image
+    """What config.json and the report say about the data: each image, each attribute's kind and values."""
     return {
-        "image": {
-            "name": im.name,
-            "height": im.shape[0],
-            "width": im.shape[1],
-            "channels": im.channels,
-            "likelihood": im.likelihood,
-            "network": conv_recipe(im) or "mlp",  # what its encoders and decoder are (after any fallback)
+        "images": {
+            im.name: {
+                "height": im.shape[0],
+                "width": im.shape[1],
+                "channels": im.channels,
+                "likelihood": im.likelihood,
+                "network": conv_recipe(im) or "mlp",  # what its encoders and decoder are (after any fallback)
+            }
+            for im in data.images
         },
         "attributes": {a.name: a.describe() for a in data.attributes},
     }
@@ -149,10 +151,11 @@ def data_card(data: AttributeDataset) -> dict:
 
 
 def schema_text(data: AttributeDataset) -> str:
-    im = data.image
-    colour = "grey" if im.channels == 1 else "colour"
-    network = schema(data)["image"]["network"]
-    lines = [f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {colour}, {network} networks"]
+    lines = [
+        f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {'grey' if im.channels == 1 else 'colour'}, "
+        f"{conv_recipe(im) or 'mlp'} networks"
+        for im in data.images
+    ]
     for a in data.attributes:
         d = a.describe()
         what = (
@@ -222,7 +225,7 @@ def train_steps(
     on_step=lambda n: None,
     losses: torch.Tensor | None = None,
     loss=None,
-    binarize: str | None = None,
+    binarize: Sequence[str] = (),
     lr_at=None,
     precision: torch.dtype | None = None,
 ) -> tuple[torch.Tensor | None, list[str]]:
@@ -230,7 +233,7 @@ def train_steps(
 
     Returns the sum over steps of [loss, *terms] as one tensor (None for no steps) and their names; `losses`,
     if given, receives each step's loss (for finding the first non-finite one); `loss` replaces model.loss
-    (the DistributedDataParallel wrapper, whose forward is the loss); `binarize` names the image drawn afresh
+    (the DistributedDataParallel wrapper, whose forward is the loss); `binarize` names the images drawn afresh
     from Bernoulli(pixel) at each step; `lr_at(i)`, if given, sets the learning rate of step i; `precision` is
     the dtype of the networks' products (None: float32). Nothing in the loop waits for the device (no .item(),
     no host copies).
@@ -239,8 +242,8 @@ def train_steps(
     objective = loss or model.loss
     for i in range(steps):
         batch = to_batch(split, order[i * batch_size : (i + 1) * batch_size])
-        if binarize:
-            batch[binarize] = torch.bernoulli(batch[binarize])
+        for x in binarize:
+            batch[x] = torch.bernoulli(batch[x])
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(i)
@@ -568,7 +571,7 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
                 bar.update,
                 losses,
                 step_loss,
-                data.image.name if cfg.binarize else None,
+                data.image_names if cfg.binarize else (),
                 None
                 if cfg.lr_schedule == "constant"
                 else lambda i, epoch=epoch: cfg.lr_at(epoch * per_epoch + i, total_steps),

@@ -1,4 +1,4 @@
-"""Datasets: a list of modalities (one image and its attributes) and their train and test splits.
+"""Datasets: a list of modalities (one or more images and their attributes) and their train and test splits.
 
 Images are kept as uint8 (N, C*H*W) tensors, categorical attributes as int64 class indices (-1: not
 observed) and continuous ones as standardised float32 (NaN: not observed); a batch turns the image into
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from .mnist import MnistData, load_mnist
 @dataclass
 class AttributeDataset:
     name: str
-    image: Image
+    images: list[Image]
     attributes: list[Attribute]
     train: dict[str, torch.Tensor]
     test: dict[str, torch.Tensor]
@@ -39,15 +39,48 @@ class AttributeDataset:
 
     @property
     def modalities(self) -> list[Modality]:
-        return [self.image, *self.attributes]
+        return [*self.images, *self.attributes]
+
+    @property
+    def image_names(self) -> list[str]:
+        return [m.name for m in self.images]
 
     @property
     def n_train(self) -> int:
-        return len(self.train[self.image.name])
+        return len(self.train[self.images[0].name])
 
     @property
     def n_test(self) -> int:
-        return len(self.test[self.image.name])
+        return len(self.test[self.images[0].name])
+
+    @property
+    def picture_shape(self) -> tuple[int, int]:
+        """(H, W) of `pictures`: the images side by side, one pixel apart."""
+        return max(m.shape[0] for m in self.images), sum(m.shape[1] + 1 for m in self.images) - 1
+
+    def pictures(self, drawn: Mapping[str, torch.Tensor | np.ndarray]) -> np.ndarray:
+        """Every image of each example side by side, as figures show them: (..., H, W) grey or (..., H, W, 3)
+        colour floats in [0, 1] from each image's (..., C*H*W) intensities in `drawn` (other keys ignored).
+        Several images: grey ones turn colour beside colour ones, shorter ones padded below, a grey gap."""
+        parts = []
+        for m in self.images:
+            x = drawn[m.name]
+            x = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
+            parts.append(m.pixels(x / 255 if x.max(initial=0) > 1 else x))
+        if len(parts) == 1:
+            return parts[0]
+        colour = any(m.channels > 1 for m in self.images)
+        h, w = self.picture_shape
+        lead = parts[0].shape[:-2] if self.images[0].channels == 1 else parts[0].shape[:-3]
+        out = np.full((*lead, h, w, *((3,) if colour else ())), 0.5, dtype=np.float32)
+        left = 0
+        for m, p in zip(self.images, parts):
+            if colour and m.channels == 1:
+                p = np.repeat(p[..., None], 3, -1)
+            out[..., : m.shape[0], left : left + m.shape[1], *((slice(None),) if colour else ())] = p
+            out[..., m.shape[0] :, left : left + m.shape[1], *((slice(None),) if colour else ())] = 0
+            left += m.shape[1] + 1
+        return out
 
     def default_steps(self, batch_size: int) -> int:
         """A run's length without --epochs or --steps: `default_epochs` epochs of the full-MNIST training
@@ -144,7 +177,7 @@ def position_digit(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) 
     tr_x, tr_y, te_x, te_y = split_sources(mnist, (1, 2), seed, test_fraction)
     return AttributeDataset(
         "position-digit",
-        Image("x", (28, 56)),
+        [Image("x", (28, 56))],
         [Categorical("position", ("left", "right")), Categorical("digit", ("1", "2"))],
         _position_digit_split(tr_x, tr_y),
         _position_digit_split(te_x, te_y),
@@ -165,7 +198,7 @@ def mnist_label(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> 
 
     return AttributeDataset(
         "mnist-label",
-        Image("x", (28, 28)),
+        [Image("x", (28, 28))],
         [Categorical("digit", tuple(map(str, range(10))))],
         split(tr_x, tr_y),
         split(te_x, te_y),
@@ -210,7 +243,7 @@ def mnist_a(
     share = 0.85 if split == "iid" else 0.8  # of the images (iid) or of the combinations (compositional)
     data = AttributeDataset(
         "mnist-a",
-        Image("x", (generator.CANVAS, generator.CANVAS)),
+        [Image("x", (generator.CANVAS, generator.CANVAS))],
         [Categorical(name, values) for name, values in generator.ATTRIBUTES.items()],
         rows("train"),
         rows("test"),
@@ -280,13 +313,17 @@ BINARY_TEST_SEED = 0  # one binarised test set for every run and seed, so their 
 
 
 def binarized(
-    split: dict[str, torch.Tensor], image: str, seed: int = BINARY_TEST_SEED
+    split: dict[str, torch.Tensor], images: Sequence[str], seed: int = BINARY_TEST_SEED
 ) -> dict[str, torch.Tensor]:
-    """The split with each pixel drawn once from Bernoulli(intensity) (seeded), stored as 0 or 255: the fixed
-    binarised test set of the likelihood papers (training images are binarised afresh at every step)."""
-    x = split[image].float().div(255)
-    drawn = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
-    return split | {image: drawn.mul(255).to(torch.uint8)}
+    """The split with each pixel of the named images drawn once from Bernoulli(intensity) (seeded; the i-th
+    image from seed + i), stored as 0 or 255: the fixed binarised test set of the likelihood papers (training
+    images are binarised afresh at every step)."""
+    out = dict(split)
+    for i, image in enumerate(images):
+        x = split[image].float().div(255)
+        drawn = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed + i))
+        out[image] = drawn.mul(255).to(torch.uint8)
+    return out
 
 
 def load_dataset(
@@ -319,7 +356,7 @@ def load_dataset(
         if held_out:
             loaded = hold_out(loaded, [parse_assignments(loaded, [h]) for h in held_out])
         if binarize:
-            loaded.test = binarized(loaded.test, loaded.image.name)
+            loaded.test = binarized(loaded.test, loaded.image_names)
         return loaded
     if preset not in PRESETS:
         raise UserError(f"preset {preset} (allowed: {', '.join(PRESETS)})")
@@ -331,7 +368,7 @@ def load_dataset(
     if held_out:
         dataset = hold_out(dataset, [parse_assignments(dataset, [h]) for h in held_out])
     if binarize:
-        dataset.test = binarized(dataset.test, dataset.image.name)
+        dataset.test = binarized(dataset.test, dataset.image_names)
     return dataset
 
 

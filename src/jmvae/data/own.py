@@ -2,7 +2,9 @@
 
 A folder holds images (PNG or JPEG, any size, grey or colour) and a `metadata.csv` or `metadata.jsonl` with a
 `file_name` column and one column per attribute, at its root (file names may start with `train/` or `test/`)
-or in `train/` and `test/` subfolders. Without a train/test division the test split is a seeded share.
+or in `train/` and `test/` subfolders. Further images of an example go in `NAME_file_name` columns (image
+modality NAME; `file_name`'s is "x"), as Hugging Face datasets reads several image columns. Without a
+train/test division the test split is a seeded share.
 Images are decoded once into a cache keyed by the files' hashes and kept as uint8; attribute kinds are
 inferred per column (`infer_kind`) unless overridden; an empty cell is "not observed".
 """
@@ -191,10 +193,10 @@ def encode(attr: Attribute, values: list[Any], where: list[str]) -> torch.Tensor
 # -- reading a folder ----------------------------------------------------------------------------------------
 @dataclass
 class Table:
-    """The metadata rows: file paths (absolute), the split of each row ("train", "test" or ""), and
-    columns."""
+    """The metadata rows: each image column's file paths (absolute; "x" for file_name, NAME for
+    NAME_file_name), the split of each row ("train", "test" or ""), and columns."""
 
-    files: list[Path]
+    files: dict[str, list[Path]]
     splits: list[str]
     columns: dict[str, list[Any]]
     where: list[str]  # "metadata.csv line 7" per row, for errors
@@ -205,7 +207,21 @@ def _shown(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.parent.name in ("train", "test") else path.name
 
 
-def read_metadata(path: Path, base: Path, split: str) -> tuple[list[Path], list[str], list[dict], list[str]]:
+FILE_SUFFIX = "_file_name"  # NAME_file_name: the column of image modality NAME
+
+
+def image_columns(columns: Sequence[str]) -> dict[str, str]:
+    """Image modality name -> its metadata column: file_name is "x", NAME_file_name is NAME."""
+    out = {"x": "file_name"} if "file_name" in columns else {}
+    for c in columns:
+        if c.endswith(FILE_SUFFIX) and len(c) > len(FILE_SUFFIX):
+            out[c[: -len(FILE_SUFFIX)]] = c
+    return out
+
+
+def read_metadata(
+    path: Path, base: Path, split: str
+) -> tuple[dict[str, list[Path]], list[str], list[dict], list[str]]:
     rows: list[dict] = []
     try:
         if path.suffix == ".csv":
@@ -246,19 +262,24 @@ def read_metadata(path: Path, base: Path, split: str) -> tuple[list[Path], list[
             f"{path} has no file_name column (columns: {', '.join(map(str, rows[0])) or 'none'}; allowed: "
             "a file_name column and one column per attribute)"
         )
-    files, splits, folder = [], [], str(path.parent)
+    columns = image_columns(list(dict.fromkeys(k for r in rows for k in r)))
+    files: dict[str, list[Path]] = {m: [] for m in columns}
+    splits, folder = [], str(path.parent)
     for row, w in zip(rows, where):
-        name = row.get("file_name")
-        if _blank(name):
-            raise UserError(f"{w}: empty file_name (allowed: an image path relative to {path.parent})")
-        rel = os.path.normpath(str(name))  # string work: a Path per row costs 10 us each
-        parts = rel.split(os.sep)
-        if os.path.isabs(rel) or parts[0] == ".." or (os.altsep and os.altsep in rel and ".." in rel):
-            raise UserError(f"{w}: file_name {name} (allowed: a path inside {path.parent})")
-        files.append(Path(f"{folder}{os.sep}{rel}"))
-        first = parts[0] if len(parts) > 1 else ""
-        splits.append(split or (first if first in ("train", "test") else ""))
-    return files, splits, [{k: v for k, v in r.items() if k != "file_name"} for r in rows], where
+        for m, column in columns.items():
+            name = row.get(column)
+            if _blank(name):
+                raise UserError(f"{w}: empty {column} (allowed: an image path relative to {path.parent})")
+            rel = os.path.normpath(str(name))  # string work: a Path per row costs 10 us each
+            parts = rel.split(os.sep)
+            if os.path.isabs(rel) or parts[0] == ".." or (os.altsep and os.altsep in rel and ".." in rel):
+                raise UserError(f"{w}: {column} {name} (allowed: a path inside {path.parent})")
+            files[m].append(Path(f"{folder}{os.sep}{rel}"))
+            if column == "file_name":
+                first = parts[0] if len(parts) > 1 else ""
+                splits.append(split or (first if first in ("train", "test") else ""))
+    names = set(columns.values())
+    return files, splits, [{k: v for k, v in r.items() if k not in names} for r in rows], where
 
 
 def metadata_files(root: Path) -> list[tuple[Path, str]]:
@@ -285,24 +306,33 @@ def read_table(root: Path) -> Table:
             f"--data {root} {what} (allowed: images and a metadata.csv or metadata.jsonl with a file_name "
             "column and one column per attribute)"
         )
-    files, splits, rows, where = [], [], [], []
+    files: dict[str, list[Path]] = {}
+    splits, rows, where = [], [], []
     for path, split in found:
         f, s, r, w = read_metadata(path, root, split)
-        files += f
+        if files and f and set(f) != set(files):
+            raise UserError(
+                f"{path} has the images {', '.join(sorted(f))} where other metadata files have "
+                f"{', '.join(sorted(files))} (allowed: the same image columns in each)"
+            )
+        for m, paths in f.items():
+            files.setdefault(m, []).extend(paths)
         splits += s
         rows += r
         where += w
-    if not files:
+    if not rows:
         raise UserError(f"--data {root}: the metadata lists no images (allowed: one row per image)")
-    seen: dict[str, str] = {}
-    for file, at in zip(files, where):
-        key = str(file)  # normalised when read: a.png and ./a.png agree
-        if key in seen:
-            raise UserError(
-                f"file_name {file.relative_to(root)} given twice ({seen[key]} and {at}; allowed: each image "
-                "once)"
-            )
-        seen[key] = at
+    for m, paths in files.items():
+        seen: dict[str, str] = {}
+        column = "file_name" if m == "x" else m + FILE_SUFFIX
+        for file, at in zip(paths, where):
+            key = str(file)  # normalised when read: a.png and ./a.png agree
+            if key in seen:
+                raise UserError(
+                    f"{column} {file.relative_to(root)} given twice ({seen[key]} and {at}; allowed: each "
+                    "image once)"
+                )
+            seen[key] = at
     names = list(dict.fromkeys(k for r in rows for k in r))
     if not names:
         raise UserError(
@@ -398,10 +428,10 @@ def parse_size(text: str | int | None) -> tuple[int, int] | None:
     return size
 
 
-def files_key(table: Table, root: Path, size: tuple[int, int] | None) -> str:
+def files_key(files: list[Path], root: Path, size: tuple[int, int] | None) -> str:
     """sha256 over every image file's bytes and name, the size asked and the cache format."""
     h = hashlib.sha256(f"v{CACHE_VERSION};{size}".encode())
-    for f in table.files:
+    for f in files:
         try:
             h.update(str(f.relative_to(root)).encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
         except OSError as e:
@@ -412,26 +442,26 @@ def files_key(table: Table, root: Path, size: tuple[int, int] | None) -> str:
 
 
 def read_images(
-    table: Table, root: Path, size: tuple[int, int] | None, cache: Path | None, progress: bool = True
+    files: list[Path], root: Path, size: tuple[int, int] | None, cache: Path | None, progress: bool = True
 ) -> tuple[np.ndarray, str]:
     """(N, C, H, W) uint8 images (C = 1 when every image is grey) and the cache key; decoded once into
     `cache`."""
-    missing = [f for f in table.files if not f.is_file()]
+    missing = [f for f in files if not f.is_file()]
     if missing:
         raise UserError(
             f"image {missing[0]} does not exist ({len(missing)} missing; allowed: every file_name a file)"
         )
-    key = files_key(table, root, size)
+    key = files_key(files, root, size)
     path = cache / f"{key}.npy" if cache is not None else None
     if path is not None and path.is_file():
         try:
             return np.load(path, allow_pickle=False), key
         except (OSError, ValueError):
             pass  # a cut-short cache file: decode again
-    names = [str(f) for f in table.files]
+    names = [str(f) for f in files]
     first, why = _size_of(names[0]) if size is None else (size, "")
     if first is None:
-        raise UserError(f"image {table.files[0]} cannot be read ({why}; allowed: a PNG or JPEG file)")
+        raise UserError(f"image {files[0]} cannot be read ({why}; allowed: a PNG or JPEG file)")
     h, w = first
     need, have = 2 * len(names) * 3 * h * w, _memory()  # the decoded list and the stacked array
     if need > have // 2:
@@ -440,13 +470,13 @@ def read_images(
             f"{have / 1e9:.1f} GB (allowed: a smaller --image-size, or fewer images)"
         )
     decoded = _pool_map(_decode, [(n, size) for n in names], "decoding images", progress)
-    for (img, why), f in zip(decoded, table.files):
+    for (img, why), f in zip(decoded, files):
         if img is None:
             raise UserError(f"image {f} cannot be read ({why}; allowed: a PNG or JPEG file)")
     shapes = [img.shape[:2] for img, _ in decoded]
     distinct = sorted(set(shapes))
     if len(distinct) > 1:  # only without --image-size: every image keeps its own size
-        a, b = (table.files[shapes.index(d)] for d in distinct[:2])
+        a, b = (files[shapes.index(d)] for d in distinct[:2])
         raise UserError(
             f"images of different sizes ({a.name} is {distinct[0][0]}x{distinct[0][1]}, {b.name} is "
             f"{distinct[1][0]}x{distinct[1][1]}; allowed: one size, or --image-size N to resize all)"
@@ -509,7 +539,7 @@ def column_values(values: Any) -> list[Any]:
 # -- the dataset ------------------------------------------------------------------------------------------
 def assemble(
     name: str,
-    images: np.ndarray,
+    images: dict[str, np.ndarray],
     columns: dict[str, list[Any]],
     where: list[str],
     splits: list[str],
@@ -517,10 +547,10 @@ def assemble(
     test_fraction: float,
     seed: int,
     source: str,
-    image_name: str = "x",
 ) -> AttributeDataset:
-    """The dataset of decoded images and raw attribute columns: kinds inferred on the training rows."""
-    n = len(images)
+    """The dataset of decoded images ((N, C, H, W) uint8 per image modality) and raw attribute columns:
+    kinds inferred on the training rows."""
+    n = len(next(iter(images.values())))
     for col, values in columns.items():
         if col in RESERVED or not col.strip() or any(c in col for c in "=,"):
             raise UserError(
@@ -536,8 +566,12 @@ def assemble(
     unknown = sorted(set(kinds) - set(columns))
     if unknown:
         raise UserError(f"--attribute {unknown[0]}=... names no column (allowed: {', '.join(columns)})")
-    while image_name in columns:  # an attribute column already named like the image
-        image_name += "_"
+    names: list[str] = []
+    for image_name in images:
+        while image_name in columns or image_name in names:  # a column named like an image
+            image_name += "_"
+        names.append(image_name)
+    images = dict(zip(names, images.values()))
     split = np.array(splits or [""] * n)
     if (split == "").all():
         order = np.random.default_rng(seed).permutation(n)
@@ -570,23 +604,25 @@ def assemble(
                 f"(allowed: attributes with at least two values; drop the column)"
             )
         attrs.append(attr)
-    if min(images.shape[2:]) < 4:
-        raise UserError(
-            f"{source}: images of {images.shape[2]}x{images.shape[3]} pixels (allowed: at least 4x4; "
-            "--image-size N resizes)"
-        )
-    img = Image(image_name, (images.shape[2], images.shape[3]), images.shape[1])
-    flat = torch.from_numpy(images.reshape(n, -1))
+    modalities, flat = [], {}
+    for image_name, array in images.items():
+        if min(array.shape[2:]) < 4:
+            raise UserError(
+                f"{source}: images{'' if len(images) == 1 else ' ' + image_name} of {array.shape[2]}x"
+                f"{array.shape[3]} pixels (allowed: at least 4x4; --image-size N resizes)"
+            )
+        modalities.append(Image(image_name, (array.shape[2], array.shape[3]), array.shape[1]))
+        flat[image_name] = torch.from_numpy(array.reshape(n, -1))
 
     def rows(idx: np.ndarray) -> dict[str, torch.Tensor]:
-        out = {img.name: flat[torch.from_numpy(idx)]}
+        out = {k: v[torch.from_numpy(idx)] for k, v in flat.items()}
         for a in attrs:
             out[a.name] = encode(a, [columns[a.name][i] for i in idx], [where[i] for i in idx])
         return out
 
     return AttributeDataset(
         name,
-        img,
+        modalities,
         attrs,
         rows(train_idx),
         rows(test_idx),
@@ -640,20 +676,15 @@ def load_folder(
     progress: bool = True,
 ) -> AttributeDataset:
     table = read_table(root)
-    images, key = read_images(table, root, image_size, cache, progress)
+    images, keys = {}, {}
+    for m, files in table.files.items():
+        images[m], keys[m] = read_images(files, root, image_size, cache, progress)
+    if len({a.shape[0] for a in images.values()}) > 1:
+        raise UserError(f"--data {root}: image columns of different lengths (allowed: one image each)")
     data = assemble(
-        root.name,
-        images,
-        table.columns,
-        table.where,
-        table.splits,
-        kinds,
-        test_fraction,
-        seed,
-        str(root),
-        image_name="x",
+        root.name, images, table.columns, table.where, table.splits, kinds, test_fraction, seed, str(root)
     )
-    data.options = {"files": key}
+    data.options = {"files": keys["x"] if len(keys) == 1 else keys}
     return data
 
 
@@ -688,18 +719,25 @@ def from_arrays(
     source: str = "arrays",
     split: Sequence[str] | None = None,
 ) -> AttributeDataset:
-    """A dataset from one image array (ndim >= 3) and one 1-D array per attribute (NaN or None: not observed).
-    `split`, if given, says "train" or "test" for each row."""
+    """A dataset from image arrays (ndim >= 3, one per image modality, named by their keys) and one 1-D array
+    per attribute (NaN or None: not observed). `split`, if given, says "train" or "test" for each row."""
     arrays = dict(arrays)
     if "split" in arrays and split is None:
         split = [str(s) for s in np.asarray(arrays.pop("split")).tolist()]
     image_keys = [k for k, v in arrays.items() if np.ndim(v) >= 3]
-    if len(image_keys) != 1:
+    if not image_keys:
         raise UserError(
-            f"{source}: {len(image_keys)} image arrays ({', '.join(image_keys) or 'none'}; allowed: exactly "
-            "one array of images (N, H, W[, C]) beside 1-D attribute arrays)"
+            f"{source}: no image array (allowed: one or more arrays of images (N, H, W[, C]) beside 1-D "
+            "attribute arrays)"
         )
-    images = resize(image_array(arrays.pop(image_keys[0]), f"{source}: {image_keys[0]}"), image_size)
+    every = {k: resize(image_array(arrays.pop(k), f"{source}: {k}"), image_size) for k in image_keys}
+    lengths = {k: len(v) for k, v in every.items()}
+    if len(set(lengths.values())) > 1:
+        raise UserError(
+            f"{source}: image arrays of different lengths "
+            f"({', '.join(f'{k} {n}' for k, n in lengths.items())}; allowed: one image of each per example)"
+        )
+    images = next(iter(every.values()))
     columns: dict[str, list[Any]] = {}
     for k, v in arrays.items():
         try:
@@ -719,9 +757,9 @@ def from_arrays(
         bad = next((w for w in split if w not in ("train", "test")), f"{len(split)} values")
         raise UserError(f"{source}: split {bad!r} (allowed: 'train' or 'test' for every image)")
     where = [f"row {i}" for i in range(len(images))]
-    data = assemble(
+    return assemble(
         name,
-        images,
+        every,
         columns,
         where,
         list(split) if split is not None else [],
@@ -729,33 +767,40 @@ def from_arrays(
         test_fraction,
         seed,
         source,
-        image_name=image_keys[0],
     )
-    return data
 
 
-def from_hf(dataset: Any, image_column: str = "image", **kwargs) -> AttributeDataset:
-    """A Hugging Face `datasets.Dataset` (an Image feature and attribute columns) as a jmvae dataset."""
-    if image_column not in dataset.column_names:
-        raise UserError(f"no column {image_column} (allowed: {', '.join(dataset.column_names)})")
-    pictures = [np.asarray(im.convert("RGB")) for im in dataset[image_column]]
-    sizes = {p.shape for p in pictures}
-    if len(sizes) > 1 and kwargs.get("image_size") is None:
+def from_hf(dataset: Any, image_column: str | Sequence[str] = "image", **kwargs) -> AttributeDataset:
+    """A Hugging Face `datasets.Dataset` (one or more Image features and attribute columns) as a jmvae
+    dataset."""
+    wanted = [image_column] if isinstance(image_column, str) else list(image_column)
+    arrays: dict[str, Any] = {}
+    for column in wanted:
+        if column not in dataset.column_names:
+            raise UserError(f"no column {column} (allowed: {', '.join(dataset.column_names)})")
+        arrays[column] = _hf_images(dataset[column], kwargs.get("image_size"))
+    arrays |= {
+        c: [None if v is None else v for v in dataset[c]] for c in dataset.column_names if c not in wanted
+    }
+    return from_arrays(arrays, **{k: v for k, v in kwargs.items() if k != "image_size"})
+
+
+def _hf_images(column: Any, size: tuple[int, int] | None) -> np.ndarray:
+    """PIL images -> (N, H, W, 3) uint8, or (N, H, W) when all are grey; resized to `size` if given."""
+    pictures = [np.asarray(im.convert("RGB")) for im in column]
+    if len({p.shape for p in pictures}) > 1 and size is None:
         raise UserError("images of different sizes (allowed: one size, or image_size=(H, W))")
-    if kwargs.get("image_size") is not None:
+    if size is not None:
         from PIL import Image as PILImage
 
-        h, w = kwargs["image_size"]
+        h, w = size
         pictures = [
             np.asarray(PILImage.fromarray(p).resize((w, h), PILImage.Resampling.BILINEAR)) for p in pictures
         ]
     images = np.stack(pictures)
     if (images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all():
         images = images[..., 0]
-    arrays = {image_column: images} | {
-        c: [None if v is None else v for v in dataset[c]] for c in dataset.column_names if c != image_column
-    }
-    return from_arrays(arrays, **{k: v for k, v in kwargs.items() if k != "image_size"})
+    return images
 
 
 def save_dataset(data: AttributeDataset, path: Path) -> None:
@@ -764,12 +809,10 @@ def save_dataset(data: AttributeDataset, path: Path) -> None:
     schema = {
         "name": data.name,
         "source": data.source,
-        "image": {
-            "name": data.image.name,
-            "shape": list(data.image.shape),
-            "channels": data.image.channels,
-            "likelihood": data.image.likelihood,
-        },
+        "images": [
+            {"name": m.name, "shape": list(m.shape), "channels": m.channels, "likelihood": m.likelihood}
+            for m in data.images
+        ],
         "attributes": [_schema(a) for a in data.attributes],
     }
     arrays = {
@@ -809,8 +852,10 @@ def load_saved(path: Path) -> AttributeDataset | None:
         raise UserError(
             f"--data {path} cannot be read ({type(e).__name__}; allowed: an .npz of arrays)"
         ) from None
-    im = schema["image"]
-    image = Image(im["name"], tuple(im["shape"]), im["channels"], im["likelihood"])
+    images = [
+        Image(im["name"], tuple(im["shape"]), im["channels"], im["likelihood"])
+        for im in schema.get("images") or [schema["image"]]  # "image": saved before several images
+    ]
     attrs = [attribute_from_json(a) for a in schema["attributes"]]
     split = {
         part: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(part + "/")}
@@ -818,7 +863,7 @@ def load_saved(path: Path) -> AttributeDataset | None:
     }
     return AttributeDataset(
         schema["name"],
-        image,
+        images,
         attrs,
         split["train"],
         split["test"],
@@ -872,15 +917,17 @@ def export(data: AttributeDataset, out: Path, progress: bool = True) -> Path:
     try:
         for part, split in (("train", data.train), ("test", data.test)):
             (tmp / part).mkdir()
-            n = len(split[data.image.name])
-            images = data.image.pixels(split[data.image.name]).numpy()
+            n = len(split[data.images[0].name])
+            pictures = {m.name: m.pixels(split[m.name]).numpy() for m in data.images}
             rows = []
             for i in tqdm(
                 range(n), desc=f"writing {part}", unit="img", disable=None if progress else True, leave=False
             ):
-                name = f"{i:06d}.png"
-                PILImage.fromarray(images[i]).save(tmp / part / name)
-                row = {"file_name": name}
+                row = {}
+                for j, (m, images) in enumerate(pictures.items()):  # the first is file_name, as it loads
+                    name = f"{i:06d}.png" if j == 0 else f"{i:06d}_{m}.png"
+                    PILImage.fromarray(images[i]).save(tmp / part / name)
+                    row["file_name" if j == 0 else m + FILE_SUFFIX] = name
                 for a in data.attributes:
                     v = split[a.name][i]
                     row[a.name] = (

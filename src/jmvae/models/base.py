@@ -1,4 +1,4 @@
-"""MultimodalVAE: what every model has. One image, any number of categorical attributes, one latent z.
+"""MultimodalVAE: what every model has. One or more images, any number of attributes, one latent z.
 
 Each modality has an encoder (its expert q(z|m)) and a decoder p(m|z); a model family says how experts
 combine into q(z | any given subset) (`posterior`), and each objective is a subclass writing `loss` and
@@ -46,13 +46,14 @@ class MultimodalVAE(nn.Module):
         decoders: Mapping[str, nn.Module] | None = None,
     ):
         super().__init__()
-        images = [m for m in modalities if isinstance(m, Image)]
-        if len(images) != 1:
-            raise ValueError("a model needs exactly one Image modality")
-        self.image: Image = images[0]
+        self.images: list[Image] = [m for m in modalities if isinstance(m, Image)]
+        if not self.images:
+            raise ValueError("a model needs at least one Image modality")
         self.attributes: list[Attribute] = [m for m in modalities if not isinstance(m, Image)]
-        self.modalities: dict[str, Modality] = {m.name: m for m in [self.image, *self.attributes]}
-        self.names: list[str] = list(self.modalities)  # the image first, then the attributes
+        self.modalities: dict[str, Modality] = {m.name: m for m in [*self.images, *self.attributes]}
+        if len(self.modalities) != len(modalities):
+            raise ValueError(f"two modalities share a name ({', '.join(m.name for m in modalities)})")
+        self.names: list[str] = list(self.modalities)  # the images first, then the attributes
         self.z_dim, self.hidden, self.components = z_dim, hidden, components
         self.kl_weight = (
             1.0  # the KL terms' weight (a warm-up schedule sets it per epoch; JMVAE and TELBO use it)
@@ -74,8 +75,23 @@ class MultimodalVAE(nn.Module):
         the same initial weights as it always has."""
 
     @property
+    def image_names(self) -> list[str]:
+        return [m.name for m in self.images]
+
+    @property
     def attribute_names(self) -> list[str]:
         return [a.name for a in self.attributes]
+
+    def images_log_likelihood(self, log_p: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """sum_j log p(x_j|z) over the images, from each modality's log p."""
+        total = log_p[self.image_names[0]]
+        for x in self.image_names[1:]:
+            total = total + log_p[x]
+        return total
+
+    def _x(self) -> str:
+        """The images' name in equations: the image's own, or "x" for several."""
+        return self.images[0].name if len(self.images) == 1 else "x"
 
     def attribute_subsets(self, every: bool) -> list[tuple[str, ...]]:
         """All attributes together (every=False, as the papers), or every non-empty subset of them, smallest

@@ -120,7 +120,7 @@ class JMVAE(JointVAE):
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         labelled = observed(batch, self.names, self.attribute_names)  # None: every example is
         batch = filled(batch)
-        x = self.image.name
+        xs = self.image_names
         q = cast(Gaussian, self.posterior({n: batch[n] for n in self.names}))  # q(z|x,y): the joint encoder's
         z = q.rsample()
         draws = min(self.recon_draws or len(z), len(z))  # draws for the gamma terms
@@ -131,12 +131,14 @@ class JMVAE(JointVAE):
         z_p = torch.randn(draws, z.shape[-1], dtype=z.dtype, device=z.device) if prior else z[:0]
         logits = self.logits(torch.cat([z, z_p]))
         log_p = {n: self.modalities[n].log_likelihood(l[: len(z)], batch[n]) for n, l in logits.items()}
-        q_x = cast(Gaussian, self.posterior({x: batch[x]}))  # the image expert's
+        q_x = cast(Gaussian, self.posterior({x: batch[x] for x in xs}))  # the image experts' product
         q_y = [self.posterior({a: batch[a] for a in s}) for s in self.subsets]
         # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y_S)) for each S, evaluated
         # together
         kl_prior, kl_x, *kl_y = divergences(q, z, [standard_normal(q.loc), q_x, *q_y])
-        recon = log_p[x] + self.attribute_weight * sum(log_p[a.name] for a in self.attributes)
+        recon = self.images_log_likelihood(log_p) + self.attribute_weight * sum(
+            log_p[a.name] for a in self.attributes
+        )
         regulariser = kl_prior + self.alpha * (kl_x + sum(kl_y))
         per_example = -recon + (regulariser if self.kl_weight == 1 else self.kl_weight * regulariser)
         named = {f"nll_{n}": -v for n, v in log_p.items()} | {"kl_prior": kl_prior, "kl_x": kl_x}
@@ -172,7 +174,7 @@ class JMVAE(JointVAE):
         q_part = Gaussian(q_x.loc[idx], q_x.scale[idx])
         log_p = self.log_likelihood(z[idx], part)
         seen = part[OBSERVED]
-        recon = log_p[self.image.name] + self.attribute_weight * sum(
+        recon = self.images_log_likelihood(log_p) + self.attribute_weight * sum(
             log_p[a] * seen[:, self.names.index(a)] for a in self.attribute_names
         )
         elbo = -recon + self.kl_weight * kl(q_part, standard_normal(q_part.loc))
@@ -205,14 +207,15 @@ class JMVAE(JointVAE):
                 {a: self.attribute_recon * self.attribute_weight for a in s} if self.attribute_recon else {}
             )
             if self.image_recon and s == every:
-                weights[self.image.name] = self.image_recon
+                weights |= {x: self.image_recon for x in self.image_names}
             if not weights:
                 continue
             z_s, w = stratified_rsample(first_rows(q_s, draws))  # (K, n, z_dim): one draw per component
-            attributes = [n for n in weights if n != self.image.name]
+            attributes = [n for n in weights if n not in self.image_names]
             log_p = self.log_likelihood(z_s, rows, attributes) if attributes else {}
-            if self.image.name in weights:
-                log_p[self.image.name] = self._image_from_attributes(z_s, batch, q, labelled)
+            for x in self.image_names:
+                if x in weights:
+                    log_p[x] = self._image_from_attributes(x, z_s, batch, q, labelled)
             given = "y" if s == every else ",".join(s)
             for name, lp in log_p.items():
                 expected = lp[0] if w is None else (w * lp).sum(0)
@@ -234,26 +237,23 @@ class JMVAE(JointVAE):
         s = code_weights(q, z)  # (B, B): s_j(z_i)
         out: dict[str, torch.Tensor] = {}
         for name, l in logits.items():
-            if name == self.image.name:
-                pairs, weight = self.image.log_likelihood_pairs(l, batch[name]), self.prior_recon
-            else:
-                pairs = self.modalities[name].log_likelihood_pairs(l, batch[name])
-                weight = self.prior_recon * self.attribute_weight
+            pairs = self.modalities[name].log_likelihood_pairs(l, batch[name])
+            weight = self.prior_recon * (1.0 if name in self.image_names else self.attribute_weight)
             out[f"nll_{name}|p(z)"] = weight * (s * pairs).sum(-1)
         return out
 
     def _image_from_attributes(
-        self, z: torch.Tensor, batch: Batch, q: Gaussian, labelled: torch.Tensor | None = None
+        self, x: str, z: torch.Tensor, batch: Batch, q: Gaussian, labelled: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """log p(target image | z) for draws z (K, n, z_dim) of q(z|y) of the batch's first n examples: the
+        """log p(target image x | z) for draws z (K, n, z_dim) of q(z|y) of the batch's first n examples: the
         example's own image, or the matched mixture over the batch's labelled images with the same attributes
         (see cross_reconstruction). Each example matches itself, so no row is empty (an unlabelled row's value
         is not used)."""
-        x, n = self.image.name, z.shape[-2]
+        image, n = self.modalities[x], z.shape[-2]
         logits = self.decoders[x](z)
         if self.image_target == "paired":
-            return self.image.log_likelihood(logits, batch[x][:n])
-        pairs = self.image.log_likelihood_pairs(logits, batch[x])  # (K, n, B)
+            return image.log_likelihood(logits, batch[x][:n])
+        pairs = image.log_likelihood_pairs(logits, batch[x])  # (K, n, B)
         same = torch.stack([batch[a.name][:n].unsqueeze(1) == batch[a.name] for a in self.attributes]).all(0)
         if labelled is not None:
             same = same & labelled | torch.eye(*same.shape, dtype=torch.bool, device=same.device)
@@ -263,7 +263,7 @@ class JMVAE(JointVAE):
         return "kl_y" if len(s) == len(self.attributes) else f"kl_{','.join(s)}"
 
     def describe(self) -> str:
-        x, y = self.image.name, self._y()
+        x, y = self._x(), self._y()
         lam = "" if self.attribute_weight == 1 else f"{self.attribute_weight:g} "
         subsets = [f"q(z|{','.join(s)})" for s in self.subsets]
         kls = " + ".join(f"KL(q(z|{x},{y}) || {t})" for t in [f"q(z|{x})", *subsets])

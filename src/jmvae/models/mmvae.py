@@ -51,7 +51,7 @@ class MMVAE(MultimodalVAE):
         if samples < 1:
             raise ValueError(f"samples {samples} (allowed: an integer >= 1)")
         self.attribute_weight, self.samples, self.dreg = attribute_weight, samples, dreg
-        self.weights = {n: 1.0 if n == self.image.name else attribute_weight for n in self.names}
+        self.weights = {n: 1.0 if n in self.image_names else attribute_weight for n in self.names}
 
     def posterior(self, given: Batch) -> Posterior:
         experts = self.experts(given)

@@ -61,7 +61,7 @@ class MoPoE(MultimodalVAE):
     ):
         super().__init__(modalities, z_dim, hidden, **networks)
         self.attribute_weight = attribute_weight
-        self.weights = {n: 1.0 if n == self.image.name else attribute_weight for n in self.names}
+        self.weights = {n: 1.0 if n in self.image_names else attribute_weight for n in self.names}
         self.subsets = nonempty_subsets(self.names)
         # None: sample where there are more subsets than the founding experiment's 7
         self.sample_subsets = (

@@ -40,7 +40,7 @@ class MVAE(MultimodalVAE):
     ):
         super().__init__(modalities, z_dim, hidden, **networks)
         self.attribute_weight, self.random_subsets = attribute_weight, random_subsets
-        self.weights = {n: 1.0 if n == self.image.name else attribute_weight for n in self.names}
+        self.weights = {n: 1.0 if n in self.image_names else attribute_weight for n in self.names}
         self.fixed = [tuple(self.names)] + [(n,) for n in self.names]  # the joint, then each modality
 
     def posterior(self, given: Batch) -> Posterior:
@@ -52,7 +52,7 @@ class MVAE(MultimodalVAE):
         subsets = self.fixed + random_subsets(self.names, self.random_subsets)
         experts = [self.encoders[n](batch[n]) for n in self.names]
         q = subset_products(
-            experts, membership(subsets, self.names).to(batch[self.image.name].device), True, present
+            experts, membership(subsets, self.names).to(batch[self.names[0]].device), True, present
         )
         z = q.rsample()  # (S, B, z_dim)
         kl_prior = kl(q, standard_normal(z))  # (S, B)

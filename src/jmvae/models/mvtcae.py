@@ -50,7 +50,7 @@ class MVTCAE(MultimodalVAE):
         if not 0 <= tc_alpha <= 1:
             raise ValueError(f"tc_alpha {tc_alpha} (allowed: a number from 0 to 1)")
         self.attribute_weight, self.tc_alpha, self.beta = attribute_weight, tc_alpha, beta
-        self.weights = {n: 1.0 if n == self.image.name else attribute_weight for n in self.names}
+        self.weights = {n: 1.0 if n in self.image_names else attribute_weight for n in self.names}
 
     def posterior(self, given: Batch) -> Posterior:
         return product_of_experts(self.experts(given), prior=False)

@@ -49,15 +49,19 @@ class TELBO(JointVAE):
     ):
         super().__init__(modalities, z_dim, hidden, **networks)
         self.attribute_weight, self.image_recon = attribute_weight, image_recon
-        x, every = self.image.name, tuple(a.name for a in self.attributes)
+        xs, every = tuple(self.image_names), tuple(a.name for a in self.attributes)
         lam = attribute_weight
-        # each ELBO: the modalities its posterior is given, and the weight of each log p(m|z) it scores
+        self.joint = f"{self._x()}y"
+        # each ELBO: the modalities its posterior is given, and the weight of each log p(m|z) it scores; one
+        # ELBO per image alone (each trains its own expert)
         self.elbos: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
-            f"{x}y": ((x, *every), {x: 1.0} | {a: lam for a in every}),
-            x: ((x,), {x: 1.0}),
+            self.joint: ((*xs, *every), {x: 1.0 for x in xs} | {a: lam for a in every}),
         }
+        self.elbos |= {x: ((x,), {x: 1.0}) for x in xs}
         for s in self.attribute_subsets(every_subset):
-            scored = {a: lam for a in s} | ({x: image_recon} if image_recon and s == every else {})
+            scored = {a: lam for a in s} | (
+                {x: image_recon for x in xs} if image_recon and s == every else {}
+            )
             self.elbos["y" if s == every else ",".join(s)] = (s, scored)
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -71,7 +75,7 @@ class TELBO(JointVAE):
             for v, (given, _) in self.elbos.items()
         }
         z = {v: q[v].rsample() for v in self.elbos}
-        kls = kl(stack(list(q.values())), standard_normal(z[f"{self.image.name}y"]))  # KL(q || p(z)) per ELBO
+        kls = kl(stack(list(q.values())), standard_normal(z[self.joint]))  # KL(q || p(z)) per ELBO
         kl_prior = dict(zip(self.elbos, kls))
         weighted = kl_prior if self.kl_weight == 1 else dict(zip(self.elbos, self.kl_weight * kls))
         # log p(m|z) of every ELBO that scores m, each decoder run once on those ELBOs' latents stacked
@@ -84,20 +88,21 @@ class TELBO(JointVAE):
             v: zero_unseen(-sum(w * log_p[v, m] for m, w in weights.items()) + weighted[v], seen[v])
             for v, (_, weights) in self.elbos.items()
         }
-        joint = f"{self.image.name}y"
+        joint = self.joint
         named = {f"nll_{m}" if v == joint else f"nll_{m}|{v}": -lp for (v, m), lp in log_p.items()}
         named |= {"kl_prior" if v == joint else f"kl_{v}_prior": kl_prior[v] for v in self.elbos}
         named |= {f"elbo_{v}": e for v, e in elbo.items()}
         return cast(torch.Tensor, sum(elbo.values())).mean(), terms(**named)
 
     def describe(self) -> str:
-        x, y = self.image.name, self._y()
+        x, y = self._x(), self._y()
         lam = "" if self.attribute_weight == 1 else f"{self.attribute_weight:g} "
-        subsets = [v for v in self.elbos if v not in (f"{x}y", x)]
+        subsets = [v for v in self.elbos if v != self.joint and v not in self.image_names]
         image = f"{self.image_recon:g} log p({x}|z) + " if self.image_recon else ""
+        singles = " + ".join(f"ELBO({m} | q(z|{m}))" for m in self.image_names)
         ys = " + ".join(f"ELBO({v if v != 'y' else y} | q(z|{v if v != 'y' else y}))" for v in subsets)
         return (
-            f"TELBO:  L = ELBO({x},{y} | q(z|{x},{y})) + ELBO({x} | q(z|{x})) + {ys},"
+            f"TELBO:  L = ELBO({x},{y} | q(z|{x},{y})) + {singles} + {ys},"
             f"  ELBO(o | q) = -E_q[log p(o|z)] + KL(q || p(z))"
             + (f", each log p(y_i|z) weighted {self.attribute_weight:g}" if lam else "")
             + (f", ELBO({y} | q(z|{y})) scoring {image}log p({y}|z)" if image else "")
