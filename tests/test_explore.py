@@ -256,3 +256,43 @@ def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path
         )
         assert pixel[3] == 255 and len(set(pixel[:3])) > 1  # a colour pixel, not grey
     assert errors == [], errors
+
+
+def test_two_images_are_decoded_and_drawn_side_by_side(tmp_path):
+    """Several images per example: each decoder runs in JavaScript as in PyTorch, and the canvas holds them
+    side by side (a grey 8x8 beside a colour 32x32, one pixel apart)."""
+    import numpy as np
+
+    from jmvae.data.own import from_arrays
+    from jmvae.models import build_model
+
+    rng = np.random.default_rng(0)
+    data = from_arrays(
+        {
+            "top": (rng.random((40, 8, 8)) * 255).astype(np.uint8),
+            "side": (rng.random((40, 32, 32, 3)) * 255).astype(np.uint8),
+            "kind": np.array(["a", "b"] * 20),
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model("mvae", data.modalities, z_dim=2, hidden=32).eval()
+    page_path = write_explorer(model, data, tmp_path / "e.html", "two views")
+    errors: list = []
+    with open_page(page_path, errors=errors) as page:
+        js = page.evaluate("z => window.jmvaeExplorer.decode(z)", [0.3, -0.2])
+        want = torch_decode(model, [0.3, -0.2])
+        for name in ("top", "side"):
+            assert (torch.tensor(js["images"][name]) - want[name]).abs().max() < 1e-2, name
+        size = page.evaluate(
+            "() => [document.getElementById('image').width, document.getElementById('image').height]"
+        )
+        assert size == [8 + 1 + 32, 32]
+        right = page.evaluate(
+            "() => Array.from(document.getElementById('image').getContext('2d')"
+            ".getImageData(9, 0, 1, 1).data)"
+        )
+        current = page.evaluate("() => window.jmvaeExplorer.current().images.side")
+        assert right[:3] == [
+            round(255 * current[c * 32 * 32]) for c in range(3)
+        ]  # side's first pixel at x = 9
+    assert not errors, errors

@@ -602,3 +602,24 @@ def test_the_schema_records_the_image_networks_a_run_built(side, asked, built):
     assert f"colour, {built} networks" in schema_text(data)
     deconvs = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert len(deconvs) == {"conv4": 4, "conv3": 3, "mlp": 0}[built]
+
+
+def test_a_fully_observed_batch_of_partly_observed_data_trains_with_conv_networks():
+    """A batch of a split with empty cells can hold none of them: the image ELBO of the unlabelled rows then
+    decodes no rows, which a conv decoder must take (it raised on reshaping 0 rows)."""
+    from jmvae.data.attributes import to_batch
+    from jmvae.models import build_model
+    from jmvae.train import observed_split
+
+    rng = np.random.default_rng(0)
+    colour = np.array(["red", "green", "blue"] * 8, dtype=object)
+    colour[0] = None
+    data = own.from_arrays(
+        {"image": rng.integers(0, 255, (24, 32, 32, 3)).astype(np.uint8), "colour": colour}
+    )
+    split = observed_split(data.train, data)
+    full = torch.nonzero(split["observed"].all(1)).squeeze(1)[:8]
+    for name in MODELS:
+        model = build_model(name, data.modalities, z_dim=2, hidden=16)
+        loss, _ = model.loss(to_batch(split, full))
+        assert torch.isfinite(loss), name

@@ -289,7 +289,8 @@ class ConvTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        return run(self.net, x.reshape(-1, self.channels, *self.shape)).reshape(*lead, -1)
+        h = run(self.net, x.reshape(-1, self.channels, *self.shape))
+        return h.reshape(*lead, h.shape[-1])  # not -1: a batch of no rows has a width too
 
 
 class ConvDecoder(nn.Module):
@@ -324,7 +325,8 @@ class ConvDecoder(nn.Module):
 
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
-        return self.net(self.fc(z).reshape(-1, *self.grid)).reshape(*lead, -1)
+        x = self.net(self.fc(z).reshape(-1, *self.grid))
+        return x.reshape(*lead, x.shape[-1])  # not -1: a batch of no rows has a width too
 
 
 def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> nn.Module:
