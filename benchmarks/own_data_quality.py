@@ -31,42 +31,53 @@ from jmvae.train import load_run
 
 
 class Reader(nn.Module):
-    def __init__(self, channels: int, shape: tuple[int, int], widths: dict[str, int]):
-        super().__init__()
-        self.channels, self.shape, self.widths = channels, shape, widths
-        layers, c = [], channels
-        for out in (32, 64, 96):
-            layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-            c = out
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(c * 4, 256), nn.ReLU(), nn.Linear(256, sum(widths.values())))
+    """One conv stack per image of an example, their features read together by one head."""
 
-    def forward(self, x):
-        h = self.head(self.features(x.reshape(-1, self.channels, *self.shape)))
+    def __init__(self, images, widths: dict[str, int]):
+        super().__init__()
+        self.images, self.widths = list(images), widths
+        stacks = []
+        for image in self.images:
+            layers, c = [], image.channels
+            for out in (32, 64, 96):
+                layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+                c = out
+            stacks.append(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten()))
+        self.features = nn.ModuleList(stacks)
+        self.head = nn.Sequential(
+            nn.Linear(96 * 4 * len(stacks), 256), nn.ReLU(), nn.Linear(256, sum(widths.values()))
+        )
+
+    def forward(self, drawn: dict[str, torch.Tensor]):
+        h = torch.cat(
+            [f(drawn[m.name].reshape(-1, m.channels, *m.shape)) for f, m in zip(self.features, self.images)],
+            -1,
+        )
+        h = self.head(h)
         return dict(zip(self.widths, h.split(list(self.widths.values()), -1)))
 
 
 def train_reader(data, steps: int = 3000, seed: int = 1234) -> Reader:
     torch.manual_seed(seed)
     widths = {a.name: 1 if isinstance(a, Continuous) else a.size for a in data.attributes}
-    reader = Reader(data.images[0].channels, data.images[0].shape, widths)
+    reader = Reader(data.images, widths)
     opt = torch.optim.Adam(reader.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         b = to_batch(data.train, torch.randint(0, data.n_train, (128,), generator=g))
-        x = b[data.images[0].name]
         sigma = float(torch.rand(1, generator=g)) * 1.6  # generated images are means: blurred
-        if sigma > 0.3:
-            r = 3
-            t = torch.arange(-r, r + 1, dtype=torch.float32)
-            k = torch.exp(-(t**2) / (2 * sigma**2))
-            k = k / k.sum()
-            img = x.reshape(-1, 1, *data.images[0].shape)
-            img = F.conv2d(
-                F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)
-            )
-            x = img.reshape(x.shape)
-        out = reader(x)
+        for m in data.images:
+            if sigma > 0.3:
+                r = 3
+                t = torch.arange(-r, r + 1, dtype=torch.float32)
+                k = torch.exp(-(t**2) / (2 * sigma**2))
+                k = k / k.sum()
+                img = b[m.name].reshape(-1, 1, *m.shape)
+                img = F.conv2d(
+                    F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)
+                )
+                b[m.name] = img.reshape(b[m.name].shape)
+        out = reader(b)
         loss = 0
         for a in data.attributes:
             y = b[a.name]
@@ -84,10 +95,12 @@ def train_reader(data, steps: int = 3000, seed: int = 1234) -> Reader:
 
 
 @torch.no_grad()
-def read(reader: Reader, data, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def read(reader: Reader, data, drawn: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every image of each example in `drawn` ((N, C*H*W) each) read by the reader."""
     out = {k: [] for k in reader.widths}
-    for part in x.split(2048):
-        for k, v in reader(part).items():
+    n = len(drawn[data.images[0].name])
+    for i in range(0, n, 2048):
+        for k, v in reader({m.name: drawn[m.name][i : i + 2048] for m in data.images}).items():
             out[k].append(v)
     values = {k: torch.cat(v) for k, v in out.items()}
     return {
@@ -116,7 +129,7 @@ def main() -> None:
             with torch.enable_grad():
                 readers[key] = train_reader(data, args.steps)
         reader = readers[key]
-        real = read(reader, data, to_batch(data.test, slice(None))[data.images[0].name])
+        real = read(reader, data, to_batch(data.test, slice(None)))
         base = {}
         for a in data.attributes:
             truth, seen = data.test[a.name], a.observed(data.test[a.name])
@@ -130,8 +143,8 @@ def main() -> None:
             for i, a in enumerate(data.attributes)
         }
         torch.manual_seed(0)
-        images = model.generate(given, args.n)[data.images[0].name]  # (n, queries, D)
-        got = read(reader, data, images.reshape(-1, images.shape[-1]))
+        drawn = model.generate(given, args.n)  # each image (n, queries, D)
+        got = read(reader, data, {m.name: drawn[m.name].reshape(-1, m.size) for m in data.images})
         metrics = json.loads((Path(run) / "metrics.json").read_text())
         own = {q["label"]: q for q in metrics["queries"] if len(q["subset"]) == len(data.attributes)}
         print(f"\n{run}: {len(combos)} queries with every attribute given, {args.n} images each")

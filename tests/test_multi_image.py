@@ -86,7 +86,7 @@ def test_the_joint_encoder_adds_each_images_reader_to_the_first_layer():
 def test_telbo_has_one_elbo_per_image_and_jmvae_a_kl_to_the_images_product():
     data = data_of(two_views())
     telbo = build_model("telbo", data.modalities, z_dim=2, hidden=16)
-    assert list(telbo.elbos)[:3] == ["xy", "top", "side"]
+    assert list(telbo.elbos)[:3] == ["joint", "top", "side"]
     assert "ELBO(top | q(z|top)) + ELBO(side | q(z|side))" in telbo.describe()
     jm = build_model("jmvae", data.modalities, z_dim=2, hidden=16)
     from jmvae.data.attributes import to_batch
@@ -192,3 +192,21 @@ def test_a_two_image_run_trains_evaluates_generates_and_explores(tmp_path, capsy
         main(["generate", str(run), "--given", "shape=b", "--n", "3", "--out", str(tmp_path / "g.png")]) == 0
     )
     assert PILImage.open(tmp_path / "g.png").size[0] > 0
+
+
+def test_pictures_put_an_examples_images_side_by_side():
+    rng = np.random.default_rng(0)
+    data = data_of(
+        {
+            "a": rng.integers(0, 255, (10, 8, 6)).astype(np.uint8),
+            "b": rng.integers(0, 255, (10, 4, 5, 3)).astype(np.uint8),
+            "k": np.arange(10) % 2,
+        }
+    )
+    x = {"a": torch.rand(2, 3, 48), "b": torch.rand(2, 3, 60)}
+    p = data.pictures(x)
+    assert p.shape == (2, 3, 8, 12, 3) and data.picture_shape == (8, 12)
+    for c in range(3):  # the grey image in every channel
+        assert np.allclose(p[1, 2, :, :6, c], x["a"][1, 2].reshape(8, 6).numpy())
+    assert np.allclose(p[1, 2, :4, 7:, :], x["b"][1, 2].reshape(3, 4, 5).permute(1, 2, 0).numpy())
+    assert (p[..., 4:, 7:, :] == 0).all() and (p[..., :, 6, :] == 0.5).all()  # black below, a grey gap

@@ -60,27 +60,26 @@ class AttributeDataset:
 
     def pictures(self, drawn: Mapping[str, torch.Tensor | np.ndarray]) -> np.ndarray:
         """Every image of each example side by side, as figures show them: (..., H, W) grey or (..., H, W, 3)
-        colour floats in [0, 1] from each image's (..., C*H*W) intensities in `drawn` (other keys ignored).
+        colour floats from each image's (..., C*H*W) intensities in [0, 1] in `drawn` (other keys ignored).
         Several images: grey ones turn colour beside colour ones, shorter ones padded below, a grey gap."""
         parts = []
         for m in self.images:
             x = drawn[m.name]
             x = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
-            parts.append(m.pixels(x / 255 if x.max(initial=0) > 1 else x))
+            parts.append(m.pixels(x))
         if len(parts) == 1:
             return parts[0]
         colour = any(m.channels > 1 for m in self.images)
+        parts = [p[..., None] if m.channels == 1 else p for m, p in zip(self.images, parts)]  # (..., H, W, C)
         h, w = self.picture_shape
-        lead = parts[0].shape[:-2] if self.images[0].channels == 1 else parts[0].shape[:-3]
-        out = np.full((*lead, h, w, *((3,) if colour else ())), 0.5, dtype=np.float32)
+        out = np.full((*parts[0].shape[:-3], h, w, 3 if colour else 1), 0.5, dtype=np.float32)
         left = 0
         for m, p in zip(self.images, parts):
-            if colour and m.channels == 1:
-                p = np.repeat(p[..., None], 3, -1)
-            out[..., : m.shape[0], left : left + m.shape[1], *((slice(None),) if colour else ())] = p
-            out[..., m.shape[0] :, left : left + m.shape[1], *((slice(None),) if colour else ())] = 0
-            left += m.shape[1] + 1
-        return out
+            rows, cols = m.shape
+            out[..., :, left : left + cols, :] = 0  # a shorter image: black below it
+            out[..., :rows, left : left + cols, :] = p  # a grey one broadcast to three channels
+            left += cols + 1
+        return out if colour else out[..., 0]
 
     def default_steps(self, batch_size: int) -> int:
         """A run's length without --epochs or --steps: `default_epochs` epochs of the full-MNIST training

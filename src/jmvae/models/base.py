@@ -90,8 +90,8 @@ class MultimodalVAE(nn.Module):
         return total
 
     def _x(self) -> str:
-        """The images' name in equations: the image's own, or "x" for several."""
-        return self.images[0].name if len(self.images) == 1 else "x"
+        """The images' name in equations: "x", or "x,mask" for several."""
+        return ",".join(self.image_names)
 
     def attribute_subsets(self, every: bool) -> list[tuple[str, ...]]:
         """All attributes together (every=False, as the papers), or every non-empty subset of them, smallest

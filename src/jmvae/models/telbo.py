@@ -51,7 +51,7 @@ class TELBO(JointVAE):
         self.attribute_weight, self.image_recon = attribute_weight, image_recon
         xs, every = tuple(self.image_names), tuple(a.name for a in self.attributes)
         lam = attribute_weight
-        self.joint = f"{self._x()}y"
+        self.joint = f"{xs[0]}y" if len(xs) == 1 else "joint"  # the ELBO given everything
         # each ELBO: the modalities its posterior is given, and the weight of each log p(m|z) it scores; one
         # ELBO per image alone (each trains its own expert)
         self.elbos: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
