@@ -155,6 +155,14 @@ def test_a_folder_with_a_second_file_name_column_loads_two_images_and_exports_th
             "side_file_name side002.png given twice",
         ),
         (lambda rows: rows[3].update(side_file_name="nope.png"), "nope.png does not exist"),
+        (
+            lambda rows: [r.update(x_file_name=r["side_file_name"]) for r in rows],
+            "column x_file_name: image x is",
+        ),
+        (
+            lambda rows: [r.update(z_file_name=r["side_file_name"]) for r in rows],
+            "image z is a reserved name",
+        ),
     ],
 )
 def test_a_bad_second_image_column_is_one_line_naming_it(tmp_path, edit, says):

@@ -215,7 +215,13 @@ def image_columns(columns: Sequence[str]) -> dict[str, str]:
     out = {"x": "file_name"} if "file_name" in columns else {}
     for c in columns:
         if c.endswith(FILE_SUFFIX) and len(c) > len(FILE_SUFFIX):
-            out[c[: -len(FILE_SUFFIX)]] = c
+            name = c[: -len(FILE_SUFFIX)]
+            if name in out or name in RESERVED:
+                raise UserError(
+                    f"column {c}: image {name} is {'file_name' if name == 'x' else 'a reserved name'} "
+                    f"(allowed: NAME_file_name with NAME other than x, {', '.join(RESERVED)})"
+                )
+            out[name] = c
     return out
 
 
@@ -568,6 +574,10 @@ def assemble(
         raise UserError(f"--attribute {unknown[0]}=... names no column (allowed: {', '.join(columns)})")
     names: list[str] = []
     for image_name in images:
+        if image_name in RESERVED:
+            raise UserError(
+                f"image {image_name}: a reserved name (allowed: any other than {', '.join(RESERVED)})"
+            )
         while image_name in columns or image_name in names:  # a column named like an image
             image_name += "_"
         names.append(image_name)
