@@ -218,3 +218,25 @@ def test_pictures_put_an_examples_images_side_by_side():
         assert np.allclose(p[1, 2, :, :6, c], x["a"][1, 2].reshape(8, 6).numpy())
     assert np.allclose(p[1, 2, :4, 7:, :], x["b"][1, 2].reshape(3, 4, 5).permute(1, 2, 0).numpy())
     assert (p[..., 4:, 7:, :] == 0).all() and (p[..., :, 6, :] == 0.5).all()  # black below, a grey gap
+
+
+def test_the_report_reads_a_run_recorded_before_several_images():
+    from jmvae.report import data_card_section
+
+    card = {
+        "k": {"kind": "binary", "counts": {"false": 3, "true": 4}, "missing_train": 0.0, "missing_test": 0.0}
+    }
+    old = {
+        "name": "x",
+        "height": 32,
+        "width": 32,
+        "channels": 3,
+        "likelihood": "bernoulli",
+        "network": "conv3",
+    }
+    config = {"schema": {"image": old, "attributes": {}}, "data_card": card, "n_train": 7, "n_test": 2}
+    assert "images 32x32, colour (bernoulli likelihood, conv3 networks)" in data_card_section(config)
+    new = {"x": old, "mask": old | {"channels": 1}}
+    config["schema"] = {"images": new, "attributes": {}}
+    html = data_card_section(config)
+    assert "image x 32x32, colour" in html and "image mask 32x32, grey" in html
