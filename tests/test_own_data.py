@@ -466,6 +466,13 @@ def test_a_hugging_face_style_dataset_object(tmp_path):
     )
     both = torch.cat([data.train["weight"], data.test["weight"]])
     assert int(both.isnan().sum()) == 1
+    masks = [Image.fromarray((rng.random((4, 6)) * 255).astype(np.uint8)) for _ in range(20)]
+    two = own.from_hf(
+        Stand_in({"image": pictures, "mask": masks, "label": ["cat", "dog"] * 10}),
+        image_column=["image", "mask"],
+    )
+    assert [(m.name, m.shape, m.channels) for m in two.images] == [("image", (8, 8), 3), ("mask", (4, 6), 1)]
+    assert [a.name for a in two.attributes] == ["label"]
 
 
 def test_flags_as_floats_or_mixed_words_are_binary_and_a_comma_stays_in_a_value(tmp_path):
