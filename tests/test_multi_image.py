@@ -240,3 +240,39 @@ def test_the_report_reads_a_run_recorded_before_several_images():
     config["schema"] = {"images": new, "attributes": {}}
     html = data_card_section(config)
     assert "image x 32x32, colour" in html and "image mask 32x32, grey" in html
+
+
+def test_telbo_keeps_every_elbo_whatever_the_modalities_are_called():
+    """ELBOs are kept by name: an image called joint or y, or an attribute called joint, must not replace one;
+    with several images their product has an ELBO of its own."""
+    from jmvae.modalities import Categorical, Image
+
+    images = [Image("joint", (8, 8)), Image("y", (8, 8))]
+    attributes = [Categorical("joint_", ("a", "b")), Categorical("c", ("a", "b"))]
+    telbo = build_model("telbo", images + attributes, z_dim=2, hidden=8, every_subset=True)
+    given = [g for g, _ in telbo.elbos.values()]
+    assert len(given) == len(set(given)) == 1 + 2 + 1 + 3  # everything, each image, both images, 3 subsets
+    assert given[0] == ("joint", "y", "joint_", "c") and ("joint", "y") in given and ("y",) in given
+
+
+def test_export_and_image_names_that_would_name_files_wrongly_are_one_line(tmp_path):
+    arrays = two_views(n=12)
+    with pytest.raises(UserError, match="image 'a/b': not a usable image name"):
+        data_of({"a/b": arrays["top"], "shape": arrays["shape"]})
+    data = data_of({"side": arrays["side"], "x": arrays["top"], "shape": arrays["shape"]})
+    with pytest.raises(UserError, match="image x is not the first image"):
+        own.export(data, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_reader_searches_a_large_grey_canvas_whichever_image_it_is():
+    from jmvae.classifier import reader_of
+
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 255, (12, 64, 64)).astype(np.uint8)
+    small = rng.integers(0, 255, (12, 8, 8)).astype(np.uint8)
+    label = np.arange(12) % 2
+    first = reader_of(data_of({"canvas": canvas, "small": small, "k": label}))
+    second = reader_of(data_of({"small": small, "canvas": canvas, "k": label}))
+    assert first.any_crop and second.any_crop and not second.crop and second.more[0].crop
+    assert first.hidden[0].out_features == second.hidden[0].out_features == 256

@@ -124,7 +124,8 @@ class AttributeClassifier(nn.Module):
             self.overview = nn.AvgPool2d(8)  # the canvas at 1/8 scale: where the ink is
         readers = [ImageFeatures(m) for m in more]
         self.more = nn.ModuleList(readers)
-        hidden = 256 if self.crop else 128
+        self.any_crop = self.crop or any(f.crop for f in readers)  # a canvas to search: a wider, longer read
+        hidden = 256 if self.any_crop else 128
         self.hidden = nn.Sequential(nn.Linear(width + sum(f.width for f in readers), hidden), nn.ReLU())
         self.head = nn.Linear(hidden, sum(classes.values()))
 
@@ -283,9 +284,9 @@ def classifier_for(data: AttributeDataset) -> tuple[AttributeClassifier, dict[st
     is the same (full MNIST, MNIST-A) are read by one instrument, trained once (its training seed is fixed).
     """
     clf = reader_of(data)
-    steps = CROP_STEPS if clf.crop else STEPS
+    steps = CROP_STEPS if clf.any_crop else STEPS
     how = {"version": VERSION} | (
-        {"crop": CROP, "steps": steps} if clf.crop else {}
+        {"crop": CROP, "steps": steps} if clf.any_crop else {}
     )  # small ones keep their keys
     key = hashlib.sha1(json.dumps({"data": fingerprint(data)} | how, sort_keys=True).encode()).hexdigest()[
         :16

@@ -35,6 +35,7 @@ from .attributes import AttributeDataset
 METADATA = ("metadata.csv", "metadata.jsonl")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 RESERVED = ("observed", "z")  # batch and generation keys of their own
+UNSAFE = '=,/\\:*?"<>|'  # not in an image's name: it names files (export, generate's .npz members)
 MAX_CLASSES = 256  # a text or integer column with more distinct values is not an attribute (an id?)
 FEW_INTEGERS = 20  # integer columns with at most this many values are categorical, else continuous
 CACHE_VERSION = 1
@@ -448,10 +449,15 @@ def files_key(files: list[Path], root: Path, size: tuple[int, int] | None) -> st
 
 
 def read_images(
-    files: list[Path], root: Path, size: tuple[int, int] | None, cache: Path | None, progress: bool = True
+    files: list[Path],
+    root: Path,
+    size: tuple[int, int] | None,
+    cache: Path | None,
+    progress: bool = True,
+    held: int = 0,
 ) -> tuple[np.ndarray, str]:
     """(N, C, H, W) uint8 images (C = 1 when every image is grey) and the cache key; decoded once into
-    `cache`."""
+    `cache`. `held`: bytes of images already loaded (the example's other image columns)."""
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise UserError(
@@ -469,7 +475,7 @@ def read_images(
     if first is None:
         raise UserError(f"image {files[0]} cannot be read ({why}; allowed: a PNG or JPEG file)")
     h, w = first
-    need, have = 2 * len(names) * 3 * h * w, _memory()  # the decoded list and the stacked array
+    need, have = 2 * len(names) * 3 * h * w, _memory() - held  # the decoded list and the stacked array
     if need > have // 2:
         raise UserError(
             f"{len(names):,} images of {h}x{w} need about {need / 1e9:.1f} GB to load and this machine has "
@@ -574,9 +580,10 @@ def assemble(
         raise UserError(f"--attribute {unknown[0]}=... names no column (allowed: {', '.join(columns)})")
     names: list[str] = []
     for image_name in images:
-        if image_name in RESERVED:
+        if image_name in RESERVED or not image_name.strip() or any(c in image_name for c in UNSAFE):
             raise UserError(
-                f"image {image_name}: a reserved name (allowed: any other than {', '.join(RESERVED)})"
+                f"image {image_name!r}: not a usable image name (allowed: names without any of {UNSAFE} "
+                f"(they name files), other than {', '.join(RESERVED)})"
             )
         while image_name in columns or image_name in names:  # a column named like an image
             image_name += "_"
@@ -688,7 +695,8 @@ def load_folder(
     table = read_table(root)
     images, keys = {}, {}
     for m, files in table.files.items():
-        images[m], keys[m] = read_images(files, root, image_size, cache, progress)
+        held = sum(a.nbytes for a in images.values())
+        images[m], keys[m] = read_images(files, root, image_size, cache, progress, held)
     if len({a.shape[0] for a in images.values()}) > 1:
         raise UserError(f"--data {root}: image columns of different lengths (allowed: one image each)")
     data = assemble(
@@ -920,6 +928,12 @@ def export(data: AttributeDataset, out: Path, progress: bool = True) -> Path:
     from PIL import Image as PILImage
 
     out = Path(out)
+    later = [m.name for m in data.images[1:] if m.name == "x"]
+    if later:
+        raise UserError(
+            "image x is not the first image: its column would be x_file_name, which loads as file_name's "
+            "image (allowed: name the first image x, or the others anything else)"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists and is not empty (allowed: a new or empty folder)")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -51,18 +51,31 @@ class TELBO(JointVAE):
         self.attribute_weight, self.image_recon = attribute_weight, image_recon
         xs, every = tuple(self.image_names), tuple(a.name for a in self.attributes)
         lam = attribute_weight
-        self.joint = f"{xs[0]}y" if len(xs) == 1 else "joint"  # the ELBO given everything
-        # each ELBO: the modalities its posterior is given, and the weight of each log p(m|z) it scores; one
-        # ELBO per image alone (each trains its own expert)
-        self.elbos: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
-            self.joint: ((*xs, *every), {x: 1.0 for x in xs} | {a: lam for a in every}),
-        }
-        self.elbos |= {x: ((x,), {x: 1.0}) for x in xs}
+        # each ELBO: the modalities its posterior is given, and the weight of each log p(m|z) it scores.
+        # Several images: one ELBO per image alone (each trains its own expert) and one given them all (their
+        # product is a posterior of its own, not the product of k posteriors that each hold the prior)
+        self.elbos: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {}
+        self.joint = self._add(
+            f"{xs[0]}y" if len(xs) == 1 else "joint",
+            (*xs, *every),
+            {x: 1.0 for x in xs} | {a: lam for a in every},
+        )
+        for x in xs:
+            self._add(x, (x,), {x: 1.0})
+        if len(xs) > 1:
+            self._add(self._x(), xs, {x: 1.0 for x in xs})
         for s in self.attribute_subsets(every_subset):
             scored = {a: lam for a in s} | (
                 {x: image_recon for x in xs} if image_recon and s == every else {}
             )
-            self.elbos["y" if s == every else ",".join(s)] = (s, scored)
+            self._add("y" if s == every else ",".join(s), s, scored)
+
+    def _add(self, name: str, given: tuple[str, ...], weights: dict[str, float]) -> str:
+        """Add an ELBO under `name`, prefixed with "_" while a modality's name already took it."""
+        while name in self.elbos:
+            name = "_" + name
+        self.elbos[name] = (given, weights)
+        return name
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         seen = {
@@ -97,10 +110,17 @@ class TELBO(JointVAE):
     def describe(self) -> str:
         x, y = self._x(), self._y()
         lam = "" if self.attribute_weight == 1 else f"{self.attribute_weight:g} "
-        subsets = [v for v in self.elbos if v != self.joint and v not in self.image_names]
+        images = [
+            v for v, (given, _) in self.elbos.items() if v != self.joint and given[0] in self.image_names
+        ]
+        subsets = [v for v in self.elbos if v != self.joint and v not in images]
         image = f"{self.image_recon:g} log p({x}|z) + " if self.image_recon else ""
-        singles = " + ".join(f"ELBO({m} | q(z|{m}))" for m in self.image_names)
-        ys = " + ".join(f"ELBO({v if v != 'y' else y} | q(z|{v if v != 'y' else y}))" for v in subsets)
+        singles = " + ".join(
+            f"ELBO({','.join(self.elbos[v][0])} | q(z|{','.join(self.elbos[v][0])}))" for v in images
+        )
+        ys = " + ".join(
+            f"ELBO({','.join(self.elbos[v][0])} | q(z|{','.join(self.elbos[v][0])}))" for v in subsets
+        )
         return (
             f"TELBO:  L = ELBO({x},{y} | q(z|{x},{y})) + {singles} + {ys},"
             f"  ELBO(o | q) = -E_q[log p(o|z)] + KL(q || p(z))"
