@@ -25,6 +25,7 @@ from . import __version__, compare, distributed, figures, report
 from .classifier import classifier_for
 from .config import (
     COMPILE_MODES,
+    OWN_DATA,
     PAPER_TRAINING,
     PRESET_DEFAULTS,
     PRESET_TRAINING,
@@ -494,7 +495,7 @@ def build_parser() -> Parser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     d = TrainConfig()
-    ma = PRESET_DEFAULTS["mnist-a"]
+    ma, own = PRESET_DEFAULTS["mnist-a"], PRESET_DEFAULTS[OWN_DATA]
     t = sub.add_parser("train", help="train a model and write its run directory with figures and report")
     t.add_argument("--preset", choices=list(PRESETS), help="a built-in dataset (default position-digit)")
     t.add_argument(
@@ -532,7 +533,11 @@ def build_parser() -> Parser:
         "when all images agree)",
     )
     t.add_argument("--model", choices=list(MODELS), help=f"objective (default {d.model})")
-    t.add_argument("--z-dim", type=int, help=f"latent dimensions (default 2; mnist-a {ma['z_dim']})")
+    t.add_argument(
+        "--z-dim",
+        type=int,
+        help=f"latent dimensions (default 2; mnist-a {ma['z_dim']}; --data {own['z_dim']})",
+    )
     t.add_argument("--hidden", type=int, help=f"width of every hidden layer (default {d.hidden})")
     for option, flag in option_flags().items():  # every model option, written once in its model's file
         defaults = ", ".join(
