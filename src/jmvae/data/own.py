@@ -693,7 +693,8 @@ def load_folder(
     progress: bool = True,
 ) -> AttributeDataset:
     table = read_table(root)
-    images, keys = {}, {}
+    images: dict[str, np.ndarray] = {}
+    keys: dict[str, str] = {}
     for m, files in table.files.items():
         held = sum(a.nbytes for a in images.values())
         images[m], keys[m] = read_images(files, root, image_size, cache, progress, held)
