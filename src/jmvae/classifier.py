@@ -91,12 +91,18 @@ class ImageFeatures(nn.Module):
         self.overview = nn.AvgPool2d(8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        img = x.reshape(-1, self.channels, *self.shape)
-        if self.crop:
-            return torch.cat(
-                [self.features(crop_at(img, ink_centres(img))), self.overview(img).flatten(1)], -1
-            )
-        return self.features(img)
+        return image_features(self, x)
+
+
+def image_features(reader, x: torch.Tensor) -> torch.Tensor:
+    """Features of flattened images by a reader's `features` (and, on a canvas it searches, `overview`): the
+    window around the ink beside the coarse canvas, or the whole image."""
+    img = x.reshape(-1, reader.channels, *reader.shape)
+    if reader.crop:
+        return torch.cat(
+            [reader.features(crop_at(img, ink_centres(img))), reader.overview(img).flatten(1)], -1
+        )
+    return reader.features(img)
 
 
 class AttributeClassifier(nn.Module):
@@ -132,11 +138,7 @@ class AttributeClassifier(nn.Module):
     def forward(self, xs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Flattened images in [0, 1], one tensor per image modality in `images` order -> logits per
         attribute."""
-        img = xs[0].reshape(-1, self.channels, *self.shape)
-        if self.crop:
-            h = torch.cat([self.features(crop_at(img, ink_centres(img))), self.overview(img).flatten(1)], -1)
-        else:
-            h = self.features(img)
+        h = image_features(self, xs[0])
         if len(self.more):
             h = torch.cat([h, *(f(x) for f, x in zip(self.more, xs[1:]))], -1)
         h = self.head(self.hidden(h))

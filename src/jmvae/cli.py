@@ -284,15 +284,6 @@ def generated_chunks(
         yield images, {a.name: as_user(a, samples[a.name][:, 0]) for a in data.attributes}
 
 
-def side_by_side(data, images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """generated_chunks' image arrays back to flat (..., C*H*W) intensities per image, for data.pictures."""
-    out = {}
-    for im in data.images:
-        x = images["images" if len(data.images) == 1 else f"images_{im.name}"]
-        out[im.name] = (x if im.channels == 1 else np.moveaxis(x, -1, -3)).reshape(len(x), -1)
-    return out
-
-
 def write_npz_chunks(path: Path, chunks, n: int, **fixed) -> None:
     """An .npz as np.savez writes it (a zip of .npy members), the chunked arrays filled on disk (memory maps
     in a hidden folder beside it) so that no array of all n images is ever held in memory."""
@@ -374,7 +365,7 @@ def cmd_generate(args) -> None:
             ),
         )
     else:
-        images = np.concatenate([data.pictures(side_by_side(data, images)) for images, _ in chunks])
+        images = np.concatenate([data.side_by_side(list(images.values())) for images, _ in chunks])
         title = ", ".join(f"{k}={data.attribute(k).show(v)}" for k, v in given.items())
         if args.sampler:
             title += f"{', ' if title else ''}the {args.sampler} sampler"

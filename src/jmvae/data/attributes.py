@@ -67,6 +67,11 @@ class AttributeDataset:
             x = drawn[m.name]
             x = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
             parts.append(m.pixels(x))
+        return self.side_by_side(parts)
+
+    def side_by_side(self, parts: Sequence[np.ndarray]) -> np.ndarray:
+        """`pictures` of images already in pixel layout ((..., H, W) or (..., H, W, 3), one per image, in
+        `images` order)."""
         if len(parts) == 1:
             return parts[0]
         colour = any(m.channels > 1 for m in self.images)

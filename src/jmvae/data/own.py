@@ -756,26 +756,26 @@ def from_arrays(
             f"{source}: image arrays of different lengths "
             f"({', '.join(f'{k} {n}' for k, n in lengths.items())}; allowed: one image of each per example)"
         )
-    images = next(iter(every.values()))
+    n = len(next(iter(every.values())))
     columns: dict[str, list[Any]] = {}
     for k, v in arrays.items():
         try:
             columns[k] = column_values(v)
         except ValueError as e:
             raise UserError(f"{source}: attribute {k} of {e} (allowed: one value per image, 1-D)") from None
-        if len(columns[k]) != len(images):
+        if len(columns[k]) != n:
             raise UserError(
-                f"{source}: attribute {k} has {len(columns[k])} values for {len(images)} images "
+                f"{source}: attribute {k} has {len(columns[k])} values for {n} images "
                 "(allowed: one per image)"
             )
     if not columns:
         raise UserError(
             f"{source}: no attribute arrays (allowed: the images and at least one 1-D attribute array)"
         )
-    if split is not None and (len(split) != len(images) or not set(split) <= {"train", "test"}):
+    if split is not None and (len(split) != n or not set(split) <= {"train", "test"}):
         bad = next((w for w in split if w not in ("train", "test")), f"{len(split)} values")
         raise UserError(f"{source}: split {bad!r} (allowed: 'train' or 'test' for every image)")
-    where = [f"row {i}" for i in range(len(images))]
+    where = [f"row {i}" for i in range(n)]
     return assemble(
         name,
         every,

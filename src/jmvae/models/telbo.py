@@ -110,19 +110,14 @@ class TELBO(JointVAE):
     def describe(self) -> str:
         x, y = self._x(), self._y()
         lam = "" if self.attribute_weight == 1 else f"{self.attribute_weight:g} "
-        images = [
-            v for v, (given, _) in self.elbos.items() if v != self.joint and given[0] in self.image_names
-        ]
-        subsets = [v for v in self.elbos if v != self.joint and v not in images]
         image = f"{self.image_recon:g} log p({x}|z) + " if self.image_recon else ""
-        singles = " + ".join(
-            f"ELBO({','.join(self.elbos[v][0])} | q(z|{','.join(self.elbos[v][0])}))" for v in images
-        )
-        ys = " + ".join(
-            f"ELBO({','.join(self.elbos[v][0])} | q(z|{','.join(self.elbos[v][0])}))" for v in subsets
+        rest = " + ".join(  # the images alone (and together), then the attribute subsets: the ELBOs' order
+            f"ELBO({','.join(given)} | q(z|{','.join(given)}))"
+            for v, (given, _) in self.elbos.items()
+            if v != self.joint
         )
         return (
-            f"TELBO:  L = ELBO({x},{y} | q(z|{x},{y})) + {singles} + {ys},"
+            f"TELBO:  L = ELBO({x},{y} | q(z|{x},{y})) + {rest},"
             f"  ELBO(o | q) = -E_q[log p(o|z)] + KL(q || p(z))"
             + (f", each log p(y_i|z) weighted {self.attribute_weight:g}" if lam else "")
             + (f", ELBO({y} | q(z|{y})) scoring {image}log p({y}|z)" if image else "")
