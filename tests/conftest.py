@@ -17,3 +17,13 @@ def founding_data():
     from jmvae.data.attributes import load_dataset
 
     return load_dataset("position-digit", seed=0)
+
+
+@pytest.fixture
+def quick_reader(monkeypatch, tmp_path):
+    """The attribute reader trained briefly (for tests of the plumbing, not of its accuracy), cached in the
+    test's own folder so that no later test reads a briefly trained reader from the session's cache."""
+    from jmvae import classifier
+
+    monkeypatch.setattr(classifier, "STEPS", 60)
+    monkeypatch.setattr(classifier, "cache_dir", lambda: tmp_path / "cache")

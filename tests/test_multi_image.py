@@ -19,12 +19,7 @@ from jmvae.models import MODELS, build_model
 from jmvae.networks import JointEncoder
 from jmvae.subsets import nonempty_subsets
 
-
-@pytest.fixture(autouse=True)
-def quick_reader(monkeypatch):
-    from jmvae import classifier
-
-    monkeypatch.setattr(classifier, "STEPS", 60)
+pytestmark = pytest.mark.usefixtures("quick_reader")  # conftest: the reader trained briefly
 
 
 def two_views(n=48, seed=0):

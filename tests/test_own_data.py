@@ -19,13 +19,7 @@ from jmvae.modalities import Binary, Categorical, Continuous
 from jmvae.models import MODELS
 from jmvae.train import build, load_run, schema, schema_text, train
 
-
-@pytest.fixture(autouse=True)
-def quick_reader(monkeypatch):
-    """The attribute reader trained briefly: these tests check the plumbing, not its accuracy."""
-    from jmvae import classifier
-
-    monkeypatch.setattr(classifier, "STEPS", 60)
+pytestmark = pytest.mark.usefixtures("quick_reader")  # conftest: the reader trained briefly
 
 
 TINY = [
