@@ -237,11 +237,15 @@ def degrade(x: torch.Tensor, shape: tuple[int, int], g: torch.Generator, channel
 
 
 def train_classifier(
-    data: AttributeDataset, steps: int = 2000, batch_size: int = 128, seed: int = 0
+    data: AttributeDataset,
+    steps: int = 2000,
+    batch_size: int = 128,
+    seed: int = 0,
+    images: Sequence[str] | None = None,
 ) -> AttributeClassifier:
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    clf = reader_of(data)
+    clf = reader_of(data, images)
     opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
     n = data.n_train
     for _ in range(steps):
@@ -256,9 +260,11 @@ def train_classifier(
     return clf.eval()
 
 
-def reader_of(data: AttributeDataset) -> AttributeClassifier:
+def reader_of(data: AttributeDataset, images: Sequence[str] | None = None) -> AttributeClassifier:
+    """A reader of every attribute from all of the data's images, or from the named ones only."""
     widths = {a.name: 1 if isinstance(a, Continuous) else a.size for a in data.attributes}
-    return AttributeClassifier(data.images, widths, data.attributes)
+    read = data.images if images is None else [m for m in data.images if m.name in images]
+    return AttributeClassifier(read, widths, data.attributes)
 
 
 def reading_loss(attribute: Attribute, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -279,17 +285,22 @@ STEPS = 2000  # training steps of the small classifier
 CROP_STEPS = 4000  # of the cropping one: MNIST-A's digits and turns need more (about 140 s on 2 cores, once)
 
 
-def classifier_for(data: AttributeDataset) -> tuple[AttributeClassifier, dict[str, float]]:
-    """The cached classifier of this dataset (trained on first use) and its real test accuracy.
+def classifier_for(
+    data: AttributeDataset, images: Sequence[str] | None = None
+) -> tuple[AttributeClassifier, dict[str, float]]:
+    """The cached classifier of this dataset (trained on first use) and its real test accuracy; `images`:
+    one that reads only those images (the per-image readers of cross-modal coherence).
 
     Keyed by the data's fingerprint, not the run's settings: runs whose seeds or models differ but whose data
     is the same (full MNIST, MNIST-A) are read by one instrument, trained once (its training seed is fixed).
     """
-    clf = reader_of(data)
+    clf = reader_of(data, images)
     steps = CROP_STEPS if clf.any_crop else STEPS
-    how = {"version": VERSION} | (
-        {"crop": CROP, "steps": steps} if clf.any_crop else {}
-    )  # small ones keep their keys
+    how = (
+        {"version": VERSION}
+        | ({"crop": CROP, "steps": steps} if clf.any_crop else {})  # small ones keep their keys
+        | ({"images": clf.images} if images is not None else {})
+    )
     key = hashlib.sha1(json.dumps({"data": fingerprint(data)} | how, sort_keys=True).encode()).hexdigest()[
         :16
     ]
@@ -298,6 +309,6 @@ def classifier_for(data: AttributeDataset) -> tuple[AttributeClassifier, dict[st
         clf.load_state_dict(torch.load(path, weights_only=True))
         clf.eval()
     except Exception:  # not cached yet, or a cache file cut short by a kill: train it (again)
-        clf = train_classifier(data, steps)
+        clf = train_classifier(data, steps, images=images)
         save_torch(path, clf.state_dict())
     return clf, accuracy(clf, data, data.test)

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from . import coherence
 from .classifier import AttributeClassifier, accuracy, classifier_for, value_errors
 from .data.attributes import AttributeDataset, batches, parse_assignments, seeded_subset
 from .modalities import Continuous
@@ -536,6 +537,22 @@ def evaluate(
                 sampler=sampler,
                 **queries_cfg,
             )
+    if coherence.applies(data):  # several images: each read by its own reader, as the MoPoE paper does
+        readers, reader_accuracy = timed("image_readers", coherence.image_readers, data)
+        with torch.random.fork_rng(devices=[]):  # the numbers after stay put
+            torch.manual_seed(eval_cfg.seed)
+            cross = {
+                "reader_accuracy": reader_accuracy,
+                "conditional": timed(
+                    "cross_coherence", coherence.conditional, model, data, readers, seed=eval_cfg.seed
+                ),
+                "joint": {"p(z)": coherence.joint(model, data, readers, eval_cfg.coherence_draws)},
+            }
+            for kind, sampler in (samplers or {}).items():
+                cross["joint"][kind] = coherence.joint(
+                    model, data, readers, eval_cfg.coherence_draws, sampler
+                )
+        metrics["cross_coherence"] = cross
     per_example = timed(
         "log_likelihood",
         log_likelihood_examples,
@@ -593,6 +610,7 @@ def headline(metrics: dict) -> dict[str, float]:
         for kind, v in metrics.get("joint_coherence_by_sampler", {}).items()
         if kind != "p(z)"
     }
+    row |= coherence.summary(metrics)
     row |= metrics["log_likelihood"]
     return row
 
@@ -665,6 +683,8 @@ def classifier_text(metrics: dict) -> str:
 
 def format_headline(metrics: dict) -> str:
     lines = [f"attribute classifier on real test images: {classifier_text(metrics)}"]
+    if "cross_coherence" in metrics:
+        lines.append(f"each image's own reader on real test images: {coherence.reader_text(metrics)}")
     settings, rows = metrics.get("settings", {}), metrics.get("queries", [])
     if "n_per_query" in settings:
         lines.append(f"correctness and coverage: {settings['n_per_query']} images per query, 95% intervals")

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import coherence
 from .evaluate import (
     CORRECTNESS_TARGET,
     COVERAGE_TARGET,
@@ -188,6 +189,29 @@ def data_card_section(config: dict) -> str:
     )
 
 
+def cross_coherence_text(metrics: dict) -> str:
+    """What the coherence across images means, for data with several images per example."""
+    if "cross_coherence" not in metrics:
+        return ""
+    cc = metrics["cross_coherence"]
+    return (
+        "<p>Coherence across images (the MoPoE paper's): each image has a reader of its own, trained on that "
+        f"image alone (accuracy on real test images: {html.escape(coherence.reader_text(metrics))}). Given "
+        "k image(s): z ~ q(z | those images) of a test example, the other images decoded and each read by "
+        "its own reader; the share that show the example's attributes, mean over every subset of k images "
+        f"({cc['conditional']['examples']:,} test examples each; 95% bootstrap interval over examples). "
+        "Joint coherence across images: the share of z ~ p(z) (or a fitted sampler) whose images all "
+        "readers read alike.</p>"
+        + grid(
+            ["given images", "coherence [95% interval]"],
+            [
+                [k, with_interval(v, cc["conditional"]["by_size_interval"].get(k))]
+                for k, v in cc["conditional"]["by_size"].items()
+            ],
+        )
+    )
+
+
 def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, history: list[dict]) -> Path:
     """Write run_dir/report.html from the run's config, metrics, figures (FigureInfo list) and history."""
     run_dir = Path(run_dir)
@@ -235,6 +259,7 @@ def write_report(run_dir: Path, config: dict, metrics: dict, figures: list, hist
             f"the classifier reads as p(a|z) says. Likelihoods {on}: importance sampled (K = "
             f"{settings['k']}), nats per test example, higher is better, &plusmn; the standard error of the "
             "mean over those images.</p>"
+            + cross_coherence_text(metrics)
             + headline_table(metrics)
             + queries_section(metrics)
             + "<details><summary>every number in metrics.json</summary>"

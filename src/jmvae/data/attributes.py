@@ -21,7 +21,8 @@ import torch
 from ..errors import UserError
 from ..modalities import Attribute, Categorical, Image, Modality
 from . import mnist_a as generator
-from .mnist import MnistData, load_mnist
+from . import polymnist as poly
+from .mnist import MnistData, cache_dir, load_mnist
 
 
 @dataclass
@@ -259,10 +260,43 @@ def mnist_a(
     return data
 
 
+POLYMNIST_EPOCHS = 4  # a default run's length on full MNIST: 1,872 steps of batch 128
+
+
+def polymnist(mnist: MnistData, seed: int = 0, test_fraction: float = 0.2) -> AttributeDataset:
+    """The MoPoE paper's PolyMNIST, with freely licensed backgrounds (data/polymnist.py): five colour images
+    m0-m4 of one digit class and the class. One rendering and split for every run seed (the bundled digits
+    are split at random with seed 0), so seeds and models compare on the same test set."""
+    photos, photos_hash = poly.read_backgrounds(poly.background_dir(cache_dir()))
+    tr_x, tr_y, te_x, te_y = split_sources(mnist, tuple(range(10)), MNIST_A_SEED, test_fraction)
+    params = {"short_side": poly.SHORT_SIDE, "test_fraction": test_fraction, "source": mnist.kind}
+    key = poly.fingerprint(np.concatenate([tr_x, te_x]), np.concatenate([tr_y, te_y]), photos_hash, params)
+
+    def rows(digits: np.ndarray, labels: np.ndarray, render_seed: int) -> dict[str, torch.Tensor]:
+        drawn = poly.generate(digits, labels, photos, render_seed)
+        return {f"m{i}": torch.from_numpy(x) for i, x in enumerate(drawn.images)} | {
+            "digit": torch.from_numpy(drawn.labels)
+        }
+
+    data = AttributeDataset(
+        "polymnist",
+        [Image(f"m{i}", (poly.SIZE, poly.SIZE), channels=3) for i in range(len(photos))],
+        [Categorical("digit", tuple(map(str, range(10))))],
+        rows(tr_x, tr_y, 0),
+        rows(te_x, te_y, 1),
+        f"{mnist.source}; PolyMNIST-style set {key}",
+        full_train_size=60_000,
+        default_epochs=POLYMNIST_EPOCHS,
+    )
+    data.options = params | {"hash": key, "backgrounds": photos_hash}
+    return data
+
+
 PRESETS: dict[str, Callable[..., AttributeDataset]] = {
     "position-digit": position_digit,
     "mnist-label": mnist_label,
     "mnist-a": mnist_a,
+    "polymnist": polymnist,
 }
 SPLIT_PRESETS = ("mnist-a",)  # the presets that take --split
 
