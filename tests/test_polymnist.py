@@ -157,3 +157,47 @@ def test_a_polymnist_run_reports_coherence_across_images(tmp_path, quick_reader,
     assert "Coherence across images" in (run / "report.html").read_text()
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["z_dim"] == 16 and config["train"]["batch_size"] == 16
+
+
+def test_coherence_reads_only_observed_attributes_and_skips_when_none_is():
+    data = coded_data()
+    readers = {m: PixelReader() for m in NAMES}
+    data.test = dict(data.test) | {"digit": data.test["digit"].clone()}
+    data.test["digit"][::2] = -1  # half the examples unlabelled: the other half are read
+    got = coherence.conditional(WrongB(), data, readers, examples=40, chunk=16)
+    assert got["examples"] == 20 and got["by_given"]["a,c"] == 0.0 and got["by_given"]["b"] == 1.0
+    data.test["digit"][:] = -1
+    assert coherence.conditional(WrongB(), data, readers, examples=40) is None
+
+
+def test_many_images_query_at_most_ten_subsets_of_each_size():
+    names = [f"v{i}" for i in range(7)]
+    got = coherence.subsets(names, seed=0)
+    sizes = [len(s) for s in got]
+    assert [sizes.count(k) for k in range(1, 7)] == [7, 10, 10, 10, 10, 7]
+    assert got == coherence.subsets(names, seed=0) and len(set(got)) == len(got)
+    assert len(coherence.subsets(NAMES)) == 6
+
+
+def test_coherence_across_images_leaves_every_other_number_as_it_was(quick_reader, monkeypatch):
+    from jmvae.data import own
+    from jmvae.evaluate import EvalConfig, evaluate
+    from jmvae.models import build_model
+
+    rng = np.random.default_rng(0)
+    shape = rng.integers(0, 3, 60)
+    top, side = np.zeros((60, 8, 8), np.uint8), np.zeros((60, 8, 8, 3), np.uint8)
+    for i, s in enumerate(shape):
+        top[i, 2 * s : 2 * s + 2] = 255
+        side[i, :, :, s] = 200
+    data = own.from_arrays({"top": top, "side": side, "shape": np.array(list("abc"))[shape]}, name="v")
+    torch.manual_seed(0)
+    model = build_model("mopoe", data.modalities, z_dim=2, hidden=16)
+    cfg = type("Cfg", (), {"hold_out": None})()
+    small = EvalConfig(n_per_query=8, k=3, coherence_draws=20, likelihood_examples=5, resamples=20)
+    with_it = evaluate(model, data, cfg, small)  # the per-image readers trained here (a cold cache)
+    monkeypatch.setattr(coherence, "applies", lambda data: False)
+    without = evaluate(model, data, cfg, small)
+    assert "cross_coherence" in with_it and "cross_coherence" not in without
+    for key in ("log_likelihood", "joint_coherence", "correctness", "image_to_attribute_accuracy"):
+        assert with_it[key] == without[key], key

@@ -538,21 +538,17 @@ def evaluate(
                 **queries_cfg,
             )
     if coherence.applies(data):  # several images: each read by its own reader, as the MoPoE paper does
-        readers, reader_accuracy = timed("image_readers", coherence.image_readers, data)
-        with torch.random.fork_rng(devices=[]):  # the numbers after stay put
-            torch.manual_seed(eval_cfg.seed)
-            cross = {
-                "reader_accuracy": reader_accuracy,
-                "conditional": timed(
-                    "cross_coherence", coherence.conditional, model, data, readers, seed=eval_cfg.seed
-                ),
-                "joint": {"p(z)": coherence.joint(model, data, readers, eval_cfg.coherence_draws)},
-            }
-            for kind, sampler in (samplers or {}).items():
-                cross["joint"][kind] = coherence.joint(
-                    model, data, readers, eval_cfg.coherence_draws, sampler
-                )
-        metrics["cross_coherence"] = cross
+        cross = timed(
+            "cross_coherence",
+            coherence.evaluate,
+            model,
+            data,
+            eval_cfg.coherence_draws,
+            samplers or {},
+            eval_cfg.seed,
+        )
+        if cross is not None:
+            metrics["cross_coherence"] = cross
     per_example = timed(
         "log_likelihood",
         log_likelihood_examples,

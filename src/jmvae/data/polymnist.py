@@ -3,10 +3,11 @@ digit class per example, each image a different MNIST digit of that class on a r
 background photograph, the digit's pixels (intensity > 0.5) with the crop's colours inverted.
 
 The paper's backgrounds are not redistributable here; ours are five freely licensed photographs that
-scikit-image ships in its package (BACKGROUNDS: public domain or CC0), each scaled so its shorter side is
-SHORT_SIDE pixels, so a 28x28 crop shows texture rather than one flat colour. Rendering is a seeded gather
-(seconds for 70,000 examples), so the set is rebuilt on load rather than stored; its fingerprint (the
-digits, the photographs' bytes and the parameters) is recorded with every run.
+scikit-image ships in its package (BACKGROUNDS: public domain, CC0, or no known copyright restrictions),
+each scaled so its shorter side is SHORT_SIDE pixels, so a 28x28 crop shows texture rather than one flat
+colour. Rendering is a seeded gather (seconds for 70,000 examples), so the set is rebuilt on load rather
+than stored; its fingerprint (the digits, the scaled photographs and the parameters) is recorded with every
+run.
 """
 
 from __future__ import annotations
@@ -53,19 +54,20 @@ def background_dir(cache: Path) -> Path:
 
 
 def read_backgrounds(directory: Path) -> tuple[list[np.ndarray], str]:
-    """The five photographs as (H, W, 3) uint8, shorter side SHORT_SIDE pixels, and a hash of their bytes."""
+    """The five photographs as (H, W, 3) uint8, shorter side SHORT_SIDE pixels, and a hash of those pixels
+    (another Pillow's resampling would be another set)."""
     h = hashlib.sha1()
     out = []
     for name in BACKGROUNDS:
         raw = (directory / name).read_bytes()
-        h.update(raw)
         try:
             img = PILImage.open(io.BytesIO(raw)).convert("RGB")
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, PILImage.DecompressionBombError) as e:
             raise UserError(f"background {directory / name} is not a readable image ({e}); {NEEDS}") from None
         scale = SHORT_SIDE / min(img.size)
         size = max(SIZE, round(img.width * scale)), max(SIZE, round(img.height * scale))
         out.append(np.asarray(img.resize(size, resample=PILImage.Resampling.LANCZOS)))
+        h.update(f"{name}{out[-1].shape}".encode() + out[-1].tobytes())
     return out, h.hexdigest()[:16]
 
 
