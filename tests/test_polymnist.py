@@ -201,3 +201,17 @@ def test_coherence_across_images_leaves_every_other_number_as_it_was(quick_reade
     assert "cross_coherence" in with_it and "cross_coherence" not in without
     for key in ("log_likelihood", "joint_coherence", "correctness", "image_to_attribute_accuracy"):
         assert with_it[key] == without[key], key
+
+
+def test_an_expert_never_gets_more_certain_than_the_scale_floor():
+    from jmvae.networks import MIN_SCALE, gaussian
+    from jmvae.posteriors import product_of_experts
+
+    head = torch.tensor([[0.5, -2.0, -60.0, 3.0]])  # a collapsing scale: softplus(-60) = 9e-27
+    g = gaussian(head)
+    assert torch.equal(g.scale, torch.tensor([[MIN_SCALE, torch.nn.functional.softplus(torch.tensor(3.0))]]))
+    assert torch.equal(
+        gaussian(torch.tensor([[0.5, 1.0]])).scale, torch.nn.functional.softplus(torch.tensor([[1.0]]))
+    )
+    product = product_of_experts([g, g, g], prior=True)
+    assert torch.isfinite(product.scale.pow(-2)).all()
