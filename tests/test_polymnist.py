@@ -155,6 +155,7 @@ def test_a_polymnist_run_reports_coherence_across_images(tmp_path, quick_reader,
     )
     assert set(cc["reader_accuracy"]) == {"m0", "m1", "m2", "m3", "m4"} and "p(z)" in cc["joint"]
     assert "Coherence across images" in (run / "report.html").read_text()
+    assert (run / "figures" / "generated_from_image.png").stat().st_size > 0
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["z_dim"] == 16 and config["train"]["batch_size"] == 16
 
