@@ -404,7 +404,7 @@ def fig_generated_from_image(
     pictures = data.pictures({m: torch.cat([real[m][None], drawn[m].cpu()]) for m in data.image_names})
     labels = [
         ", ".join(
-            f"{a.name}={a.show(v) if bool(a.observed(v)) else '?'}"
+            f"{a.name}={a.show(v.item()) if bool(a.observed(v)) else '?'}"
             for a in data.attributes
             for v in [data.test[a.name][i]]
         )
