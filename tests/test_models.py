@@ -594,6 +594,9 @@ def test_completed_generation_draws_the_missing_attributes_from_the_model_and_ke
         ((28, 56), "conv4", None),  # the founding experiment's canvas: the MLP
         ((24, 24), "conv3", None),
         ((64, 64), "mlp", None),
+        ((28, 28), "conv2", "conv2"),  # PolyMNIST's size: a 7x7 grid
+        ((28, 28), "conv3", None),  # conv2 only where asked for: 28x28 MNIST keeps its MLP
+        ((30, 30), "conv2", None),
     ],
 )
 def test_image_network_recipe_falls_back_to_what_the_image_size_allows(shape, network, recipe):

@@ -216,3 +216,18 @@ def test_an_expert_never_gets_more_certain_than_the_scale_floor():
     )
     product = product_of_experts([g, g, g], prior=True)
     assert torch.isfinite(product.scale.pow(-2)).all()
+
+
+@pytest.mark.parametrize("name", ["mopoe", "jmvae"])
+def test_conv2_networks_train_on_28x28_colour_images(name):
+    from jmvae.models import build_model
+    from jmvae.networks import ConvDecoder, ConvTrunk
+
+    images = [Image(m, (28, 28), channels=3, network="conv2") for m in ("m0", "m1")]
+    model = build_model(name, [*images, Categorical("digit", tuple("0123456789"))], z_dim=4, hidden=32)
+    assert isinstance(model.decoders["m1"], ConvDecoder)
+    assert any(isinstance(m, ConvTrunk) for m in model.encoders["m0"].modules())
+    batch = {m.name: torch.rand(6, 3 * 28 * 28) for m in images} | {"digit": torch.arange(6)}
+    loss, _ = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and model.generate({"m0": batch["m0"]}, 2)["m1"].shape == (2, 6, 3 * 28 * 28)

@@ -513,9 +513,9 @@ def build_parser() -> Parser:
         "--image-network",
         choices=IMAGE_NETWORKS,
         help="the image's encoders and decoder: conv3 (default: three 4x4 stride-2 convolutions each way, "
-        "32-64-64 channels), conv4 (four, 32-64-128-256) or mlp (two 512-wide layers); a conv recipe "
-        "applies where both sides are at least 32 and divide by 8 (conv3) or 16 (conv4), else the next "
-        "smaller one does",
+        "32-64-64 channels), conv4 (four, 32-64-128-256), conv2 (two, 32-64: 28x28 images) or mlp (two "
+        "512-wide layers); a conv recipe applies where both sides are at least 32 (conv2: 16) and divide by "
+        "8 (conv3), 16 (conv4) or 4 (conv2), else the next smaller one does",
     )
     t.add_argument(
         "--image-size",

@@ -115,7 +115,9 @@ class TrainConfig:
     )  # NAME=categorical|binary|continuous: kinds not inferred
     image_size: str | None = None  # N or HxW: every image resized to it (None: the data's own size)
     image_likelihood: str | None = None  # bernoulli or laplace (None: bernoulli)
-    image_network: str = "conv3"  # the image's encoders and decoder: mlp, conv3, conv4 (networks.conv_recipe)
+    image_network: str = (
+        "conv3"  # the image's encoders and decoder: mlp, conv2, conv3, conv4 (networks.conv_recipe)
+    )
     model: str = "jmvae"
     z_dim: int | None = None  # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
     hidden: int = 512

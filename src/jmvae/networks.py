@@ -253,19 +253,23 @@ def decoder(z_dim: int, out_dim: int, hidden: int = 512) -> nn.Sequential:
 # the default; conv4 reaches a 1/16 grid: on MNIST-A a better likelihood and coverage, the same correctness
 # with all four given, 1.2-1.5x the step (docs/results-mnist-a.md, docs/results-own-data.md).
 CONV_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "conv2": ((32, 64), (64, 32)),  # only where asked for: 28x28 images (PolyMNIST) reach a 7x7 grid
     "conv3": ((32, 64, 64), (64, 64, 32)),
     "conv4": ((32, 64, 128, 256), (256, 128, 64, 32)),
 }
 IMAGE_NETWORKS = ("mlp", *CONV_WIDTHS)
+FALLBACK = ("conv3", "conv4")  # the recipes a larger one falls back through (conv2 never chosen for one)
 
 
 def conv_recipe(image: Image) -> str | None:
     """The conv recipe of this image's networks, None for the MLP: its `network` where both sides are at least
-    32 pixels and divide by 2 ** layers, else the next smaller recipe that fits (conv4 -> conv3 -> MLP)."""
+    32 pixels (conv2: 16) and divide by 2 ** layers, else the next smaller recipe that fits (conv4 -> conv3 ->
+    MLP; conv2 -> MLP)."""
     h, w = image.shape
-    names = list(CONV_WIDTHS)
-    start = names.index(image.network) if image.network in CONV_WIDTHS else -1
-    for name in reversed(names[: start + 1]):
+    if image.network == "conv2":
+        return "conv2" if h >= 16 and w >= 16 and h % 4 == 0 and w % 4 == 0 else None
+    start = FALLBACK.index(image.network) if image.network in FALLBACK else -1
+    for name in reversed(FALLBACK[: start + 1]):
         scale = 2 ** len(CONV_WIDTHS[name][0])
         if h >= 32 and w >= 32 and h % scale == 0 and w % scale == 0:
             return name
