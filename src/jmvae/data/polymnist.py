@@ -64,7 +64,9 @@ def read_backgrounds(directory: Path) -> tuple[list[np.ndarray], str]:
             img = PILImage.open(io.BytesIO(raw)).convert("RGB")
         except (OSError, ValueError, PILImage.DecompressionBombError) as e:
             why = "too large" if isinstance(e, PILImage.DecompressionBombError) else type(e).__name__
-            raise UserError(f"background {directory / name} is not a readable image ({why}); {NEEDS}") from None
+            raise UserError(
+                f"background {directory / name} is not a readable image ({why}); {NEEDS}"
+            ) from None
         scale = SHORT_SIDE / min(img.size)
         size = max(SIZE, round(img.width * scale)), max(SIZE, round(img.height * scale))
         out.append(np.asarray(img.resize(size, resample=PILImage.Resampling.LANCZOS)))
