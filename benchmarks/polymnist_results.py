@@ -28,6 +28,7 @@ ROWS = [
     ("joint coherence across images, z ~ p(z)", ("joint", "p(z)")),
     ("correctness, digit given (\\|O\\|=1)", ("correctness", "1")),
     ("image -> digit accuracy, q(z\\|all five images)", ("accuracy", "digit")),
+    ("training minutes (one thread, 2 cores shared by 2-4 runs)", ("minutes", "training steps")),
 ]
 
 
@@ -61,6 +62,8 @@ def value(metrics: dict, where: tuple[str, str]) -> float:
     if kind in ("conditional", "joint"):
         cc = metrics["cross_coherence"]
         return cc["conditional"]["by_size"][key] if kind == "conditional" else cc["joint"][key]
+    if kind == "minutes":
+        return metrics["run_seconds"][key] / 60
     if kind == "correctness":
         return metrics["correctness"]["by_size"][key]
     return metrics["image_to_attribute_accuracy"]["q(z|x)"][key]
@@ -73,9 +76,10 @@ def table(root: Path, models: list[str], seeds: int) -> str:
         runs = [json.loads(p.read_text()) for p in found if p.exists()]
         for title, where in ROWS:
             vs = [value(r, where) for r in runs]
-            text = "-" if not vs else f"{statistics.fmean(vs):.3f}"
+            digits = 1 if where[0] == "minutes" else 3
+            text = "-" if not vs else f"{statistics.fmean(vs):.{digits}f}"
             if len(vs) > 1:
-                text += f" ± {statistics.stdev(vs):.3f}"
+                text += f" ± {statistics.stdev(vs):.{digits}f}"
             cells.setdefault(title, []).append(text)
         cells.setdefault("seeds", []).append(str(len(runs)))
     head = (
