@@ -38,7 +38,7 @@ def test_the_classifier_is_trained_once_per_dataset_whatever_the_run(classifier,
 
     trained = []
 
-    def train(data, steps):
+    def train(data, steps, images=None):
         trained.append(data)
         return module.AttributeClassifier(data.images, {a.name: a.size for a in data.attributes})
 

@@ -255,7 +255,7 @@ def test_model_options_resolve_and_are_recorded(tmp_path):
     assert TrainConfig.from_json({"model": "telbo", "attribute_weight": 1.0}).prior_recon is None
     # one written before the image networks were a setting drew conv3's (and keeps loading its checkpoint)
     assert before.image_network == "conv3"
-    with pytest.raises(UserError, match=r"image-network conv9 \(allowed: mlp, conv3, conv4\)"):
+    with pytest.raises(UserError, match=r"image-network conv9 \(allowed: mlp, conv2, conv3, conv4\)"):
         TrainConfig(image_network="conv9").validate()
     import json
 
