@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -21,7 +20,7 @@ from .classifier import AttributeClassifier, classifier_for
 from .data.attributes import AttributeDataset, batches, seeded_subset
 from .modalities import Categorical
 from .models import MultimodalVAE
-from .samplers import LatentSampler
+from .samplers import LatentSampler, drawn_by
 
 EXAMPLES = 2000  # test examples per subset: a share's 95% interval within about 2 points
 RESAMPLES = 1000  # bootstrap resamples (over examples) of each |S|'s mean
@@ -142,8 +141,7 @@ def joint(
     sampler: LatentSampler | None = None,
 ) -> float:
     """Share of z ~ p(z) (or the sampler) whose decoded images the readers all read alike."""
-    by: dict[str, Any] = {} if sampler is None else {"sampler": sampler}  # models without samplers: none
-    drawn = model.generate({}, draws, **by)
+    drawn = model.generate({}, draws, **drawn_by(sampler))
     categorical = [a.name for a in data.attributes if isinstance(a, Categorical)]
     reads = [readers[m].predict({m: drawn[m][:, 0].cpu()}) for m in data.image_names]
     agree = torch.stack([r[a] == reads[0][a] for r in reads[1:] for a in categorical]).all(0)

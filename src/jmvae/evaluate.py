@@ -32,7 +32,7 @@ from .data.attributes import AttributeDataset, batches, parse_assignments, seede
 from .modalities import Continuous
 from .models import MultimodalVAE
 from .posteriors import Posterior, standard_normal
-from .samplers import LatentSampler
+from .samplers import LatentSampler, drawn_by
 
 CORRECTNESS_TARGET = 0.99  # a query "fails" below these: 1 image in 100 showing a wrong attribute is visible
 COVERAGE_TARGET = 0.95
@@ -343,12 +343,6 @@ def correctness_coverage(
             if any(a in r.get("value_error", {}) for r in rows)
         },
     }
-
-
-def drawn_by(sampler: LatentSampler | None) -> dict[str, Any]:
-    """generate's keyword for a fitted sampler; none without one (models that have no samplers need not
-    take it)."""
-    return {} if sampler is None else {"sampler": sampler}
 
 
 @torch.no_grad()

@@ -186,6 +186,12 @@ class FlowSampler(LatentSampler):
         )
 
 
+def drawn_by(sampler: LatentSampler | None) -> dict[str, Any]:
+    """generate's keyword for a fitted sampler; none without one (models that have no samplers need not
+    take it)."""
+    return {} if sampler is None else {"sampler": sampler}
+
+
 SAMPLERS: dict[str, type[LatentSampler]] = {"gmm": GaussianMixtureSampler, "maf": FlowSampler}
 
 
