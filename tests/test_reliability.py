@@ -5,11 +5,13 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ from jmvae.data.attributes import load_dataset
 from jmvae.data.mnist import FILES
 from jmvae.errors import UserError
 from jmvae.models.jmvae import JMVAE
-from jmvae.train import load_run, train
+from jmvae.pipeline import read_history
+from jmvae.train import load_run, longer, train
 
 TINY = [
     "--mnist",
@@ -142,6 +145,10 @@ BAD = [  # (argv with {root} for the world's directory, what the one line must s
     (["train", "--runs-dir", "{root}/runs", "--name", "../escaped", *TINY], "--name ../escaped"),
     (["train", "--out", "{root}/run", "--resume", "--lr", "0.5"], "--lr 0.5 (the run has 0.0015)"),
     (["train", "--out", "{root}/run", "--resume", "--overwrite"], "--resume with --overwrite"),
+    (
+        ["train", "--out", "{root}/run", "--resume", "--epochs", "9"],
+        "--epochs 9 with --resume of a run that ends",
+    ),
     (["train", "--out", "{root}/badckpt", "--resume"], "checkpoint.pt cannot be read"),
     (["train", "--out", "{root}/badconfig", "--resume"], "config.json cannot be read"),
     (
@@ -338,6 +345,44 @@ def test_resume_before_the_first_checkpoint_trains_from_the_start(tmp_path, monk
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_train_longer_is_the_run_trained_that_long(tmp_path, capsys):
+    cfg = TrainConfig(epochs=2, hidden=16, batch_size=256, seed=3, mnist="bundled")
+    train(replace(cfg, epochs=3), tmp_path / "fresh", **QUIET)
+    short = tmp_path / "short"
+    train(cfg, short, **QUIET)
+    (short / "metrics.json").write_text("{}")  # as if evaluated: a finished run
+    (short / "report.html").write_text("the two-epoch model's report")
+    before = snapshot(short)
+    assert main(["train", "--out", str(short), "--resume", "--epochs", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "jmvae: error: --epochs 1 with --resume (the run has 2; allowed: more, to train it longer)"
+    )
+    assert snapshot(short) == before
+    train(TrainConfig(), short, resume=True, epochs=3, **QUIET)
+    a = torch.load(tmp_path / "fresh" / "model.pt", weights_only=True)
+    b = torch.load(short / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (short / "metrics.json").exists() and not (short / "report.html").exists()  # not finished
+    config = json.loads((short / "config.json").read_text())
+    assert config["train"]["epochs"] == config["epochs"] == 3
+    assert config["total_steps"] == 3 * config["steps_per_epoch"]
+    assert [row["epoch"] for row in read_history(short)] == [1, 2, 3]
+
+
+def test_train_longer_refuses_what_a_fresh_longer_run_would_not_be():
+    had = {"epochs": 4, "steps_per_epoch": 10, "total_steps": 40}
+    cfg = TrainConfig(epochs=4)
+    assert longer(cfg, had, 4) is cfg and longer(cfg, had, 6).epochs == 6
+    for run_cfg, recorded, epochs, expect in [
+        (cfg, had, 3, "--epochs 3 with --resume (the run has 4; allowed: more"),
+        (TrainConfig(epochs=4, lr_schedule="cosine"), had, 6, "--lr-schedule cosine, whose rate depends"),
+        (TrainConfig(steps=35), dict(had, total_steps=35), 6, "ends mid-epoch (step 35 of 10 per epoch"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(expect)):
+            longer(run_cfg, recorded, epochs)
 
 
 def test_figures_are_written_whole_or_not_at_all(tmp_path, monkeypatch):

@@ -149,12 +149,13 @@ def cmd_train(args) -> None:
         else Path(args.runs_dir)
         / (args.name or f"{dataset}-{cfg.model}-z{cfg.resolved().z_dim}-seed{cfg.seed}")
     )
+    epochs = overrides.pop("epochs", None) if args.resume else None  # more than the run has: train it longer
     if args.resume and (run_dir / "config.json").is_file():
         recorded = run_config(run_dir)
         if diffs := differing_flags(overrides, recorded):
             raise UserError(
                 f"--resume continues {run_dir} with its own settings, but {'; '.join(diffs)} "
-                "(allowed: no training flags, or the run's values)"
+                "(allowed: no training flags but --epochs, or the run's values)"
             )
         evaluation = read_config(run_dir).get("evaluation")  # absent in runs started before it was recorded
         eval_cfg = eval_config(args, recorded.preset, evaluation if isinstance(evaluation, dict) else None)
@@ -171,6 +172,7 @@ def cmd_train(args) -> None:
             seconds=seconds,
             evaluation=asdict(eval_cfg),
             lock=lock,
+            epochs=epochs,
         )
         distributed.leave_if_not_main()  # figures, metrics and report: rank 0 alone, after training
         distributed.teardown()
@@ -659,7 +661,12 @@ def build_parser() -> Parser:
     t.add_argument("--name", help="run name under --runs-dir (default: <preset>-<model>-z<z>-seed<seed>)")
     t.add_argument("--runs-dir", default="runs", help="parent of run directories (default runs)")
     t.add_argument("--out", help="run directory (instead of --runs-dir/--name)")
-    t.add_argument("--resume", action="store_true", help="continue the unfinished run in the run directory")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the unfinished run in the run directory; with --epochs N, train a run (finished or "
+        "not) longer, to N epochs",
+    )
     t.add_argument("--overwrite", action="store_true", help="replace an existing run")
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("evaluate", help="compute every metric of a trained run into metrics.json")

@@ -341,6 +341,43 @@ def clear_run(run_dir: Path) -> None:
     safe_remove(run_dir, run_dir / "config.json")
 
 
+def longer(cfg: TrainConfig, recorded: dict, epochs: int) -> TrainConfig:
+    """The run's config trained to `epochs` (`--resume --epochs N`); refused unless the added epochs train as
+    a fresh run of N epochs would (a constant rate, whole epochs), so the longer run is that run."""
+    had, per, total = recorded.get("epochs"), recorded.get("steps_per_epoch"), recorded.get("total_steps")
+    if epochs == had:
+        return cfg
+    if not isinstance(had, int) or epochs < had:
+        raise UserError(
+            f"--epochs {epochs} with --resume (the run has {had}; allowed: more, to train it longer)"
+        )
+    if cfg.lr_schedule != "constant":
+        raise UserError(
+            f"--epochs {epochs} with --resume of a run with --lr-schedule {cfg.lr_schedule}, whose rate "
+            "depends on the run's length (allowed: runs with --lr-schedule constant)"
+        )
+    if not isinstance(per, int) or total != had * per:
+        raise UserError(
+            f"--epochs {epochs} with --resume of a run that ends mid-epoch (step {total} of {per} per epoch; "
+            "allowed: runs of whole epochs)"
+        )
+    return replace(cfg, epochs=epochs, steps=None)
+
+
+def unfinish(run_dir: Path, recorded: dict, cfg: TrainConfig, total_steps: int) -> None:
+    """Make a run to be trained longer unfinished: the finished mark first, then what the old model made (the
+    report, model.pt, fitted samplers), then config.json with the new length (written whole)."""
+    for name in (FINISHED, "report.html", "model.pt"):
+        safe_remove(run_dir, run_dir / name)
+    for kind in SAMPLERS:
+        safe_remove(run_dir, sampler_path(run_dir, kind))
+    train_cfg = dict(recorded["train"], epochs=cfg.epochs, steps=None)
+    write_json(
+        run_dir / "config.json",
+        {**recorded, "train": train_cfg, "epochs": cfg.epochs, "total_steps": total_steps},
+    )
+
+
 def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
     """The flags of `given` whose values differ from the run's recorded config (for --resume); `--precision
     auto` is compared as what it chooses on this machine (config.json records the choice)."""
@@ -406,6 +443,7 @@ def train(
     evaluation: dict | None = None,
     dataset: AttributeDataset | None = None,
     lock: RunLock | None = None,
+    epochs: int | None = None,
 ) -> tuple[AttributeDataset, MultimodalVAE]:
     """Train `cfg` into `run_dir` (config.json, checkpoint.pt, history.csv, model.pt); return data and model.
 
@@ -420,21 +458,35 @@ def train(
     data.npz, so that every later command rebuilds it.
 
     Every check (flags, data, hold-out, batch size, the checkpoint to resume) runs before a file is deleted or
-    written. With resume=True the run's own config is used and `cfg` is ignored. Started by torchrun, every
-    rank trains its share of each batch and only rank 0 writes (see distributed.py).
+    written. With resume=True the run's own config is used and `cfg` is ignored; `epochs`, if more than the
+    run has, trains it longer from its last checkpoint (its model, metrics and report are made again). Started
+    by torchrun, every rank trains its share of each batch and only rank 0 writes (see distributed.py).
     """
     own = lock is None
     lock = RunLock(run_dir) if lock is None else lock
     try:
         return _train(
-            cfg, Path(run_dir), resume, overwrite, progress, log, trackers, seconds, evaluation, lock, dataset
+            cfg,
+            Path(run_dir),
+            resume,
+            overwrite,
+            progress,
+            log,
+            trackers,
+            seconds,
+            evaluation,
+            lock,
+            dataset,
+            epochs,
         )
     finally:
         if own:
             lock.release()
 
 
-def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, evaluation, lock, dataset):
+def _train(
+    cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, evaluation, lock, dataset, to_epochs
+):
     run_dir = Path(run_dir)
     seconds = {} if seconds is None else seconds
     clock = time.perf_counter()
@@ -446,7 +498,7 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
         if dataset is not None and not resume:
             cfg = replace(cfg, preset=None, data=DATA_FILE, mnist="none")
         cfg, data, model, recorded = _prepare(
-            cfg, run_dir, resume, overwrite, ranks, dataset if not resume else None
+            cfg, run_dir, resume, overwrite, ranks, dataset if not resume else None, to_epochs
         )
         if ranks.main:
             lock.acquire()  # after every check, before the first file changes
@@ -480,7 +532,11 @@ def _train(cfg, run_dir, resume, overwrite, progress, log, trackers, seconds, ev
         if overwrite:
             clear_run(run_dir)
         remove_temp_files(run_dir)
-    if ckpt is not None:
+    if ckpt is not None and recorded is not None and recorded.get("epochs") != epochs:
+        if ranks.main:
+            unfinish(run_dir, recorded, cfg, total_steps)
+        log(f"training {run_dir} longer: from epoch {start_epoch} to {epochs}")
+    elif ckpt is not None:
         log(f"resuming {run_dir} after epoch {start_epoch} of {epochs}")
     else:
         if resume:
@@ -658,6 +714,7 @@ def _prepare(
     overwrite: bool,
     ranks: distributed.Ranks,
     dataset: AttributeDataset | None = None,
+    epochs: int | None = None,
 ):
     """The checks and builds that touch no file: (resolved config, data, model, the recorded config or
     None)."""
@@ -668,6 +725,8 @@ def _prepare(
     if resume:
         recorded = read_config(run_dir)
         cfg = run_config(run_dir, recorded)
+        if epochs is not None:
+            cfg = longer(cfg, recorded, epochs)
     cfg.validate()
     assert cfg.batch_size is not None  # set on creation (__post_init__)
     distributed.check_batch(ranks, cfg.batch_size)
