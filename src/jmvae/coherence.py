@@ -20,6 +20,8 @@ from .classifier import AttributeClassifier, classifier_for
 from .data.attributes import AttributeDataset, batches, seeded_subset
 from .modalities import Categorical
 from .models import MultimodalVAE
+from .networks import own_stream
+from .runs import fingerprint
 from .samplers import LatentSampler, drawn_by
 
 EXAMPLES = 2000  # test examples per subset: a share's 95% interval within about 2 points
@@ -40,8 +42,7 @@ def evaluate(
 ) -> dict | None:
     """Every coherence across images (None when no test example observes a categorical attribute), on a
     random stream of its own: training a reader or drawing here leaves the caller's numbers as they were."""
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+    with own_stream(model):
         readers, reader_accuracy = image_readers(data)
         torch.manual_seed(seed)
         cond = conditional(model, data, readers, seed=seed)
@@ -59,9 +60,9 @@ def evaluate(
 
 def image_readers(data: AttributeDataset) -> tuple[dict[str, AttributeClassifier], dict[str, dict]]:
     """One cached reader per image (classifier_for), and each one's accuracy on the real test images."""
-    readers, accuracy = {}, {}
+    readers, accuracy, data_hash = {}, {}, fingerprint(data)
     for m in data.image_names:
-        readers[m], accuracy[m] = classifier_for(data, (m,))
+        readers[m], accuracy[m] = classifier_for(data, (m,), data_hash)
     return readers, accuracy
 
 

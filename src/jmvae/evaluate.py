@@ -31,6 +31,7 @@ from .classifier import AttributeClassifier, accuracy, classifier_for, value_err
 from .data.attributes import AttributeDataset, batches, parse_assignments, seeded_subset
 from .modalities import Continuous
 from .models import MultimodalVAE
+from .networks import own_stream
 from .posteriors import Posterior, standard_normal
 from .samplers import LatentSampler, drawn_by
 
@@ -508,8 +509,7 @@ def evaluate(
         "joint_coherence", joint_coherence, model, data, clf, eval_cfg.coherence_draws
     )
     for kind, sampler in (samplers or {}).items():  # on a stream of their own: the numbers after stay put
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(eval_cfg.seed)
+        with own_stream(model, eval_cfg.seed):
             by_sampler = metrics.setdefault(
                 "joint_coherence_by_sampler", {"p(z)": metrics["joint_coherence"]}
             )

@@ -28,7 +28,7 @@ from .errors import UserError
 from .modalities import Attribute, Continuous
 from .models import MultimodalVAE
 from .models.mmvaeplus import PrivateDecoder
-from .networks import ConvDecoder
+from .networks import ConvDecoder, own_stream
 from .runs import write_text
 from .samplers import LatentSampler
 
@@ -221,9 +221,7 @@ def explorer_data(
     seed: int = 0,
     samplers: dict[str, LatentSampler] | None = None,
 ) -> dict:
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # the draws reseed torch; the caller's random state stays as it was
+    with own_stream(model):  # the draws reseed torch; the caller's random state stays as it was
         return _explorer_data(model, data, title, seed, samplers or {})
 
 

@@ -31,6 +31,7 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from .data.attributes import AttributeDataset, to_batch
 from .evaluate import EvalConfig, observed_rows
 from .modalities import Attribute
+from .networks import own_stream
 from .runs import atomic_write, write_text
 
 DPI = 110
@@ -734,11 +735,9 @@ def make_figures(
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
-    device = _device(model)
-    cuda = [device.index or 0] if device.type == "cuda" else []
     infos = []
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+        with torch.no_grad(), own_stream(model):
             emb = Embedding.of(model, data, seed)
             plane = Plane.of(emb.x_loc)
             draws = [

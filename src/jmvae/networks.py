@@ -39,6 +39,22 @@ def low_precision(dtype: torch.dtype | None):
         _LOW = before
 
 
+@contextmanager
+def own_stream(model: nn.Module, seed: int | None = None):
+    """Run the block on a random stream of its own (seeded with `seed` if given), on the CPU and on the
+    model's CUDA device: the caller's random numbers after it stay as they were, on a GPU too."""
+    device = next(model.parameters()).device
+    cuda = (
+        []
+        if device.type != "cuda"
+        else [torch.cuda.current_device() if device.index is None else device.index]
+    )
+    with torch.random.fork_rng(devices=cuda):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
 def run(f, x: torch.Tensor | Sequence[torch.Tensor], *rest) -> torch.Tensor:
     """f(x, *rest), in the reduced precision if one is on (x: a tensor or a sequence of them)."""
     if _LOW is None:

@@ -27,6 +27,7 @@ from torch.distributions import Categorical, Distribution, MixtureSameFamily, Mu
 
 from .data.attributes import AttributeDataset, batches, to_batch
 from .errors import UserError
+from .networks import own_stream
 from .posteriors import Mixture
 from .runs import load_torch, save_torch
 
@@ -220,8 +221,7 @@ def training_codes(model, data: AttributeDataset, codes: str, seed: int) -> torc
     split = {k: v[keep] for k, v in data.train.items()}
     device = next(model.parameters()).device
     out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with own_stream(model, seed):
         for batch in batches(split, 2048, device):
             q = model.posterior({n: batch[n] for n in names})
             out.append((q.sample() if how == "draw" else q.mean).cpu())
