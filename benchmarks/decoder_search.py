@@ -94,10 +94,13 @@ def read_back(model, clf, test: dict[str, torch.Tensor], names: list[str], image
     return out
 
 
-def run_variant(variant: str, seconds: float, seed: int, n: int, overrides: dict) -> dict:
+def run_variant(
+    variant: str, seconds: float, seed: int, n: int, overrides: dict, kl_weight: float = 1.0
+) -> dict:
     network, decoder = VARIANTS[variant]
     cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides).resolved()
     data, model = build(cfg, quiet=True)
+    model.kl_weight = kl_weight  # every KL term's weight (beta) through training
     if decoder is not None:  # drawn after the rest: the other networks start as conv3's do
         image = data.images[0]
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
@@ -133,6 +136,7 @@ def run_variant(variant: str, seconds: float, seed: int, n: int, overrides: dict
     return {
         "variant": variant,
         "overrides": overrides,
+        "kl_weight": kl_weight,
         "seed": seed,
         "steps": steps,
         "train_seconds": round(spent, 1),
@@ -152,6 +156,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000, help="test examples read back")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="TrainConfig fields")
+    p.add_argument("--kl-weight", type=float, default=1.0, help="every KL term's weight in training (beta)")
     p.add_argument("--out", type=Path, help="append one JSON line per variant")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -159,7 +164,7 @@ def main() -> None:
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
     overrides = {k: json.loads(value) for k, value in (o.split("=", 1) for o in args.set)}
     for v in args.variants:
-        row = run_variant(v, args.seconds, args.seed, args.n, overrides)
+        row = run_variant(v, args.seconds, args.seed, args.n, overrides, args.kl_weight)
         row |= {"threads": args.threads, "cpu": cpu_model()}
         print(json.dumps(row), flush=True)
         if args.out:

@@ -508,8 +508,8 @@ def build_parser() -> Parser:
     t.add_argument(
         "--image-likelihood",
         choices=IMAGE_LIKELIHOODS,
-        help="p(x|z) of every pixel: bernoulli (intensities as soft targets; default) or laplace (mean "
-        f"sigmoid(logit), scale {LAPLACE_SCALE})",
+        help="p(x|z) of every pixel: bernoulli (intensities as soft targets; default), laplace (mean "
+        f"sigmoid(logit), scale {LAPLACE_SCALE}) or continuous-bernoulli (a normalised density on [0, 1])",
     )
     t.add_argument(
         "--image-network",

@@ -114,7 +114,7 @@ class TrainConfig:
         default_factory=list
     )  # NAME=categorical|binary|continuous: kinds not inferred
     image_size: str | None = None  # N or HxW: every image resized to it (None: the data's own size)
-    image_likelihood: str | None = None  # bernoulli or laplace (None: bernoulli)
+    image_likelihood: str | None = None  # bernoulli, laplace or continuous-bernoulli (None: bernoulli)
     image_network: str = (
         "conv3"  # the image's encoders and decoder: mlp, conv2, conv3, conv4 (networks.conv_recipe)
     )

@@ -21,14 +21,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli, Distribution, Laplace, Normal
+from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Laplace, Normal
 from torch.distributions import Categorical as CategoricalDist
 
-IMAGE_LIKELIHOODS = ("bernoulli", "laplace")
+IMAGE_LIKELIHOODS = ("bernoulli", "laplace", "continuous-bernoulli")
 LAPLACE_SCALE = 0.1  # the fixed scale b of a Laplace image likelihood, in intensity units
 LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # the quantiles of a continuous attribute shown and queried
 MIN_SCALE = 0.05  # a continuous decoder's smallest scale, in standard deviations of the data
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "y", "t"), ("false", "0", "no", "n", "f")
+
+
+def log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(l) = log(l / tanh(l / 2)) of the continuous Bernoulli, elementwise: even in l, log 2 + l^2 / 12
+    near 0 (where the ratio is 0 / 0), about log |l| far from it."""
+    a = logits.abs()
+    small = a < 1e-2
+    safe = torch.where(small, torch.ones_like(a), a)
+    return torch.where(small, math.log(2) + a * a / 12, safe.log() - torch.tanh(safe / 2).log())
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,19 @@ class Image:
         """log p(x|z) summed over pixels: one number per example.
 
         Bernoulli: sum_d x_d l_d - softplus(l_d) (minus the BCE with logits). Laplace: mean sigmoid(l), scale
-        b. Logits may carry leading sample dimensions (K draws of z per example) that x broadcasts over, so
-        importance sampling never copies the observations K times.
+        b. Continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): the Bernoulli's terms plus the log of its
+        normaliser, log C(l) = log(l / tanh(l / 2)), a density on [0, 1]. Logits may carry leading sample
+        dimensions (K draws of z per example) that x broadcasts over, so importance sampling never copies the
+        observations K times.
         """
         if self.likelihood == "laplace":
             return -(x - logits.sigmoid()).abs().sum(-1) / LAPLACE_SCALE - x.shape[-1] * math.log(
                 2 * LAPLACE_SCALE
             )
-        return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
+        bernoulli = (logits * x).sum(-1) - F.softplus(logits).sum(-1)
+        return (
+            bernoulli + log_norm(logits).sum(-1) if self.likelihood == "continuous-bernoulli" else bernoulli
+        )
 
     def log_likelihood_pairs(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x_j | z_i) for every decoded z_i (logits (..., I, D)) and every image x_j (x (J, D)):
@@ -71,16 +85,23 @@ class Image:
             flat = mean.reshape(-1, *mean.shape[-2:])
             dist = torch.stack([torch.cdist(m, x, p=1) for m in flat]).reshape(*mean.shape[:-1], len(x))
             return -dist / LAPLACE_SCALE - x.shape[-1] * math.log(2 * LAPLACE_SCALE)
-        return logits @ x.T - F.softplus(logits).sum(-1, keepdim=True)
+        own = -F.softplus(logits) + (log_norm(logits) if self.likelihood == "continuous-bernoulli" else 0)
+        return logits @ x.T + own.sum(-1, keepdim=True)
 
     def distribution(self, logits: torch.Tensor) -> Distribution:
         if self.likelihood == "laplace":
             return Laplace(logits.sigmoid(), torch.full_like(logits, LAPLACE_SCALE))
+        if self.likelihood == "continuous-bernoulli":
+            return ContinuousBernoulli(logits=logits, validate_args=False)
         # validate_args=False: grey-valued targets are legitimate soft Bernoulli targets here.
         return Bernoulli(logits=logits, validate_args=False)
 
     def point(self, logits: torch.Tensor) -> torch.Tensor:
         """What generation shows: the mean of p(x|z), in [0, 1]."""
+        if self.likelihood == "continuous-bernoulli":  # 1 / (1 - e^-l) - 1 / l, 1/2 + l / 12 near l = 0
+            small = logits.abs() < 1e-2
+            safe = torch.where(small, torch.ones_like(logits), logits)
+            return torch.where(small, 0.5 + logits / 12, 1 / -torch.expm1(-safe) - 1 / safe)
         return logits.sigmoid()
 
     def pixels(self, flat: torch.Tensor | np.ndarray):
