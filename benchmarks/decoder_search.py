@@ -95,7 +95,13 @@ def read_back(model, clf, test: dict[str, torch.Tensor], names: list[str], image
 
 
 def run_variant(
-    variant: str, seconds: float, seed: int, n: int, overrides: dict, kl_weight: float = 1.0
+    variant: str,
+    seconds: float,
+    seed: int,
+    n: int,
+    overrides: dict,
+    kl_weight: float = 1.0,
+    max_steps: int = 0,
 ) -> dict:
     network, decoder = VARIANTS[variant]
     cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides).resolved()
@@ -113,7 +119,7 @@ def run_variant(
     chunk = 25
     order = torch.randperm(n_train, generator=g)
     pos = 0
-    while spent < seconds:
+    while (steps < max_steps) if max_steps else (spent < seconds):
         if pos + chunk * cfg.batch_size > n_train:
             order, pos = torch.randperm(n_train, generator=g), 0
         t0 = time.perf_counter()
@@ -156,6 +162,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000, help="test examples read back")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="TrainConfig fields")
+    p.add_argument("--steps", type=int, default=0, help="train this many steps instead (machine shared)")
     p.add_argument("--kl-weight", type=float, default=1.0, help="every KL term's weight in training (beta)")
     p.add_argument("--out", type=Path, help="append one JSON line per variant")
     args = p.parse_args()
@@ -164,7 +171,7 @@ def main() -> None:
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
     overrides = {k: json.loads(value) for k, value in (o.split("=", 1) for o in args.set)}
     for v in args.variants:
-        row = run_variant(v, args.seconds, args.seed, args.n, overrides, args.kl_weight)
+        row = run_variant(v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps)
         row |= {"threads": args.threads, "cpu": cpu_model()}
         print(json.dumps(row), flush=True)
         if args.out:
