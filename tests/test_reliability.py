@@ -372,6 +372,29 @@ def test_train_longer_is_the_run_trained_that_long(tmp_path, capsys):
     assert [row["epoch"] for row in read_history(short)] == [1, 2, 3]
 
 
+@pytest.mark.slow
+def test_train_longer_from_the_cli_refits_the_runs_samplers_as_a_fresh_run_fits_them(tmp_path):
+    flags = ["--mnist", "bundled", "--hidden", "16", "--batch-size", "512", "--seed", "5", "--sampler", "gmm"]
+    flags += ["--k", "5", "--n-per-query", "2", "--coherence-draws", "50", "--likelihood-examples", "20"]
+    flags += ["--complete-temperature", "0"]
+    short, fresh = tmp_path / "short", tmp_path / "fresh"
+    assert main(["train", "--out", str(short), "--epochs", "1", *flags]) == 0
+    assert main(["train", "--out", str(fresh), "--epochs", "2", *flags]) == 0
+    assert main(["train", "--out", str(short), "--resume", "--epochs", "2"]) == 0
+
+    def same(a, b) -> bool:
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+    for name in ("model.pt", "sampler-gmm.pt"):
+        assert same(*(torch.load(run / name, weights_only=True) for run in (short, fresh))), name
+    by_sampler = [
+        json.loads((run / "metrics.json").read_text())["joint_coherence_by_sampler"] for run in (short, fresh)
+    ]
+    assert by_sampler[0] == by_sampler[1]
+
+
 def test_train_longer_refuses_what_a_fresh_longer_run_would_not_be():
     had = {"epochs": 4, "steps_per_epoch": 10, "total_steps": 40}
     cfg = TrainConfig(epochs=4)
@@ -379,7 +402,9 @@ def test_train_longer_refuses_what_a_fresh_longer_run_would_not_be():
     for run_cfg, recorded, epochs, expect in [
         (cfg, had, 3, "--epochs 3 with --resume (the run has 4; allowed: more"),
         (TrainConfig(epochs=4, lr_schedule="cosine"), had, 6, "--lr-schedule cosine, whose rate depends"),
-        (TrainConfig(steps=35), dict(had, total_steps=35), 6, "ends mid-epoch (step 35 of 10 per epoch"),
+        (TrainConfig(steps=35), dict(had, total_steps=35), 6, "a run of 35 steps, 3.5 epochs of 10 steps"),
+        (TrainConfig(steps=35), dict(had, total_steps=35), 4, "a run of 35 steps, 3.5 epochs of 10 steps"),
+        (cfg, dict(had, epochs=None), 6, "config.json: epochs None, steps_per_epoch 10, total_steps 40"),
     ]:
         with pytest.raises(UserError, match=re.escape(expect)):
             longer(run_cfg, recorded, epochs)

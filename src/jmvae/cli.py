@@ -176,7 +176,8 @@ def cmd_train(args) -> None:
         )
         distributed.leave_if_not_main()  # figures, metrics and report: rank 0 alone, after training
         distributed.teardown()
-        fit_samplers(run_dir, model.cpu(), data, cfg.sampler, cfg.seed)
+        ran = run_config(run_dir)  # the run's own settings (on --resume, not the flags')
+        fit_samplers(run_dir, model.cpu(), data, ran.sampler, ran.seed)
         metrics = finish_run(run_dir, model.cpu(), data, eval_cfg, seconds=seconds)
         tracked.finish(headline(metrics), run_dir)
     finally:

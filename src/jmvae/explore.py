@@ -242,6 +242,7 @@ def _explorer_data(
         coords = torch.cat([coords, torch.zeros_like(coords)], 1)
     extent = max(3.0, float(coords.abs().max()) * 1.05)
     max_given = query_sizes([len(choices(a)[0]) for a in data.attributes])
+    likelihoods = {m.name: m.likelihood for m in data.images}  # the page shows each image's mean of p(x|z)
     return {
         "title": title,
         "z_dim": model.z_dim,
@@ -267,6 +268,7 @@ def _explorer_data(
             name: {
                 "layers": decoder_layers(shared_only(model.decoders[name]), name),
                 "kind": "image" if name in data.image_names else data.attribute(name).kind,
+                **({"likelihood": likelihoods[name]} if name in likelihoods else {}),
             }
             for name in model.names
         },

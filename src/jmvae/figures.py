@@ -657,7 +657,8 @@ def fig_pxz_grid(model, data: AttributeDataset, plane: Plane) -> tuple[Figure, F
     values = latent_grid()
     rows = values[::-1] if not plane.one_dimensional else np.zeros(1)  # top row = largest second coordinate
     u = np.stack(np.meshgrid(values, rows), -1).reshape(-1, 2)
-    x = {k: v.sigmoid() for k, v in model.logits(plane.lift(u), data.image_names).items()}
+    logits = model.logits(plane.lift(u), data.image_names)
+    x = {k: model.modalities[k].point(v) for k, v in logits.items()}
     h, w = data.picture_shape
     mosaic = tile(data.pictures(x), len(values))
 

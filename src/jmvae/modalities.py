@@ -31,10 +31,15 @@ MIN_SCALE = 0.05  # a continuous decoder's smallest scale, in standard deviation
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "y", "t"), ("false", "0", "no", "n", "f")
 
 
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """`t` in float32 at least (bfloat16 and float16 cancel badly in the continuous Bernoulli's terms)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def log_norm(logits: torch.Tensor) -> torch.Tensor:
     """log C(l) = log(l / tanh(l / 2)) of the continuous Bernoulli, elementwise: even in l, log 2 + l^2 / 12
     near 0 (where the ratio is 0 / 0), about log |l| far from it."""
-    a = logits.abs()
+    a = wide(logits).abs()
     small = a < 1e-2
     safe = torch.where(small, torch.ones_like(a), a)
     return torch.where(small, math.log(2) + a * a / 12, safe.log() - torch.tanh(safe / 2).log())
@@ -99,6 +104,7 @@ class Image:
     def point(self, logits: torch.Tensor) -> torch.Tensor:
         """What generation shows: the mean of p(x|z), in [0, 1]."""
         if self.likelihood == "continuous-bernoulli":  # 1 / (1 - e^-l) - 1 / l, 1/2 + l / 12 near l = 0
+            logits = wide(logits)  # the difference cancels in low precision
             small = logits.abs() < 1e-2
             safe = torch.where(small, torch.ones_like(logits), logits)
             return torch.where(small, 0.5 + logits / 12, 1 / -torch.expm1(-safe) - 1 / safe)

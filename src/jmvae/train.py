@@ -26,6 +26,7 @@ from .config import TrainConfig, is_run_dir, read_config, require_run, run_confi
 from .data.attributes import AttributeDataset, batches, hide_labels, load_dataset, seeded_subset, to_batch
 from .data.own import attribute_flag, save_dataset
 from .errors import UserError
+from .explore import EXPLORER
 from .models import MultimodalVAE, build_model
 from .networks import conv_recipe, low_precision
 from .runs import (
@@ -344,38 +345,43 @@ def clear_run(run_dir: Path) -> None:
 def longer(cfg: TrainConfig, recorded: dict, epochs: int) -> TrainConfig:
     """The run's config trained to `epochs` (`--resume --epochs N`); refused unless the added epochs train as
     a fresh run of N epochs would (a constant rate, whole epochs), so the longer run is that run."""
-    had, per, total = recorded.get("epochs"), recorded.get("steps_per_epoch"), recorded.get("total_steps")
-    if epochs == had:
+    if cfg.epochs == epochs:  # the length the run was started with
         return cfg
-    if not isinstance(had, int) or epochs < had:
+    values = [recorded.get(k) for k in ("epochs", "steps_per_epoch", "total_steps")]
+    if not all(type(v) is int and v > 0 for v in values):
+        raise UserError(
+            "config.json: epochs {!r}, steps_per_epoch {!r}, total_steps {!r} (allowed: the whole numbers "
+            "jmvae wrote; start the run again with --overwrite)".format(*values)
+        )
+    had, per, total = (int(v or 0) for v in values)
+    if total != had * per:
+        raise UserError(
+            f"--epochs {epochs} with --resume of a run of {total} steps, {total / per:g} epochs of {per} "
+            "steps (allowed: runs of a whole number of epochs)"
+        )
+    if epochs < had:
         raise UserError(
             f"--epochs {epochs} with --resume (the run has {had}; allowed: more, to train it longer)"
         )
-    if cfg.lr_schedule != "constant":
+    if epochs > had and cfg.lr_schedule != "constant":
         raise UserError(
             f"--epochs {epochs} with --resume of a run with --lr-schedule {cfg.lr_schedule}, whose rate "
             "depends on the run's length (allowed: runs with --lr-schedule constant)"
         )
-    if not isinstance(per, int) or total != had * per:
-        raise UserError(
-            f"--epochs {epochs} with --resume of a run that ends mid-epoch (step {total} of {per} per epoch; "
-            "allowed: runs of whole epochs)"
-        )
-    return replace(cfg, epochs=epochs, steps=None)
+    return replace(cfg, epochs=epochs, steps=None) if epochs > had else cfg
 
 
-def unfinish(run_dir: Path, recorded: dict, cfg: TrainConfig, total_steps: int) -> None:
-    """Make a run to be trained longer unfinished: the finished mark first, then what the old model made (the
-    report, model.pt, fitted samplers), then config.json with the new length (written whole)."""
-    for name in (FINISHED, "report.html", "model.pt"):
+def unfinish(run_dir: Path) -> None:
+    """Remove what a run's last model made, the finished mark first, so that a run trained again (longer, or
+    from the start) is never taken for finished: the report, model.pt, fitted samplers, explorer, figures."""
+    for name in (FINISHED, "report.html", "model.pt", EXPLORER):
         safe_remove(run_dir, run_dir / name)
     for kind in SAMPLERS:
         safe_remove(run_dir, sampler_path(run_dir, kind))
-    train_cfg = dict(recorded["train"], epochs=cfg.epochs, steps=None)
-    write_json(
-        run_dir / "config.json",
-        {**recorded, "train": train_cfg, "epochs": cfg.epochs, "total_steps": total_steps},
-    )
+    figures_dir = run_dir / "figures"
+    if figures_dir.is_dir() and not figures_dir.is_symlink():
+        for f in [*figures_dir.glob("*.png"), figures_dir / "figures.json"]:
+            safe_remove(run_dir, f)
 
 
 def differing_flags(given: dict, recorded: TrainConfig) -> list[str]:
@@ -464,6 +470,8 @@ def train(
     """
     own = lock is None
     lock = RunLock(run_dir) if lock is None else lock
+    if epochs is not None and not resume:
+        cfg = replace(cfg, epochs=epochs, steps=None)
     try:
         return _train(
             cfg,
@@ -532,15 +540,26 @@ def _train(
         if overwrite:
             clear_run(run_dir)
         remove_temp_files(run_dir)
-    if ckpt is not None and recorded is not None and recorded.get("epochs") != epochs:
-        if ranks.main:
-            unfinish(run_dir, recorded, cfg, total_steps)
+    extend = recorded is not None and epochs != recorded.get("epochs")  # --resume --epochs N, N more
+    if ranks.main and recorded is not None and (extend or ckpt is None):
+        unfinish(run_dir)
+    if ckpt is not None and extend:
+        if ranks.main:  # the new length; the rest of config.json as it was
+            write_json(
+                run_dir / "config.json",
+                {
+                    **recorded,
+                    "train": dict(recorded["train"], epochs=epochs, steps=None),
+                    "epochs": epochs,
+                    "total_steps": total_steps,
+                },
+            )
         log(f"training {run_dir} longer: from epoch {start_epoch} to {epochs}")
     elif ckpt is not None:
         log(f"resuming {run_dir} after epoch {start_epoch} of {epochs}")
     else:
         if resume:
-            log(f"{run_dir} was stopped before its first checkpoint: training it from the start")
+            log(f"{run_dir} has no checkpoint (stopped before its first): training it from the start")
         if ranks.main:
             if dataset is not None:
                 save_dataset(data, run_dir / DATA_FILE)
