@@ -6,6 +6,10 @@ coherence across images given 1-4 images and joint, beside the MoPoE paper's num
     python benchmarks/polymnist_results.py --jobs 2 --root runs/poly          # about 80 minutes on 2 cores
     python benchmarks/polymnist_results.py --root runs/poly --report-only      # the table from the runs there
     python benchmarks/polymnist_results.py --root runs/poly-e20 --models mopoe --extra=--epochs=20
+    python benchmarks/polymnist_results.py --root runs/poly-e100 --models mopoe --extra=--epochs=100
+
+A finished run trains on to more passes with `jmvae train --resume --out RUN --epochs N` (the same weights as
+`--epochs N` from the start). The minutes row is the last command's training; history.csv sums every pass.
 """
 
 from __future__ import annotations
