@@ -540,7 +540,8 @@ def _train(
         if overwrite:
             clear_run(run_dir)
         remove_temp_files(run_dir)
-    extend = recorded is not None and epochs != recorded.get("epochs")  # --resume --epochs N, N more
+    # --resume --epochs N with N more than the run has (a plain --resume never changes the length)
+    extend = recorded is not None and to_epochs is not None and epochs != recorded.get("epochs")
     if ranks.main and recorded is not None and (extend or ckpt is None):
         unfinish(run_dir)
     if ckpt is not None and extend:
