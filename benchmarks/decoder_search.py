@@ -32,6 +32,7 @@ from jmvae import networks  # noqa: E402
 from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
+from jmvae.figures import save_image_grid  # noqa: E402
 from jmvae.train import build, flush_subnormals, make_optimizer, train_steps  # noqa: E402
 
 
@@ -78,18 +79,33 @@ VARIANTS = {
 
 
 @torch.no_grad()
-def read_back(model, clf, test: dict[str, torch.Tensor], names: list[str], image: str, n: int) -> dict:
-    """Digit and all-four accuracy of images decoded from q(z|x,y) and from q(z|y) at T = 1."""
+def read_back(
+    model,
+    clf,
+    test: dict[str, torch.Tensor],
+    names: list[str],
+    image: str,
+    n: int,
+    figures: Path | None = None,
+) -> dict:
+    """Digit and all-four accuracy of images decoded from q(z|x,y) and from q(z|y) at T = 1; with `figures`,
+    the first 32 test images, their reconstructions and generations saved there as PNG grids to look at."""
     model.eval()
     torch.manual_seed(1)
     batch = to_batch(test, slice(0, n))
+    modality = model.modalities[image]
+    shown = {"real": batch[image][:32]}
     out = {}
     for tag, given in (("recon", batch), ("gen", {a: batch[a] for a in names})):
         z = model.posterior(given).rsample()
-        x = torch.cat([model.modalities[image].point(model.logits(c, [image])[image]) for c in z.split(512)])
+        x = torch.cat([modality.point(model.logits(c, [image])[image]) for c in z.split(512)])
         read = clf.predict({image: x})
         hits = torch.stack([read[a] == batch[a] for a in names]).float()
         out[tag] = {a: round(float(h.mean()), 4) for a, h in zip(names, hits)} | {"all": float(hits.mean())}
+        shown[tag] = x[:32]
+    if figures is not None:
+        for tag, x in shown.items():
+            save_image_grid(modality.pixels(x.float()).numpy(), figures / f"{tag}.png", tag)
     model.train()
     return out
 
@@ -102,6 +118,7 @@ def run_variant(
     overrides: dict,
     kl_weight: float = 1.0,
     max_steps: int = 0,
+    figures: Path | None = None,
 ) -> dict:
     network, decoder = VARIANTS[variant]
     cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides).resolved()
@@ -137,7 +154,7 @@ def run_variant(
         steps += chunk
         last_loss = float(sums[0]) / chunk
     names = [a.name for a in data.attributes]
-    quality = read_back(model, clf, data.test, names, data.images[0].name, n)
+    quality = read_back(model, clf, data.test, names, data.images[0].name, n, figures)
     params = sum(p.numel() for p in model.decoders[data.images[0].name].parameters())
     return {
         "variant": variant,
@@ -165,13 +182,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=0, help="train this many steps instead (machine shared)")
     p.add_argument("--kl-weight", type=float, default=1.0, help="every KL term's weight in training (beta)")
     p.add_argument("--out", type=Path, help="append one JSON line per variant")
+    p.add_argument(
+        "--figures", type=Path, help="save each variant's real, recon and gen images under DIR/VARIANT"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     flush_subnormals()
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
     overrides = {k: json.loads(value) for k, value in (o.split("=", 1) for o in args.set)}
     for v in args.variants:
-        row = run_variant(v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps)
+        figures = args.figures / v if args.figures else None
+        row = run_variant(v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps, figures)
         row |= {"threads": args.threads, "cpu": cpu_model()}
         print(json.dumps(row), flush=True)
         if args.out:
