@@ -65,6 +65,32 @@ def conv3_decoder(widths=(64, 64, 32), norm: bool = False, residual: bool = Fals
     return make
 
 
+class BroadcastDecoder(nn.Module):
+    """conv3's decoder whose coarse grid is one shared function of z and each cell's coordinates (a spatial
+    broadcast, Watters et al. 2019) instead of a Linear per cell: a digit's shape is learnt once for every
+    place instead of once per grid cell."""
+
+    def __init__(self, z_dim, shape, hidden=512, channels=1, widths=(64, 64, 32), mid=128):
+        super().__init__()
+        scale = 2 ** len(widths)
+        gh, gw = shape[0] // scale, shape[1] // scale
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, gh), torch.linspace(-1, 1, gw), indexing="ij")
+        self.register_buffer("coords", torch.stack([ys, xs])[None], persistent=False)
+        self.fc = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, mid))
+        self.at = nn.Conv2d(2, mid, 1)  # (Linear of [h, coords]) split: h's part once per example
+        self.cells = nn.Sequential(nn.ReLU(), nn.Conv2d(mid, mid, 1), nn.ReLU(), nn.Conv2d(mid, widths[0], 1))
+        self.net = networks.ConvDecoder(z_dim, shape, hidden, channels, widths).net
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return networks.run(self.pixels, z)
+
+    def pixels(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        h = self.fc(z.reshape(-1, z.shape[-1]))[:, :, None, None] + self.at(self.coords)
+        x = self.net(F.relu(self.cells(h)))
+        return x.reshape(*lead, x.shape[-1])
+
+
 # name: (--image-network, a replacement for conv3's decoder or None)
 VARIANTS = {
     "conv3": ("conv3", None),
@@ -75,6 +101,7 @@ VARIANTS = {
     "conv3-res": ("conv3", conv3_decoder(residual=True)),
     "conv3-bn-res": ("conv3", conv3_decoder(norm=True, residual=True)),
     "conv4-decoder": ("conv3", conv3_decoder(networks.CONV_WIDTHS["conv4"][1])),  # conv3's encoders
+    "conv3-broadcast": ("conv3", BroadcastDecoder),
 }
 
 
