@@ -4,10 +4,13 @@ Each variant is a jmvae model built as `jmvae train` builds it (same data, batch
 options changed; they train on the same batches through the trainer's own hot loop (train.train_steps), in
 blocks of --steps steps, alternating the variants' order every round, and the medians over --rounds blocks
 are printed with every block. The machine drifts by more than most differences between neighbouring
-minutes, hence the interleaving.
+minutes, hence the interleaving. The option `memory_format=channels_last` is not a TrainConfig field: it
+puts the variant's conv weights in that layout (docs/decisions/benchmark-log.md).
 
     JMVAE_OFFLINE=1 python benchmarks/step_options.py                                   # the gamma terms
     JMVAE_OFFLINE=1 python benchmarks/step_options.py no-prior:prior_recon=0 draws64:recon_draws=64
+    JMVAE_OFFLINE=1 python benchmarks/step_options.py --preset mnist-a --precision bfloat16 \
+        cl:memory_format=channels_last
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 import torch  # noqa: E402
 from train_speed import machine  # noqa: E402
 
-from jmvae.config import TrainConfig  # noqa: E402
+from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
 from jmvae.train import build, make_optimizer, train_steps, training_split  # noqa: E402
 
 GAMMA_TERMS = [
@@ -42,10 +45,12 @@ def parse_variant(text: str) -> tuple[str, dict]:
     """ "name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig
     field."""
     name, _, spec = text.partition(":")
-    types = {f.name: f.type for f in fields(TrainConfig)}
+    types = {f.name: f.type for f in fields(TrainConfig)} | {"memory_format": "str"}
     options = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
+        if key == "memory_format" and value != "channels_last":
+            raise SystemExit(f"variant {text}: memory_format={value} (allowed: channels_last)")
         if key not in types:
             raise SystemExit(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
         kind = str(types[key])  # annotations are strings here: "int | None", ...
@@ -62,23 +67,29 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8, help="blocks per variant (default 8)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mnist", default="auto", choices=["auto", "full", "bundled"])
+    ap.add_argument("--preset", default="position-digit")
+    ap.add_argument("--precision", default=TrainConfig.precision, choices=PRECISIONS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig(mnist=args.mnist)
+    cfg = TrainConfig(mnist=args.mnist, preset=args.preset, precision=args.precision)
     data, _ = build(cfg, quiet=True)
     variants = dict([("default", {}), *map(parse_variant, args.variants)])
     runs = {}
     for name, options in variants.items():
+        layout = options.pop("memory_format", None)
         c = replace(cfg, **options)
         torch.manual_seed(0)
         _, model = build(c, quiet=True)
+        if layout:
+            model.to(memory_format=torch.channels_last)
         split = training_split(data, c, torch.device("cpu"))
         runs[name] = (model, make_optimizer(model, c.lr), split, c.resolved().precision_dtype())
-    n = len(next(iter(runs.values()))[2]["position"])
+        options |= {"memory_format": layout} if layout else {}
+    n = data.n_train
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     print(f"machine: {machine()}")
     print(
-        f"position-digit, {n} training images, batch {cfg.batch_size}, products in "
+        f"{args.preset}, {n} training images, batch {cfg.batch_size}, products in "
         f"{cfg.resolved_precision()}; {args.rounds} blocks of {args.steps} steps per variant, interleaved"
     )
 
