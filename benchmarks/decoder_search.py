@@ -8,6 +8,8 @@ project's MNIST-A classifier on --n test examples:
 - gen: from one draw of q(z|y) at T = 1 with all four attributes given (the papers' sampler, no completion).
 
     JMVAE_OFFLINE=1 python benchmarks/decoder_search.py --variants conv3 conv4 --seconds 480 --threads 1
+    python benchmarks/decoder_search.py --variants conv3 --steps 7425 --set 'lr_schedule="cosine"' \
+        --read-at 3725     # a learning curve on the way; --read-at: multiples of 25; on CUDA where present
 
 Run two at once with --threads 1 each on 2 cores; compare variants from runs that shared the machine alike.
 """
@@ -33,7 +35,7 @@ from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
 from jmvae.figures import save_image_grid  # noqa: E402
-from jmvae.train import build, flush_subnormals, make_optimizer, train_steps  # noqa: E402
+from jmvae.train import build, flush_subnormals, make_optimizer, train_steps, training_split  # noqa: E402
 
 
 class Residual(nn.Module):
@@ -123,9 +125,10 @@ def read_back(
     modality = model.modalities[image]
     shown = {"real": batch[image][:32]}
     out = {}
+    device = next(model.parameters()).device
     for tag, given in (("recon", batch), ("gen", {a: batch[a] for a in names})):
-        z = model.posterior(given).rsample()
-        x = torch.cat([modality.point(model.logits(c, [image])[image]) for c in z.split(512)])
+        z = model.posterior({k: v.to(device) for k, v in given.items()}).rsample()
+        x = torch.cat([modality.point(model.logits(c, [image])[image]).cpu() for c in z.split(512)])
         read = clf.predict({image: x})
         hits = torch.stack([read[a] == batch[a] for a in names]).float()
         out[tag] = {a: round(float(h.mean()), 4) for a, h in zip(names, hits)} | {"all": float(hits.mean())}
@@ -146,6 +149,8 @@ def run_variant(
     kl_weight: float = 1.0,
     max_steps: int = 0,
     figures: Path | None = None,
+    read_at: tuple[int, ...] = (),
+    emit=lambda row: None,
 ) -> dict:
     network, decoder = VARIANTS[variant]
     cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides).resolved()
@@ -155,17 +160,37 @@ def run_variant(
         image = data.images[0]
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
     clf, real = classifier_for(data)
-    split = data.train
+    device = cfg.resolved_device()  # CUDA where present: model and training split live there
+    model.to(device)
+    split = training_split(data, cfg, device)
     opt = make_optimizer(model, cfg.lr)
     n_train = len(next(iter(split.values())))
     g = torch.Generator().manual_seed(seed)
     steps, spent, last_loss = 0, 0.0, float("nan")
     chunk = 25
-    order = torch.randperm(n_train, generator=g)
+    order = torch.randperm(n_train, generator=g).to(device)
     pos = 0
+    names = [a.name for a in data.attributes]
+    params = sum(p.numel() for p in model.decoders[data.images[0].name].parameters())
+
+    def row(quality: dict) -> dict:
+        return {
+            "variant": variant,
+            "overrides": overrides,
+            "kl_weight": kl_weight,
+            "seed": seed,
+            "steps": steps,
+            "train_seconds": round(spent, 1),
+            "s_per_step": round(spent / steps, 4),
+            "decoder_params": params,
+            "last_loss": round(last_loss, 2),
+            "classifier_real": real,
+            **quality,
+        }
+
     while (steps < max_steps) if max_steps else (spent < seconds):
         if pos + chunk * cfg.batch_size > n_train:
-            order, pos = torch.randperm(n_train, generator=g), 0
+            order, pos = torch.randperm(n_train, generator=g).to(device), 0
         t0 = time.perf_counter()
         sums, _ = train_steps(
             model,
@@ -174,28 +199,20 @@ def run_variant(
             order[pos:],
             cfg.batch_size,
             chunk,
+            lr_at=(lambda i, at=steps: cfg.lr_at(at + i, max_steps)) if max_steps else None,
             precision=cfg.precision_dtype(),
         )
         spent += time.perf_counter() - t0
         pos += chunk * cfg.batch_size
         steps += chunk
         last_loss = float(sums[0]) / chunk
-    names = [a.name for a in data.attributes]
-    quality = read_back(model, clf, data.test, names, data.images[0].name, n, figures)
-    params = sum(p.numel() for p in model.decoders[data.images[0].name].parameters())
-    return {
-        "variant": variant,
-        "overrides": overrides,
-        "kl_weight": kl_weight,
-        "seed": seed,
-        "steps": steps,
-        "train_seconds": round(spent, 1),
-        "s_per_step": round(spent / steps, 4),
-        "decoder_params": params,
-        "last_loss": round(last_loss, 2),
-        "classifier_real": real,
-        **quality,
-    }
+        if steps in read_at and steps != max_steps:  # a learning curve: read back on the way
+            emit(row(read_back(model, clf, data.test, names, data.images[0].name, n)))
+    return row(read_back(model, clf, data.test, names, data.images[0].name, n, figures))
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def main() -> None:
@@ -207,6 +224,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="TrainConfig fields")
     p.add_argument("--steps", type=int, default=0, help="train this many steps instead (machine shared)")
+    p.add_argument(
+        "--read-at", type=int, nargs="*", default=[], help="with --steps, also read back after these steps"
+    )
     p.add_argument("--kl-weight", type=float, default=1.0, help="every KL term's weight in training (beta)")
     p.add_argument("--out", type=Path, help="append one JSON line per variant")
     p.add_argument(
@@ -219,12 +239,17 @@ def main() -> None:
     overrides = {k: json.loads(value) for k, value in (o.split("=", 1) for o in args.set)}
     for v in args.variants:
         figures = args.figures / v if args.figures else None
-        row = run_variant(v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps, figures)
-        row |= {"threads": args.threads, "cpu": cpu_model()}
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+
+        def emit(row: dict) -> None:
+            row |= {"threads": args.threads, "cpu": cpu_model(), "device": device_name()}
+            print(json.dumps(row), flush=True)
+            if args.out:
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+        read_at = tuple(args.read_at)
+        run = (v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps, figures, read_at)
+        emit(run_variant(*run, emit=emit))
 
 
 if __name__ == "__main__":
