@@ -185,6 +185,7 @@ def run_variant(
             "decoder_params": params,
             "last_loss": round(last_loss, 2),
             "classifier_real": real,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
             **quality,
         }
 
@@ -209,10 +210,6 @@ def run_variant(
         if steps in read_at and steps != max_steps:  # a learning curve: read back on the way
             emit(row(read_back(model, clf, data.test, names, data.images[0].name, n)))
     return row(read_back(model, clf, data.test, names, data.images[0].name, n, figures))
-
-
-def device_name() -> str:
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def main() -> None:
@@ -241,7 +238,7 @@ def main() -> None:
         figures = args.figures / v if args.figures else None
 
         def emit(row: dict) -> None:
-            row |= {"threads": args.threads, "cpu": cpu_model(), "device": device_name()}
+            row |= {"threads": args.threads, "cpu": cpu_model()}
             print(json.dumps(row), flush=True)
             if args.out:
                 with open(args.out, "a") as f:

@@ -4,13 +4,13 @@ Each variant is a jmvae model built as `jmvae train` builds it (same data, batch
 options changed; they train on the same batches through the trainer's own hot loop (train.train_steps), in
 blocks of --steps steps, alternating the variants' order every round, and the medians over --rounds blocks
 are printed with every block. The machine drifts by more than most differences between neighbouring
-minutes, hence the interleaving. The option `memory_format=channels_last` is not a TrainConfig field: it
-puts the variant's conv weights in that layout (docs/decisions/benchmark-log.md).
+minutes, hence the interleaving. The option `memory_format` (channels_last, the networks' own since
+2026-12-04, or contiguous) is not a TrainConfig field: it puts the variant's conv weights in that layout.
 
     JMVAE_OFFLINE=1 python benchmarks/step_options.py                                   # the gamma terms
     JMVAE_OFFLINE=1 python benchmarks/step_options.py no-prior:prior_recon=0 draws64:recon_draws=64
     JMVAE_OFFLINE=1 python benchmarks/step_options.py --preset mnist-a --precision bfloat16 \
-        cl:memory_format=channels_last
+        nchw:memory_format=contiguous
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ GAMMA_TERMS = [
 ]
 
 
+LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
 def parse_variant(text: str) -> tuple[str, dict]:
     """ "name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig
     field."""
@@ -49,8 +52,8 @@ def parse_variant(text: str) -> tuple[str, dict]:
     options = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
-        if key == "memory_format" and value != "channels_last":
-            raise SystemExit(f"variant {text}: memory_format={value} (allowed: channels_last)")
+        if key == "memory_format" and value not in LAYOUTS:
+            raise SystemExit(f"variant {text}: memory_format={value} (allowed: {', '.join(LAYOUTS)})")
         if key not in types:
             raise SystemExit(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
         kind = str(types[key])  # annotations are strings here: "int | None", ...
@@ -81,7 +84,7 @@ def main() -> None:
         torch.manual_seed(0)
         _, model = build(c, quiet=True)
         if layout:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=LAYOUTS[layout])
         split = training_split(data, c, torch.device("cpu"))
         runs[name] = (model, make_optimizer(model, c.lr), split, c.resolved().precision_dtype())
         options |= {"memory_format": layout} if layout else {}

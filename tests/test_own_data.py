@@ -626,3 +626,49 @@ def test_a_fully_observed_batch_of_partly_observed_data_trains_with_conv_network
         model = build_model(name, data.modalities, z_dim=2, hidden=16)
         loss, _ = model.loss(to_batch(split, full))
         assert torch.isfinite(loss), name
+
+
+def test_conv_networks_are_channels_last_and_resume_exactly_also_from_a_former_layout(tmp_path, monkeypatch):
+    """Conv weights live in channels-last layout (the faster CPU step); a killed conv run resumes to the
+    uninterrupted weights, also from a checkpoint whose tensors are in the former contiguous layout (the fused
+    Adam kernel reads state and weight as flat memory, so an unmatched state would mix up elements)."""
+    write_folder(tmp_path / "d", n=48, missing=False)
+    cfg = TrainConfig(data=str(tmp_path / "d"), hidden=16, epochs=4, batch_size=8, seed=1)
+    _, model = train(cfg, tmp_path / "straight", progress=False, log=lambda *a: None)
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert len(convs) == 9 and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def dying_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 13:  # part way through the run
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False, log=lambda *a: None)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    ckpt_path = tmp_path / "killed" / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert 0 < ckpt["epoch"] < 4  # a checkpoint, then killed before the end
+    former = tmp_path / "former"
+    import shutil
+
+    shutil.copytree(tmp_path / "killed", former)
+    flat = 0
+    for state in [ckpt["model"], *ckpt["optimizer"]["state"].values()]:
+        for k, v in state.items():
+            if torch.is_tensor(v) and v.dim() == 4:
+                state[k], flat = v.contiguous(), flat + 1
+    assert flat == 27  # every conv weight and both of its Adam moments were channels-last
+    torch.save(ckpt, former / "checkpoint.pt")
+
+    for run in (tmp_path / "killed", former):
+        train(TrainConfig(), run, resume=True, progress=False, log=lambda *a: None)
+    a, b, c = (
+        torch.load(r / "model.pt", weights_only=True)
+        for r in (tmp_path / "straight", tmp_path / "killed", former)
+    )
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)

@@ -177,6 +177,18 @@ def make_optimizer(model: MultimodalVAE, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Each optimizer state tensor in its parameter's memory layout: the fused kernel reads both as flat
+    memory, so a state saved in another layout (a run from before conv weights were channels-last) would
+    mix up elements."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for k, v in state.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 # The per-epoch test loss (history.csv, the training curves) is taken on this many test images, the same
 # seeded ones every epoch and for every model of a dataset, in chunks of the batch size (so terms that mix the
 # examples of a batch mean what they mean in training). On all 4,334 test images of full MNIST it cost a
@@ -529,6 +541,7 @@ def _train(
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            match_layouts(optimizer)
             start_epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
         except Exception as e:
             raise UserError(
