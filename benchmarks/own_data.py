@@ -6,10 +6,10 @@
 
 Load: writes --images random-shape colour PNGs and a metadata.csv to a temporary folder (not timed), then
 times `jmvae.data.attributes.load_dataset(data=...)` cold (decoding every file into the cache) and warm (the
-cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16), of JMVAE with
-the conv4 image networks and of MVAE on colour data of each size, beside a plain float32 single-image
-VAE step on conv3's networks (the reference: what one image's ELBO costs), alternated in one process. Prints
-the CPU model and threads first.
+cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16; and with its
+conv weights in the former contiguous layout), of JMVAE with the conv4 image networks and of MVAE on colour
+data of each size, beside a plain float32 single-image VAE step on conv3's networks (the reference: what one
+image's ELBO costs), alternated in one process. Prints the CPU model and threads first.
 """
 
 from __future__ import annotations
@@ -111,14 +111,21 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     setups = {}
     auto = TrainConfig(data="benchmark").resolved().precision
     default = TrainConfig().image_network
-    contenders = [("jmvae", "auto", default), ("jmvae", "auto", "conv4"), ("mvae", "auto", default)]
-    contenders += [("jmvae", "float32", default)] if auto != "float32" else []
-    for model, precision, network in contenders:
+    contenders = [
+        ("jmvae", "auto", default, ""),
+        ("jmvae", "auto", "conv4", ""),
+        ("mvae", "auto", default, ""),
+    ]
+    contenders += [("jmvae", "float32", default, "")] if auto != "float32" else []
+    contenders += [("jmvae", "auto", default, "contiguous")]  # the conv weights' layout before channels-last
+    for model, precision, network, layout in contenders:
         cfg = TrainConfig(
             model=model, data="benchmark", precision=precision, image_network=network
         ).resolved()  # own data's defaults
         _, m = build(cfg, quiet=True, dataset=data)
-        setups[f"{model}, {network}, {cfg.precision}"] = (
+        if layout:
+            m.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        setups[f"{model}, {network}, {cfg.precision}" + (f", {layout}" if layout else "")] = (
             m,
             make_optimizer(m, 1e-3),
             training_split(data, cfg, torch.device("cpu")),
