@@ -93,7 +93,22 @@ class BroadcastDecoder(nn.Module):
         return x.reshape(*lead, x.shape[-1])
 
 
-# name: (--image-network, a replacement for conv3's decoder or None)
+class HintDecoder(nn.Module):
+    """conv3's decoder reading z beside the attribute decoders' class probabilities p(y|z) (detached, so the
+    image term does not train them): the digit and pose as one-hot-like features instead of only entangled
+    in z. Still a function of z alone, so p(x|z) stays the model's."""
+
+    def __init__(self, z_dim, shape, hidden, channels, heads: list[nn.Module], classes: int):
+        super().__init__()
+        self.heads = tuple(heads)  # a tuple: not registered again, they are the model's attribute decoders
+        self.dec = networks.ConvDecoder(z_dim + classes, shape, hidden, channels)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        hints = [torch.softmax(head(z).float(), -1).detach().to(z.dtype) for head in self.heads]
+        return self.dec(torch.cat([z, *hints], -1))
+
+
+# name: (--image-network, a replacement for conv3's decoder or None; "hint": HintDecoder)
 VARIANTS = {
     "conv3": ("conv3", None),
     "conv4": ("conv4", None),
@@ -104,6 +119,7 @@ VARIANTS = {
     "conv3-bn-res": ("conv3", conv3_decoder(norm=True, residual=True)),
     "conv4-decoder": ("conv3", conv3_decoder(networks.CONV_WIDTHS["conv4"][1])),  # conv3's encoders
     "conv3-broadcast": ("conv3", BroadcastDecoder),
+    "conv3-hint": ("conv3", "hint"),
 }
 
 
@@ -156,8 +172,14 @@ def run_variant(
     cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides).resolved()
     data, model = build(cfg, quiet=True)
     model.kl_weight = kl_weight  # every KL term's weight (beta) through training
-    if decoder is not None:  # drawn after the rest: the other networks start as conv3's do
-        image = data.images[0]
+    image = data.images[0]
+    if decoder == "hint":
+        heads = [model.decoders[a.name] for a in data.attributes]
+        classes = sum(a.size for a in data.attributes)
+        model.decoders[image.name] = HintDecoder(
+            cfg.z_dim, image.shape, cfg.hidden, image.channels, heads, classes
+        )
+    elif decoder is not None:  # drawn after the rest: the other networks start as conv3's do
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
     clf, real = classifier_for(data)
     device = cfg.resolved_device()  # CUDA where present: model and training split live there
