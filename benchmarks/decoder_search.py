@@ -193,7 +193,7 @@ def run_variant(
     order = torch.randperm(n_train, generator=g).to(device)
     pos = 0
     names = [a.name for a in data.attributes]
-    params = sum(p.numel() for p in model.decoders[data.images[0].name].parameters())
+    params = sum(p.numel() for p in model.decoders[image.name].parameters())
 
     def row(quality: dict) -> dict:
         return {
@@ -230,8 +230,8 @@ def run_variant(
         steps += chunk
         last_loss = float(sums[0]) / chunk
         if steps in read_at and steps != max_steps:  # a learning curve: read back on the way
-            emit(row(read_back(model, clf, data.test, names, data.images[0].name, n)))
-    return row(read_back(model, clf, data.test, names, data.images[0].name, n, figures))
+            emit(row(read_back(model, clf, data.test, names, image.name, n)))
+    return row(read_back(model, clf, data.test, names, image.name, n, figures))
 
 
 def main() -> None:
@@ -256,19 +256,18 @@ def main() -> None:
     flush_subnormals()
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
     overrides = {k: json.loads(value) for k, value in (o.split("=", 1) for o in args.set)}
+
+    def emit(row: dict) -> None:
+        row |= {"threads": args.threads, "cpu": cpu_model()}
+        print(json.dumps(row), flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
     for v in args.variants:
         figures = args.figures / v if args.figures else None
-
-        def emit(row: dict) -> None:
-            row |= {"threads": args.threads, "cpu": cpu_model()}
-            print(json.dumps(row), flush=True)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-
-        read_at = tuple(args.read_at)
-        run = (v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps, figures, read_at)
-        emit(run_variant(*run, emit=emit))
+        run = (v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps, figures)
+        emit(run_variant(*run, tuple(args.read_at), emit))
 
 
 if __name__ == "__main__":

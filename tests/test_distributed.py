@@ -149,8 +149,11 @@ def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path, shape, chann
     assert a.keys() == b.keys() and grad_a.keys() == grad_b.keys()
     for k in grad_a:
         assert torch.allclose(grad_a[k], grad_b[k], rtol=1e-4, atol=1e-6), k
-    for k in a:  # Adam's first step is lr * sign(grad): a gradient within rounding of 0 may step either way
-        assert (~torch.isclose(a[k], b[k], rtol=0, atol=1e-5)).sum() <= a[k].numel() // 1000, k
+    for k in a:
+        off = (~torch.isclose(a[k], b[k], rtol=0, atol=1e-5)).sum()
+        # Adam's first step is lr * sign(grad): in the conv model a gradient within rounding of 0 (1 of 32,768
+        # decoder weights, in either layout) steps either way; the MLP's weights all agree
+        assert off <= (a[k].numel() // 1000 if channels > 1 else 0), k
 
 
 @pytest.mark.slow
