@@ -108,7 +108,8 @@ class HintDecoder(nn.Module):
         return self.dec(torch.cat([z, *hints], -1))
 
 
-# name: (--image-network, a replacement for conv3's decoder or None; "hint": HintDecoder)
+# name: (--image-network, a replacement for conv3's decoder or None; "hint": HintDecoder; "shared":
+# conv3 with --shared-trunk, one image trunk for q(z|x,y) and q(z|x))
 VARIANTS = {
     "conv3": ("conv3", None),
     "conv4": ("conv4", None),
@@ -120,6 +121,7 @@ VARIANTS = {
     "conv4-decoder": ("conv3", conv3_decoder(networks.CONV_WIDTHS["conv4"][1])),  # conv3's encoders
     "conv3-broadcast": ("conv3", BroadcastDecoder),
     "conv3-hint": ("conv3", "hint"),
+    "conv3-shared": ("conv3", "shared"),
 }
 
 
@@ -169,7 +171,8 @@ def run_variant(
     emit=lambda row: None,
 ) -> dict:
     network, decoder = VARIANTS[variant]
-    cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides).resolved()
+    shared = {"shared_trunk": True} if decoder == "shared" else {}
+    cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides, **shared).resolved()
     data, model = build(cfg, quiet=True)
     model.kl_weight = kl_weight  # every KL term's weight (beta) through training
     image = data.images[0]
@@ -179,7 +182,9 @@ def run_variant(
         model.decoders[image.name] = HintDecoder(
             cfg.z_dim, image.shape, cfg.hidden, image.channels, heads, classes
         )
-    elif decoder is not None:  # drawn after the rest: the other networks start as conv3's do
+    elif (
+        decoder is not None and decoder != "shared"
+    ):  # drawn after the rest: the other networks start as conv3's do
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
     clf, real = classifier_for(data)
     device = cfg.resolved_device()  # CUDA where present: model and training split live there

@@ -4,6 +4,7 @@ cells; colour images; bad data refused with one line; the export round trip agai
 import csv
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from jmvae.data import own
 from jmvae.data.attributes import load_dataset
 from jmvae.errors import UserError
 from jmvae.modalities import Binary, Categorical, Continuous
-from jmvae.models import MODELS
+from jmvae.modalities import Image as ImageModality
+from jmvae.models import MODELS, build_model
 from jmvae.train import build, load_run, schema, schema_text, train
 
 pytestmark = pytest.mark.usefixtures("quick_reader")  # conftest: the reader trained briefly
@@ -672,3 +674,78 @@ def test_conv_networks_are_channels_last_and_resume_exactly_also_from_a_former_l
         for r in (tmp_path / "straight", tmp_path / "killed", former)
     )
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["jmvae", "telbo"])
+def test_a_shared_trunk_reads_the_images_once_and_gives_the_unshared_loss_and_summed_gradient(name):
+    """--shared-trunk: q(z|x) reads the image through q(z|x,y)'s conv trunk, computed once a step; with the
+    unshared model's two trunks set equal, the loss is the same and the shared trunk's gradient is the sum of
+    theirs."""
+    image = ImageModality("x", (32, 32), channels=3, network="conv3")
+    mods = [image, Categorical("c", ("a", "b", "c"))]
+    torch.manual_seed(0)
+    plain = build_model(name, mods, z_dim=4, hidden=16)
+    plain.encoders["x"].body.load_state_dict(plain.joint_encoder.image.state_dict())
+    shared = build_model(name, mods, z_dim=4, hidden=16, shared_trunk=True)
+    assert shared.encoders["x"].body is shared.joint_encoder.image
+    trunk = sum(p.numel() for p in plain.joint_encoder.image.parameters())
+    assert sum(p.numel() for p in shared.parameters()) == sum(p.numel() for p in plain.parameters()) - trunk
+    shared.load_state_dict(plain.state_dict())
+    batch = {"x": torch.rand(6, 3 * 32 * 32), "c": torch.tensor([0, 1, 2, 0, 1, 2])}
+    reads = []
+    shared.joint_encoder.image.register_forward_hook(lambda *a: reads.append(1))
+    losses = []
+    for model in (plain, shared):
+        torch.manual_seed(1)
+        loss, _ = model.loss(batch)
+        loss.backward()
+        losses.append(loss.detach())
+    assert len(reads) == 1 and torch.allclose(losses[0], losses[1], rtol=1e-6)
+    for a, b, s in zip(
+        plain.joint_encoder.image.parameters(),
+        plain.encoders["x"].body.parameters(),
+        shared.joint_encoder.image.parameters(),
+    ):
+        assert torch.allclose(a.grad + b.grad, s.grad, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="shared_trunk with image x: its networks are the MLP"):
+        build_model(name, [replace(image, network="mlp"), mods[1]], z_dim=4, hidden=16, shared_trunk=True)
+
+
+def test_a_shared_trunk_run_resumes_exactly_and_loads_and_mlp_images_are_refused(
+    tmp_path, monkeypatch, capsys
+):
+    write_folder(tmp_path / "d", n=48, missing=False)
+    cfg = TrainConfig(data=str(tmp_path / "d"), hidden=16, epochs=3, batch_size=8, seed=2, shared_trunk=True)
+    train(cfg, tmp_path / "straight", progress=False, log=lambda *a: None)
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def dying_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False, log=lambda *a: None)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    train(TrainConfig(), tmp_path / "killed", resume=True, progress=False, log=lambda *a: None)
+    a, b = (torch.load(tmp_path / r / "model.pt", weights_only=True) for r in ("straight", "killed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    loaded, _, model = load_run(tmp_path / "killed")
+    assert loaded.shared_trunk is True and model.encoders["x"].body is model.joint_encoder.image
+    # a run recorded before the option trained without it
+    config = json.loads((tmp_path / "straight" / "config.json").read_text())
+    del config["train"]["shared_trunk"]
+    assert TrainConfig.from_json(config["train"]).shared_trunk is False
+
+    capsys.readouterr()
+    for flags, says in [
+        (["--preset", "position-digit"], "--shared-trunk with image x of 28x56, whose networks are the MLP"),
+        (["--model", "mvae"], "--shared-trunk with model mvae"),
+    ]:
+        out = tmp_path / "refused"
+        assert main(["train", *flags, "--mnist", "bundled", "--shared-trunk", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("jmvae: error:") and says in err and len(err.splitlines()) == 1, err
+        assert not out.exists()

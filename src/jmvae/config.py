@@ -63,6 +63,7 @@ PRESET_TRAINING: dict[str, dict[str, Any]] = {
 LATER_OPTIONS = {
     "prior_recon": 0.0,
     "recon_draws": 0,
+    "shared_trunk": False,
 }  # model options added after runs were recorded, at their "off" value
 LATER_FIELDS = {
     "lr_schedule": "constant",
@@ -136,6 +137,7 @@ class TrainConfig:
         None  # JMVAE: draws of q(z|y) and of p(z) a step for the gamma terms (0: one per example)
     )
     components: int | None = None  # JMVAE: Gaussians per attribute expert
+    shared_trunk: bool | None = None  # JMVAE, TELBO: one conv trunk per image for q(z|x,y) and q(z|x)
     random_subsets: int | None = None  # MVAE: ELBOs of random modality subsets per step
     samples: int | None = None  # MMVAE: importance samples K per expert
     dreg: bool | None = None  # MMVAE: doubly reparameterised gradients

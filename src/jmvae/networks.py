@@ -109,6 +109,10 @@ class GaussianEncoder(nn.Module):
     def forward(self, h: torch.Tensor) -> Gaussian:
         return gaussian(self.params(h))
 
+    def from_body(self, read: torch.Tensor) -> Gaussian:
+        """The posterior from the body's output (an image already read by a trunk this encoder shares)."""
+        return gaussian(self.head(F.relu(read)))
+
 
 class ClassEncoder(GaussianEncoder):
     """q(z | a class index): a GaussianEncoder on the one-hot vector, evaluated on the C classes only.
@@ -231,14 +235,23 @@ class JointEncoder(nn.Module):
             raise TypeError("an encoder with an image trunk or several images has no single first Linear")
         return self.image
 
-    def forward(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> Gaussian:
-        """`xs`: every image (the first, then `more_images`' order); `ys`: every attribute."""
-        return gaussian(self.head(run(self.trunk, xs, ys)))
+    def forward(
+        self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], read: Sequence[torch.Tensor] = ()
+    ) -> Gaussian:
+        """`xs`: every image (the first, then `more_images`' order); `ys`: every attribute; `read`: the images
+        already read by `readers()` (a trunk shared with the image experts), else they are read here."""
+        return gaussian(self.head(run(self.trunk, xs, ys, read)))
 
-    def trunk(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor:
-        h = self.image(xs[0])
-        for read, x in zip(self.more_images, xs[1:]):
-            h = h + read(x)
+    def readers(self) -> list[nn.Module]:
+        """Each image's reader (its trunk, or its Linear of the first layer), in the images' order."""
+        return [self.image, *self.more_images]
+
+    def trunk(
+        self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], read: Sequence[torch.Tensor] = ()
+    ) -> torch.Tensor:
+        h, *more = read or [r(x) for r, x in zip(self.readers(), xs)]
+        for x in more:
+            h = h + x
         for emb, y in zip(self.attributes, ys):
             h = h + (emb(y) if isinstance(emb, nn.Embedding) else emb(y.unsqueeze(-1)))
         return self.body(h)

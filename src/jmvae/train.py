@@ -86,6 +86,13 @@ def build(
         replace(im, likelihood=cfg.image_likelihood or im.likelihood, network=cfg.image_network)
         for im in data.images
     ]
+    mlp = [im for im in data.images if conv_recipe(im) is None]
+    if cfg.model_options().get("shared_trunk") and mlp:
+        h, w = mlp[0].shape
+        raise UserError(
+            f"--shared-trunk with image {mlp[0].name} of {h}x{w}, whose networks are the MLP (allowed: conv "
+            "image networks, images of at least 32x32 whose sides divide by 8)"
+        )
     torch.manual_seed(cfg.seed)
     assert cfg.z_dim is not None  # resolved() filled it in
     try:

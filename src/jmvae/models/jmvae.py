@@ -40,7 +40,7 @@ from ..modalities import Modality
 from ..posteriors import Gaussian, divergences, first_rows, kl, standard_normal, stratified_rsample
 from ..subsets import OBSERVED, filled, observed
 from .base import Batch, terms
-from .joint import JointVAE
+from .joint import SHARED_TRUNK_HELP, JointVAE
 
 IMAGE_TARGETS = ("matched", "paired")
 
@@ -81,6 +81,7 @@ class JMVAE(JointVAE):
             "per example)",
         ),
         "components": ("K", "Gaussians in each attribute expert"),
+        "shared_trunk": SHARED_TRUNK_HELP,
     }
     CHOICES = {"image_target": IMAGE_TARGETS}
     PAPER = {
@@ -107,9 +108,10 @@ class JMVAE(JointVAE):
         prior_recon: float = 0.3,
         recon_draws: int = 0,
         components: int = 1,
+        shared_trunk: bool = False,
         **networks,
     ):
-        super().__init__(modalities, z_dim, hidden, components, **networks)
+        super().__init__(modalities, z_dim, hidden, components, shared_trunk=shared_trunk, **networks)
         self.alpha, self.attribute_weight = alpha, attribute_weight
         if image_target not in IMAGE_TARGETS:
             raise ValueError(f"image_target {image_target} (allowed: {', '.join(IMAGE_TARGETS)})")
@@ -121,7 +123,9 @@ class JMVAE(JointVAE):
         labelled = observed(batch, self.names, self.attribute_names)  # None: every example is
         batch = filled(batch)
         xs = self.image_names
-        q = cast(Gaussian, self.posterior({n: batch[n] for n in self.names}))  # q(z|x,y): the joint encoder's
+        # q(z|x,y) (the joint encoder's), q(z|x) (the image experts' product) and q(z|y_S) for each S
+        q, q_x, *q_y = self.posteriors(batch, [self.names, xs, *self.subsets])
+        q, q_x = cast(Gaussian, q), cast(Gaussian, q_x)
         z = q.rsample()
         draws = min(self.recon_draws or len(z), len(z))  # draws for the gamma terms
         # the prior term's draws z' ~ p(z) ride in the same decoder pass (one call per decoder, not two)
@@ -131,8 +135,6 @@ class JMVAE(JointVAE):
         z_p = torch.randn(draws, z.shape[-1], dtype=z.dtype, device=z.device) if prior else z[:0]
         logits = self.logits(torch.cat([z, z_p]))
         log_p = {n: self.modalities[n].log_likelihood(l[: len(z)], batch[n]) for n, l in logits.items()}
-        q_x = cast(Gaussian, self.posterior({x: batch[x] for x in xs}))  # the image experts' product
-        q_y = [self.posterior({a: batch[a] for a in s}) for s in self.subsets]
         # KL(q(z|x,y) || p(z)), KL(q(z|x,y) || q(z|x)), KL(q(z|x,y) || q(z|y_S)) for each S, evaluated
         # together
         kl_prior, kl_x, *kl_y = divergences(q, z, [standard_normal(q.loc), q_x, *q_y])

@@ -23,7 +23,7 @@ from ..modalities import Modality
 from ..posteriors import Gaussian, kl, stack, standard_normal
 from ..subsets import filled, observed
 from .base import Batch, terms, zero_unseen
-from .joint import JointVAE
+from .joint import SHARED_TRUNK_HELP, JointVAE
 
 
 class TELBO(JointVAE):
@@ -34,6 +34,7 @@ class TELBO(JointVAE):
             "an ELBO for every non-empty attribute subset, not only all attributes together",
         ),
         "image_recon": ("GAMMA_X", "weight of the image reconstructed in the ELBO of q(z|y)"),
+        "shared_trunk": SHARED_TRUNK_HELP,
     }
     PAPER = {"attribute_weight": 1.0, "every_subset": False, "image_recon": 0.0}  # Vedantam et al. 2018
 
@@ -45,9 +46,10 @@ class TELBO(JointVAE):
         attribute_weight: float = 1.0,
         every_subset: bool = False,
         image_recon: float = 0.0,
+        shared_trunk: bool = False,
         **networks,
     ):
-        super().__init__(modalities, z_dim, hidden, **networks)
+        super().__init__(modalities, z_dim, hidden, shared_trunk=shared_trunk, **networks)
         self.attribute_weight, self.image_recon = attribute_weight, image_recon
         xs, every = tuple(self.image_names), tuple(a.name for a in self.attributes)
         lam = attribute_weight
@@ -83,10 +85,8 @@ class TELBO(JointVAE):
         }
         batch = filled(batch)
         # Gaussians: the joint encoder, q(z|x), and products of TELBO's Gaussian experts (no `components`)
-        q = {
-            v: cast(Gaussian, self.posterior({n: batch[n] for n in given}))
-            for v, (given, _) in self.elbos.items()
-        }
+        posteriors = self.posteriors(batch, [given for given, _ in self.elbos.values()])
+        q = {v: cast(Gaussian, p) for v, p in zip(self.elbos, posteriors)}
         z = {v: q[v].rsample() for v in self.elbos}
         kls = kl(stack(list(q.values())), standard_normal(z[self.joint]))  # KL(q || p(z)) per ELBO
         kl_prior = dict(zip(self.elbos, kls))
