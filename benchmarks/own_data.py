@@ -6,10 +6,11 @@
 
 Load: writes --images random-shape colour PNGs and a metadata.csv to a temporary folder (not timed), then
 times `jmvae.data.attributes.load_dataset(data=...)` cold (decoding every file into the cache) and warm (the
-cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16; and with its
-conv weights in the former contiguous layout), of JMVAE with the conv4 image networks and of MVAE on colour
-data of each size, beside a plain float32 single-image VAE step on conv3's networks (the reference: what one
-image's ELBO costs), alternated in one process. Prints the CPU model and threads first.
+cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16; with its
+conv weights in the former contiguous layout; with --shared-trunk), of JMVAE with the conv4 image networks
+and of MVAE on colour data of each size, beside a plain float32 single-image VAE step on conv3's networks
+(the reference: what one image's ELBO costs), alternated in one process. Prints the CPU model and threads
+first.
 """
 
 from __future__ import annotations
@@ -118,14 +119,19 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     ]
     contenders += [("jmvae", "float32", default, "")] if auto != "float32" else []
     contenders += [("jmvae", "auto", default, "contiguous")]  # the conv weights' layout before channels-last
-    for model, precision, network, layout in contenders:
+    contenders += [("jmvae", "auto", default, "shared-trunk")]  # --shared-trunk
+    for model, precision, network, extra in contenders:
         cfg = TrainConfig(
-            model=model, data="benchmark", precision=precision, image_network=network
+            model=model,
+            data="benchmark",
+            precision=precision,
+            image_network=network,
+            shared_trunk=True if extra == "shared-trunk" else None,
         ).resolved()  # own data's defaults
         _, m = build(cfg, quiet=True, dataset=data)
-        if layout:
+        if extra == "contiguous":
             m.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-        setups[f"{model}, {network}, {cfg.precision}" + (f", {layout}" if layout else "")] = (
+        setups[f"{model}, {network}, {cfg.precision}" + (f", {extra}" if extra else "")] = (
             m,
             make_optimizer(m, 1e-3),
             training_split(data, cfg, torch.device("cpu")),
