@@ -57,7 +57,17 @@ def parse_variant(text: str) -> tuple[str, dict]:
         if key not in types:
             raise SystemExit(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
         kind = str(types[key])  # annotations are strings here: "int | None", ...
-        options[key] = int(value) if "int" in kind else float(value) if "float" in kind else value
+        if "bool" in kind and value not in ("true", "false"):
+            raise SystemExit(f"variant {text}: {key}={value} (allowed: true, false)")
+        options[key] = (
+            value == "true"
+            if "bool" in kind
+            else int(value)
+            if "int" in kind
+            else float(value)
+            if "float" in kind
+            else value
+        )
     return name, options
 
 

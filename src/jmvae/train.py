@@ -91,7 +91,8 @@ def build(
         h, w = mlp[0].shape
         raise UserError(
             f"--shared-trunk with image {mlp[0].name} of {h}x{w}, whose networks are the MLP (allowed: conv "
-            "image networks, images of at least 32x32 whose sides divide by 8)"
+            "networks: images from 32x32 with sides divisible by 8, or from 16x16 divisible by 4 with "
+            "--image-network conv2)"
         )
     torch.manual_seed(cfg.seed)
     assert cfg.z_dim is not None  # resolved() filled it in

@@ -35,6 +35,12 @@ class JointVAE(MultimodalVAE):
         super().__init__(modalities, z_dim, hidden, components, **networks)
         self.shared_trunk = shared
         if shared:  # the experts' own trunks (drawn, so a seed's other weights stay) give way to the joint's
+            given = sorted(set(networks.get("encoders") or {}) & set(self.image_names))
+            if given:
+                raise ValueError(
+                    f"shared_trunk with an encoder given for image {given[0]} (allowed: the default "
+                    "encoders, whose trunk the joint encoder shares)"
+                )
             for x, trunk in zip(self.image_names, self.joint_encoder.readers()):
                 encoder = self.encoders[x]
                 if not (isinstance(trunk, ConvTrunk) and isinstance(encoder, GaussianEncoder)):
