@@ -182,9 +182,7 @@ def run_variant(
         model.decoders[image.name] = HintDecoder(
             cfg.z_dim, image.shape, cfg.hidden, image.channels, heads, classes
         )
-    elif (
-        decoder is not None and decoder != "shared"
-    ):  # drawn after the rest: the other networks start as conv3's do
+    elif callable(decoder):  # drawn after the rest: the other networks start as conv3's do
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
     clf, real = classifier_for(data)
     device = cfg.resolved_device()  # CUDA where present: model and training split live there
