@@ -1,14 +1,19 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 import torch
 
 # Tests never reach the real MNIST mirrors (the bundled subset is the data) and never touch the user's
-# cache: the whole session gets a fresh one, set before any fixture or import reads it.
+# cache: the whole session (each pytest-xdist worker) gets a fresh one, set before any fixture or import
+# reads it, and removed at exit.
 os.environ["JMVAE_OFFLINE"] = "1"
 os.environ["JMVAE_CACHE"] = tempfile.mkdtemp(prefix="jmvae-test-cache-")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+atexit.register(shutil.rmtree, os.environ["JMVAE_CACHE"], True)
+# Two threads in one process; one per worker when pytest-xdist runs workers side by side (`-n 2`).
+torch.set_num_threads(min(1 if "PYTEST_XDIST_WORKER" in os.environ else 2, torch.get_num_threads()))
 
 
 @pytest.fixture(scope="session")
