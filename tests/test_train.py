@@ -209,6 +209,20 @@ def test_batch_and_lr_defaults_follow_the_preset_and_paper_unless_given():
     assert TrainConfig.from_json(asdict(TrainConfig(batch_size=100, lr=2e-3))).batch_size == 100
 
 
+def test_mnist_a_jmvae_shares_its_conv_trunk_unless_told_or_its_networks_are_the_mlp():
+    """The preset's JMVAE reads each image through one conv trunk; a flag, the MLP, TELBO (not measured with
+    it) or a user's data leave it off."""
+    shared = lambda **kw: TrainConfig(**kw).resolved().shared_trunk  # noqa: E731
+    assert shared(preset="mnist-a") is True and shared(preset="mnist-a", model="telbo") is False
+    assert shared(preset="mnist-a", model="telbo", shared_trunk=True) is True
+    assert shared(preset="mnist-a", shared_trunk=False) is False
+    assert shared(preset="mnist-a", image_network="mlp") is False
+    assert shared(preset="mnist-a", paper=True) is False  # the published networks: a trunk each
+    assert shared(preset="mnist-a", image_network="conv4") is True
+    assert shared(preset="mnist-a", model="mvae") is None  # not an option of MVAE
+    assert shared(data="folder") is False and shared() is False
+
+
 @pytest.mark.parametrize(
     "field,value,message",
     [
