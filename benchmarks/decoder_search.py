@@ -175,7 +175,7 @@ def run_variant(
     shared = (
         {"shared_trunk": decoder == "shared"} if overrides.get("model", "jmvae") in ("jmvae", "telbo") else {}
     )
-    cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **overrides, **shared).resolved()
+    cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **(shared | overrides)).resolved()
     data, model = build(cfg, quiet=True)
     model.kl_weight = kl_weight  # every KL term's weight (beta) through training
     image = data.images[0]

@@ -9,6 +9,7 @@ not).
     for m in jmvae telbo mopoe mmvae; do for s in 0 1 2; do out=runs/mnista-zoo/$m-s$s
         jmvae train --preset mnist-a --model $m --epochs 2 --n-per-query 100 --seed $s --out $out
     done; done                                  # and --model mvae --lr 3e-4 (at 1e-3 its loss goes nan)
+    # (the table's JMVAE rows: --no-shared-trunk, the preset's networks before 2026-12-05)
     python benchmarks/mnista_table.py runs/mnista-zoo/*            # add --per-seed for one row per run
 """
 
@@ -35,7 +36,13 @@ def read_run(run: Path) -> dict:
     return {
         "run": run.name,
         "seed": train["seed"],
-        "key": (train["model"], config["epochs"], train["lr"], train.get("split") or "iid"),
+        "key": (
+            train["model"],
+            config["epochs"],
+            train["lr"],
+            train.get("split") or "iid",
+            bool(train.get("shared_trunk")),
+        ),
         "evaluation": metrics["settings"]["n_per_query"],
         "correctness": [metrics["correctness"]["by_size"][str(k)] for k in (4, 3, 2, 1)],
         "coverage": [metrics["coverage"]["by_size"][str(k)] for k in (3, 2, 1)],

@@ -146,6 +146,42 @@ def test_resume_after_kill_gives_the_same_weights(
 
 
 @pytest.mark.slow
+def test_a_default_length_run_resumes_to_its_own_length_when_the_default_changes(tmp_path, monkeypatch):
+    """A run started at the default length (no --epochs, no --steps) and killed keeps the length it was
+    planned with on --resume, though a later version's default is longer; their recorded configs (what
+    `jmvae compare` groups runs by) tell the two lengths apart."""
+    from jmvae.config import run_config
+    from jmvae.data.attributes import AttributeDataset
+
+    monkeypatch.setattr(AttributeDataset, "default_steps", lambda self, batch_size: 12)  # 2 epochs of 6
+    cfg = TrainConfig(hidden=16, batch_size=256, seed=3)
+    train(cfg, tmp_path / "straight", log=lambda *a: None)
+    real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+    def dying_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 9:  # in the second epoch, after the first one's checkpoint
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", log=lambda *a: None)
+    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    monkeypatch.setattr(AttributeDataset, "default_steps", lambda self, batch_size: 24)  # a later default
+    train(TrainConfig(), tmp_path / "killed", resume=True, log=lambda *a: None)
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    config = json.loads((tmp_path / "killed" / "config.json").read_text())
+    assert (config["total_steps"], config["epochs"], config["train"]["steps"]) == (12, 2, None)
+    assert len(list(csv.DictReader(open(tmp_path / "killed" / "history.csv")))) == 2
+    train(cfg, tmp_path / "later", log=lambda *a: None)  # a fresh run takes the later default
+    assert json.loads((tmp_path / "later" / "config.json").read_text())["total_steps"] == 24
+    assert (run_config(tmp_path / "killed").steps, run_config(tmp_path / "later").steps) == (12, 24)
+
+
+@pytest.mark.slow
 def test_cosine_schedule_sets_each_steps_learning_rate(tmp_path, monkeypatch):
     seen, real_step = [], torch.optim.Adam.step
 

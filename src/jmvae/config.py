@@ -471,8 +471,14 @@ def read_config(run_dir: Path) -> dict:
 
 
 def run_config(run_dir: Path, config: dict | None = None) -> TrainConfig:
-    """The TrainConfig a run recorded (from its config.json, or from `config` already read)."""
-    return TrainConfig.from_json((config if config is not None else read_config(run_dir))["train"])
+    """The TrainConfig a run recorded (from its config.json, or from `config` already read). A run of the
+    default length keeps the steps it was planned with (`total_steps`), should a later default differ."""
+    config = config if config is not None else read_config(run_dir)
+    cfg = TrainConfig.from_json(config["train"])
+    total = config.get("total_steps")
+    if cfg.epochs is None and cfg.steps is None and type(total) is int and total > 0:
+        cfg = replace(cfg, steps=total)
+    return cfg
 
 
 def is_run_dir(run_dir: Path) -> bool:
