@@ -25,6 +25,28 @@ def founding_data():
 
 
 @pytest.fixture
+def train_killed_at_step(monkeypatch):
+    """train(cfg, out), interrupted (KeyboardInterrupt) at its optimizer's `step`-th step, as a kill would."""
+    from jmvae.train import train
+
+    def killed(cfg, out, step: int) -> None:
+        real_step, calls = torch.optim.Adam.step, {"n": 0}
+
+        def dying_step(self, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == step:
+                raise KeyboardInterrupt
+            return real_step(self, *a, **k)
+
+        monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, out, progress=False, log=lambda *a: None)
+        monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+
+    return killed
+
+
+@pytest.fixture
 def quick_reader(monkeypatch, tmp_path):
     """The attribute reader trained briefly (for tests of the plumbing, not of its accuracy), cached in the
     test's own folder so that no later test reads a briefly trained reader from the session's cache."""

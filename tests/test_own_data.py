@@ -632,23 +632,9 @@ def test_a_fully_observed_batch_of_partly_observed_data_trains_with_conv_network
         assert torch.isfinite(loss), name
 
 
-def train_killed_at_step(cfg: TrainConfig, run, step: int, monkeypatch) -> None:
-    """Train `cfg` into `run`, interrupted (KeyboardInterrupt) at its optimizer's `step`-th step."""
-    real_step, calls = torch.optim.Adam.step, {"n": 0}
-
-    def dying_step(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == step:
-            raise KeyboardInterrupt
-        return real_step(self, *a, **k)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, run, progress=False, log=lambda *a: None)
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
-
-
-def test_conv_networks_are_channels_last_and_resume_exactly_also_from_a_former_layout(tmp_path, monkeypatch):
+def test_conv_networks_are_channels_last_and_resume_exactly_also_from_a_former_layout(
+    tmp_path, train_killed_at_step
+):
     """Conv weights live in channels-last layout (the faster CPU step); a killed conv run resumes to the
     uninterrupted weights, also from a checkpoint whose tensors are in the former contiguous layout (the fused
     Adam kernel reads state and weight as flat memory, so an unmatched state would mix up elements)."""
@@ -658,7 +644,7 @@ def test_conv_networks_are_channels_last_and_resume_exactly_also_from_a_former_l
     convs = [p for p in model.parameters() if p.dim() == 4]
     assert len(convs) == 9 and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
 
-    train_killed_at_step(cfg, tmp_path / "killed", 13, monkeypatch)  # part way through the run
+    train_killed_at_step(cfg, tmp_path / "killed", 13)  # part way through the run
     ckpt_path = tmp_path / "killed" / "checkpoint.pt"
     ckpt = torch.load(ckpt_path, weights_only=True)
     assert 0 < ckpt["epoch"] < 4  # a checkpoint, then killed before the end
@@ -732,12 +718,12 @@ def test_a_shared_trunk_reads_the_images_once_and_gives_the_unshared_loss_and_su
 
 
 def test_a_shared_trunk_run_resumes_exactly_and_loads_and_mlp_images_are_refused(
-    tmp_path, monkeypatch, capsys
+    tmp_path, train_killed_at_step, capsys
 ):
     write_folder(tmp_path / "d", n=48, missing=False)
     cfg = TrainConfig(data=str(tmp_path / "d"), hidden=16, epochs=3, batch_size=8, seed=2, shared_trunk=True)
     train(cfg, tmp_path / "straight", progress=False, log=lambda *a: None)
-    train_killed_at_step(cfg, tmp_path / "killed", 10, monkeypatch)
+    train_killed_at_step(cfg, tmp_path / "killed", 10)
     train(TrainConfig(), tmp_path / "killed", resume=True, progress=False, log=lambda *a: None)
     a, b = (torch.load(tmp_path / r / "model.pt", weights_only=True) for r in ("straight", "killed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -108,25 +108,14 @@ def test_test_loss_chunks_mix_the_split_as_training_batches_do(founding_data):
 )  # the learning rate decays across
 # the kill; bfloat16 products
 def test_resume_after_kill_gives_the_same_weights(
-    tmp_path, monkeypatch, epochs, killed_at, saved, rows, schedule
+    tmp_path, train_killed_at_step, epochs, killed_at, saved, rows, schedule
 ):
     cfg = TrainConfig(
         epochs=epochs, hidden=32, batch_size=256, seed=3, **schedule
     )  # 6 steps per epoch on 1,600 images
     train(cfg, tmp_path / "straight", log=lambda *a: None)
 
-    real_step, calls = torch.optim.Adam.step, {"n": 0}
-
-    def dying_step(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == killed_at:
-            raise KeyboardInterrupt
-        return real_step(self, *a, **k)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", log=lambda *a: None)
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    train_killed_at_step(cfg, tmp_path / "killed", killed_at)
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == saved
     assert not (tmp_path / "killed" / "model.pt").exists()
 
@@ -146,7 +135,9 @@ def test_resume_after_kill_gives_the_same_weights(
 
 
 @pytest.mark.slow
-def test_a_default_length_run_resumes_to_its_own_length_when_the_default_changes(tmp_path, monkeypatch):
+def test_a_default_length_run_resumes_to_its_own_length_when_the_default_changes(
+    tmp_path, monkeypatch, train_killed_at_step
+):
     """A run started at the default length (no --epochs, no --steps) and killed keeps the length it was
     planned with on --resume, though a later version's default is longer; their recorded configs (what
     `jmvae compare` groups runs by) tell the two lengths apart."""
@@ -156,18 +147,7 @@ def test_a_default_length_run_resumes_to_its_own_length_when_the_default_changes
     monkeypatch.setattr(AttributeDataset, "default_steps", lambda self, batch_size: 12)  # 2 epochs of 6
     cfg = TrainConfig(hidden=16, batch_size=256, seed=3)
     train(cfg, tmp_path / "straight", log=lambda *a: None)
-    real_step, calls = torch.optim.Adam.step, {"n": 0}
-
-    def dying_step(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 9:  # in the second epoch, after the first one's checkpoint
-            raise KeyboardInterrupt
-        return real_step(self, *a, **k)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", log=lambda *a: None)
-    monkeypatch.setattr(torch.optim.Adam, "step", real_step)
+    train_killed_at_step(cfg, tmp_path / "killed", 9)  # in the second epoch, after the first one's checkpoint
     monkeypatch.setattr(AttributeDataset, "default_steps", lambda self, batch_size: 24)  # a later default
     train(TrainConfig(), tmp_path / "killed", resume=True, log=lambda *a: None)
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
