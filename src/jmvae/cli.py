@@ -29,7 +29,6 @@ from .config import (
     PAPER_TRAINING,
     PRESET_DEFAULTS,
     PRESET_TRAINING,
-    SHARED_TRUNK_PRESETS,
     TrainConfig,
     check_seed,
     read_config,
@@ -541,8 +540,6 @@ def build_parser() -> Parser:
             if v is not None
         )
         preset = "; ".join(f"{p} {d[option]}" for p, d in PRESET_DEFAULTS.items() if option in d)
-        if option == "shared_trunk":
-            preset = "; ".join(f"{p} jmvae True, not with --paper or mlp" for p in SHARED_TRUNK_PRESETS)
         models = ", ".join(flag["defaults"]) if len(flag["defaults"]) < len(MODELS) else "every model"
         said = "; ".join(x for x in (defaults, preset) if x)
         text = f"{models}: {flag['help']}" + (f" (default {said})" if said else "")

@@ -26,13 +26,32 @@ from .networks import IMAGE_NETWORKS
 from .runs import FINISHED, is_finished
 from .samplers import SAMPLERS
 
+
+@dataclass(frozen=True)
+class ConvDefault:
+    """A preset's default that holds only for `models`, with conv images and without --paper (where it was
+    measured); elsewhere the option keeps the model's own default."""
+
+    value: Any
+    models: tuple[str, ...]
+
+    def holds(self, cfg: TrainConfig) -> bool:
+        return cfg.model in self.models and cfg.image_network != "mlp" and not cfg.paper
+
+    def __str__(self) -> str:
+        return f"{'/'.join(self.models)} {self.value}, conv images, not with --paper"
+
+
 # What a preset changes where no flag is given (before --paper and the model's own defaults): MNIST-A takes
 # the TELBO paper's settings (z = 10, attribute weight 50) and JMVAE's published objective, whose subset KLs
 # and image term cost more than they buy on four attributes (docs/results-mnist-a.md). A user's data (--data)
 # starts from the same settings with z = 16: its images vary in more ways than the attributes say (place,
 # background), and at z = 10 one seed of the tutorial drew colour and fill below the bar
 # (docs/results-own-data.md). The PolyMNIST-style preset (five colour images of one digit) starts there too.
+# MNIST-A's JMVAE reads each conv image through one trunk (--shared-trunk): the same minutes train 1.5 times
+# the passes and read back better (docs/results-mnist-a.md).
 OWN_DATA = "--data"
+
 PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
     OWN_DATA: {
         "z_dim": 16,
@@ -47,13 +66,10 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
         "prior_recon": 0.0,
         "every_subset": False,
         "image_recon": 0.0,
+        "shared_trunk": ConvDefault(True, ("jmvae",)),
     },
 }
 PRESET_DEFAULTS["polymnist"] = PRESET_DEFAULTS[OWN_DATA]
-# The presets whose JMVAE reads each conv image through one trunk (--shared-trunk): on MNIST-A the same
-# minutes train 1.5 times the passes and read back better (docs/results-mnist-a.md). Not with --paper or an
-# MLP image.
-SHARED_TRUNK_PRESETS = ("mnist-a",)
 # The batch and step size where no flag gives them: the founding experiment trains its 20 epochs at batch 256
 # and lr 1.5e-3 (half the steps of batch 128, the same answers: docs/results-queries.md); the other presets
 # and --paper keep batch 128 and lr 1e-3, where their results were measured.
@@ -342,16 +358,14 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """This config with z_dim and every option of its model filled in: given values, else the preset's
-        (PRESET_DEFAULTS), else the paper's (--paper), else the model's defaults; options the model does not
-        take stay None."""
-        takes, preset = options(self.model), PRESET_DEFAULTS.get(self.preset or OWN_DATA, {})
-        if (
-            self.model == "jmvae"
-            and self.preset in SHARED_TRUNK_PRESETS
-            and self.image_network != "mlp"
-            and not self.paper
-        ):
-            preset = preset | {"shared_trunk": True}
+        (PRESET_DEFAULTS, a ConvDefault only where it holds), else the paper's (--paper), else the model's
+        defaults; options the model does not take stay None."""
+        takes = options(self.model)
+        preset = {
+            name: value.value if isinstance(value, ConvDefault) else value
+            for name, value in PRESET_DEFAULTS.get(self.preset or OWN_DATA, {}).items()
+            if not isinstance(value, ConvDefault) or value.holds(self)
+        }
         z_dim = self.z_dim if self.z_dim is not None else preset.get("z_dim", 2)
         filled = {
             name: (
