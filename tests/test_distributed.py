@@ -36,8 +36,16 @@ def free_port() -> int:
 
 
 def launch(code: str, world: int = 2, timeout: int = 300) -> list[subprocess.CompletedProcess]:
-    """Run `code` in `world` processes joined as torchrun would join them (env://, loopback only)."""
-    port = free_port()
+    """Run `code` in `world` processes joined as torchrun would join them (env://, loopback only); again on
+    another port where the free one was taken (by the other test worker) before rank 0 listened on it."""
+    for _ in range(3):
+        out = launch_on(free_port(), code, world, timeout)
+        if not any("address already in use" in r.stderr.lower() for r in out):
+            break
+    return out
+
+
+def launch_on(port: int, code: str, world: int, timeout: int) -> list[subprocess.CompletedProcess]:
     procs = []
     for rank in range(world):
         env = os.environ | {
@@ -62,6 +70,11 @@ def launch(code: str, world: int = 2, timeout: int = 300) -> list[subprocess.Com
     for p in procs:
         stdout, stderr = p.communicate(timeout=timeout)
         out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+        if "address already in use" in stderr.lower():  # rank 0 could not listen: the others would wait
+            for other in procs:
+                other.kill()
+                other.communicate()
+            break
     return out
 
 
@@ -90,6 +103,19 @@ def train_code(argv: list[str], die_in_epoch: int | None = None) -> str:
 
 def history(run) -> list[dict]:
     return list(csv.DictReader(open(run / "history.csv")))
+
+
+@pytest.mark.slow
+def test_launch_moves_to_another_port_when_the_free_one_is_taken(monkeypatch):
+    """The other test worker may take the free port before rank 0 listens on it: launch tries another."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ports = iter([busy.getsockname()[1], free_port()])
+        monkeypatch.setattr(sys.modules[__name__], "free_port", lambda: next(ports))
+        code = "import torch.distributed as d; d.init_process_group('gloo'); print(d.get_rank())"
+        results = launch(code, timeout=120)
+    assert [(r.returncode, r.stdout.strip()) for r in results] == [(0, "0"), (0, "1")]
 
 
 @pytest.mark.slow
