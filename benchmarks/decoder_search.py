@@ -17,6 +17,7 @@ Run two at once with --threads 1 each on 2 cores; compare variants from runs tha
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -122,6 +123,9 @@ VARIANTS = {
     "conv3-broadcast": ("conv3", BroadcastDecoder),
     "conv3-hint": ("conv3", "hint"),
     "conv3-shared": ("conv3", "shared"),
+    # --image-decoder placed (offsets every 4 pixels), and with offsets every 8; with the shared trunk
+    "conv3-shared-placed": ("conv3", networks.PlacedDecoder),
+    "conv3-shared-placed8": ("conv3", functools.partial(networks.PlacedDecoder, stride=8)),
 }
 
 
@@ -173,7 +177,9 @@ def run_variant(
     network, decoder = VARIANTS[variant]
     # a trunk each for conv3 and its variants, as measured before the preset's JMVAE shared one (conv3-shared)
     shared = (
-        {"shared_trunk": decoder == "shared"} if overrides.get("model", "jmvae") in ("jmvae", "telbo") else {}
+        {"shared_trunk": decoder == "shared" or variant.startswith("conv3-shared")}
+        if overrides.get("model", "jmvae") in ("jmvae", "telbo")
+        else {}
     )
     cfg = TrainConfig(preset="mnist-a", seed=seed, image_network=network, **(shared | overrides)).resolved()
     data, model = build(cfg, quiet=True)

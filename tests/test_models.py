@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -614,3 +616,41 @@ def test_image_network_builds_every_image_network_of_a_model_and_trains(network,
     loss, _ = model.loss(batch)
     loss.backward()
     assert torch.isfinite(loss) and model.logits(torch.zeros(2, 4))["x"].shape == (2, 3 * 64 * 64)
+
+
+@pytest.mark.parametrize("shape, channels", [((64, 64), 1), ((32, 48), 3)])
+def test_a_placed_glyph_lands_where_z_places_it_over_the_background(shape, channels):
+    """PlacedDecoder: with all weight on one offset the glyph sits there, every other pixel at the background
+    logit; with the weight split between two offsets the canvas is their weighted sum (by hand)."""
+    from jmvae.networks import PlacedDecoder, low_precision
+
+    torch.manual_seed(0)
+    dec = PlacedDecoder(3, shape, hidden=32, channels=channels)
+    rows, cols = dec.offsets
+    assert (rows, cols) == ((shape[0] // 2) // 4 + 1, (shape[1] // 2) // 4 + 1)
+    gh, gw = shape[0] // 2, shape[1] // 2
+    z = torch.randn(2, 5, 3)  # leading sample dimension too
+    with torch.no_grad():
+        dec.background.copy_(torch.linspace(-3, -1, channels))
+        head = dec.where[-1]
+        head.weight.zero_()
+        glyph = dec.glyph(z).reshape(2, 5, channels, gh, gw)
+        bg = dec.background[:, None, None]
+
+        def at(k):  # the canvas of the glyph laid at offset k alone
+            i, j = divmod(k, cols)
+            canvas = bg.expand(2, 5, channels, *shape).clone()
+            canvas[..., 4 * i : 4 * i + gh, 4 * j : 4 * j + gw] = glyph
+            return canvas
+
+        k1, k2 = cols + 1, rows * cols - 1  # one step in each way; the far corner
+        head.bias.fill_(-1e4)
+        head.bias[k1] = 0.0
+        assert torch.allclose(dec(z).reshape(2, 5, channels, *shape), at(k1), atol=1e-5)
+        head.bias[k2] = math.log(3.0)  # weights 1/4 and 3/4
+        mixed = 0.25 * (at(k1) - bg) + 0.75 * (at(k2) - bg) + bg
+        assert torch.allclose(dec(z).reshape(2, 5, channels, *shape), mixed, atol=1e-5)
+        assert dec(torch.zeros(0, 3)).shape == (0, channels * shape[0] * shape[1])
+        with low_precision(torch.bfloat16):
+            low = dec(z)
+        assert low.dtype == torch.float32 and torch.allclose(low, dec(z), atol=0.1)

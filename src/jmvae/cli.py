@@ -45,7 +45,7 @@ from .evaluate import SECOND_TEMPERATURE_OFF, EvalConfig, headline, joint_cohere
 from .explore import EXPLORER, screenshot, write_explorer
 from .modalities import IMAGE_LIKELIHOODS, LAPLACE_SCALE
 from .models import MODELS, option_flags, options
-from .networks import IMAGE_NETWORKS
+from .networks import IMAGE_DECODERS, IMAGE_NETWORKS
 from .pipeline import finish_run, fit_samplers, read_history
 from .runs import (
     FINISHED,
@@ -519,6 +519,14 @@ def build_parser() -> Parser:
         "32-64-64 channels), conv4 (four, 32-64-128-256), conv2 (two, 32-64: 28x28 images) or mlp (two "
         "512-wide layers); a conv recipe applies where both sides are at least 32 (conv2: 16) and divide by "
         "8 (conv3), 16 (conv4) or 4 (conv2), else the next smaller one does",
+    )
+    t.add_argument(
+        "--image-decoder",
+        choices=IMAGE_DECODERS,
+        help="p(x|z)'s network: conv (default: the --image-network recipe's transposed convolutions) or "
+        "placed (a glyph half the image's size laid at offsets every 4 pixels that z chooses, over a learnt "
+        "background: for an object smaller than the image, such as MNIST-A's digit; images from 32x32 whose "
+        "sides divide by 8)",
     )
     t.add_argument(
         "--image-size",

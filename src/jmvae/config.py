@@ -22,7 +22,7 @@ from .errors import UserError
 from .modalities import IMAGE_LIKELIHOODS
 from .models import MODELS, options, paper
 from .models.jmvae import IMAGE_TARGETS
-from .networks import IMAGE_NETWORKS
+from .networks import IMAGE_DECODERS, IMAGE_NETWORKS
 from .runs import FINISHED, is_finished
 from .samplers import SAMPLERS
 
@@ -86,6 +86,7 @@ LATER_OPTIONS = {
     "shared_trunk": False,
 }  # model options added after runs were recorded, at their "off" value
 LATER_FIELDS = {
+    "image_decoder": "conv",
     "lr_schedule": "constant",
     "precision": "float32",
 }  # other settings added since, at what runs did
@@ -139,6 +140,7 @@ class TrainConfig:
     image_network: str = (
         "conv3"  # the image's encoders and decoder: mlp, conv2, conv3, conv4 (networks.conv_recipe)
     )
+    image_decoder: str = "conv"  # conv: the network's; placed: a glyph laid at learnt offsets (PlacedDecoder)
     model: str = "jmvae"
     z_dim: int | None = None  # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
     hidden: int = 512
@@ -309,6 +311,11 @@ class TrainConfig:
             self.image_network in IMAGE_NETWORKS,
             f"image-network {self.image_network}",
             ", ".join(IMAGE_NETWORKS),
+        )
+        check(
+            self.image_decoder in IMAGE_DECODERS,
+            f"image-decoder {self.image_decoder}",
+            ", ".join(IMAGE_DECODERS),
         )
         check(
             self.image_likelihood in (None, *IMAGE_LIKELIHOODS),

@@ -375,6 +375,54 @@ class ConvDecoder(nn.Module):
         return x.reshape(*lead, x.shape[-1])  # not -1: a batch of no rows has a width too
 
 
+IMAGE_DECODERS = ("conv", "placed")  # --image-decoder: the recipe's ConvDecoder, or PlacedDecoder
+
+
+def placed_fits(image: Image) -> bool:
+    """Whether PlacedDecoder can draw this image: its glyph (half of each side) must divide by 4."""
+    h, w = image.shape
+    return h >= 32 and w >= 32 and h % 8 == 0 and w % 8 == 0
+
+
+class PlacedDecoder(nn.Module):
+    """p(x|z) for a small object on a plain canvas: a glyph half the canvas's size drawn from z (two 4x4
+    stride-2 transposed convolutions, 64-32 channels), laid on the canvas at a softmax mixture over offsets
+    every `stride` pixels, p(offset|z), over a learnt background logit. A shape is learnt once for every
+    place (ConvDecoder's first Linear learns it per grid cell) and the glyph is a quarter of the pixels.
+    Not for images an object fills."""
+
+    def __init__(
+        self, z_dim: int, shape: tuple[int, int], hidden: int = 512, channels: int = 1, stride: int = 4
+    ):
+        super().__init__()
+        self.shape, self.channels, self.stride = shape, channels, stride
+        self.glyph_shape = (shape[0] // 2, shape[1] // 2)
+        self.glyph = ConvDecoder(z_dim, self.glyph_shape, hidden, channels, (64, 32))
+        self.offsets = (
+            (shape[0] - self.glyph_shape[0]) // stride + 1,
+            (shape[1] - self.glyph_shape[1]) // stride + 1,
+        )
+        self.where = mlp([z_dim, hidden // 4, self.offsets[0] * self.offsets[1]])
+        self.background = nn.Parameter(torch.full((channels,), -4.0))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return run(self.pixels, z)
+
+    def pixels(self, z: torch.Tensor) -> torch.Tensor:
+        lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])
+        n, c, bg = len(z), self.channels, self.background[:, None, None]
+        if n == 0:  # conv_transpose2d takes no zero groups; a batch of no rows has a width too
+            return z.new_zeros(*lead, c * self.shape[0] * self.shape[1])
+        glyph = (self.glyph(z).reshape(n, c, *self.glyph_shape) - bg).reshape(n * c, 1, *self.glyph_shape)
+        where = torch.softmax(self.where(z), -1).reshape(n, 1, *self.offsets).expand(n, c, *self.offsets)
+        # each example's offset weights convolved with its own glyph (one group each): the weighted placements
+        canvas = F.conv_transpose2d(
+            where.reshape(1, n * c, *self.offsets), glyph, stride=self.stride, groups=n * c
+        )
+        x = canvas.reshape(n, c, *self.shape) + bg
+        return x.reshape(*lead, c * self.shape[0] * self.shape[1])  # not -1: a batch of no rows has a width
+
+
 def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> nn.Module:
     """The default unimodal encoder q(z|m): Gaussian on the image (MLP or conv trunk), on a class for an
     attribute (a mixture of `components` Gaussians if > 1)."""
@@ -390,6 +438,8 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
 
 def modality_decoder(m: Modality, z_dim: int, hidden: int = 512) -> nn.Module:
     """The default decoder p(m|z): logits of the modality."""
+    if isinstance(m, Image) and m.decoder == "placed":
+        return PlacedDecoder(z_dim, m.shape, hidden, m.channels)
     if isinstance(m, Image) and (recipe := conv_recipe(m)):
         return ConvDecoder(z_dim, m.shape, hidden, m.channels, CONV_WIDTHS[recipe][1])
     return decoder(z_dim, m.out_size, hidden)

@@ -181,7 +181,8 @@ def data_card_section(config: dict) -> str:
             f"{'images ' if len(images) == 1 else 'image ' + html.escape(name) + ' '}"
             f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} "
             f"({html.escape(im['likelihood'])} likelihood"
-            f"{', ' + html.escape(im['network']) + ' networks' if 'network' in im else ''})"
+            f"{', ' + html.escape(im['network']) + ' networks' if 'network' in im else ''}"
+            f"{', placed decoder' if im.get('decoder') == 'placed' else ''})"
             for name, im in images.items()
         )
         + ".</p>"

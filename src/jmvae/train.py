@@ -28,7 +28,7 @@ from .data.own import attribute_flag, save_dataset
 from .errors import UserError
 from .explore import EXPLORER
 from .models import MultimodalVAE, build_model
-from .networks import conv_recipe, low_precision
+from .networks import conv_recipe, low_precision, placed_fits
 from .runs import (
     FINISHED,
     LOCK,
@@ -83,9 +83,20 @@ def build(
                 progress=not quiet,
             )
     data.images = [
-        replace(im, likelihood=cfg.image_likelihood or im.likelihood, network=cfg.image_network)
+        replace(
+            im,
+            likelihood=cfg.image_likelihood or im.likelihood,
+            network=cfg.image_network,
+            decoder=cfg.image_decoder,
+        )
         for im in data.images
     ]
+    if unfit := [im for im in data.images if im.decoder == "placed" and not placed_fits(im)]:
+        h, w = unfit[0].shape
+        raise UserError(
+            f"--image-decoder placed with image {unfit[0].name} of {h}x{w} (allowed: images from 32x32 whose "
+            "sides divide by 8; --image-size resizes them)"
+        )
     mlp = [im for im in data.images if conv_recipe(im) is None]
     if cfg.model_options().get("shared_trunk") and mlp:
         h, w = mlp[0].shape
@@ -136,6 +147,7 @@ def schema(data: AttributeDataset) -> dict:
                 "channels": im.channels,
                 "likelihood": im.likelihood,
                 "network": conv_recipe(im) or "mlp",  # what its encoders and decoder are (after any fallback)
+                "decoder": im.decoder,
             }
             for im in data.images
         },
@@ -162,7 +174,7 @@ def data_card(data: AttributeDataset) -> dict:
 def schema_text(data: AttributeDataset) -> str:
     lines = [
         f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {'grey' if im.channels == 1 else 'colour'}, "
-        f"{conv_recipe(im) or 'mlp'} networks"
+        f"{conv_recipe(im) or 'mlp'} networks{', placed decoder' if im.decoder == 'placed' else ''}"
         for im in data.images
     ]
     for a in data.attributes:
