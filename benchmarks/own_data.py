@@ -7,10 +7,10 @@
 Load: writes --images random-shape colour PNGs and a metadata.csv to a temporary folder (not timed), then
 times `jmvae.data.attributes.load_dataset(data=...)` cold (decoding every file into the cache) and warm (the
 cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16; with its
-conv weights in the former contiguous layout; with --shared-trunk), of JMVAE with the conv4 image networks
-and of MVAE on colour data of each size, beside a plain float32 single-image VAE step on conv3's networks
-(the reference: what one image's ELBO costs), alternated in one process. Prints the CPU model and threads
-first.
+conv weights in the former contiguous layout; with --shared-trunk, also with --image-decoder placed), of
+JMVAE with the conv4 image networks and of MVAE on colour data of each size, beside a plain float32
+single-image VAE step on conv3's networks (the reference: what one image's ELBO costs), alternated in one
+process. Prints the CPU model and threads first.
 """
 
 from __future__ import annotations
@@ -120,13 +120,15 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     contenders += [("jmvae", "float32", default, "")] if auto != "float32" else []
     contenders += [("jmvae", "auto", default, "contiguous")]  # the conv weights' layout before channels-last
     contenders += [("jmvae", "auto", default, "shared-trunk")]  # --shared-trunk
+    contenders += [("jmvae", "auto", default, "shared-trunk, placed")]  # and --image-decoder placed
     for model, precision, network, extra in contenders:
         cfg = TrainConfig(
             model=model,
             data="benchmark",
             precision=precision,
             image_network=network,
-            shared_trunk=True if extra == "shared-trunk" else None,
+            shared_trunk=True if "shared-trunk" in extra else None,
+            image_decoder="placed" if "placed" in extra else "conv",
         ).resolved()  # own data's defaults
         _, m = build(cfg, quiet=True, dataset=data)
         if extra == "contiguous":
@@ -152,7 +154,7 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     for name, v in rates.items():
         med = float(np.median(v))
         print(
-            f"  {size}x{size} colour, {name:34s} {med:8.0f} samples/s  ({med / ref_rate:.2f}x the reference)"
+            f"  {size}x{size} colour, {name:44s} {med:8.0f} samples/s  ({med / ref_rate:.2f}x the reference)"
         )
 
 

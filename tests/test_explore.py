@@ -258,6 +258,44 @@ def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path
     assert errors == [], errors
 
 
+@pytest.mark.parametrize("name", ["jmvae", "mmvaeplus"])
+def test_a_placed_decoder_runs_in_the_page_as_in_pytorch(tmp_path, name):
+    """--image-decoder placed: the glyph, its offsets' softmax and the placement in JavaScript agree with
+    PyTorch on colour 32x48 images; MMVAE+'s at its private latent's prior mean (w = 0)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from jmvae.data.own import from_arrays
+    from jmvae.models import build_model
+
+    rng = np.random.default_rng(0)
+    data = from_arrays(
+        {"x": (rng.random((40, 32, 48, 3)) * 255).astype(np.uint8), "kind": np.array(["a", "b"] * 20)}
+    )
+    data.images = [replace(im, decoder="placed") for im in data.images]
+    torch.manual_seed(0)
+    model = build_model(name, data.modalities, z_dim=3, hidden=32).eval()
+    with torch.no_grad():
+        for p in model.decoders["x"].parameters():  # offsets' weights far from uniform, as after training,
+            p.add_(torch.randn_like(p)).copy_(p.half().float())  # in the page's half precision
+    page_path = write_explorer(model, data, tmp_path / "e.html", "placed")
+    errors: list = []
+    with open_page(page_path, errors=errors) as page:
+        for z in ([0.4, -0.7, 1.1], [-1.5, 0.2, 0.9]):
+            js = page.evaluate("z => window.jmvaeExplorer.decode(z)", z)
+            with torch.no_grad():
+                zt = torch.tensor([z])
+                if name == "mmvaeplus":
+                    dec = model.decoders["x"]
+                    logits = dec(zt, torch.zeros(1, dec.log_scale.numel()))[0]
+                else:
+                    logits = model.logits(zt)["x"][0]
+            assert len(js["image"]) == 3 * 32 * 48
+            assert (torch.tensor(js["image"]) - logits.sigmoid()).abs().max() < 1e-2
+    assert errors == [], errors
+
+
 def test_two_images_are_decoded_and_drawn_side_by_side(tmp_path):
     """Several images per example: each decoder runs in JavaScript as in PyTorch, and the canvas holds them
     side by side (a grey 8x8 beside a colour 32x32, one pixel apart)."""

@@ -28,7 +28,7 @@ from .errors import UserError
 from .modalities import Attribute, Continuous
 from .models import MultimodalVAE
 from .models.mmvaeplus import PrivateDecoder
-from .networks import ConvDecoder, own_stream
+from .networks import ConvDecoder, PlacedDecoder, own_stream
 from .runs import write_text
 from .samplers import LatentSampler
 
@@ -52,6 +52,24 @@ def half(a: torch.Tensor) -> str:
 def shared_only(decoder: nn.Module) -> nn.Module:
     """A decoder of z alone: MMVAE+'s private latent held at its prior's mean."""
     return decoder.at_prior_mean() if isinstance(decoder, PrivateDecoder) else decoder
+
+
+def decoder_ops(decoder: nn.Module, name: str) -> dict:
+    """{"layers": ...} of a decoder; a PlacedDecoder's are its glyph's, with "placed": its offsets' MLP and
+    background and the placement's sizes."""
+    if not isinstance(decoder, PlacedDecoder):
+        return {"layers": decoder_layers(decoder, name)}
+    return {
+        "layers": decoder_layers(decoder.glyph, name),
+        "placed": {
+            "where": decoder_layers(decoder.where, name),
+            "background": [float(b) for b in decoder.background],
+            "shape": list(decoder.shape),
+            "glyph": list(decoder.glyph_shape),
+            "offsets": list(decoder.offsets),
+            "stride": decoder.stride,
+        },
+    }
 
 
 def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
@@ -109,7 +127,7 @@ def decoder_layers(decoder: nn.Module, name: str) -> list[dict]:
     if not ops:
         raise UserError(
             f"explore: the decoder of {name} is a {type(decoder).__name__} (allowed: an MLP of Linear and "
-            "ReLU layers or jmvae's conv decoder, which the page runs in JavaScript)"
+            "ReLU layers or jmvae's conv or placed decoder, which the page runs in JavaScript)"
         )
     return ops
 
@@ -266,7 +284,7 @@ def _explorer_data(
         "queries": queries(model, data, plane, device, g, max_given),
         "decoders": {
             name: {
-                "layers": decoder_layers(shared_only(model.decoders[name]), name),
+                **decoder_ops(shared_only(model.decoders[name]), name),
                 "kind": "image" if name in data.image_names else data.attribute(name).kind,
                 **({"likelihood": likelihoods[name]} if name in likelihoods else {}),
             }

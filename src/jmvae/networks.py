@@ -386,10 +386,10 @@ def placed_fits(image: Image) -> bool:
 
 class PlacedDecoder(nn.Module):
     """p(x|z) for a small object on a plain canvas: a glyph half the canvas's size drawn from z (two 4x4
-    stride-2 transposed convolutions, 64-32 channels), laid on the canvas at a softmax mixture over offsets
-    every `stride` pixels, p(offset|z), over a learnt background logit. A shape is learnt once for every
-    place (ConvDecoder's first Linear learns it per grid cell) and the glyph is a quarter of the pixels.
-    Not for images an object fills."""
+    stride-2 transposed convolutions, 64-32 channels), laid at offsets every `stride` pixels weighted by a
+    softmax over them that z gives (the expected placement, in logits), over a learnt background logit. A
+    shape is learnt once for every place (ConvDecoder's first Linear learns it per grid cell) and the glyph
+    is a quarter of the pixels. Not for images an object fills."""
 
     def __init__(
         self, z_dim: int, shape: tuple[int, int], hidden: int = 512, channels: int = 1, stride: int = 4
@@ -402,11 +402,15 @@ class PlacedDecoder(nn.Module):
             (shape[0] - self.glyph_shape[0]) // stride + 1,
             (shape[1] - self.glyph_shape[1]) // stride + 1,
         )
-        self.where = mlp([z_dim, hidden // 4, self.offsets[0] * self.offsets[1]])
+        self.where = mlp([z_dim, max(hidden // 4, 1), self.offsets[0] * self.offsets[1]])
         self.background = nn.Parameter(torch.full((channels,), -4.0))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return run(self.pixels, z)
+
+    def z_readers(self) -> list[nn.Linear]:
+        """The Linear layers that read z: the glyph's first and the offsets' first."""
+        return [m for m in (self.glyph.fc[0], self.where[0]) if isinstance(m, nn.Linear)]
 
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])

@@ -93,9 +93,10 @@ def build(
     ]
     if unfit := [im for im in data.images if im.decoder == "placed" and not placed_fits(im)]:
         h, w = unfit[0].shape
+        resize = "; --image-size resizes them" if cfg.data else ""
         raise UserError(
             f"--image-decoder placed with image {unfit[0].name} of {h}x{w} (allowed: images from 32x32 whose "
-            "sides divide by 8; --image-size resizes them)"
+            f"sides divide by 8{resize})"
         )
     mlp = [im for im in data.images if conv_recipe(im) is None]
     if cfg.model_options().get("shared_trunk") and mlp:
@@ -146,8 +147,9 @@ def schema(data: AttributeDataset) -> dict:
                 "width": im.shape[1],
                 "channels": im.channels,
                 "likelihood": im.likelihood,
-                "network": conv_recipe(im) or "mlp",  # what its encoders and decoder are (after any fallback)
-                "decoder": im.decoder,
+                "network": conv_recipe(im)
+                or "mlp",  # its encoders' and decoder's recipe (after any fallback)
+                "decoder": im.decoder,  # placed: PlacedDecoder instead of the recipe's
             }
             for im in data.images
         },
