@@ -109,8 +109,8 @@ class HintDecoder(nn.Module):
         return self.dec(torch.cat([z, *hints], -1))
 
 
-# name: (--image-network, a replacement for conv3's decoder or None; "hint": HintDecoder; "shared":
-# conv3 with --shared-trunk, one image trunk for q(z|x,y) and q(z|x))
+# name: (--image-network, a replacement for conv3's decoder or None; "hint": HintDecoder); the conv3-shared
+# variants read the image through one trunk for q(z|x,y) and q(z|x) (--shared-trunk)
 VARIANTS = {
     "conv3": ("conv3", None),
     "conv4": ("conv4", None),
@@ -122,7 +122,7 @@ VARIANTS = {
     "conv4-decoder": ("conv3", conv3_decoder(networks.CONV_WIDTHS["conv4"][1])),  # conv3's encoders
     "conv3-broadcast": ("conv3", BroadcastDecoder),
     "conv3-hint": ("conv3", "hint"),
-    "conv3-shared": ("conv3", "shared"),
+    "conv3-shared": ("conv3", None),
     # --image-decoder placed (offsets every 4 pixels), and with offsets every 8; with the shared trunk
     "conv3-shared-placed": ("conv3", networks.PlacedDecoder),
     "conv3-shared-placed8": ("conv3", functools.partial(networks.PlacedDecoder, stride=8)),
@@ -177,7 +177,7 @@ def run_variant(
     network, decoder = VARIANTS[variant]
     # a trunk each for conv3 and its variants, as measured before the preset's JMVAE shared one (conv3-shared)
     shared = (
-        {"shared_trunk": decoder == "shared" or variant.startswith("conv3-shared")}
+        {"shared_trunk": variant.startswith("conv3-shared")}
         if overrides.get("model", "jmvae") in ("jmvae", "telbo")
         else {}
     )

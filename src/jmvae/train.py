@@ -147,8 +147,8 @@ def schema(data: AttributeDataset) -> dict:
                 "width": im.shape[1],
                 "channels": im.channels,
                 "likelihood": im.likelihood,
-                "network": conv_recipe(im)
-                or "mlp",  # its encoders' and decoder's recipe (after any fallback)
+                # its encoders' and decoder's recipe (after any fallback)
+                "network": conv_recipe(im) or "mlp",
                 "decoder": im.decoder,  # placed: PlacedDecoder instead of the recipe's
             }
             for im in data.images
