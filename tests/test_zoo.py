@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from jmvae.modalities import Categorical, Image
 from jmvae.models import MODELS, build_model
+from jmvae.models.mmvaeplus import PrivateDecoder
+from jmvae.networks import ConvDecoder, PlacedDecoder
 from jmvae.posteriors import Gaussian, Mixture
 from jmvae.subsets import OBSERVED, mark_observed, nonempty_subsets
 
@@ -323,6 +325,21 @@ def test_mmvaeplus_dreg_keeps_the_bound_and_the_decoder_gradient(fixed_noise):
         if name.startswith("decoders"):
             assert torch.allclose(g1, g2, atol=1e-10), name
     assert any(not torch.allclose(g1, g2) for n, g1, g2 in grads if n.startswith("encoders"))
+
+
+@pytest.mark.parametrize("kind", ["conv", "placed", "user"])
+def test_mmvaeplus_decoder_at_w_zero_is_the_network_at_w_zero_for_every_decoder(kind):
+    torch.manual_seed(0)
+    net = {
+        "conv": lambda: ConvDecoder(5, (32, 32), 16),
+        "placed": lambda: PlacedDecoder(5, (32, 32), 16),
+        "user": lambda: torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4)),
+    }[kind]()
+    decoder, z = PrivateDecoder(net, 2, 3), torch.randn(4, 2)
+    with torch.no_grad():
+        at_zero = net(torch.cat([z, torch.zeros(4, 3)], -1))
+        assert torch.allclose(decoder.at_prior_mean()(z), at_zero, atol=1e-6)
+        assert not torch.allclose(net(torch.cat([z, torch.ones(4, 3)], -1)), at_zero)  # w is read
 
 
 def test_mmvaeplus_infers_z_from_the_shared_experts_and_decodes_with_w_from_r():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,10 @@ class MLP(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return run(super().forward, x)
+
+    def z_readers(self) -> list[nn.Linear]:
+        """The Linear layers that read the input (as a decoder: z)."""
+        return [cast(nn.Linear, self[0])]
 
 
 def mlp(sizes: list[int]) -> MLP:
@@ -369,10 +374,21 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return run(self.pixels, z)
 
+    def z_readers(self) -> list[nn.Linear]:
+        """The Linear layers that read z."""
+        return [cast(nn.Linear, self.fc[0])]
+
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
         x = self.net(self.fc(z).reshape(-1, *self.grid))
         return x.reshape(*lead, x.shape[-1])  # not -1: a batch of no rows has a width too
+
+
+def z_readers(net: nn.Module) -> list[nn.Linear]:
+    """A decoder's Linear layers that read z: its own `z_readers()` where it has them (jmvae's decoders do),
+    else its first Linear (a user's network)."""
+    own = getattr(net, "z_readers", None)
+    return own() if callable(own) else [next(m for m in net.modules() if isinstance(m, nn.Linear))]
 
 
 IMAGE_DECODERS = ("conv", "placed")  # --image-decoder: the recipe's ConvDecoder, or PlacedDecoder
@@ -410,7 +426,7 @@ class PlacedDecoder(nn.Module):
 
     def z_readers(self) -> list[nn.Linear]:
         """The Linear layers that read z: the glyph's first and the offsets' first."""
-        return [m for m in (self.glyph.fc[0], self.where[0]) if isinstance(m, nn.Linear)]
+        return self.glyph.z_readers() + self.where.z_readers()
 
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..modalities import Modality
-from ..networks import PlacedDecoder, expert, modality_decoder
+from ..networks import expert, modality_decoder, z_readers
 from ..posteriors import Gaussian, Posterior, stack, standard_normal
 from ..subsets import OBSERVED, filled
 from .base import Batch, terms
@@ -51,12 +51,7 @@ class PrivateDecoder(nn.Module):
     def at_prior_mean(self) -> nn.Module:
         """The network with w_m at r_m's mean (0): a deterministic decoder of z alone (the explorer's)."""
         net = copy.deepcopy(self.net)
-        readers = (
-            net.z_readers()
-            if isinstance(net, PlacedDecoder)
-            else [next(m for m in net.modules() if isinstance(m, nn.Linear))]
-        )
-        for first in readers:
+        for first in z_readers(net):
             first.weight = nn.Parameter(first.weight[:, : self.z_dim].detach().clone())
             first.in_features = self.z_dim
         return net
