@@ -109,6 +109,29 @@ class HintDecoder(nn.Module):
         return self.dec(torch.cat([z, *hints], -1))
 
 
+class TurnedPlacedDecoder(networks.PlacedDecoder):
+    """PlacedDecoder whose glyph is turned and scaled by an angle and a log scale that z gives (a spatial
+    transformer, the identity at the start) before it is laid: a shape could be learnt once for every pose."""
+
+    def __init__(self, z_dim, shape, hidden=512, channels=1):
+        super().__init__(z_dim, shape, hidden, channels)
+        self.pose = networks.mlp([z_dim, max(hidden // 4, 1), 2])
+        nn.init.zeros_(self.pose[-1].weight)
+        nn.init.zeros_(self.pose[-1].bias)
+
+    def z_readers(self) -> list[nn.Linear]:
+        return super().z_readers() + self.pose.z_readers()
+
+    def ink(self, z: torch.Tensor) -> torch.Tensor:
+        ink = super().ink(z)
+        angle, log_scale = self.pose(z).unbind(-1)
+        cos, sin, inv = angle.cos(), angle.sin(), (-log_scale).exp()
+        zero = torch.zeros_like(cos)
+        theta = torch.stack([cos * inv, sin * inv, zero, -sin * inv, cos * inv, zero], -1).reshape(-1, 2, 3)
+        grid = F.affine_grid(theta.to(ink.dtype), list(ink.shape), align_corners=False)
+        return F.grid_sample(ink, grid, align_corners=False)
+
+
 # name: (--image-network, a replacement for conv3's decoder or None; "hint": HintDecoder); the conv3-shared
 # variants read the image through one trunk for q(z|x,y) and q(z|x) (--shared-trunk)
 VARIANTS = {
@@ -126,6 +149,7 @@ VARIANTS = {
     # --image-decoder placed (offsets every 4 pixels), and with offsets every 8; with the shared trunk
     "conv3-shared-placed": ("conv3", networks.PlacedDecoder),
     "conv3-shared-placed8": ("conv3", functools.partial(networks.PlacedDecoder, stride=8)),
+    "conv3-shared-turned": ("conv3", TurnedPlacedDecoder),  # placed, the glyph turned and scaled first
 }
 
 

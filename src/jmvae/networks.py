@@ -428,12 +428,18 @@ class PlacedDecoder(nn.Module):
         """The Linear layers that read z: the glyph's first and the offsets' first."""
         return self.glyph.z_readers() + self.where.z_readers()
 
+    def ink(self, z: torch.Tensor) -> torch.Tensor:
+        """The glyph over the background, in logits: (n, C, H/2, W/2) for z of (n, z_dim)."""
+        return (
+            self.glyph(z).reshape(len(z), self.channels, *self.glyph_shape) - self.background[:, None, None]
+        )
+
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])
         n, c, bg = len(z), self.channels, self.background[:, None, None]
         if n == 0:  # conv_transpose2d takes no zero groups; a batch of no rows has a width too
             return z.new_zeros(*lead, c * self.shape[0] * self.shape[1])
-        glyph = (self.glyph(z).reshape(n, c, *self.glyph_shape) - bg).reshape(n * c, 1, *self.glyph_shape)
+        glyph = self.ink(z).reshape(n * c, 1, *self.glyph_shape)
         where = torch.softmax(self.where(z), -1).reshape(n, 1, *self.offsets).expand(n, c, *self.offsets)
         # each example's offset weights convolved with its own glyph (one group each): the weighted placements
         canvas = F.conv_transpose2d(
