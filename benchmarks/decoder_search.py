@@ -110,21 +110,21 @@ class HintDecoder(nn.Module):
 
 
 class TurnedPlacedDecoder(networks.PlacedDecoder):
-    """PlacedDecoder whose glyph is turned and scaled by an angle and a log scale that z gives (a spatial
-    transformer, the identity at the start) before it is laid: a shape could be learnt once for every pose."""
+    """--image-decoder posed without its shift: the glyph turned and scaled by an angle and a log scale that z
+    gives (a spatial transformer, the identity at the start) before it is laid, not moved finer."""
 
     def __init__(self, z_dim, shape, hidden=512, channels=1):
         super().__init__(z_dim, shape, hidden, channels)
-        self.pose = networks.mlp([z_dim, max(hidden // 4, 1), 2])
-        nn.init.zeros_(self.pose[-1].weight)
-        nn.init.zeros_(self.pose[-1].bias)
+        self.turn = networks.mlp([z_dim, max(hidden // 4, 1), 2])
+        nn.init.zeros_(self.turn[-1].weight)
+        nn.init.zeros_(self.turn[-1].bias)
 
     def z_readers(self) -> list[nn.Linear]:
-        return super().z_readers() + self.pose.z_readers()
+        return super().z_readers() + self.turn.z_readers()
 
     def ink(self, z: torch.Tensor) -> torch.Tensor:
         ink = super().ink(z)
-        angle, log_scale = self.pose(z).unbind(-1)
+        angle, log_scale = self.turn(z).unbind(-1)
         cos, sin, inv = angle.cos(), angle.sin(), (-log_scale).exp()
         zero = torch.zeros_like(cos)
         theta = torch.stack([cos * inv, sin * inv, zero, -sin * inv, cos * inv, zero], -1).reshape(-1, 2, 3)
@@ -150,6 +150,7 @@ VARIANTS = {
     "conv3-shared-placed": ("conv3", networks.PlacedDecoder),
     "conv3-shared-placed8": ("conv3", functools.partial(networks.PlacedDecoder, stride=8)),
     "conv3-shared-turned": ("conv3", TurnedPlacedDecoder),  # placed, the glyph turned and scaled first
+    "conv3-shared-posed": ("conv3", functools.partial(networks.PlacedDecoder, posed=True)),  # and shifted
 }
 
 

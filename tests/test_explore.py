@@ -258,10 +258,11 @@ def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path
     assert errors == [], errors
 
 
-@pytest.mark.parametrize("name", ["jmvae", "mmvaeplus"])
-def test_a_placed_decoder_runs_in_the_page_as_in_pytorch(tmp_path, name):
+@pytest.mark.parametrize("name, decoder", [("jmvae", "placed"), ("mmvaeplus", "placed"), ("jmvae", "posed")])
+def test_a_placed_decoder_runs_in_the_page_as_in_pytorch(tmp_path, name, decoder):
     """--image-decoder placed: the glyph, its offsets' softmax and the placement in JavaScript agree with
-    PyTorch on colour 32x48 images; MMVAE+'s at its private latent's prior mean (w = 0)."""
+    PyTorch on colour 32x48 images; MMVAE+'s at its private latent's prior mean (w = 0); posed: the glyph
+    turned, scaled and shifted (bilinear, as grid_sample) before it is laid."""
     from dataclasses import replace
 
     import numpy as np
@@ -273,12 +274,15 @@ def test_a_placed_decoder_runs_in_the_page_as_in_pytorch(tmp_path, name):
     data = from_arrays(
         {"x": (rng.random((40, 32, 48, 3)) * 255).astype(np.uint8), "kind": np.array(["a", "b"] * 20)}
     )
-    data.images = [replace(im, decoder="placed") for im in data.images]
+    data.images = [replace(im, decoder=decoder) for im in data.images]
     torch.manual_seed(0)
     model = build_model(name, data.modalities, z_dim=3, hidden=32).eval()
     with torch.no_grad():
         for p in model.decoders["x"].parameters():  # offsets' weights far from uniform, as after training,
             p.add_(torch.randn_like(p)).copy_(p.half().float())  # in the page's half precision
+        if decoder == "posed":  # poses inside the glyph: turns of 0.76-0.86 rad, shifts up to 0.6 of it
+            model.decoders["x"].pose[-1].weight.mul_(0.03125)
+            model.decoders["x"].pose[-1].bias.copy_(torch.tensor([0.9, 0.3, 0.1, -0.2]).half().float())
     page_path = write_explorer(model, data, tmp_path / "e.html", "placed")
     errors: list = []
     with open_page(page_path, errors=errors) as page:

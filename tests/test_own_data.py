@@ -717,17 +717,18 @@ def test_a_shared_trunk_reads_the_images_once_and_gives_the_unshared_loss_and_su
         build_model(name, mods, z_dim=4, hidden=16, shared_trunk=True, encoders={"m": plain.encoders["m"]})
 
 
+@pytest.mark.parametrize("decoder", ["placed", "posed"])
 def test_a_placed_decoder_run_resumes_exactly_and_loads_and_unfit_images_are_refused(
-    tmp_path, train_killed_at_step, capsys
+    tmp_path, train_killed_at_step, capsys, decoder
 ):
-    """--image-decoder placed on colour images with empty cells: a killed run resumes to the uninterrupted
-    weights, loads with the decoder it trained, and an older run (no such field) keeps the conv decoder;
-    images it cannot draw are refused in one line, nothing written."""
+    """--image-decoder placed (posed) on colour images with empty cells: a killed run resumes to the
+    uninterrupted weights, loads with the decoder it trained, and an older run (no such field) keeps the conv
+    decoder; images it cannot draw are refused in one line, nothing written."""
     from jmvae.networks import PlacedDecoder
 
     write_folder(tmp_path / "d", n=48)
     cfg = TrainConfig(
-        data=str(tmp_path / "d"), hidden=16, epochs=3, batch_size=8, seed=2, image_decoder="placed"
+        data=str(tmp_path / "d"), hidden=16, epochs=3, batch_size=8, seed=2, image_decoder=decoder
     )
     train(cfg, tmp_path / "straight", progress=False, log=lambda *a: None)
     train_killed_at_step(cfg, tmp_path / "killed", 10)
@@ -735,24 +736,25 @@ def test_a_placed_decoder_run_resumes_exactly_and_loads_and_unfit_images_are_ref
     a, b = (torch.load(tmp_path / r / "model.pt", weights_only=True) for r in ("straight", "killed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(k.startswith("decoders.x.where") for k in a)
+    assert any(k.startswith("decoders.x.pose") for k in a) == (decoder == "posed")
     loaded, _, model = load_run(tmp_path / "killed")
-    assert loaded.image_decoder == "placed" and isinstance(model.decoders["x"], PlacedDecoder)
+    assert loaded.image_decoder == decoder and isinstance(model.decoders["x"], PlacedDecoder)
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
-    assert config["schema"]["images"]["x"]["decoder"] == "placed"
+    assert config["schema"]["images"]["x"]["decoder"] == decoder
     del config["train"]["image_decoder"]
     assert TrainConfig.from_json(config["train"]).image_decoder == "conv"
 
     write_folder(tmp_path / "odd", n=12, size=(36, 36))
     capsys.readouterr()
     for flags, says in [
-        (["--data", str(tmp_path / "odd")], "--image-decoder placed with image x of 36x36"),
+        (["--data", str(tmp_path / "odd")], f"--image-decoder {decoder} with image x of 36x36"),
         (
             ["--preset", "position-digit", "--mnist", "bundled"],
-            "--image-decoder placed with image x of 28x56",
+            f"--image-decoder {decoder} with image x of 28x56",
         ),
     ]:
         out = tmp_path / "refused"
-        assert main(["train", *flags, "--image-decoder", "placed", "--out", str(out)]) == 2
+        assert main(["train", *flags, "--image-decoder", decoder, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("jmvae: error:") and says in err and len(err.splitlines()) == 1, err
         assert not out.exists()

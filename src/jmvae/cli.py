@@ -523,10 +523,10 @@ def build_parser() -> Parser:
     t.add_argument(
         "--image-decoder",
         choices=IMAGE_DECODERS,
-        help="p(x|z)'s network: conv (default: the --image-network recipe's transposed convolutions) or "
+        help="p(x|z)'s network: conv (default: the --image-network recipe's transposed convolutions), "
         "placed (a glyph half the image's size laid at offsets every 4 pixels that z chooses, over a learnt "
         "background: for an object smaller than the image, such as MNIST-A's digit; images from 32x32 whose "
-        "sides divide by 8)",
+        "sides divide by 8) or posed (placed, the glyph also turned, scaled and shifted finer as z says)",
     )
     t.add_argument(
         "--image-size",

@@ -140,7 +140,9 @@ class TrainConfig:
     image_network: str = (
         "conv3"  # the image's encoders and decoder: mlp, conv2, conv3, conv4 (networks.conv_recipe)
     )
-    image_decoder: str = "conv"  # conv: the network's; placed: a glyph laid at learnt offsets (PlacedDecoder)
+    image_decoder: str = (
+        "conv"  # conv: the network's; placed, posed: a glyph laid at learnt offsets (PlacedDecoder)
+    )
     model: str = "jmvae"
     z_dim: int | None = None  # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
     hidden: int = 512

@@ -56,7 +56,7 @@ def shared_only(decoder: nn.Module) -> nn.Module:
 
 def decoder_ops(decoder: nn.Module, name: str) -> dict:
     """{"layers": ...} of a decoder; a PlacedDecoder's are its glyph's, with "placed": its offsets' MLP and
-    background and the placement's sizes."""
+    background, the placement's sizes and (posed) its pose's MLP."""
     if not isinstance(decoder, PlacedDecoder):
         return {"layers": decoder_layers(decoder, name)}
     return {
@@ -68,7 +68,8 @@ def decoder_ops(decoder: nn.Module, name: str) -> dict:
             "glyph": list(decoder.glyph_shape),
             "offsets": list(decoder.offsets),
             "stride": decoder.stride,
-        },
+        }
+        | ({"pose": decoder_layers(decoder.pose, name)} if decoder.pose is not None else {}),
     }
 
 

@@ -52,7 +52,7 @@ class Image:
     channels: int = 1
     likelihood: str = "bernoulli"
     network: str = "conv3"  # its encoders and decoder: mlp, conv2, conv3 or conv4 (networks.conv_recipe)
-    decoder: str = "conv"  # conv: the network's decoder; placed: networks.PlacedDecoder
+    decoder: str = "conv"  # conv: the network's decoder; placed, posed: networks.PlacedDecoder
 
     @property
     def size(self) -> int:

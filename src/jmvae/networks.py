@@ -391,13 +391,26 @@ def z_readers(net: nn.Module) -> list[nn.Linear]:
     return own() if callable(own) else [next(m for m in net.modules() if isinstance(m, nn.Linear))]
 
 
-IMAGE_DECODERS = ("conv", "placed")  # --image-decoder: the recipe's ConvDecoder, or PlacedDecoder
+# --image-decoder: the recipe's ConvDecoder; PlacedDecoder; PlacedDecoder whose glyph z turns, scales, shifts
+IMAGE_DECODERS = ("conv", "placed", "posed")
 
 
 def placed_fits(image: Image) -> bool:
-    """Whether PlacedDecoder can draw this image: its glyph (half of each side) must divide by 4."""
+    """Whether PlacedDecoder (placed, posed) draws this image: its glyph, half of each side, divides by 4."""
     h, w = image.shape
     return h >= 32 and w >= 32 and h % 8 == 0 and w % 8 == 0
+
+
+def posed(ink: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+    """Images (n, C, h, w) turned by pose[:, 0] radians and scaled by exp(pose[:, 1]) about their centre,
+    rigidly in pixels, then shifted by pose[:, 2:] halves of their width and height; outside them is 0."""
+    angle, log_scale, dx, dy = pose.unbind(-1)
+    (h, w), inv = ink.shape[-2:], (-log_scale).exp()
+    cos, sin = angle.cos() * inv, angle.sin() * inv
+    # where each output pixel reads its image, in [-1, 1] coordinates (so the aspect ratio enters the turn)
+    theta = torch.stack([cos, sin * h / w, -dx, -sin * w / h, cos, -dy], -1).reshape(-1, 2, 3)
+    grid = F.affine_grid(theta.to(ink.dtype), list(ink.shape), align_corners=False)
+    return F.grid_sample(ink, grid, align_corners=False)
 
 
 class PlacedDecoder(nn.Module):
@@ -405,10 +418,17 @@ class PlacedDecoder(nn.Module):
     stride-2 transposed convolutions, 64-32 channels), laid at offsets every `stride` pixels weighted by a
     softmax over them that z gives (the expected placement, in logits), over a learnt background logit. A
     shape is learnt once for every place (ConvDecoder's first Linear learns it per grid cell) and the glyph
-    is a quarter of the pixels. Not for images an object fills."""
+    is a quarter of the pixels. Not for images an object fills. `posed`: z also turns, scales and shifts the
+    glyph (finer than the offsets) before it is laid, a spatial transformer that starts as the identity."""
 
     def __init__(
-        self, z_dim: int, shape: tuple[int, int], hidden: int = 512, channels: int = 1, stride: int = 4
+        self,
+        z_dim: int,
+        shape: tuple[int, int],
+        hidden: int = 512,
+        channels: int = 1,
+        stride: int = 4,
+        posed: bool = False,
     ):
         super().__init__()
         self.shape, self.channels, self.stride = shape, channels, stride
@@ -420,19 +440,24 @@ class PlacedDecoder(nn.Module):
         )
         self.where = mlp([z_dim, max(hidden // 4, 1), self.offsets[0] * self.offsets[1]])
         self.background = nn.Parameter(torch.full((channels,), -4.0))
+        self.pose: MLP | None = None  # posed: angle, log scale and shift (x, y; a share of half the glyph)
+        if posed:
+            self.pose = mlp([z_dim, max(hidden // 4, 1), 4])
+            last = cast(nn.Linear, self.pose[-1])
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return run(self.pixels, z)
 
     def z_readers(self) -> list[nn.Linear]:
-        """The Linear layers that read z: the glyph's first and the offsets' first."""
-        return self.glyph.z_readers() + self.where.z_readers()
+        """The Linear layers that read z: the glyph's first, the offsets' first and the pose's first."""
+        return self.glyph.z_readers() + self.where.z_readers() + (self.pose.z_readers() if self.pose else [])
 
     def ink(self, z: torch.Tensor) -> torch.Tensor:
-        """The glyph over the background, in logits: (n, C, H/2, W/2) for z of (n, z_dim)."""
-        return (
-            self.glyph(z).reshape(len(z), self.channels, *self.glyph_shape) - self.background[:, None, None]
-        )
+        """The glyph over the background, in logits, posed: (n, C, H/2, W/2) for z of (n, z_dim)."""
+        ink = self.glyph(z).reshape(len(z), self.channels, *self.glyph_shape) - self.background[:, None, None]
+        return ink if self.pose is None else posed(ink, self.pose(z))
 
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])
@@ -464,8 +489,8 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
 
 def modality_decoder(m: Modality, z_dim: int, hidden: int = 512) -> nn.Module:
     """The default decoder p(m|z): logits of the modality."""
-    if isinstance(m, Image) and m.decoder == "placed":
-        return PlacedDecoder(z_dim, m.shape, hidden, m.channels)
+    if isinstance(m, Image) and m.decoder in ("placed", "posed"):
+        return PlacedDecoder(z_dim, m.shape, hidden, m.channels, posed=m.decoder == "posed")
     if isinstance(m, Image) and (recipe := conv_recipe(m)):
         return ConvDecoder(z_dim, m.shape, hidden, m.channels, CONV_WIDTHS[recipe][1])
     return decoder(z_dim, m.out_size, hidden)

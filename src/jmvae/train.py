@@ -91,12 +91,12 @@ def build(
         )
         for im in data.images
     ]
-    if unfit := [im for im in data.images if im.decoder == "placed" and not placed_fits(im)]:
+    if unfit := [im for im in data.images if im.decoder in ("placed", "posed") and not placed_fits(im)]:
         h, w = unfit[0].shape
         resize = "; --image-size resizes them" if cfg.data else ""
         raise UserError(
-            f"--image-decoder placed with image {unfit[0].name} of {h}x{w} (allowed: images from 32x32 whose "
-            f"sides divide by 8{resize})"
+            f"--image-decoder {unfit[0].decoder} with image {unfit[0].name} of {h}x{w} (allowed: images from "
+            f"32x32 whose sides divide by 8{resize})"
         )
     mlp = [im for im in data.images if conv_recipe(im) is None]
     if cfg.model_options().get("shared_trunk") and mlp:
@@ -149,7 +149,7 @@ def schema(data: AttributeDataset) -> dict:
                 "likelihood": im.likelihood,
                 # its encoders' and decoder's recipe (after any fallback)
                 "network": conv_recipe(im) or "mlp",
-                "decoder": im.decoder,  # placed: PlacedDecoder instead of the recipe's
+                "decoder": im.decoder,  # placed, posed: PlacedDecoder instead of the recipe's
             }
             for im in data.images
         },
@@ -176,7 +176,7 @@ def data_card(data: AttributeDataset) -> dict:
 def schema_text(data: AttributeDataset) -> str:
     lines = [
         f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {'grey' if im.channels == 1 else 'colour'}, "
-        f"{conv_recipe(im) or 'mlp'} networks{', placed decoder' if im.decoder == 'placed' else ''}"
+        f"{conv_recipe(im) or 'mlp'} networks{f', {im.decoder} decoder' if im.decoder != 'conv' else ''}"
         for im in data.images
     ]
     for a in data.attributes:
