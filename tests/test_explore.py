@@ -258,7 +258,10 @@ def test_colour_conv_decoder_and_a_continuous_attribute_run_in_the_page(tmp_path
     assert errors == [], errors
 
 
-@pytest.mark.parametrize("name, decoder", [("jmvae", "placed"), ("mmvaeplus", "placed"), ("jmvae", "posed")])
+@pytest.mark.parametrize(
+    "name, decoder",
+    [("jmvae", "placed"), ("mmvaeplus", "placed"), ("jmvae", "posed"), ("mmvaeplus", "posed")],
+)
 def test_a_placed_decoder_runs_in_the_page_as_in_pytorch(tmp_path, name, decoder):
     """--image-decoder placed: the glyph, its offsets' softmax and the placement in JavaScript agree with
     PyTorch on colour 32x48 images; MMVAE+'s at its private latent's prior mean (w = 0); posed: the glyph
@@ -281,8 +284,9 @@ def test_a_placed_decoder_runs_in_the_page_as_in_pytorch(tmp_path, name, decoder
         for p in model.decoders["x"].parameters():  # offsets' weights far from uniform, as after training,
             p.add_(torch.randn_like(p)).copy_(p.half().float())  # in the page's half precision
         if decoder == "posed":  # poses inside the glyph: turns of 0.76-0.86 rad, shifts up to 0.6 of it
-            model.decoders["x"].pose[-1].weight.mul_(0.03125)
-            model.decoders["x"].pose[-1].bias.copy_(torch.tensor([0.9, 0.3, 0.1, -0.2]).half().float())
+            head = getattr(model.decoders["x"], "net", model.decoders["x"]).pose[-1]  # MMVAE+'s: in .net
+            head.weight.mul_(0.03125)
+            head.bias.copy_(torch.tensor([0.9, 0.3, 0.1, -0.2]).half().float())
     page_path = write_explorer(model, data, tmp_path / "e.html", "placed")
     errors: list = []
     with open_page(page_path, errors=errors) as page:

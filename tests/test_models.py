@@ -659,8 +659,10 @@ def test_a_placed_glyph_lands_where_z_places_it_over_the_background(shape, chann
 def test_posed_turns_scales_and_shifts_a_glyph_rigidly_in_pixels():
     """networks.posed on a 32x48 glyph with one lit pixel (8.5 right of the centre, 0.5 above): a quarter turn
     carries it to 8.5 below (rigid: a turn in [-1, 1] coordinates would squeeze it to 5.7), a shift of
-    2/48 one pixel right, a doubled scale to a 2x2 patch (its mass times 4) twice as far out."""
-    from jmvae.networks import posed
+    2/48 one pixel right (turned with the glyph: one pixel down after a quarter turn), a doubled scale to a
+    2x2 patch (its mass times 4) twice as far out; under bfloat16 autocast it places as in float32 (a
+    bfloat16 grid moved a 16x24 glyph left as it was by up to 0.2), and an empty batch passes through."""
+    from jmvae.networks import low_precision, posed
 
     ink = torch.zeros(1, 1, 32, 48)
     ink[0, 0, 15, 32] = 1.0
@@ -672,8 +674,15 @@ def test_posed_turns_scales_and_shifts_a_glyph_rigidly_in_pixels():
     assert lit([math.pi / 2, 0.0, 0.0, 0.0]) == ([(24, 24)], pytest.approx(1.0, abs=1e-5))
     assert lit([0.0, 0.0, 2 / 48, 0.0]) == ([(15, 33)], pytest.approx(1.0, abs=1e-5))
     assert lit([0.0, 0.0, 0.0, 0.0]) == ([(15, 32)], pytest.approx(1.0, abs=1e-5))
+    assert lit([math.pi / 2, 0.0, 2 / 48, 0.0]) == ([(25, 24)], pytest.approx(1.0, abs=1e-5))
     patch, mass = lit([0.0, math.log(2.0), 0.0, 0.0], at=0.2)
     assert sorted(patch) == [(14, 40), (14, 41), (15, 40), (15, 41)] and mass == pytest.approx(4.0, abs=1e-4)
+    glyphs, still = torch.randn(2, 3, 16, 24), torch.zeros(2, 4)
+    with low_precision(torch.bfloat16):
+        low = posed(glyphs, still.bfloat16())
+    assert low.dtype == torch.float32 and torch.equal(low, posed(glyphs, still))
+    assert torch.allclose(low, glyphs, atol=1e-5)
+    assert posed(torch.zeros(0, 3, 16, 24), torch.zeros(0, 4)).shape == (0, 3, 16, 24)
 
 
 def test_a_posed_decoder_starts_as_the_placed_one_and_its_pose_is_read_from_z():

@@ -725,6 +725,7 @@ def test_a_placed_decoder_run_resumes_exactly_and_loads_and_unfit_images_are_ref
     uninterrupted weights, loads with the decoder it trained, and an older run (no such field) keeps the conv
     decoder; images it cannot draw are refused in one line, nothing written."""
     from jmvae.networks import PlacedDecoder
+    from jmvae.report import data_card_section
 
     write_folder(tmp_path / "d", n=48)
     cfg = TrainConfig(
@@ -741,6 +742,7 @@ def test_a_placed_decoder_run_resumes_exactly_and_loads_and_unfit_images_are_ref
     assert loaded.image_decoder == decoder and isinstance(model.decoders["x"], PlacedDecoder)
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert config["schema"]["images"]["x"]["decoder"] == decoder
+    assert f"conv3 networks, {decoder} decoder)" in data_card_section(config)  # the report names it
     del config["train"]["image_decoder"]
     assert TrainConfig.from_json(config["train"]).image_decoder == "conv"
 

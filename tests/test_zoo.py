@@ -327,16 +327,19 @@ def test_mmvaeplus_dreg_keeps_the_bound_and_the_decoder_gradient(fixed_noise):
     assert any(not torch.allclose(g1, g2) for n, g1, g2 in grads if n.startswith("encoders"))
 
 
-@pytest.mark.parametrize("kind", ["conv", "placed", "user"])
+@pytest.mark.parametrize("kind", ["conv", "placed", "posed", "user"])
 def test_mmvaeplus_decoder_at_w_zero_is_the_network_at_w_zero_for_every_decoder(kind):
     torch.manual_seed(0)
     net = {
         "conv": lambda: ConvDecoder(5, (32, 32), 16),
         "placed": lambda: PlacedDecoder(5, (32, 32), 16),
+        "posed": lambda: PlacedDecoder(5, (32, 32), 16, posed=True),
         "user": lambda: torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4)),
     }[kind]()
     decoder, z = PrivateDecoder(net, 2, 3), torch.randn(4, 2)
     with torch.no_grad():
+        if kind == "posed":  # its pose starts at zero, reading nothing
+            net.pose[-1].weight.normal_(0.0, 0.3)
         at_zero = net(torch.cat([z, torch.zeros(4, 3)], -1))
         assert torch.allclose(decoder.at_prior_mean()(z), at_zero, atol=1e-6)
         assert not torch.allclose(net(torch.cat([z, torch.ones(4, 3)], -1)), at_zero)  # w is read

@@ -402,15 +402,19 @@ def placed_fits(image: Image) -> bool:
 
 
 def posed(ink: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
-    """Images (n, C, h, w) turned by pose[:, 0] radians and scaled by exp(pose[:, 1]) about their centre,
-    rigidly in pixels, then shifted by pose[:, 2:] halves of their width and height; outside them is 0."""
-    angle, log_scale, dx, dy = pose.unbind(-1)
+    """Images (n, C, h, w) shifted by pose[:, 2:] halves of their width and height, then turned by pose[:, 0]
+    radians and scaled by exp(pose[:, 1]) about the centre, rigidly in pixels (so the shift turns and scales
+    too); outside them is 0. In float32 even under autocast: a bfloat16 grid would place to 1/8 pixel."""
+    if ink.numel() == 0:
+        return ink
+    angle, log_scale, dx, dy = pose.float().unbind(-1)
     (h, w), inv = ink.shape[-2:], (-log_scale).exp()
     cos, sin = angle.cos() * inv, angle.sin() * inv
     # where each output pixel reads its image, in [-1, 1] coordinates (so the aspect ratio enters the turn)
     theta = torch.stack([cos, sin * h / w, -dx, -sin * w / h, cos, -dy], -1).reshape(-1, 2, 3)
-    grid = F.affine_grid(theta.to(ink.dtype), list(ink.shape), align_corners=False)
-    return F.grid_sample(ink, grid, align_corners=False)
+    with torch.autocast(ink.device.type, enabled=False):
+        grid = F.affine_grid(theta, list(ink.shape), align_corners=False)
+        return F.grid_sample(ink.float(), grid, align_corners=False)
 
 
 class PlacedDecoder(nn.Module):

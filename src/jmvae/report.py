@@ -182,7 +182,8 @@ def data_card_section(config: dict) -> str:
             f"{im['height']}x{im['width']}, {'grey' if im['channels'] == 1 else 'colour'} "
             f"({html.escape(im['likelihood'])} likelihood"
             f"{', ' + html.escape(im['network']) + ' networks' if 'network' in im else ''}"
-            f"{', placed decoder' if im.get('decoder') == 'placed' else ''})"
+            f"{', ' + html.escape(im['decoder']) + ' decoder' if im.get('decoder', 'conv') != 'conv' else ''}"
+            ")"
             for name, im in images.items()
         )
         + ".</p>"
