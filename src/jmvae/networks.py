@@ -393,6 +393,7 @@ def z_readers(net: nn.Module) -> list[nn.Linear]:
 
 # --image-decoder: the recipe's ConvDecoder; PlacedDecoder; PlacedDecoder whose glyph z turns, scales, shifts
 IMAGE_DECODERS = ("conv", "placed", "posed")
+GLYPH_DECODERS = ("placed", "posed")  # the ones PlacedDecoder draws (placed_fits)
 
 
 def placed_fits(image: Image) -> bool:
@@ -493,7 +494,7 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
 
 def modality_decoder(m: Modality, z_dim: int, hidden: int = 512) -> nn.Module:
     """The default decoder p(m|z): logits of the modality."""
-    if isinstance(m, Image) and m.decoder in ("placed", "posed"):
+    if isinstance(m, Image) and m.decoder in GLYPH_DECODERS:
         return PlacedDecoder(z_dim, m.shape, hidden, m.channels, posed=m.decoder == "posed")
     if isinstance(m, Image) and (recipe := conv_recipe(m)):
         return ConvDecoder(z_dim, m.shape, hidden, m.channels, CONV_WIDTHS[recipe][1])

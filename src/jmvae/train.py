@@ -28,7 +28,7 @@ from .data.own import attribute_flag, save_dataset
 from .errors import UserError
 from .explore import EXPLORER
 from .models import MultimodalVAE, build_model
-from .networks import conv_recipe, low_precision, placed_fits
+from .networks import GLYPH_DECODERS, conv_recipe, low_precision, placed_fits
 from .runs import (
     FINISHED,
     LOCK,
@@ -91,7 +91,7 @@ def build(
         )
         for im in data.images
     ]
-    if unfit := [im for im in data.images if im.decoder in ("placed", "posed") and not placed_fits(im)]:
+    if unfit := [im for im in data.images if im.decoder in GLYPH_DECODERS and not placed_fits(im)]:
         h, w = unfit[0].shape
         resize = "; --image-size resizes them" if cfg.data else ""
         raise UserError(
