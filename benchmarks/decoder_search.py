@@ -123,13 +123,7 @@ class TurnedPlacedDecoder(networks.PlacedDecoder):
         return super().z_readers() + self.turn.z_readers()
 
     def ink(self, z: torch.Tensor) -> torch.Tensor:
-        ink = super().ink(z)
-        angle, log_scale = self.turn(z).unbind(-1)
-        cos, sin, inv = angle.cos(), angle.sin(), (-log_scale).exp()
-        zero = torch.zeros_like(cos)
-        theta = torch.stack([cos * inv, sin * inv, zero, -sin * inv, cos * inv, zero], -1).reshape(-1, 2, 3)
-        grid = F.affine_grid(theta.to(ink.dtype), list(ink.shape), align_corners=False)
-        return F.grid_sample(ink, grid, align_corners=False)
+        return networks.posed(super().ink(z), F.pad(self.turn(z), (0, 2)))  # no shift: dx = dy = 0
 
 
 # name: (--image-network, a replacement for conv3's decoder or None; "hint": HintDecoder); the conv3-shared
