@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from jmvae.config import TrainConfig
-from jmvae.data.attributes import seeded_subset
+from jmvae.data.attributes import AttributeDataset, seeded_subset
 from jmvae.errors import UserError
 from jmvae.evaluate import attribute_accuracy
 from jmvae.train import evaluate_loss, train
@@ -142,13 +142,16 @@ def test_a_default_length_run_resumes_to_its_own_length_when_the_default_changes
     planned with on --resume, though a later version's default is longer; their recorded configs (what
     `jmvae compare` groups runs by) tell the two lengths apart."""
     from jmvae.config import run_config
-    from jmvae.data.attributes import AttributeDataset
 
-    monkeypatch.setattr(AttributeDataset, "default_steps", lambda self, batch_size: 12)  # 2 epochs of 6
+    monkeypatch.setattr(
+        AttributeDataset, "default_steps", lambda self, batch_size, epochs=None: 12
+    )  # 2 epochs of 6
     cfg = TrainConfig(hidden=16, batch_size=256, seed=3)
     train(cfg, tmp_path / "straight", log=lambda *a: None)
     train_killed_at_step(cfg, tmp_path / "killed", 9)  # in the second epoch, after the first one's checkpoint
-    monkeypatch.setattr(AttributeDataset, "default_steps", lambda self, batch_size: 24)  # a later default
+    monkeypatch.setattr(
+        AttributeDataset, "default_steps", lambda self, batch_size, epochs=None: 24
+    )  # a later default
     train(TrainConfig(), tmp_path / "killed", resume=True, log=lambda *a: None)
     a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
@@ -183,7 +186,6 @@ def test_cosine_schedule_sets_each_steps_learning_rate(tmp_path, monkeypatch):
 
 
 def test_plan_keeps_the_steps_of_twenty_full_mnist_epochs_whatever_the_data_size():
-    from jmvae.data.attributes import AttributeDataset
     from jmvae.modalities import Image
 
     data = AttributeDataset(
@@ -237,6 +239,36 @@ def test_mnist_a_jmvae_shares_its_conv_trunk_unless_told_or_its_networks_are_the
     assert shared(preset="mnist-a", image_network="conv4") is True
     assert shared(preset="mnist-a", model="mvae") is None  # not an option of MVAE
     assert shared(data="folder") is False and shared() is False
+
+
+def test_mnist_a_jmvae_draws_with_the_posed_decoder_for_nine_passes_unless_told():
+    """The preset's JMVAE draws its conv image with the posed decoder and trains 9 passes (its step is 1.5x
+    the conv decoder's speed); a flag, another model, the MLP, --paper or a user's data keep conv and the
+    dataset's length, and a given length wins."""
+    decoder = lambda **kw: TrainConfig(**kw).resolved().image_decoder  # noqa: E731
+    assert decoder(preset="mnist-a") == "posed" and decoder(preset="mnist-a", image_decoder="conv") == "conv"
+    assert decoder(preset="mnist-a", model="telbo") == decoder(preset="mnist-a", paper=True) == "conv"
+    assert decoder(preset="mnist-a", image_network="mlp") == decoder(data="folder") == decoder() == "conv"
+    assert decoder(preset="mnist-a", model="mvae", image_decoder="placed") == "placed"
+    data = AttributeDataset("a", [], [], {}, {}, "", full_train_size=1280, default_epochs=6)
+    length = lambda **kw: TrainConfig(**kw).plan(
+        1280, data.default_steps(128, TrainConfig(**kw).default_epochs())
+    )  # noqa: E731
+    assert length(preset="mnist-a") == (10, 9, 90)
+    assert (
+        length(preset="mnist-a", image_decoder="conv")
+        == length(preset="mnist-a", model="telbo")
+        == (10, 6, 60)
+    )
+    assert length(preset="mnist-a", model="telbo", image_decoder="placed") == (10, 9, 90)
+    assert length(preset="mnist-a", epochs=2) == (10, 2, 20) and length(preset="mnist-a", steps=5) == (
+        10,
+        1,
+        5,
+    )
+    assert (
+        TrainConfig.from_json({"preset": "mnist-a"}).resolved().image_decoder == "conv"
+    )  # a run from before
 
 
 @pytest.mark.parametrize(

@@ -456,7 +456,7 @@ def cmd_data_export(args) -> None:
         f"wrote {data.n_train:,} training and {data.n_test:,} test images of {args.preset} ({data.source}) "
         f"to {out}\n"
         f"train on it as --preset {args.preset} trains: jmvae train --data {out} "
-        + " ".join(same_as_preset(args.preset, data.default_steps(cfg.batch_size)))
+        + " ".join(same_as_preset(args.preset, data.default_steps(cfg.batch_size, cfg.default_epochs())))
         + "".join(
             f" --attribute {shlex.quote(flag)}" for a in data.attributes if ":" in (flag := attribute_flag(a))
         )
@@ -469,7 +469,7 @@ def same_as_preset(preset: str, steps: int, model: str = "jmvae") -> list[str]:
     a = TrainConfig(preset=preset, model=model).resolved()
     b = TrainConfig(data="exported", model=model).resolved()
     flags = [f"--steps {steps}"]
-    for name in ("z_dim", "batch_size", "lr", *options(model)):
+    for name in ("z_dim", "image_decoder", "batch_size", "lr", *options(model)):
         v = getattr(a, name)
         if v == getattr(b, name):
             continue
@@ -523,7 +523,8 @@ def build_parser() -> Parser:
     t.add_argument(
         "--image-decoder",
         choices=IMAGE_DECODERS,
-        help="p(x|z)'s network: conv (default: the --image-network recipe's transposed convolutions), "
+        help="p(x|z)'s network: conv (default, but MNIST-A's JMVAE: posed; the --image-network recipe's "
+        "transposed convolutions), "
         "placed (a glyph half the image's size laid at offsets every 4 pixels that z chooses, over a learnt "
         "background: for an object smaller than the image, such as MNIST-A's digit; images from 32x32 whose "
         "sides divide by 8) or posed (placed, the glyph also turned, scaled and shifted finer as z says)",
@@ -642,7 +643,7 @@ def build_parser() -> Parser:
         "--epochs",
         type=int,
         help="epochs (default: the preset's length, as many steps as 20 passes over its "
-        "full-MNIST training split; mnist-a 4)",
+        "full-MNIST training split; mnist-a 6, and 9 with the placed or posed decoder)",
     )
     t.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
     t.add_argument(

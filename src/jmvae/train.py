@@ -61,6 +61,7 @@ def build(
     `run_dir`) and a freshly initialised model (seeded) for a config."""
     cfg.validate()
     cfg = cfg.resolved()
+    assert cfg.image_decoder is not None  # resolved() filled it in
     if dataset is not None:
         data = dataset
     else:
@@ -553,7 +554,9 @@ def _train(
     optimizer = make_optimizer(model, cfg.lr)
     train_split = training_split(data, cfg, device)
     n_train = data.n_train
-    per_epoch, epochs, total_steps = cfg.plan(n_train, data.default_steps(cfg.batch_size))
+    per_epoch, epochs, total_steps = cfg.plan(
+        n_train, data.default_steps(cfg.batch_size, cfg.default_epochs())
+    )
 
     history: list[dict] = []
     start_epoch = 0

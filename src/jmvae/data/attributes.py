@@ -87,14 +87,15 @@ class AttributeDataset:
             left += cols + 1
         return out if colour else out[..., 0]
 
-    def default_steps(self, batch_size: int) -> int:
-        """A run's length without --epochs or --steps: `default_epochs` epochs of the full-MNIST training
-        split, so the bundled subset trains as many steps as full MNIST (more passes over fewer digits)."""
+    def default_steps(self, batch_size: int, epochs: int | None = None) -> int:
+        """A run's length without --epochs or --steps: `epochs` (else `default_epochs`) epochs of the
+        full-MNIST training split, so the bundled subset trains as many steps as full MNIST (more passes over
+        fewer digits)."""
         if not self.default_epochs:  # a user's data: its length scales with its size (own.default_steps)
             from .own import default_steps
 
             return default_steps(self.n_train, batch_size)
-        return self.default_epochs * ((self.full_train_size or self.n_train) // batch_size)
+        return (epochs or self.default_epochs) * ((self.full_train_size or self.n_train) // batch_size)
 
     def attribute(self, name: str) -> Attribute:
         for a in self.attributes:
@@ -216,8 +217,8 @@ MNIST_A_IMAGES = (
     140_000  # about this many renders from any MNIST: 2 per full-MNIST digit (the paper: 10), 28 per
 )
 # bundled digit
-MNIST_A_EPOCHS = 6  # a default run's length: 5,574 steps of batch 128; with the preset's shared image trunk
-# no longer on 2 cores than the former four passes without it (docs/results-mnist-a.md)
+MNIST_A_EPOCHS = 6  # a default run's length with conv images: 5,574 steps of batch 128; with the shared image
+# trunk no longer on 2 cores than the former four passes without it (a glyph decoder's: config.GLYPH_EPOCHS)
 MNIST_A_SEED = 0  # one rendering and split for every run seed: seeds and models compare on the same test set
 
 
