@@ -7,8 +7,8 @@
 Load: writes --images random-shape colour PNGs and a metadata.csv to a temporary folder (not timed), then
 times `jmvae.data.attributes.load_dataset(data=...)` cold (decoding every file into the cache) and warm (the
 cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16; with its
-conv weights in the former contiguous layout; with --shared-trunk, also with --image-decoder placed), of
-JMVAE with the conv4 image networks and of MVAE on colour data of each size, beside a plain float32
+conv weights in the former contiguous layout; with --shared-trunk, also with --image-decoder placed and
+posed), of JMVAE with the conv4 image networks and of MVAE on colour data of each size, beside a plain float32
 single-image VAE step on conv3's networks (the reference: what one image's ELBO costs), alternated in one
 process. Prints the CPU model and threads first.
 """
@@ -30,7 +30,7 @@ from PIL import Image
 from jmvae.config import TrainConfig
 from jmvae.data import own
 from jmvae.data.attributes import load_dataset
-from jmvae.networks import ConvDecoder, ConvTrunk, GaussianEncoder
+from jmvae.networks import GLYPH_DECODERS, ConvDecoder, ConvTrunk, GaussianEncoder
 from jmvae.posteriors import kl, standard_normal
 from jmvae.train import build, make_optimizer, train_steps, training_split
 
@@ -120,7 +120,9 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     contenders += [("jmvae", "float32", default, "")] if auto != "float32" else []
     contenders += [("jmvae", "auto", default, "contiguous")]  # the conv weights' layout before channels-last
     contenders += [("jmvae", "auto", default, "shared-trunk")]  # --shared-trunk
-    contenders += [("jmvae", "auto", default, "shared-trunk, placed")]  # and --image-decoder placed
+    contenders += [
+        ("jmvae", "auto", default, f"shared-trunk, {d}") for d in GLYPH_DECODERS
+    ]  # --image-decoder
     for model, precision, network, extra in contenders:
         cfg = TrainConfig(
             model=model,
@@ -128,7 +130,7 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
             precision=precision,
             image_network=network,
             shared_trunk=True if "shared-trunk" in extra else None,
-            image_decoder="placed" if "placed" in extra else "conv",
+            image_decoder=next((d for d in GLYPH_DECODERS if extra.endswith(d)), "conv"),
         ).resolved()  # own data's defaults
         _, m = build(cfg, quiet=True, dataset=data)
         if extra == "contiguous":
