@@ -165,7 +165,7 @@ def test_a_default_length_run_resumes_to_its_own_length_when_the_default_changes
 
 
 @pytest.mark.slow
-def test_cosine_schedule_sets_each_steps_learning_rate(tmp_path, monkeypatch):
+def test_cosine_and_anneal_schedules_set_each_steps_learning_rate(tmp_path, monkeypatch):
     seen, real_step = [], torch.optim.Adam.step
 
     def recording_step(self, *a, **k):
@@ -180,6 +180,13 @@ def test_cosine_schedule_sets_each_steps_learning_rate(tmp_path, monkeypatch):
     )
     assert seen == pytest.approx([1e-3 * (1 + math.cos(math.pi * i / 10)) for i in range(10)])
     assert seen[0] == 2e-3 and 0 < seen[-1] < 1e-4  # 10 steps over two epochs of 6: the epochs continue it
+    seen.clear()
+    train(
+        TrainConfig(steps=10, hidden=16, batch_size=256, lr=2e-3, lr_schedule="anneal"),
+        tmp_path / "a",
+        log=lambda *a: None,
+    )
+    assert seen == pytest.approx([2e-3] * 9 + [1e-3])  # constant, then its last fifth (2 steps) on a cosine
     seen.clear()
     train(TrainConfig(steps=3, hidden=16, batch_size=256, lr=2e-3), tmp_path / "c", log=lambda *a: None)
     assert seen == [2e-3] * 3

@@ -629,7 +629,8 @@ def build_parser() -> Parser:
     t.add_argument(
         "--lr-schedule",
         metavar="SCHEDULE",
-        help=f"constant, or cosine (from --lr down to 0 over the run's steps); default {d.lr_schedule}",
+        help="constant; cosine (from --lr down to 0 over the run's steps); anneal (constant, then a cosine "
+        f"down to 0 over the last fifth of the steps); default {d.lr_schedule}",
     )
     t.add_argument(
         "--precision",

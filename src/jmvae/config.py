@@ -96,7 +96,8 @@ LATER_FIELDS = {
     "precision": "float32",
 }  # other settings added since, at what runs did
 COMPILE_MODES = ("none", "default", "reduce-overhead")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "anneal")
+ANNEAL_SHARE = 0.2  # anneal: the last fifth of the steps falls to 0
 PRECISIONS = ("auto", "float32", "bfloat16")
 WARMUP_MODELS = ("jmvae", "telbo", "mvtcae")  # the objectives whose KL terms kl_weight scales
 MODEL_OPTIONS = tuple(
@@ -180,7 +181,7 @@ class TrainConfig:
         None  # None: the preset's (PRESET_TRAINING), --paper's or TRAINING_DEFAULTS; set on creation
     )
     lr: float | None = None
-    lr_schedule: str = "constant"  # constant, or cosine: from lr down to 0 over the run's steps
+    lr_schedule: str = "constant"  # constant; cosine: from lr to 0 over the run; anneal: over its last fifth
     seed: int = 0
     epochs: int | None = None  # None and steps None: as many steps as 20 epochs of full MNIST
     steps: int | None = None
@@ -432,6 +433,9 @@ class TrainConfig:
         assert self.lr is not None  # set on creation (__post_init__)
         if self.lr_schedule == "cosine":
             return self.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        if self.lr_schedule == "anneal":  # constant while the shapes are learnt, then a cosine to 0
+            start = total_steps * (1 - ANNEAL_SHARE)
+            return self.lr * 0.5 * (1 + math.cos(math.pi * max(0.0, step - start) / (total_steps - start)))
         return self.lr
 
     def model_options(self) -> dict:
