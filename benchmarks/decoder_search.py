@@ -126,6 +126,17 @@ class TurnedPlacedDecoder(networks.PlacedDecoder):
         return networks.posed(super().ink(z), F.pad(self.turn(z), (0, 2)))  # no shift: dx = dy = 0
 
 
+def posed_glyph(widths: tuple[int, ...]):
+    """--image-decoder posed whose glyph's transposed convolutions have other widths (the default: 64, 32)."""
+
+    def make(z_dim, shape, hidden=512, channels=1):
+        dec = networks.PlacedDecoder(z_dim, shape, hidden, channels, posed=True)
+        dec.glyph = networks.ConvDecoder(z_dim, dec.glyph_shape, hidden, channels, widths)
+        return dec
+
+    return make
+
+
 # name: (--image-network, a replacement for conv3's decoder or None; "hint": HintDecoder); the conv3-shared
 # variants read the image through one trunk for q(z|x,y) and q(z|x) (--shared-trunk)
 VARIANTS = {
@@ -145,6 +156,7 @@ VARIANTS = {
     "conv3-shared-placed8": ("conv3", functools.partial(networks.PlacedDecoder, stride=8)),
     "conv3-shared-turned": ("conv3", TurnedPlacedDecoder),  # placed, the glyph turned and scaled first
     "conv3-shared-posed": ("conv3", functools.partial(networks.PlacedDecoder, posed=True)),  # and shifted
+    "conv3-shared-posed-wide": ("conv3", posed_glyph((128, 64))),  # twice the glyph's channels
 }
 
 
