@@ -12,11 +12,12 @@ test images, then the share of images generated from every combination of values
 the range), beside the run's own metrics.json, and the ratio to the reader's accuracy on real images, and
 the classes' mean. 200 images per query (--n). Any run reads: MNIST-A's too.
 
-An MNIST-A run can instead be read by a reader that never saw an MNIST digit (--reader-digits optdigits):
-trained on MNIST-A renders of scikit-learn's handwritten digits (UCI optdigits, other writers than NIST's,
-8x8 upsampled to MNIST's 20x20 box with a random stroke width, width and slant), so it reads real MNIST-A
-test renders across sources, as the issue's unseen classifier did (`pip install scikit-learn`). It reads their
-digit at only 0.30 (docs/results-mnist-a.md): upsampled 8x8 digits are too coarse to learn MNIST's from.
+An MNIST-A run can instead be read by a reader that never saw an MNIST digit: trained on MNIST-A renders of
+digits drawn from fonts (--reader-digits fonts --fonts DIR..., benchmarks/font_digits.py: every font file
+there that draws ten digits, each digit warped as handwriting is), so it reads real MNIST-A test renders
+across sources, as the issue's unseen classifier did. --reader-digits optdigits trains it on scikit-learn's
+8x8 handwritten digits instead, which are too coarse: it reads real renders' digit at only 0.30
+(docs/results-mnist-a.md).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from font_digits import find_fonts, font_digits
 from PIL import Image as PILImage
 from torch import nn
 
@@ -130,13 +132,19 @@ def optdigits(copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return out, np.repeat(found.target, copies)
 
 
-def optdigits_data(data, copies: int = 24, seed: int = 7):
-    """An MNIST-A run's data with its training split replaced by MNIST-A renders of optdigits."""
+def unseen_data(data, source: str, fonts: list[str], copies: int = 24, seed: int = 7):
+    """An MNIST-A run's data with its training split replaced by MNIST-A renders of digits none of MNIST's
+    writers made: scikit-learn's optdigits, or digits drawn from the font files under `fonts`."""
     if data.name != "mnist-a":
         raise SystemExit(
-            f"own_data_quality: error: --reader-digits optdigits reads MNIST-A runs, not {data.name}"
+            f"own_data_quality: error: --reader-digits {source} reads MNIST-A runs, not {data.name}"
         )
-    digits, labels = optdigits(copies, seed)
+    if source == "fonts":
+        if not fonts:
+            raise SystemExit("own_data_quality: error: --reader-digits fonts needs --fonts DIR (font files)")
+        digits, labels = font_digits(fonts, max(1, copies * 1797 // (10 * len(find_fonts(fonts)))), seed)
+    else:
+        digits, labels = optdigits(copies, seed)
     rendered = mnist_a.generate(digits, labels, renders=1, seed=seed)
     train = {"x": torch.from_numpy(rendered.images.reshape(len(digits), -1))}
     train |= {name: torch.from_numpy(v).long() for name, v in rendered.labels.items()}
@@ -166,10 +174,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3000, help="the reader's training steps (default 3000)")
     p.add_argument(
         "--reader-digits",
-        choices=("run", "optdigits"),
+        choices=("run", "optdigits", "fonts"),
         default="run",
         help="what the reader learns from: the run's training images (default), or, for MNIST-A, renders of "
-        "scikit-learn's handwritten digits, none of them MNIST's",
+        "scikit-learn's handwritten digits or of digits drawn from fonts (--fonts), none of them MNIST's",
+    )
+    p.add_argument(
+        "--fonts", nargs="+", default=[], help="folders of .ttf/.otf files, for --reader-digits fonts"
     )
     args = p.parse_args()
     cpu = next(
@@ -181,14 +192,13 @@ def main() -> None:
     for run in args.runs:
         cfg, data, model = load_run(run)
         key = json.loads((Path(run) / "config.json").read_text())["data_fingerprint"]
-        if args.reader_digits == "optdigits":
-            key = "optdigits"  # one reader for every MNIST-A run
+        unseen = args.reader_digits != "run"
+        if unseen:
+            key = args.reader_digits  # one reader for every MNIST-A run
         if key not in readers:
-            learn = optdigits_data(data) if args.reader_digits == "optdigits" else data
+            learn = unseen_data(data, args.reader_digits, args.fonts) if unseen else data
             with torch.enable_grad():
-                readers[key] = train_reader(
-                    learn, args.steps, 4321 if args.reader_digits == "optdigits" else 1234
-                )
+                readers[key] = train_reader(learn, args.steps, 4321 if unseen else 1234)
         reader = readers[key]
         real = read(reader, data, to_batch(data.test, slice(None)))
         base = {}
