@@ -33,7 +33,7 @@ def glyph(font: ImageFont.FreeTypeFont, digit: int) -> np.ndarray:
 
 def find_fonts(folders: list[str | Path]) -> list[Path]:
     """Font files under `folders` (one per file name) whose ten digits are all inked, distinct, and taller
-    than wide on the whole (symbol, dingbat and fallback fonts fail this)."""
+    than wide on the whole (symbol, dingbat and fallback fonts fail this). None is an error."""
     found, names = [], set()
     for path in sorted(
         p for d in folders for p in Path(d).rglob("*") if p.suffix.lower() in (".ttf", ".otf")
@@ -54,6 +54,8 @@ def find_fonts(folders: list[str | Path]) -> list[Path]:
         if distinct > 0.05 and np.mean([s.shape[0] / s.shape[1] for s in shapes]) > 1.0:
             found.append(path)
             names.add(path.stem.lower())
+    if not found:
+        raise SystemExit(f"font_digits: error: no font under {', '.join(map(str, folders))} draws ten digits")
     return found
 
 
@@ -98,12 +100,9 @@ def warp(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(ndimage.shift(box, (14 - cy, 14 - cx), order=1), 0, 255).astype(np.uint8)
 
 
-def font_digits(folders: list[str | Path], copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`copies` warped renders of every digit of every usable font under `folders`: (N, 28, 28) uint8 and
-    their labels."""
-    fonts = find_fonts(folders)
-    if not fonts:
-        raise SystemExit(f"font_digits: error: no font under {', '.join(map(str, folders))} draws ten digits")
+def font_digits(fonts: list[Path], copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`copies` warped renders of every digit of every font in `fonts` (from find_fonts): (N, 28, 28) uint8
+    and their labels."""
     rng = np.random.default_rng(seed)
     images, labels = [], []
     for path in fonts:

@@ -26,13 +26,13 @@ import argparse
 import dataclasses
 import itertools
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from font_digits import find_fonts, font_digits
+from own_data import cpu_model
 from PIL import Image as PILImage
 from torch import nn
 
@@ -142,7 +142,8 @@ def unseen_data(data, source: str, fonts: list[str], copies: int = 24, seed: int
     if source == "fonts":
         if not fonts:
             raise SystemExit("own_data_quality: error: --reader-digits fonts needs --fonts DIR (font files)")
-        digits, labels = font_digits(fonts, max(1, copies * 1797 // (10 * len(find_fonts(fonts)))), seed)
+        found = find_fonts(fonts)
+        digits, labels = font_digits(found, max(1, copies * 1797 // (10 * len(found))), seed)
     else:
         digits, labels = optdigits(copies, seed)
     rendered = mnist_a.generate(digits, labels, renders=1, seed=seed)
@@ -183,11 +184,7 @@ def main() -> None:
         "--fonts", nargs="+", default=[], help="folders of .ttf/.otf files, for --reader-digits fonts"
     )
     args = p.parse_args()
-    cpu = next(
-        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-        platform.processor(),
-    )
-    print(f"CPU: {cpu}; {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_model()}; {torch.get_num_threads()} threads")
     readers = {}
     for run in args.runs:
         cfg, data, model = load_run(run)

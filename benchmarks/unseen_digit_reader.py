@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from font_digits import font_digits  # noqa: E402
+from font_digits import find_fonts, font_digits  # noqa: E402
+from own_data import cpu_model  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from torch import nn  # noqa: E402
@@ -66,7 +66,7 @@ def network() -> nn.Module:
 def train(fonts: list[str], copies: int, steps: int, seed: int) -> nn.Module:
     """The reader, learnt from MNIST-A renders of font digits, blurred at random (generated images are
     means)."""
-    digits, labels = font_digits(fonts, copies, seed)
+    digits, labels = font_digits(find_fonts(fonts), copies, seed)
     rendered = mnist_a.generate(digits, labels, renders=1, seed=seed)
     x = torch.from_numpy(np.stack([normalize(c / 255) for c in rendered.images.astype(np.float32)]))[:, None]
     y = torch.from_numpy(rendered.labels["digit"]).long()
@@ -126,11 +126,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2500, help="the reader's training steps (default 2500)")
     p.add_argument("--figures", type=Path, help="a folder for each run's misread images")
     args = p.parse_args()
-    cpu = next(
-        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
-        platform.processor(),
-    )
-    print(f"CPU: {cpu}; {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_model()}; {torch.get_num_threads()} threads")
     with torch.enable_grad():
         net = train(args.fonts, args.copies, args.steps, seed=4321)
     print(f"{'run':32s} {'real test':>9s} {'generated':>9s} {'ratio':>6s}   generated, each digit 0-9")

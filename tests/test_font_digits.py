@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import pytest
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -20,12 +21,14 @@ def test_only_fonts_that_draw_ten_distinct_digits_are_used(tmp_path):
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy" / "DejaVuSans.ttf").write_bytes((MPL_FONTS / "DejaVuSans.ttf").read_bytes())
     assert sorted(p.name for p in find_fonts([tmp_path])) == ["DejaVuSans.ttf", "DejaVuSerif-Bold.ttf"]
+    with pytest.raises(SystemExit, match="no font under .*copy.* draws ten digits"):
+        find_fonts([tmp_path / "copy" / "none"])
 
 
 def test_digits_are_written_as_mnist_writes_them(tmp_path):
     for name in ("DejaVuSans.ttf", "DejaVuSerif-Italic.ttf"):
         (tmp_path / name).write_bytes((MPL_FONTS / name).read_bytes())
-    images, labels = font_digits([tmp_path], copies=3, seed=0)
+    images, labels = font_digits(find_fonts([tmp_path]), copies=3, seed=0)
     assert images.shape == (60, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels).tolist() == [6] * 10
     for x in images:
@@ -34,5 +37,5 @@ def test_digits_are_written_as_mnist_writes_them(tmp_path):
         cy, cx = ndimage.center_of_mass(x.astype(float))
         assert abs(cy - 14) < 1 and abs(cx - 14) < 1
         assert 0.04 < (x > 127).mean() < 0.4  # strokes, not a blob and not a hairline
-    again, _ = font_digits([tmp_path], copies=3, seed=0)
+    again, _ = font_digits(find_fonts([tmp_path]), copies=3, seed=0)
     assert np.array_equal(images, again)
