@@ -439,13 +439,13 @@ if sys.argv[1] == "on":
 torch.set_num_threads(1)
 torch.manual_seed(0)
 decoder, z = ConvDecoder(10, (64, 64), 64), torch.randn(1024, 10)
+faults = []
 with torch.no_grad():
-    decoder(z)
-    decoder(z)                                     # the heap may still grow on the second pass (seen on CI)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
+    for _ in range(8):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         decoder(z)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(*faults)
 """
 
 
@@ -456,11 +456,15 @@ def test_decoding_again_reuses_the_memory_a_decode_freed():
     import subprocess
 
     faults = {
-        mode: int(
-            subprocess.run(
+        mode: [
+            int(n)
+            for n in subprocess.run(
                 [sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True, check=True
-            ).stdout
-        )
+            ).stdout.split()
+        ]
         for mode in ("off", "on")
     }
-    assert faults["off"] > 100_000 and faults["on"] < faults["off"] / 20, faults
+    # the heap grows over the first passes, for how many depends on the host's kernels (3 on one CI host):
+    # the last three passes of eight are the steady state an evaluation's hundreds of passes run in
+    per_pass = sorted(faults["off"])[4]
+    assert per_pass > 100_000 and max(faults["on"][-3:]) < per_pass / 20, faults
