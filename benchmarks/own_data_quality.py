@@ -36,6 +36,7 @@ from own_data import cpu_model
 from PIL import Image as PILImage
 from torch import nn
 
+from jmvae.classifier import blur
 from jmvae.data import mnist_a
 from jmvae.data.attributes import to_batch
 from jmvae.modalities import Continuous
@@ -80,15 +81,7 @@ def train_reader(data, steps: int = 3000, seed: int = 1234) -> Reader:
         sigma = float(torch.rand(1, generator=g)) * 1.6  # generated images are means: blurred
         for m in data.images:
             if sigma > 0.3:
-                r = 3
-                t = torch.arange(-r, r + 1, dtype=torch.float32)
-                k = torch.exp(-(t**2) / (2 * sigma**2))
-                k = k / k.sum()
-                img = b[m.name].reshape(-1, 1, *m.shape)
-                img = F.conv2d(
-                    F.conv2d(img, k.view(1, 1, 1, -1), padding=(0, r)), k.view(1, 1, -1, 1), padding=(r, 0)
-                )
-                b[m.name] = img.reshape(b[m.name].shape)
+                b[m.name] = blur(b[m.name], m.shape, sigma, radius=3)
         out = reader(b)
         loss = 0
         for a in data.attributes:

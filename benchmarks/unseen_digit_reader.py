@@ -30,6 +30,7 @@ from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from torch import nn  # noqa: E402
 
+from jmvae.classifier import blur  # noqa: E402
 from jmvae.data import mnist_a  # noqa: E402
 from jmvae.train import load_run  # noqa: E402
 
@@ -74,16 +75,11 @@ def train(fonts: list[str], copies: int, steps: int, seed: int) -> nn.Module:
     net = network()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
-    t = torch.arange(-3, 4.0)
     for _ in range(steps):
         i = torch.randint(len(x), (128,), generator=g)
         b, sigma = x[i], float(torch.rand(1, generator=g)) * 1.2
         if sigma > 0.3:
-            k = torch.exp(-(t**2) / (2 * sigma**2))
-            k = k / k.sum()
-            b = F.conv2d(
-                F.conv2d(b, k.view(1, 1, 1, -1), padding=(0, 3)), k.view(1, 1, -1, 1), padding=(3, 0)
-            )
+            b = blur(b.flatten(1), (28, 28), sigma, radius=3).view(b.shape)
             b = b / b.amax((2, 3), keepdim=True).clamp_min(1e-6)
         loss = F.cross_entropy(net(b), y[i])
         opt.zero_grad()

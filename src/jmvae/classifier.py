@@ -214,11 +214,14 @@ VERSION = 2  # part of the cache key: a classifier trained another way is anothe
 BLURS = (0.0, 0.7, 1.1, 1.5)  # Gaussian blur std in pixels; a batch is split evenly among them
 
 
-def blur(x: torch.Tensor, shape: tuple[int, int], sigma: float, channels: int = 1) -> torch.Tensor:
-    """Flattened images (B, C*H*W) blurred by a separable Gaussian of std `sigma` pixels (zero padding)."""
+def blur(
+    x: torch.Tensor, shape: tuple[int, int], sigma: float, channels: int = 1, radius: int | None = None
+) -> torch.Tensor:
+    """Flattened images (B, C*H*W) blurred by a separable Gaussian of std `sigma` pixels (zero padding), cut
+    at `radius` pixels (None: 3 sigma)."""
     if sigma <= 0:
         return x
-    r = max(1, round(3 * sigma))
+    r = radius or max(1, round(3 * sigma))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
