@@ -10,6 +10,7 @@ project's MNIST-A classifier on --n test examples:
     JMVAE_OFFLINE=1 python benchmarks/decoder_search.py --variants conv3 conv4 --seconds 480 --threads 1
     python benchmarks/decoder_search.py --variants conv3 --steps 7425 --set 'lr_schedule="cosine"' \
         --read-at 3725     # a learning curve on the way; --read-at: multiples of 25; on CUDA where present
+    python benchmarks/decoder_search.py --run RUN...   # the same read-back of trained MNIST-A runs
 
 Run two at once with --threads 1 each on 2 cores; compare variants from runs that shared the machine alike.
 """
@@ -36,7 +37,14 @@ from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
 from jmvae.figures import save_image_grid  # noqa: E402
-from jmvae.train import build, flush_subnormals, make_optimizer, train_steps, training_split  # noqa: E402
+from jmvae.train import (  # noqa: E402
+    build,
+    flush_subnormals,
+    load_run,
+    make_optimizer,
+    train_steps,
+    training_split,
+)
 
 
 class Residual(nn.Module):
@@ -290,6 +298,7 @@ def main() -> None:
         "--read-at", type=int, nargs="*", default=[], help="with --steps, also read back after these steps"
     )
     p.add_argument("--kl-weight", type=float, default=1.0, help="every KL term's weight in training (beta)")
+    p.add_argument("--run", type=Path, nargs="+", help="read back these trained runs instead of training")
     p.add_argument("--out", type=Path, help="append one JSON line per variant")
     p.add_argument(
         "--figures", type=Path, help="save each variant's real, recon and gen images under DIR/VARIANT"
@@ -307,7 +316,14 @@ def main() -> None:
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
 
-    for v in args.variants:
+    for run_dir in args.run or []:
+        _, data, model = load_run(run_dir)
+        clf, real = classifier_for(data)
+        names = [a.name for a in data.attributes]
+        figures = args.figures / run_dir.name if args.figures else None
+        quality = read_back(model, clf, data.test, names, data.images[0].name, args.n, figures)
+        emit({"run": str(run_dir), "classifier_real": real} | quality)
+    for v in [] if args.run else args.variants:
         figures = args.figures / v if args.figures else None
         run = (v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps, figures)
         emit(run_variant(*run, tuple(args.read_at), emit))
