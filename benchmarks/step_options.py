@@ -3,9 +3,10 @@
 Each variant is a jmvae model built as `jmvae train` builds it (same data, batch size, precision) with some
 options changed; they train on the same batches through the trainer's own hot loop (train.train_steps), in
 blocks of --steps steps, alternating the variants' order every round, and the medians over --rounds blocks
-are printed with every block. The machine drifts by more than most differences between neighbouring
-minutes, hence the interleaving. The option `memory_format` (channels_last, the networks' own since
-2026-12-04, or contiguous) is not a TrainConfig field: it puts the variant's conv weights in that layout.
+are printed with every block, and samples/s (a variant may set another `batch_size`). The machine drifts by
+more than most differences between neighbouring minutes, hence the interleaving. The option `memory_format`
+(channels_last, the networks' own since 2026-12-04, or contiguous) is not a TrainConfig field: it puts the
+variant's conv weights in that layout.
 
     JMVAE_OFFLINE=1 python benchmarks/step_options.py                                   # the gamma terms
     JMVAE_OFFLINE=1 python benchmarks/step_options.py no-prior:prior_recon=0 draws64:recon_draws=64
@@ -96,7 +97,7 @@ def main() -> None:
         if layout:
             model.to(memory_format=LAYOUTS[layout])
         split = training_split(data, c, torch.device("cpu"))
-        runs[name] = (model, make_optimizer(model, c.lr), split, c.resolved().precision_dtype())
+        runs[name] = (model, make_optimizer(model, c.lr), split, c.resolved().precision_dtype(), c.batch_size)
         options |= {"memory_format": layout} if layout else {}
     n = data.n_train
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
@@ -107,10 +108,10 @@ def main() -> None:
     )
 
     def block(name: str, steps: int, at: int) -> float:
-        model, optimizer, split, precision = runs[name]
-        rows = order[(at * cfg.batch_size) % (n - steps * cfg.batch_size) :][: steps * cfg.batch_size]
+        model, optimizer, split, precision, batch = runs[name]  # a variant may change the batch size
+        rows = order[(at * batch) % (n - steps * batch) :][: steps * batch]
         t = time.perf_counter()
-        train_steps(model, optimizer, split, rows, cfg.batch_size, steps, precision=precision)
+        train_steps(model, optimizer, split, rows, batch, steps, precision=precision)
         return (time.perf_counter() - t) / steps * 1000
 
     for name in runs:  # warm-up
@@ -119,12 +120,19 @@ def main() -> None:
     for r in range(args.rounds):
         for name in list(runs) if r % 2 == 0 else list(runs)[::-1]:
             times[name].append(block(name, args.steps, r * args.steps))
-    base = statistics.median(times["default"])
-    print(f"{'variant':10s} {'ms/step':>8s} {'vs default':>10s}   options; per block")
+
+    def rate(name: str) -> float:  # samples/s: steps of another batch size take other times
+        return runs[name][4] * 1000 / statistics.median(times[name])
+
+    print(
+        f"{'variant':10s} {'ms/step':>8s} {'samples/s':>9s} {'vs default':>10s}   options; ms/step by block"
+    )
     for name, t in times.items():
-        med = statistics.median(t)
         spec = ",".join(f"{k}={v}" for k, v in variants[name].items()) or "-"
-        print(f"{name:10s} {med:8.1f} {base / med:9.2f}x   {spec}; {' '.join(f'{x:.0f}' for x in t)}")
+        print(
+            f"{name:10s} {statistics.median(t):8.1f} {rate(name):9.0f} {rate(name) / rate('default'):9.2f}x"
+            f"   {spec}; {' '.join(f'{x:.0f}' for x in t)}"
+        )
 
 
 if __name__ == "__main__":
