@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the pixyz reference, the FLOP count and the matmul ceiling.
+"""Shared pieces of the benchmarks: the pixyz reference, the FLOP count, the matmul ceiling and the one-line
+error for bad input.
 
 The pixyz reference is written the way pixyz's own JMVAE example (examples/jmvae.ipynb) writes it: one
 `Normal`/`Bernoulli`/`Categorical` subclass per network (fc1, fc2, then fc31/fc32 for loc/scale),
@@ -10,11 +11,22 @@ are the founding experiment's, layer for layer the same as jmvae's (jmvae's 512 
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+from typing import NoReturn
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def bad_input(message: str) -> NoReturn:
+    """`<script>: error: <message>` on stderr and exit status 2, as jmvae's CLI does (the message names the
+    bad value and what is allowed)."""
+    print(f"{Path(sys.argv[0]).stem}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
 
 X_DIM, Z_DIM, HIDDEN = 28 * 56, 2, 512
 ATTRIBUTES = {"position": 2, "digit": 2}  # name -> number of classes, in jmvae's modality order

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from common import bad_input
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
@@ -55,7 +56,7 @@ def find_fonts(folders: list[str | Path]) -> list[Path]:
             found.append(path)
             names.add(path.stem.lower())
     if not found:
-        raise SystemExit(f"font_digits: error: no font under {', '.join(map(str, folders))} draws ten digits")
+        bad_input(f"no font under {', '.join(map(str, folders))} draws ten digits")
     return found
 
 

@@ -20,17 +20,19 @@ import json
 import statistics
 from pathlib import Path
 
+from common import bad_input
+
 ATTRIBUTES = ["digit", "scale", "orientation", "location"]
 
 
 def read_run(run: Path) -> dict:
     """The numbers of one finished run, and the settings that decide which row it joins."""
     if not (run / "metrics.json").exists():
-        raise SystemExit(f"{run}: no metrics.json (allowed: finished `jmvae train` runs)")
+        bad_input(f"{run}: no metrics.json (allowed: finished `jmvae train` runs)")
     metrics, config = (json.loads((run / name).read_text()) for name in ("metrics.json", "config.json"))
     train = config["train"]
     if train["preset"] != "mnist-a":
-        raise SystemExit(f"{run}: preset {train['preset']} (allowed: mnist-a)")
+        bad_input(f"{run}: preset {train['preset']} (allowed: mnist-a)")
     completed = metrics.get("completed", {})
     temperature = next(iter(completed), None)
     return {

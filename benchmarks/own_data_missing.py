@@ -10,6 +10,7 @@ import argparse
 import time
 
 import torch
+from common import bad_input
 from own_data import cpu_model  # benchmarks/ is on the path when run as a script
 
 from jmvae.config import TrainConfig
@@ -31,7 +32,7 @@ def main() -> None:
     optimizer = make_optimizer(model, cfg.lr or 1e-3)
     split = training_split(data, cfg, torch.device("cpu"))
     if "observed" not in split:
-        raise SystemExit(f"{args.data} has no empty cell: nothing to compare")
+        bad_input(f"{args.data} has no empty cell (allowed: a dataset with empty cells, to compare)")
     print(f"examples missing an attribute: {float((~split['observed'].all(-1)).float().mean()):.1%}")
     rows_only = JMVAE.image_elbo
     contenders = {

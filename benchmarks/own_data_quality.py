@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import bad_input
 from font_digits import find_fonts, font_digits
 from own_data import cpu_model
 from PIL import Image as PILImage
@@ -129,12 +130,10 @@ def unseen_data(data, source: str, fonts: list[str], copies: int = 24, seed: int
     """An MNIST-A run's data with its training split replaced by MNIST-A renders of digits none of MNIST's
     writers made: scikit-learn's optdigits, or digits drawn from the font files under `fonts`."""
     if data.name != "mnist-a":
-        raise SystemExit(
-            f"own_data_quality: error: --reader-digits {source} reads MNIST-A runs, not {data.name}"
-        )
+        bad_input(f"--reader-digits {source} reads MNIST-A runs, not {data.name}")
     if source == "fonts":
         if not fonts:
-            raise SystemExit("own_data_quality: error: --reader-digits fonts needs --fonts DIR (font files)")
+            bad_input("--reader-digits fonts needs --fonts DIR (font files)")
         found = find_fonts(fonts)
         digits, labels = font_digits(found, max(1, copies * 1797 // (10 * len(found))), seed)
     else:

@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
+from common import bad_input  # noqa: E402
 from train_speed import machine  # noqa: E402
 
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
@@ -54,12 +55,12 @@ def parse_variant(text: str) -> tuple[str, dict]:
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
         if key == "memory_format" and value not in LAYOUTS:
-            raise SystemExit(f"variant {text}: memory_format={value} (allowed: {', '.join(LAYOUTS)})")
+            bad_input(f"variant {text}: memory_format={value} (allowed: {', '.join(LAYOUTS)})")
         if key not in types:
-            raise SystemExit(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
+            bad_input(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
         kind = str(types[key])  # annotations are strings here: "int | None", ...
         if "bool" in kind and value not in ("true", "false"):
-            raise SystemExit(f"variant {text}: {key}={value} (allowed: true, false)")
+            bad_input(f"variant {text}: {key}={value} (allowed: true, false)")
         options[key] = (
             value == "true"
             if "bool" in kind

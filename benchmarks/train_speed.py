@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from common import (  # noqa: E402
     MatmulReplay,
     ParameterTraffic,
+    bad_input,
     copy_weights,
     flops_per_sample,
     pixyz_batch,
@@ -69,7 +70,7 @@ def machine() -> str:
 def batch_indices(n: int, batch: int, steps: int, seed: int) -> list[torch.Tensor]:
     """Row indices of `steps` batches, as the trainer draws them: a randperm per epoch, full batches only."""
     if n // batch == 0:
-        raise SystemExit(f"--batch {batch} (allowed: at most the {n} training examples)")
+        bad_input(f"--batch {batch} (allowed: at most the {n} training examples)")
     g = torch.Generator().manual_seed(seed)
     out: list[torch.Tensor] = []
     while len(out) < steps:

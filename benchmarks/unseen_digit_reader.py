@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import bad_input  # noqa: E402
 from font_digits import find_fonts, font_digits  # noqa: E402
 from own_data import cpu_model  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -129,7 +130,7 @@ def main() -> None:
     for run in args.runs:
         cfg, data, model = load_run(run)
         if data.name != "mnist-a":
-            raise SystemExit(f"unseen_digit_reader: error: reads MNIST-A runs, not {data.name}")
+            bad_input(f"reads MNIST-A runs, not {data.name}")
         side = data.images[0].shape[-1]
         real, _ = read(net, data.test["x"].reshape(-1, side, side).numpy())
         real_share = float((real == data.test["digit"].numpy()).mean())

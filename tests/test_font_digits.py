@@ -1,5 +1,6 @@
 """benchmarks/font_digits.py: the unseen reader's digits are drawn as MNIST draws its own."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -14,15 +15,17 @@ from font_digits import find_fonts, font_digits  # noqa: E402
 MPL_FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 
-def test_only_fonts_that_draw_ten_distinct_digits_are_used(tmp_path):
+def test_only_fonts_that_draw_ten_distinct_digits_are_used(tmp_path, capsys):
     for name in ("DejaVuSans.ttf", "DejaVuSerif-Bold.ttf", "cmex10.ttf", "STIXSizOneSymReg.ttf"):
         (tmp_path / name).write_bytes((MPL_FONTS / name).read_bytes())
     (tmp_path / "broken.ttf").write_bytes(b"not a font")
     (tmp_path / "copy").mkdir()
     (tmp_path / "copy" / "DejaVuSans.ttf").write_bytes((MPL_FONTS / "DejaVuSans.ttf").read_bytes())
     assert sorted(p.name for p in find_fonts([tmp_path])) == ["DejaVuSans.ttf", "DejaVuSerif-Bold.ttf"]
-    with pytest.raises(SystemExit, match="no font under .*copy.* draws ten digits"):
+    with pytest.raises(SystemExit) as stop:
         find_fonts([tmp_path / "copy" / "none"])
+    assert stop.value.code == 2
+    assert re.fullmatch(r"\S+: error: no font under .*copy.* draws ten digits\n", capsys.readouterr().err)
 
 
 def test_digits_are_written_as_mnist_writes_them(tmp_path):
