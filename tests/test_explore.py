@@ -84,7 +84,11 @@ def test_page_in_a_real_browser(run2):
         page.mouse.down()
         page.mouse.move(*end, steps=8)
         page.mouse.up()
-        page.wait_for_timeout(100)
+        # the image is redrawn on the next animation frame: wait for it (a fixed wait may miss it, busy host)
+        changed = (
+            "b => Array.from(window.jmvaeExplorer.current().image).some((v, i) => Math.abs(v - b[i]) > 0.05)"
+        )
+        page.wait_for_function(changed, arg=before, timeout=10_000)
         z = page.evaluate("() => window.jmvaeExplorer.getZ()")
         assert abs(z[0] - 2) < 0.05 and abs(z[1] - 1.5) < 0.05, z
         after = page.evaluate("() => window.jmvaeExplorer.current().image")
@@ -92,8 +96,7 @@ def test_page_in_a_real_browser(run2):
         # the keyboard moves z too
         page.focus("#plane")
         page.keyboard.press("ArrowLeft")
-        page.wait_for_timeout(50)
-        assert page.evaluate("() => window.jmvaeExplorer.getZ()")[0] < z[0]
+        page.wait_for_function("x => window.jmvaeExplorer.getZ()[0] < x", arg=z[0], timeout=10_000)
         # choosing digit=2 (position back to any) draws q(z | digit=2): its centre is that posterior's mean
         page.select_option("#query select[name=position]", label="any")
         page.select_option("#query select[name=digit]", label="2")

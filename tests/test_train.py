@@ -431,7 +431,10 @@ def test_compiled_training_step_trains_like_the_eager_one(tmp_path):
 
 
 FAULTS_SCRIPT = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
+# 4 KiB pages, as counted below: where transparent huge pages are on for every mapping a fresh 128 MiB
+# block faults in 2 MiB pages, a few hundred faults (PR_SET_THP_DISABLE = 41)
+assert ctypes.CDLL(None, use_errno=True).prctl(41, 1, 0, 0, 0) == 0
 from jmvae.networks import ConvDecoder
 from jmvae.train import reuse_freed_memory
 if sys.argv[1] == "on":
@@ -466,9 +469,9 @@ def test_decoding_again_reuses_the_memory_a_decode_freed():
         )
         largest, *faults[mode] = (int(n) for n in out.stdout.split())
     # without the thresholds every pass faults at least its largest activation (128 MiB) in afresh: 98,308 to
-    # 111,000 pages a pass on the hosts seen. The heap may grow over the first passes, how long depends on the
-    # host's kernels (one CI host still faulted 32,768 pages over passes 3-5): the median of the last three of
-    # eight is the steady state an evaluation's hundreds of passes run in
+    # 111,000 pages a pass on the hosts seen (the median of the eight). With them the heap may grow over the
+    # first passes, how long depends on the host's kernels (one CI host still faulted 32,768 pages over passes
+    # 3-5): the median of the last three is the steady state an evaluation's hundreds of passes run in
     per_pass = sorted(faults["off"])[4]
     assert per_pass * resource.getpagesize() >= largest, (largest, faults)
     assert sorted(faults["on"][-3:])[1] < per_pass / 20, faults
