@@ -5,12 +5,15 @@ Adam 1e-3, the preset's precision) for --seconds of training steps from the same
 project's MNIST-A classifier on --n test examples:
 - recon: the image decoded (mean of p(x|z)) from one draw of q(z|x,y), which knows the label: the digit read
   back, and all four attributes;
-- gen: from one draw of q(z|y) at T = 1 with all four attributes given (the papers' sampler, no completion).
+- gen: from one draw of q(z|y) at T = 1 with all four attributes given (the papers' sampler, no completion);
+- recon-mean: as recon, from q(z|x,y)'s mean; for a decoder that places a glyph, how far its placement spreads
+  (`--placement-temperature T` reads the images with its softmax sharpened, 0 for the one likeliest offset).
 
     JMVAE_OFFLINE=1 python benchmarks/decoder_search.py --variants conv3 conv4 --seconds 480 --threads 1
     python benchmarks/decoder_search.py --variants conv3 --steps 7425 --set 'lr_schedule="cosine"' \
         --read-at 3725     # a learning curve on the way; --read-at: multiples of 25; on CUDA where present
     python benchmarks/decoder_search.py --run RUN...   # the same read-back of trained MNIST-A runs
+    python benchmarks/decoder_search.py --run RUN --placement-temperature 0.5
 
 Run two at once with --threads 1 each on 2 cores; compare variants from runs that shared the machine alike.
 """
@@ -18,10 +21,12 @@ Run two at once with --threads 1 each on 2 cores; compare variants from runs tha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -29,6 +34,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from common import bad_input  # noqa: E402
 from own_data import cpu_model  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -37,6 +43,7 @@ from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
 from jmvae.figures import save_image_grid  # noqa: E402
+from jmvae.modalities import Image  # noqa: E402
 from jmvae.train import (  # noqa: E402
     build,
     flush_subnormals,
@@ -134,6 +141,86 @@ class TurnedPlacedDecoder(networks.PlacedDecoder):
         return networks.posed(super().ink(z), F.pad(self.turn(z), (0, 2)))  # no shift: dx = dy = 0
 
 
+class HardPlacedDecoder(networks.PlacedDecoder):
+    """--image-decoder posed laying its glyph at one offset, the softmax's most likely, in the forward pass,
+    with the softmax's gradient (straight through): the trained default spreads its glyph over ~15 offsets
+    (the softmax's perplexity), a blur the glyph need not learn."""
+
+    def __init__(self, z_dim, shape, hidden=512, channels=1):
+        super().__init__(z_dim, shape, hidden, channels, posed=True)
+
+    def placement(self, z: torch.Tensor) -> torch.Tensor:
+        soft = super().placement(z)
+        hard = F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+        return hard + soft - soft.detach()
+
+
+class MixturePlacedDecoder(networks.PlacedDecoder):
+    """--image-decoder posed whose p(x|z) is a mixture over the offsets, sum_k w_k p(x | the glyph laid at k),
+    not one Bernoulli of the weighted placements: a spread placement no longer blurs the image for free (the
+    trained default's softmax spreads the glyph over ~15 offsets), and the glyph learns from the offsets that
+    explain the image (the responsibilities). Outputs, packed per row: the offsets' logits, the posed ink
+    (glyph logits over the background) and the background logit; MixtureImage reads them."""
+
+    def __init__(self, z_dim, shape, hidden=512, channels=1):
+        super().__init__(z_dim, shape, hidden, channels, posed=True)
+
+    def pixels(self, z: torch.Tensor) -> torch.Tensor:
+        lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])
+        parts = [self.where(z), self.ink(z).flatten(1), self.background.expand(len(z), -1)]
+        out = torch.cat([p.float() for p in parts], -1)
+        return out.reshape(*lead, out.shape[-1])
+
+
+@dataclass(frozen=True)
+class MixtureImage(Image):
+    """The image modality of MixturePlacedDecoder's packed outputs: the mixture's log-likelihood and mean."""
+
+    glyph_shape: tuple[int, int] = (32, 32)
+    offsets: tuple[int, int] = (9, 9)
+    stride: int = 4
+
+    def unpack(self, out: torch.Tensor):
+        k, c = self.offsets[0] * self.offsets[1], self.channels
+        n = out.reshape(-1, out.shape[-1]).shape[0]
+        flat = out.reshape(n, -1).float()
+        ink = flat[:, k : k + c * self.glyph_shape[0] * self.glyph_shape[1]].reshape(
+            n * c, 1, *self.glyph_shape
+        )
+        return n, flat[:, :k], ink, flat[:, -c:]
+
+    def log_likelihood(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log sum_k w_k prod_d Bernoulli(x_d | the canvas with the glyph at offset k): the background's terms
+        on every pixel, plus each offset's window term, whose x-dependent part is one correlation of x with
+        the ink per example."""
+        n, where, ink, bg = self.unpack(out)
+        c, (h, w) = self.channels, self.shape
+        x = x.float().expand(*out.shape[:-1], x.shape[-1]).reshape(n, c, h, w)
+        base = (x.sum((-2, -1)) * bg - h * w * F.softplus(bg)).sum(-1)
+        glyph = (
+            F.softplus(ink + bg.reshape(n * c, 1, 1, 1)) - F.softplus(bg).reshape(n * c, 1, 1, 1)
+        ).reshape(n, -1)
+        with torch.autocast(x.device.type, enabled=False):
+            corr = F.conv2d(x.reshape(1, n * c, h, w), ink, stride=self.stride, groups=n * c)
+        corr = corr.reshape(n, c, -1).sum(1)
+        mix = torch.logsumexp(torch.log_softmax(where, -1) + corr, -1)
+        return (base - glyph.sum(-1) + mix).reshape(out.shape[:-1])
+
+    def point(self, out: torch.Tensor) -> torch.Tensor:
+        """The mixture's mean: sum_k w_k (the canvas with the glyph at k), in [0, 1]."""
+        n, where, ink, bg = self.unpack(out)
+        c, (h, w) = self.channels, self.shape
+        b = bg.reshape(n * c, 1, 1, 1)
+        lift = (ink + b).sigmoid() - b.sigmoid()
+        weights = torch.softmax(where, -1).reshape(n, 1, *self.offsets).expand(n, c, *self.offsets)
+        with torch.autocast(out.device.type, enabled=False):
+            canvas = F.conv_transpose2d(
+                weights.reshape(1, n * c, *self.offsets), lift, stride=self.stride, groups=n * c
+            )
+        x = canvas.reshape(n, c, h, w) + bg.sigmoid()[:, :, None, None]
+        return x.reshape(*out.shape[:-1], c * h * w)
+
+
 def posed_glyph(widths: tuple[int, ...]):
     """--image-decoder posed whose glyph's transposed convolutions have other widths (the default: 64, 32)."""
 
@@ -165,7 +252,29 @@ VARIANTS = {
     "conv3-shared-turned": ("conv3", TurnedPlacedDecoder),  # placed, the glyph turned and scaled first
     "conv3-shared-posed": ("conv3", functools.partial(networks.PlacedDecoder, posed=True)),  # and shifted
     "conv3-shared-posed-wide": ("conv3", posed_glyph((128, 64))),  # twice the glyph's channels
+    "conv3-shared-posed-hard": ("conv3", HardPlacedDecoder),  # laid at one offset (straight through)
+    "conv3-shared-posed-mixture": ("conv3", MixturePlacedDecoder),  # p(x|z) a mixture over the offsets
 }
+
+
+@contextlib.contextmanager
+def sharpened(decoder: nn.Module, temperature: float | None):
+    """A placed decoder whose offsets' softmax is taken at `temperature` (0: the likeliest offset alone)."""
+    if temperature is None or not isinstance(decoder, networks.PlacedDecoder):
+        yield
+        return
+
+    def placement(z: torch.Tensor) -> torch.Tensor:
+        logits = decoder.where(z).float()
+        if temperature == 0:
+            return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        return torch.softmax(logits / temperature, -1)
+
+    decoder.placement = placement
+    try:
+        yield
+    finally:
+        del decoder.placement
 
 
 @torch.no_grad()
@@ -179,8 +288,10 @@ def read_back(
     figures: Path | None = None,
 ) -> dict:
     """Each attribute's and all four's accuracy, and the digit's for each digit, of images decoded from
-    q(z|x,y) and from q(z|y) at T = 1; with `figures`, the first 32 test images, their reconstructions and
-    generations saved there as PNG grids to look at."""
+    q(z|x,y) and from q(z|y) at T = 1, and from q(z|x,y)'s mean (recon-mean); for a decoder that places a
+    glyph, how far its placement spreads on the reconstructions (the largest offset weight and the softmax's
+    perplexity, medians); with `figures`, the first 32 test images, their reconstructions and generations
+    saved there as PNG grids to look at."""
     model.eval()
     torch.manual_seed(1)
     batch = to_batch(test, slice(0, n))
@@ -188,15 +299,25 @@ def read_back(
     shown = {"real": batch[image][:32]}
     out = {}
     device = next(model.parameters()).device
-    for tag, given in (("recon", batch), ("gen", {a: batch[a] for a in names})):
-        z = model.posterior({k: v.to(device) for k, v in given.items()}).rsample()
+    decoder = model.decoders[image]
+    for tag, given in (("recon", batch), ("gen", {a: batch[a] for a in names}), ("recon-mean", batch)):
+        q = model.posterior({k: v.to(device) for k, v in given.items()})
+        z = q.mean if tag == "recon-mean" else q.rsample()  # the draws first: the same as before this row
+        if tag == "recon" and isinstance(decoder, networks.PlacedDecoder):
+            w = torch.cat([decoder.placement(c).float() for c in z.split(512)])
+            perplexity = (-(w * w.clamp_min(1e-30).log()).sum(-1)).exp()
+            out["placement"] = {
+                "top weight": float(w.amax(-1).median()),
+                "perplexity": float(perplexity.median()),
+            }
         x = torch.cat([modality.point(model.logits(c, [image])[image]).cpu() for c in z.split(512)])
         read = clf.predict({image: x})
         hits = torch.stack([read[a] == batch[a] for a in names]).float()
         out[tag] = {a: round(float(h.mean()), 4) for a, h in zip(names, hits)} | {"all": float(hits.mean())}
         digit = hits[names.index("digit")]  # where the digit fails: its accuracy for each true digit
         out[tag]["digit by class"] = [round(float(digit[batch["digit"] == d].mean()), 3) for d in range(10)]
-        shown[tag] = x[:32]
+        if tag != "recon-mean":
+            shown[tag] = x[:32]
     if figures is not None:
         for tag, x in shown.items():
             save_image_grid(modality.pixels(x.float()).numpy(), figures / f"{tag}.png", tag)
@@ -235,6 +356,13 @@ def run_variant(
         )
     elif callable(decoder):  # drawn after the rest: the other networks start as conv3's do
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
+        if decoder is MixturePlacedDecoder:  # its packed outputs are read by their own modality
+            dec = model.decoders[image.name]
+            image = MixtureImage(
+                **asdict(image), glyph_shape=dec.glyph_shape, offsets=dec.offsets, stride=dec.stride
+            )
+            model.modalities[image.name] = image
+            model.images[0] = image
     clf, real = classifier_for(data)
     device = cfg.resolved_device()  # CUDA where present: model and training split live there
     model.to(device)
@@ -306,7 +434,16 @@ def main() -> None:
     p.add_argument(
         "--figures", type=Path, help="save each variant's real, recon and gen images under DIR/VARIANT"
     )
+    p.add_argument(
+        "--placement-temperature",
+        type=float,
+        help="with --run: read a placed decoder's images with its offsets' softmax at this temperature",
+    )
     args = p.parse_args()
+    if args.placement_temperature is not None and (args.placement_temperature < 0 or not args.run):
+        bad_input(
+            f"--placement-temperature {args.placement_temperature} (allowed: a number >= 0, with --run)"
+        )
     torch.set_num_threads(args.threads)
     flush_subnormals()
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
@@ -324,8 +461,14 @@ def main() -> None:
         clf, real = classifier_for(data)
         names = [a.name for a in data.attributes]
         figures = args.figures / run_dir.name if args.figures else None
-        quality = read_back(model, clf, data.test, names, data.images[0].name, args.n, figures)
-        emit({"run": str(run_dir), "classifier_real": real} | quality)
+        with sharpened(model.decoders[data.images[0].name], args.placement_temperature):
+            quality = read_back(model, clf, data.test, names, data.images[0].name, args.n, figures)
+        t = (
+            {"placement_temperature": args.placement_temperature}
+            if args.placement_temperature is not None
+            else {}
+        )
+        emit({"run": str(run_dir), "classifier_real": real} | t | quality)
     for v in [] if args.run else args.variants:
         figures = args.figures / v if args.figures else None
         run = (v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps, figures)

@@ -464,13 +464,17 @@ class PlacedDecoder(nn.Module):
         ink = self.glyph(z).reshape(len(z), self.channels, *self.glyph_shape) - self.background[:, None, None]
         return ink if self.pose is None else posed(ink, self.pose(z))
 
+    def placement(self, z: torch.Tensor) -> torch.Tensor:
+        """Each offset's weight in the image, (n, offsets): a softmax that z gives."""
+        return torch.softmax(self.where(z), -1)
+
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])
         n, c, bg = len(z), self.channels, self.background[:, None, None]
         if n == 0:  # conv_transpose2d takes no zero groups; a batch of no rows has a width too
             return z.new_zeros(*lead, c * self.shape[0] * self.shape[1])
         glyph = self.ink(z).reshape(n * c, 1, *self.glyph_shape)
-        where = torch.softmax(self.where(z), -1).reshape(n, 1, *self.offsets).expand(n, c, *self.offsets)
+        where = self.placement(z).reshape(n, 1, *self.offsets).expand(n, c, *self.offsets)
         # each example's offset weights convolved with its own glyph (one group each): the weighted placements
         canvas = F.conv_transpose2d(
             where.reshape(1, n * c, *self.offsets), glyph, stride=self.stride, groups=n * c
