@@ -221,6 +221,21 @@ class MixtureImage(Image):
         return x.reshape(*out.shape[:-1], c * h * w)
 
 
+class SharpPlacedDecoder(networks.PlacedDecoder):
+    """--image-decoder posed whose offsets' logits are `gain` times the network's (its last layer starting at
+    0, a uniform placement): the softmax can sharpen `gain` times as fast under Adam, whose steps do not
+    scale with the gradient, where the default narrows slowly (about 15 offsets at nine passes, 11 at 18)."""
+
+    def __init__(self, z_dim, shape, hidden=512, channels=1, gain: float = 4.0):
+        super().__init__(z_dim, shape, hidden, channels, posed=True)
+        self.gain = gain
+        nn.init.zeros_(self.where[-1].weight)
+        nn.init.zeros_(self.where[-1].bias)
+
+    def placement(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.gain * self.where(z), -1)
+
+
 def posed_glyph(widths: tuple[int, ...]):
     """--image-decoder posed whose glyph's transposed convolutions have other widths (the default: 64, 32)."""
 
@@ -254,6 +269,7 @@ VARIANTS = {
     "conv3-shared-posed-wide": ("conv3", posed_glyph((128, 64))),  # twice the glyph's channels
     "conv3-shared-posed-hard": ("conv3", HardPlacedDecoder),  # laid at one offset (straight through)
     "conv3-shared-posed-mixture": ("conv3", MixturePlacedDecoder),  # p(x|z) a mixture over the offsets
+    "conv3-shared-posed-sharp4": ("conv3", SharpPlacedDecoder),  # the offsets' logits 4x, starting uniform
 }
 
 
@@ -265,7 +281,7 @@ def sharpened(decoder: nn.Module, temperature: float | None):
         return
 
     def placement(z: torch.Tensor) -> torch.Tensor:
-        logits = decoder.where(z).float()
+        logits = getattr(decoder, "gain", 1.0) * decoder.where(z).float()
         if temperature == 0:
             return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
         return torch.softmax(logits / temperature, -1)
