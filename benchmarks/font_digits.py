@@ -89,16 +89,22 @@ def warp(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if len(rows) == 0:
         return np.zeros((28, 28), np.uint8)
     x = x[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    box = mnist_box((np.clip(x, 0, 1) * 255).astype(np.uint8), Image.Resampling.LANCZOS)
+    return np.clip(box, 0, 255).astype(np.uint8)
+
+
+def mnist_box(x: np.ndarray, resample: Image.Resampling) -> np.ndarray:
+    """A digit cut out to its ink, (H, W) uint8 or float32, boxed as MNIST boxes one: its longest side resized
+    to 20 pixels, laid in a 28x28 box and shifted so that its centre of mass is the box's centre (unclipped;
+    float32 in, float32 out)."""
     f = 20 / max(x.shape)
-    shape = (max(1, round(x.shape[1] * f)), max(1, round(x.shape[0] * f)))
-    small = np.asarray(
-        Image.fromarray((np.clip(x, 0, 1) * 255).astype(np.uint8)).resize(shape, Image.LANCZOS)
-    )
-    box = np.zeros((28, 28))
+    size = (max(1, round(x.shape[1] * f)), max(1, round(x.shape[0] * f)))
+    small = np.asarray(Image.fromarray(x).resize(size, resample))  # uint8: Pillow's L mode, float32: F
+    box = np.zeros((28, 28), np.float32 if small.dtype == np.float32 else np.float64)
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
     box[top : top + small.shape[0], left : left + small.shape[1]] = small
     cy, cx = ndimage.center_of_mass(box)
-    return np.clip(ndimage.shift(box, (14 - cy, 14 - cx), order=1), 0, 255).astype(np.uint8)
+    return ndimage.shift(box, (14 - cy, 14 - cx), order=1)
 
 
 def font_digits(fonts: list[Path], copies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

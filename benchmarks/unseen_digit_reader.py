@@ -25,10 +25,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from common import bad_input  # noqa: E402
-from font_digits import find_fonts, font_digits  # noqa: E402
+from font_digits import find_fonts, font_digits, mnist_box  # noqa: E402
 from own_data import cpu_model  # noqa: E402
 from PIL import Image  # noqa: E402
-from scipy import ndimage  # noqa: E402
 from torch import nn  # noqa: E402
 
 from jmvae.classifier import blur  # noqa: E402
@@ -39,19 +38,12 @@ from jmvae.train import load_run  # noqa: E402
 def normalize(canvas: np.ndarray) -> np.ndarray:
     """A canvas (H, W) in [0, 1] as MNIST writes a digit: the ink (above a quarter of the brightest pixel)
     cut out, brightest at 1, longest side 20, centred by its mass in 28x28. Blank stays blank."""
-    out = np.zeros((28, 28), np.float32)
     top = canvas.max()
     if top <= 0.05:
-        return out
+        return np.zeros((28, 28), np.float32)
     rows, cols = np.nonzero(canvas > 0.25 * top)
     x = (canvas[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] / top).astype(np.float32)
-    f = 20 / max(x.shape)
-    size = (max(1, round(x.shape[1] * f)), max(1, round(x.shape[0] * f)))
-    small = np.asarray(Image.fromarray(x, mode="F").resize(size, Image.Resampling.BILINEAR))
-    r, c = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
-    out[r : r + small.shape[0], c : c + small.shape[1]] = small
-    cy, cx = ndimage.center_of_mass(out)
-    return np.clip(ndimage.shift(out, (14 - cy, 14 - cx), order=1), 0, 1).astype(np.float32)
+    return np.clip(mnist_box(x, Image.Resampling.BILINEAR), 0, 1).astype(np.float32)
 
 
 def network() -> nn.Module:
