@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import functools
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -456,7 +457,8 @@ def main() -> None:
         help="with --run: read a placed decoder's images with its offsets' softmax at this temperature",
     )
     args = p.parse_args()
-    if args.placement_temperature is not None and (args.placement_temperature < 0 or not args.run):
+    t = args.placement_temperature
+    if t is not None and (not math.isfinite(t) or t < 0 or not args.run):
         bad_input(
             f"--placement-temperature {args.placement_temperature} (allowed: a number >= 0, with --run)"
         )
