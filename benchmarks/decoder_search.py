@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -43,8 +44,10 @@ from jmvae import networks  # noqa: E402
 from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
+from jmvae.errors import UserError  # noqa: E402
 from jmvae.figures import save_image_grid  # noqa: E402
 from jmvae.modalities import Image  # noqa: E402
+from jmvae.models import base  # noqa: E402
 from jmvae.train import (  # noqa: E402
     build,
     flush_subnormals,
@@ -207,6 +210,9 @@ class MixtureImage(Image):
         mix = torch.logsumexp(torch.log_softmax(where, -1) + corr, -1)
         return (base - glyph.sum(-1) + mix).reshape(out.shape[:-1])
 
+    def log_likelihood_pairs(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("MixtureImage: the preset's objective only (no prior or image terms)")
+
     def point(self, out: torch.Tensor) -> torch.Tensor:
         """The mixture's mean: sum_k w_k (the canvas with the glyph at k), in [0, 1]."""
         n, where, ink, bg = self.unpack(out)
@@ -272,6 +278,25 @@ VARIANTS = {
     "conv3-shared-posed-mixture": ("conv3", MixturePlacedDecoder),  # p(x|z) a mixture over the offsets
     "conv3-shared-posed-sharp4": ("conv3", SharpPlacedDecoder),  # the offsets' logits 4x, starting uniform
 }
+INSTALLABLE = ("conv3-shared-posed-hard", "conv3-shared-posed-sharp4")  # --decoder: posed, laid otherwise
+
+
+def install(variant: str) -> None:
+    """Every model built from now on in this process (by `jmvae train`, `load_run`, ...) draws its images with
+    `variant`'s decoder: how a variant is trained and evaluated at full length, and read back after."""
+    network, decoder = VARIANTS[variant]
+    if not (isinstance(decoder, type) and issubclass(decoder, networks.PlacedDecoder)) or decoder in (
+        MixturePlacedDecoder,
+    ):
+        bad_input(f"--decoder {variant} (allowed: {', '.join(INSTALLABLE)})")
+    plain = base.modality_decoder
+
+    def modality_decoder(m, z_dim: int, hidden: int = 512) -> nn.Module:
+        if isinstance(m, Image) and m.decoder in networks.GLYPH_DECODERS:
+            return decoder(z_dim, m.shape, hidden, m.channels)
+        return plain(m, z_dim, hidden)
+
+    base.modality_decoder = modality_decoder
 
 
 @contextlib.contextmanager
@@ -285,7 +310,7 @@ def sharpened(decoder: nn.Module, temperature: float | None):
         logits = getattr(decoder, "gain", 1.0) * decoder.where(z).float()
         if temperature == 0:
             return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
-        return torch.softmax(logits / temperature, -1)
+        return torch.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, -1)
 
     decoder.placement = placement
     try:
@@ -456,7 +481,21 @@ def main() -> None:
         type=float,
         help="with --run: read a placed decoder's images with its offsets' softmax at this temperature",
     )
+    p.add_argument("--decoder", choices=INSTALLABLE, help="with --run or --jmvae: the runs' image decoder")
+    p.add_argument(
+        "--jmvae",
+        nargs=argparse.REMAINDER,
+        help="run `jmvae ARGS...` (train, evaluate, ...) with --decoder's decoder in place of the posed one",
+    )
     args = p.parse_args()
+    if args.decoder:
+        install(args.decoder)
+    if args.jmvae is not None:
+        if not args.decoder:
+            bad_input("--jmvae without --decoder (allowed: --decoder VARIANT --jmvae ARGS...)")
+        from jmvae.cli import main as jmvae
+
+        raise SystemExit(jmvae(args.jmvae))
     t = args.placement_temperature
     if t is not None and (not math.isfinite(t) or t < 0 or not args.run):
         bad_input(
@@ -465,7 +504,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     flush_subnormals()
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
-    overrides = {k: json.loads(value) for k, value in (o.split("=", 1) for o in args.set)}
+    overrides = {}
+    for o in args.set:
+        key, _, value = o.partition("=")
+        if key not in {f.name for f in dataclasses.fields(TrainConfig)}:
+            bad_input(f"--set {o}: no TrainConfig field {key!r} (allowed: its fields, e.g. alpha, lr, z_dim)")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            bad_input(
+                f"--set {o} (allowed: FIELD=VALUE, VALUE in JSON, e.g. alpha=0.1 or 'lr_schedule=\"cosine\"')"
+            )
 
     def emit(row: dict) -> None:
         row |= {"threads": args.threads, "cpu": cpu_model()}
@@ -476,10 +525,13 @@ def main() -> None:
 
     for run_dir in args.run or []:
         _, data, model = load_run(run_dir)
+        decoder = model.decoders[data.images[0].name]
+        if args.placement_temperature is not None and not isinstance(decoder, networks.PlacedDecoder):
+            bad_input(f"--placement-temperature with {run_dir} (allowed: runs of a placed or posed decoder)")
         clf, real = classifier_for(data)
         names = [a.name for a in data.attributes]
         figures = args.figures / run_dir.name if args.figures else None
-        with sharpened(model.decoders[data.images[0].name], args.placement_temperature):
+        with sharpened(decoder, args.placement_temperature):
             quality = read_back(model, clf, data.test, names, data.images[0].name, args.n, figures)
         t = (
             {"placement_temperature": args.placement_temperature}
@@ -494,4 +546,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # a bad run folder, a TrainConfig field's bad value: one line, as jmvae says it
+        bad_input(str(e))

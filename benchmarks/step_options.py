@@ -31,6 +31,7 @@ from common import bad_input  # noqa: E402
 from train_speed import machine  # noqa: E402
 
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
+from jmvae.errors import UserError  # noqa: E402
 from jmvae.train import build, make_optimizer, train_steps, training_split  # noqa: E402
 
 GAMMA_TERMS = [
@@ -61,15 +62,18 @@ def parse_variant(text: str) -> tuple[str, dict]:
         kind = str(types[key])  # annotations are strings here: "int | None", ...
         if "bool" in kind and value not in ("true", "false"):
             bad_input(f"variant {text}: {key}={value} (allowed: true, false)")
-        options[key] = (
-            value == "true"
-            if "bool" in kind
-            else int(value)
-            if "int" in kind
-            else float(value)
-            if "float" in kind
-            else value
-        )
+        try:
+            options[key] = (
+                value == "true"
+                if "bool" in kind
+                else int(value)
+                if "int" in kind
+                else float(value)
+                if "float" in kind
+                else value
+            )
+        except ValueError:
+            bad_input(f"variant {text}: {key}={value} (allowed: a value of the field's type, {kind})")
     return name, options
 
 
@@ -98,6 +102,11 @@ def main() -> None:
         if layout:
             model.to(memory_format=LAYOUTS[layout])
         split = training_split(data, c, torch.device("cpu"))
+        if args.steps * c.batch_size >= data.n_train:
+            bad_input(
+                f"variant {name}: {args.steps} steps of batch {c.batch_size} (allowed: fewer than the "
+                f"{data.n_train} training examples a block)"
+            )
         runs[name] = (model, make_optimizer(model, c.lr), split, c.resolved().precision_dtype(), c.batch_size)
         options |= {"memory_format": layout} if layout else {}
     n = data.n_train
@@ -137,4 +146,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # a TrainConfig value out of range: one line, as jmvae says it
+        bad_input(str(e))

@@ -180,7 +180,7 @@ def test_one_step_on_two_ranks_is_one_single_process_step(tmp_path, shape, chann
     assert a.keys() == b.keys() and grad_a.keys() == grad_b.keys()
     for k in grad_a:
         assert grad_a[k].dtype == torch.float64 and torch.allclose(
-            grad_a[k], grad_b[k], rtol=1e-9, atol=1e-12
+            grad_a[k], grad_b[k], rtol=1e-7, atol=1e-9
         ), k
     for k in a:
         off = (~torch.isclose(a[k], b[k], rtol=0, atol=1e-5)).sum()
