@@ -284,12 +284,9 @@ INSTALLABLE = ("conv3-shared-posed-hard", "conv3-shared-posed-sharp4")  # --deco
 def install(variant: str) -> None:
     """Every model built from now on in this process (by `jmvae train`, `load_run`, ...) draws its images with
     `variant`'s decoder: how a variant is trained and evaluated at full length, and read back after."""
-    network, decoder = VARIANTS[variant]
-    if not (isinstance(decoder, type) and issubclass(decoder, networks.PlacedDecoder)) or decoder in (
-        MixturePlacedDecoder,
-    ):
+    if variant not in INSTALLABLE:
         bad_input(f"--decoder {variant} (allowed: {', '.join(INSTALLABLE)})")
-    plain = base.modality_decoder
+    decoder, plain = VARIANTS[variant][1], base.modality_decoder
 
     def modality_decoder(m, z_dim: int, hidden: int = 512) -> nn.Module:
         if isinstance(m, Image) and m.decoder in networks.GLYPH_DECODERS:
@@ -306,8 +303,10 @@ def sharpened(decoder: nn.Module, temperature: float | None):
         yield
         return
 
+    own = decoder.placement  # whatever this decoder's softmax is (a variant may scale its logits)
+
     def placement(z: torch.Tensor) -> torch.Tensor:
-        logits = getattr(decoder, "gain", 1.0) * decoder.where(z).float()
+        logits = own(z).float().log()  # softmax(l / T) = softmax(log softmax(l) / T)
         if temperature == 0:
             return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
         return torch.softmax((logits - logits.amax(-1, keepdim=True)) / temperature, -1)
@@ -498,9 +497,8 @@ def main() -> None:
         raise SystemExit(jmvae(args.jmvae))
     t = args.placement_temperature
     if t is not None and (not math.isfinite(t) or t < 0 or not args.run):
-        bad_input(
-            f"--placement-temperature {args.placement_temperature} (allowed: a number >= 0, with --run)"
-        )
+        bad_input(f"--placement-temperature {t} (allowed: a number >= 0, with --run)")
+    sharpening = {} if t is None else {"placement_temperature": t}
     torch.set_num_threads(args.threads)
     flush_subnormals()
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
@@ -526,19 +524,14 @@ def main() -> None:
     for run_dir in args.run or []:
         _, data, model = load_run(run_dir)
         decoder = model.decoders[data.images[0].name]
-        if args.placement_temperature is not None and not isinstance(decoder, networks.PlacedDecoder):
+        if sharpening and not isinstance(decoder, networks.PlacedDecoder):
             bad_input(f"--placement-temperature with {run_dir} (allowed: runs of a placed or posed decoder)")
         clf, real = classifier_for(data)
         names = [a.name for a in data.attributes]
         figures = args.figures / run_dir.name if args.figures else None
-        with sharpened(decoder, args.placement_temperature):
+        with sharpened(decoder, t):
             quality = read_back(model, clf, data.test, names, data.images[0].name, args.n, figures)
-        t = (
-            {"placement_temperature": args.placement_temperature}
-            if args.placement_temperature is not None
-            else {}
-        )
-        emit({"run": str(run_dir), "classifier_real": real} | t | quality)
+        emit({"run": str(run_dir), "classifier_real": real} | sharpening | quality)
     for v in [] if args.run else args.variants:
         figures = args.figures / v if args.figures else None
         run = (v, args.seconds, args.seed, args.n, overrides, args.kl_weight, args.steps, figures)

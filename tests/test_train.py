@@ -463,7 +463,7 @@ def test_decoding_again_reuses_the_memory_a_decode_freed():
     import resource
     import subprocess
 
-    faults, largest = {}, 0
+    faults = {}
     for mode in ("off", "on"):
         out = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
