@@ -277,6 +277,8 @@ VARIANTS = {
     "conv3-shared-posed-hard": ("conv3", HardPlacedDecoder),  # laid at one offset (straight through)
     "conv3-shared-posed-mixture": ("conv3", MixturePlacedDecoder),  # p(x|z) a mixture over the offsets
     "conv3-shared-posed-sharp4": ("conv3", SharpPlacedDecoder),  # the offsets' logits 4x, starting uniform
+    # the preset's default: posed, read through conv3-light's 16-32-64 encoder
+    "conv3-shared-posed-light": ("conv3-light", functools.partial(networks.PlacedDecoder, posed=True)),
 }
 INSTALLABLE = ("conv3-shared-posed-hard", "conv3-shared-posed-sharp4")  # --decoder: posed, laid otherwise
 

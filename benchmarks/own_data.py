@@ -8,9 +8,9 @@ Load: writes --images random-shape colour PNGs and a metadata.csv to a temporary
 times `jmvae.data.attributes.load_dataset(data=...)` cold (decoding every file into the cache) and warm (the
 cache). Steps: samples/s of the default JMVAE step (and in float32 where `auto` picks bfloat16; with its
 conv weights in the former contiguous layout; with --shared-trunk, also with --image-decoder placed and
-posed), of JMVAE with the conv4 image networks and of MVAE on colour data of each size, beside a plain float32
-single-image VAE step on conv3's networks (the reference: what one image's ELBO costs), alternated in one
-process. Prints the CPU model and threads first.
+posed, and posed through conv3-light as MNIST-A's JMVAE), of JMVAE with the conv4 image networks and of
+MVAE on colour data of each size, beside a plain float32 single-image VAE step on conv3's networks (the
+reference: what one image's ELBO costs), alternated in one process. Prints the CPU model and threads first.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     data = own.from_arrays(arrays, image_size=None)
     setups = {}
     auto = TrainConfig(data="benchmark").resolved().precision
-    default = TrainConfig().image_network
+    default = TrainConfig(data="benchmark").resolved().image_network
     contenders = [
         ("jmvae", "auto", default, ""),
         ("jmvae", "auto", "conv4", ""),
@@ -123,6 +123,7 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     contenders += [
         ("jmvae", "auto", default, f"shared-trunk, {d}") for d in GLYPH_DECODERS
     ]  # --image-decoder
+    contenders += [("jmvae", "auto", "conv3-light", "shared-trunk, posed")]  # MNIST-A's JMVAE recipe
     for model, precision, network, extra in contenders:
         cfg = TrainConfig(
             model=model,

@@ -7,7 +7,7 @@ from torch.distributions import Normal
 
 from jmvae.modalities import Categorical, Image
 from jmvae.models import JMVAE, PAPER, TELBO, build_model, options
-from jmvae.networks import JointEncoder, conv_recipe
+from jmvae.networks import CONV_WIDTHS, JointEncoder, conv_recipe
 from jmvae.posteriors import Gaussian, Mixture, divergences, kl, product_of_experts, standard_normal
 from jmvae.subsets import OBSERVED
 
@@ -599,19 +599,28 @@ def test_completed_generation_draws_the_missing_attributes_from_the_model_and_ke
         ((28, 28), "conv2", "conv2"),  # PolyMNIST's size: a 7x7 grid
         ((28, 28), "conv3", None),  # conv2 only where asked for: 28x28 MNIST keeps its MLP
         ((30, 30), "conv2", None),
+        ((64, 64), "conv3-light", "conv3-light"),
+        ((32, 48), "conv3-light", "conv3-light"),
+        ((48, 48), "conv3-light", "conv3-light"),
+        ((36, 36), "conv3-light", None),  # not divisible by 8: the MLP, as conv3
+        ((24, 24), "conv3-light", None),
     ],
 )
 def test_image_network_recipe_falls_back_to_what_the_image_size_allows(shape, network, recipe):
     assert conv_recipe(Image("x", shape, network=network)) == recipe
 
 
-@pytest.mark.parametrize("network, layers", [("conv3", 3), ("conv4", 4), ("mlp", 0)])
+@pytest.mark.parametrize("network, layers", [("conv3", 3), ("conv3-light", 3), ("conv4", 4), ("mlp", 0)])
 def test_image_network_builds_every_image_network_of_a_model_and_trains(network, layers):
     image = Image("x", (64, 64), channels=3, network=network)
     model = build_model("jmvae", [image, Categorical("y", ("a", "b", "c"))], z_dim=4, hidden=32)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     deconvs = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert len(convs) == 2 * layers and len(deconvs) == layers  # joint and image encoders, the decoder
+    if layers:  # each encoder through the recipe's channels, the decoder through its own
+        encoder, dec = CONV_WIDTHS[network]
+        assert sorted(c.out_channels for c in convs) == sorted(2 * encoder)
+        assert [d.in_channels for d in deconvs] == list(dec)
     batch = {"x": torch.rand(5, 3 * 64 * 64), "y": torch.tensor([0, 1, 2, 0, 1])}
     loss, _ = model.loss(batch)
     loss.backward()

@@ -248,26 +248,41 @@ def test_mnist_a_jmvae_shares_its_conv_trunk_unless_told_or_its_networks_are_the
     assert shared(data="folder") is False and shared() is False
 
 
-def test_mnist_a_jmvae_draws_with_the_posed_decoder_for_nine_passes_unless_told():
-    """The preset's JMVAE draws its conv image with the posed decoder and trains 9 passes (its step is 1.5x
-    the conv decoder's speed); a flag, another model, the MLP, --paper or a user's data keep conv and the
-    dataset's length, and a given length wins."""
+def test_mnist_a_jmvae_draws_with_the_posed_decoder_through_the_light_encoder_for_13_passes_unless_told():
+    """The preset's JMVAE draws its conv image with the posed decoder, reads it through conv3-light and
+    trains 13 passes (9 through another recipe: the posed step is 1.5x the conv decoder's speed, the light
+    encoder's 1.4-1.6x conv3's); a flag, another model, the MLP, --paper or a user's data keep conv, conv3
+    and the dataset's length, and a given length wins."""
     decoder = lambda **kw: TrainConfig(**kw).resolved().image_decoder  # noqa: E731
     assert decoder(preset="mnist-a") == "posed" and decoder(preset="mnist-a", image_decoder="conv") == "conv"
     assert decoder(preset="mnist-a", model="telbo") == decoder(preset="mnist-a", paper=True) == "conv"
     assert decoder(preset="mnist-a", image_network="mlp") == decoder(data="folder") == decoder() == "conv"
     assert decoder(preset="mnist-a", model="mvae", image_decoder="placed") == "placed"
+    network = lambda **kw: TrainConfig(**kw).resolved().image_network  # noqa: E731
+    assert (
+        network(preset="mnist-a") == "conv3-light"
+        and network(preset="mnist-a", image_network="conv4") == "conv4"
+    )
+    assert network(preset="mnist-a", model="telbo") == network(preset="mnist-a", paper=True) == "conv3"
+    assert network(data="folder") == network() == network(preset="polymnist") == "conv3"
     data = AttributeDataset("a", [], [], {}, {}, "", full_train_size=1280, default_epochs=6)
     length = lambda **kw: TrainConfig(**kw).plan(
         1280, data.default_steps(128, TrainConfig(**kw).default_epochs())
     )  # noqa: E731
-    assert length(preset="mnist-a") == (10, 9, 90)
+    assert length(preset="mnist-a") == (10, 13, 130)
+    assert length(preset="mnist-a", image_network="conv3") == length(preset="mnist-a", image_network="conv4")
+    assert length(preset="mnist-a", image_network="conv3") == (10, 9, 90)
     assert (
         length(preset="mnist-a", image_decoder="conv")
         == length(preset="mnist-a", model="telbo")
         == (10, 6, 60)
     )
-    assert length(preset="mnist-a", model="telbo", image_decoder="placed") == (10, 9, 90)
+    assert length(preset="mnist-a", model="telbo", image_decoder="placed") == (10, 9, 90)  # telbo: conv3
+    assert length(preset="mnist-a", model="telbo", image_decoder="placed", image_network="conv3-light") == (
+        10,
+        13,
+        130,
+    )
     assert length(preset="mnist-a", epochs=2) == (10, 2, 20) and length(preset="mnist-a", steps=5) == (
         10,
         1,
@@ -324,7 +339,9 @@ def test_model_options_resolve_and_are_recorded(tmp_path):
     assert TrainConfig.from_json({"model": "telbo", "attribute_weight": 1.0}).prior_recon is None
     # one written before the image networks were a setting drew conv3's (and keeps loading its checkpoint)
     assert before.image_network == "conv3"
-    with pytest.raises(UserError, match=r"image-network conv9 \(allowed: mlp, conv2, conv3, conv4\)"):
+    with pytest.raises(
+        UserError, match=r"image-network conv9 \(allowed: mlp, conv2, conv3, conv3-light, conv4\)"
+    ):
         TrainConfig(image_network="conv9").validate()
     import json
 

@@ -285,31 +285,34 @@ def decoder(z_dim: int, out_dim: int, hidden: int = 512) -> nn.Sequential:
 # -- the image networks: an MLP for the founding experiment's small images, conv nets for larger ones -------
 # Each conv recipe: the encoder trunk's channels, then the decoder's, one entry per stride-2 layer. conv3 is
 # the default; conv4 reaches a 1/16 grid: on MNIST-A a better likelihood and coverage, the same correctness
-# with all four given, 1.2-1.5x the step (docs/results-mnist-a.md, docs/results-own-data.md).
+# with all four given, 1.2-1.5x the step (docs/results-mnist-a.md, docs/results-own-data.md). conv3-light
+# halves the encoder's first two layers: MNIST-A's JMVAE trains a step 1.4-1.6x faster and learns as much
+# a pass, so its preset trains more passes in the same time (docs/results-mnist-a.md).
 CONV_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "conv2": ((32, 64), (64, 32)),  # only where asked for: 28x28 images (PolyMNIST) reach a 7x7 grid
     "conv3": ((32, 64, 64), (64, 64, 32)),
+    "conv3-light": ((16, 32, 64), (64, 64, 32)),
     "conv4": ((32, 64, 128, 256), (256, 128, 64, 32)),
 }
 IMAGE_NETWORKS = ("mlp", *CONV_WIDTHS)
 # Conv weights (and so their activations) channels-last: a faster CPU step, 1.12-1.36x by host
 # (docs/decisions/benchmark-log.md); saved and resumed in that layout alike.
 CONV_LAYOUT = torch.channels_last
-FALLBACK = ("conv3", "conv4")  # the recipes a larger one falls back through (conv2 never chosen for one)
+# The recipe each falls back to where an image does not fit it (None: the MLP).
+FALLBACK: dict[str, str | None] = {"conv4": "conv3", "conv3": None, "conv3-light": None, "conv2": None}
 
 
 def conv_recipe(image: Image) -> str | None:
     """The conv recipe of this image's networks, None for the MLP: its `network` where both sides are at least
-    32 pixels (conv2: 16) and divide by 2 ** layers, else the next smaller recipe that fits (conv4 -> conv3 ->
-    MLP; conv2 -> MLP)."""
+    32 pixels (conv2: 16) and divide by 2 ** layers, else the one it falls back to (conv4 -> conv3 -> MLP;
+    the others -> MLP)."""
     h, w = image.shape
-    if image.network == "conv2":
-        return "conv2" if h >= 16 and w >= 16 and h % 4 == 0 and w % 4 == 0 else None
-    start = FALLBACK.index(image.network) if image.network in FALLBACK else -1
-    for name in reversed(FALLBACK[: start + 1]):
-        scale = 2 ** len(CONV_WIDTHS[name][0])
-        if h >= 32 and w >= 32 and h % scale == 0 and w % scale == 0:
+    name = image.network if image.network in CONV_WIDTHS else None
+    while name is not None:
+        least, scale = (16 if name == "conv2" else 32), 2 ** len(CONV_WIDTHS[name][0])
+        if h >= least and w >= least and h % scale == 0 and w % scale == 0:
             return name
+        name = FALLBACK[name]
     return None
 
 

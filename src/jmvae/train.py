@@ -61,7 +61,7 @@ def build(
     `run_dir`) and a freshly initialised model (seeded) for a config."""
     cfg.validate()
     cfg = cfg.resolved()
-    assert cfg.image_decoder is not None  # resolved() filled it in
+    assert cfg.image_decoder is not None and cfg.image_network is not None  # resolved() filled them in
     if dataset is not None:
         data = dataset
     else:
