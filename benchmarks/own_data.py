@@ -157,7 +157,7 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     for name, v in rates.items():
         med = float(np.median(v))
         print(
-            f"  {size}x{size} colour, {name:44s} {med:8.0f} samples/s  ({med / ref_rate:.2f}x the reference)"
+            f"  {size}x{size} colour, {name:50s} {med:8.0f} samples/s  ({med / ref_rate:.2f}x the reference)"
         )
 
 

@@ -7,7 +7,7 @@ from torch.distributions import Normal
 
 from jmvae.modalities import Categorical, Image
 from jmvae.models import JMVAE, PAPER, TELBO, build_model, options
-from jmvae.networks import CONV_WIDTHS, JointEncoder, conv_recipe
+from jmvae.networks import CONV_WIDTHS, FALLBACK, JointEncoder, conv_recipe
 from jmvae.posteriors import Gaussian, Mixture, divergences, kl, product_of_experts, standard_normal
 from jmvae.subsets import OBSERVED
 
@@ -608,6 +608,7 @@ def test_completed_generation_draws_the_missing_attributes_from_the_model_and_ke
 )
 def test_image_network_recipe_falls_back_to_what_the_image_size_allows(shape, network, recipe):
     assert conv_recipe(Image("x", shape, network=network)) == recipe
+    assert set(FALLBACK) == set(CONV_WIDTHS)  # every recipe says where it falls back to
 
 
 @pytest.mark.parametrize("network, layers", [("conv3", 3), ("conv3-light", 3), ("conv4", 4), ("mlp", 0)])

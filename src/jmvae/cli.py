@@ -518,8 +518,8 @@ def build_parser() -> Parser:
         help="the image's encoders and decoder: conv3 (default: three 4x4 stride-2 convolutions each way, "
         "32-64-64 channels), conv3-light (MNIST-A's JMVAE default: conv3 with a 16-32-64 encoder, a faster "
         "step), conv4 (four, 32-64-128-256), conv2 (two, 32-64: 28x28 images) or mlp (two 512-wide layers); "
-        "a conv recipe applies where both sides are at least 32 (conv2: 16) and divide by 8 (conv3), 16 "
-        "(conv4) or 4 (conv2), else conv4 falls back to conv3 and the others to mlp",
+        "a conv recipe applies where both sides are at least 32 (conv2: 16) and divide by 8 (conv3, "
+        "conv3-light), 16 (conv4) or 4 (conv2), else conv4 falls back to conv3 and the others to mlp",
     )
     t.add_argument(
         "--image-decoder",

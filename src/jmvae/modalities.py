@@ -51,7 +51,7 @@ class Image:
     shape: tuple[int, int]  # (height, width)
     channels: int = 1
     likelihood: str = "bernoulli"
-    network: str = "conv3"  # its encoders and decoder: mlp, conv2, conv3 or conv4 (networks.conv_recipe)
+    network: str = "conv3"  # its encoders and decoder: mlp or a conv recipe (networks.conv_recipe)
     decoder: str = "conv"  # conv: the network's decoder; placed, posed: networks.PlacedDecoder
 
     @property
