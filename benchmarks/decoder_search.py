@@ -36,8 +36,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import bad_input  # noqa: E402
-from own_data import cpu_model  # noqa: E402
+from common import bad_input, cpu_model  # noqa: E402
 from torch import nn  # noqa: E402
 
 from jmvae import networks  # noqa: E402

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import cpu_model  # noqa: E402
 
 from jmvae.classifier import train_classifier  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
@@ -40,16 +40,6 @@ from jmvae.data.mnist import MnistData, load_bundled, load_mnist  # noqa: E402
 from jmvae.evaluate import EvalConfig, correctness_coverage, evaluate, joint_coherence, log_likelihoods  # noqa: E402
 from jmvae.models import build_model  # noqa: E402
 from jmvae.train import build  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def synthetic_mnist(n_train: int = 12_700, n_test: int = 2_167, seed: int = 0) -> MnistData:

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
+from common import cpu_model  # noqa: E402
 
 from jmvae.evaluate import log_likelihood_examples  # noqa: E402
 from jmvae.train import load_run  # noqa: E402
@@ -165,10 +166,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        "?",
-    )
+    cpu = cpu_model()
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"CPU {cpu}"
     print(
         f"device: {where}; torch {torch.__version__}; seeds {args.seeds}, {args.parallel} at a time",

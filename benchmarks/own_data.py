@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import cpu_model
 from PIL import Image
 
 from jmvae.config import TrainConfig
@@ -33,13 +34,6 @@ from jmvae.data.attributes import load_dataset
 from jmvae.networks import GLYPH_DECODERS, ConvDecoder, ConvTrunk, GaussianEncoder
 from jmvae.posteriors import kl, standard_normal
 from jmvae.train import build, make_optimizer, train_steps, training_split
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def write_folder(root: Path, n: int, size: int, seed: int = 0) -> None:

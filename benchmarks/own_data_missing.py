@@ -10,8 +10,7 @@ import argparse
 import time
 
 import torch
-from common import bad_input
-from own_data import cpu_model  # benchmarks/ is on the path when run as a script
+from common import bad_input, cpu_model  # benchmarks/ is on the path when run as a script
 
 from jmvae.config import TrainConfig
 from jmvae.data.attributes import load_dataset

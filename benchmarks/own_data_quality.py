@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import bad_input
+from common import bad_input, cpu_model
 from font_digits import find_fonts, font_digits
-from own_data import cpu_model
 from PIL import Image as PILImage
 from torch import nn
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from common import cpu_model
 
 from jmvae.classifier import classifier_for
 from jmvae.evaluate import correctness_coverage, joint_coherence
@@ -31,16 +31,6 @@ MODELS = {"jmvae": "default-float32"} | {
     m: f"zoo-{m}" for m in ("telbo", "mvae", "mmvae", "mopoe", "mvtcae", "mmvaeplus")
 }
 DRAWS = 10_000
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(run: Path, codes: list[str], seed: int) -> dict:

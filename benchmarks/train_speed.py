@@ -34,6 +34,7 @@ from common import (  # noqa: E402
     ParameterTraffic,
     bad_input,
     copy_weights,
+    cpu_model,
     flops_per_sample,
     pixyz_batch,
     pixyz_reference,
@@ -47,19 +48,7 @@ WARMUP = 5
 
 
 def machine() -> str:
-    try:
-        info = dict(
-            l.split(":", 1) for l in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines() if ":" in l
-        )
-        info = {k.strip(): v.strip() for k, v in info.items()}
-        simd = next((f for f in ("avx512f", "avx2") if f in info.get("flags", "").split()), "no avx2")
-        # "AMD EPYC" names several generations: family/model tell them apart (25/17: Zen 4)
-        cpu = (
-            f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, "
-            f"{simd})"
-        )
-    except (OSError, KeyError):
-        cpu = platform.processor() or "unknown CPU"
+    cpu = cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
         f"{cpu}, {os.cpu_count()} cores ({usable} usable), torch {torch.__version__}, "
