@@ -14,8 +14,10 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,33 @@ def cpu_model() -> str:
         return f"{info['model name']} (family {family} model {model}, {simd})"
     except (OSError, KeyError):
         return platform.processor() or "unknown CPU"
+
+
+def config_value(cls: type, setting: str, where: str) -> tuple[str, Any]:
+    """FIELD=VALUE -> (field, value) of the dataclass `cls`, VALUE typed as the field is (true/false, an
+    integer, a number, else a string, bare or JSON-quoted); a bad one ends in `bad_input`, naming `where`."""
+    key, _, value = setting.partition("=")
+    kinds = {f.name: str(f.type) for f in fields(cls)}  # annotations are strings here: "int | None", ...
+    if key not in kinds:
+        bad_input(f"{where}: no {cls.__name__} field {key!r} (allowed: its fields, e.g. alpha, lr, z_dim)")
+    kind, text = kinds[key], value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    try:
+        if "bool" in kind:
+            return key, {"true": True, "false": False}[text]
+        return key, int(text) if "int" in kind else float(text) if "float" in kind else text
+    except (KeyError, ValueError):
+        bad_input(f"{where}: {key}={value} (allowed: a value of the field's type, {kind})")
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Runs a benchmark's `main`, a jmvae UserError (a bad run folder, a setting out of range) ending in one
+    line, as jmvae says it."""
+    from jmvae.errors import UserError
+
+    try:
+        main()
+    except UserError as e:
+        bad_input(str(e))
 
 
 X_DIM, Z_DIM, HIDDEN = 28 * 56, 2, 512

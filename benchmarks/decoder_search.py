@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import json
 import math
@@ -36,14 +35,13 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import bad_input, cpu_model  # noqa: E402
+from common import bad_input, config_value, cpu_model, run_main  # noqa: E402
 from torch import nn  # noqa: E402
 
 from jmvae import networks  # noqa: E402
 from jmvae.classifier import classifier_for  # noqa: E402
 from jmvae.config import TrainConfig  # noqa: E402
 from jmvae.data.attributes import to_batch  # noqa: E402
-from jmvae.errors import UserError  # noqa: E402
 from jmvae.figures import save_image_grid  # noqa: E402
 from jmvae.modalities import Image  # noqa: E402
 from jmvae.models import base  # noqa: E402
@@ -503,17 +501,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     flush_subnormals()
     print(f"# {cpu_model()}, {args.threads} thread(s), torch {torch.__version__}", flush=True)
-    overrides = {}
-    for o in args.set:
-        key, _, value = o.partition("=")
-        if key not in {f.name for f in dataclasses.fields(TrainConfig)}:
-            bad_input(f"--set {o}: no TrainConfig field {key!r} (allowed: its fields, e.g. alpha, lr, z_dim)")
-        try:
-            overrides[key] = json.loads(value)
-        except ValueError:
-            bad_input(
-                f"--set {o} (allowed: FIELD=VALUE, VALUE in JSON, e.g. alpha=0.1 or 'lr_schedule=\"cosine\"')"
-            )
+    overrides = dict(config_value(TrainConfig, o, f"--set {o}") for o in args.set)
 
     def emit(row: dict) -> None:
         row |= {"threads": args.threads, "cpu": cpu_model()}
@@ -540,7 +528,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:  # a bad run folder, a TrainConfig field's bad value: one line, as jmvae says it
-        bad_input(str(e))
+    run_main(main)

@@ -20,18 +20,17 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
-from common import bad_input  # noqa: E402
+from common import bad_input, config_value, run_main  # noqa: E402
 from train_speed import machine  # noqa: E402
 
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
-from jmvae.errors import UserError  # noqa: E402
 from jmvae.train import build, make_optimizer, train_steps, training_split  # noqa: E402
 
 GAMMA_TERMS = [
@@ -49,31 +48,17 @@ LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """ "name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig
-    field."""
+    field; memory_format (channels_last, contiguous) besides."""
     name, _, spec = text.partition(":")
-    types = {f.name: f.type for f in fields(TrainConfig)} | {"memory_format": "str"}
     options = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
-        if key == "memory_format" and value not in LAYOUTS:
-            bad_input(f"variant {text}: memory_format={value} (allowed: {', '.join(LAYOUTS)})")
-        if key not in types:
-            bad_input(f"variant {text}: option {key} (allowed: TrainConfig fields, e.g. prior_recon)")
-        kind = str(types[key])  # annotations are strings here: "int | None", ...
-        if "bool" in kind and value not in ("true", "false"):
-            bad_input(f"variant {text}: {key}={value} (allowed: true, false)")
-        try:
-            options[key] = (
-                value == "true"
-                if "bool" in kind
-                else int(value)
-                if "int" in kind
-                else float(value)
-                if "float" in kind
-                else value
-            )
-        except ValueError:
-            bad_input(f"variant {text}: {key}={value} (allowed: a value of the field's type, {kind})")
+        if key == "memory_format":
+            if value not in LAYOUTS:
+                bad_input(f"variant {text}: memory_format={value} (allowed: {', '.join(LAYOUTS)})")
+            options[key] = value
+        else:
+            key, options[key] = config_value(TrainConfig, item, f"variant {text}")
     return name, options
 
 
@@ -146,7 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:  # a TrainConfig value out of range: one line, as jmvae says it
-        bad_input(str(e))
+    run_main(main)
