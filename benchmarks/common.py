@@ -11,6 +11,7 @@ are the founding experiment's, layer for layer the same as jmvae's (jmvae's 512 
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -49,13 +50,21 @@ def cpu_model() -> str:
 
 def config_value(cls: type, setting: str, where: str) -> tuple[str, Any]:
     """FIELD=VALUE -> (field, value) of the dataclass `cls`, VALUE typed as the field is (true/false, an
-    integer, a number, else a string, bare or JSON-quoted); a bad one ends in `bad_input`, naming `where`."""
+    integer, a number, a JSON list of strings, null where None is allowed, else a string, bare or
+    JSON-quoted); a bad one ends in `bad_input`, naming `where`."""
     key, _, value = setting.partition("=")
     kinds = {f.name: str(f.type) for f in fields(cls)}  # annotations are strings here: "int | None", ...
     if key not in kinds:
         bad_input(f"{where}: no {cls.__name__} field {key!r} (allowed: its fields, e.g. alpha, lr, z_dim)")
     kind, text = kinds[key], value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
     try:
+        if value == "null" and "None" in kind:
+            return key, None
+        if kind.startswith("list"):
+            items = json.loads(value)
+            if not (isinstance(items, list) and all(isinstance(i, str) for i in items)):
+                raise ValueError(value)
+            return key, items
         if "bool" in kind:
             return key, {"true": True, "false": False}[text]
         return key, int(text) if "int" in kind else float(text) if "float" in kind else text

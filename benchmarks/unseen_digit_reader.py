@@ -24,9 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from common import bad_input  # noqa: E402
+from common import bad_input, cpu_model  # noqa: E402
 from font_digits import find_fonts, font_digits, mnist_box  # noqa: E402
-from own_data import cpu_model  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 

@@ -20,6 +20,8 @@ def test_a_setting_is_typed_as_its_field_is():
     assert config_value(TrainConfig, "shared_trunk=false", "--set") == ("shared_trunk", False)
     assert config_value(TrainConfig, 'lr_schedule="cosine"', "--set") == ("lr_schedule", "cosine")
     assert config_value(TrainConfig, "lr_schedule=cosine", "--set") == ("lr_schedule", "cosine")
+    assert config_value(TrainConfig, 'hold_out=["digit=4"]', "--set") == ("hold_out", ["digit=4"])
+    assert config_value(TrainConfig, "z_dim=null", "--set") == ("z_dim", None)
     cfg = TrainConfig(**dict([config_value(TrainConfig, "image_network=conv3-light", "--set")]))
     assert cfg.resolved().image_network == "conv3-light"
 
@@ -31,6 +33,9 @@ def test_a_setting_is_typed_as_its_field_is():
         ("z_dim=1.5", r"--set z_dim=1.5: z_dim=1.5 \(allowed: a value of the field's type, int \| None\)"),
         ("shared_trunk=yes", r"shared_trunk=yes \(allowed: a value of the field's type, bool \| None\)"),
         ("lr=fast", r"lr=fast \(allowed: a value of the field's type, float \| None\)"),
+        ("hold_out=digit=4", r"hold_out=digit=4 \(allowed: a value of the field's type, list\[str\]\)"),
+        ("hold_out=[4]", r"hold_out=\[4\] \(allowed: a value of the field's type, list\[str\]\)"),
+        ("seed=null", r"seed=null \(allowed: a value of the field's type, int\)"),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2(capsys, setting, said):

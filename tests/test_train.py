@@ -249,10 +249,9 @@ def test_mnist_a_jmvae_shares_its_conv_trunk_unless_told_or_its_networks_are_the
 
 
 def test_mnist_a_jmvae_draws_with_the_posed_decoder_through_the_light_encoder_for_13_passes_unless_told():
-    """The preset's JMVAE draws its conv image with the posed decoder, reads it through conv3-light and
-    trains 13 passes (9 through another recipe: the posed step is 1.5x the conv decoder's speed, the light
-    encoder's 1.4-1.6x conv3's); a flag, another model, the MLP, --paper or a user's data keep conv, conv3
-    and the dataset's length, and a given length wins."""
+    """The preset's JMVAE draws its conv image with the posed decoder through conv3-light for 13 passes (9
+    through another recipe); a flag, another model, the MLP, --paper or a user's data keep conv, conv3 and the
+    dataset's length, and a given length wins."""
     decoder = lambda **kw: TrainConfig(**kw).resolved().image_decoder  # noqa: E731
     assert decoder(preset="mnist-a") == "posed" and decoder(preset="mnist-a", image_decoder="conv") == "conv"
     assert decoder(preset="mnist-a", model="telbo") == decoder(preset="mnist-a", paper=True) == "conv"

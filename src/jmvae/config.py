@@ -74,8 +74,7 @@ PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 PRESET_DEFAULTS["polymnist"] = PRESET_DEFAULTS[OWN_DATA]
 # A preset's length with a glyph decoder (placed, posed), by the image's recipe (None: any other), where it
-# differs from the dataset's: on MNIST-A its step is 1.5 times the conv decoder's speed, so 9 passes take the
-# minutes 6 took, and the light encoder's 1.5 times conv3's in float32, so 13 take the minutes of 9
+# differs from the dataset's: on MNIST-A each about the float32 minutes of 6 passes of the conv decoder
 # (docs/results-mnist-a.md).
 GLYPH_EPOCHS = {("mnist-a", "conv3-light"): 13, ("mnist-a", None): 9}
 # The batch and step size where no flag gives them: the founding experiment trains its 20 epochs at batch 256

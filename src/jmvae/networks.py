@@ -285,9 +285,8 @@ def decoder(z_dim: int, out_dim: int, hidden: int = 512) -> nn.Sequential:
 # -- the image networks: an MLP for the founding experiment's small images, conv nets for larger ones -------
 # Each conv recipe: the encoder trunk's channels, then the decoder's, one entry per stride-2 layer. conv3 is
 # the default; conv4 reaches a 1/16 grid: on MNIST-A a better likelihood and coverage, the same correctness
-# with all four given, 1.2-1.5x the step (docs/results-mnist-a.md, docs/results-own-data.md). conv3-light
-# halves the encoder's first two layers: MNIST-A's JMVAE trains a float32 step 1.5x faster and learns as much
-# a pass, so its preset trains more passes in the same time (docs/results-mnist-a.md).
+# with all four given, 1.2-1.5x the step (docs/results-mnist-a.md, docs/results-own-data.md). conv3-light: a
+# lighter encoder, for more passes in the same time (MNIST-A's JMVAE default).
 CONV_WIDTHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "conv2": ((32, 64), (64, 32)),  # only where asked for: 28x28 images (PolyMNIST) reach a 7x7 grid
     "conv3": ((32, 64, 64), (64, 64, 32)),
