@@ -104,8 +104,8 @@ def time_steps(size: int, steps: int, rounds: int, n: int = 2048) -> None:
     }
     data = own.from_arrays(arrays, image_size=None)
     setups = {}
-    auto = TrainConfig(data="benchmark").resolved().precision
-    default = TrainConfig(data="benchmark").resolved().image_network
+    own_defaults = TrainConfig(data="benchmark").resolved()
+    auto, default = own_defaults.precision, own_defaults.image_network
     contenders = [
         ("jmvae", "auto", default, ""),
         ("jmvae", "auto", "conv4", ""),

@@ -58,7 +58,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
                 bad_input(f"variant {text}: memory_format={value} (allowed: {', '.join(LAYOUTS)})")
             options[key] = value
         else:
-            key, options[key] = config_value(TrainConfig, item, f"variant {text}")
+            options.update([config_value(TrainConfig, item, f"variant {text}")])
     return name, options
 
 
