@@ -232,8 +232,8 @@ def nll_by_hand(logits, b, names, weights=None):
 
 
 def test_jmvae_options_are_their_equation_by_hand():
-    """lambda, every attribute subset, the two cross reconstructions and the prior term, against the equation
-    written out with the same reparameterisation noise (the draws happen in the same order)."""
+    """lambda, beta, every attribute subset, the two cross reconstructions and the prior term, against the
+    equation written out with the same reparameterisation noise (the draws happen in the same order)."""
     torch.manual_seed(0)
     m = JMVAE(
         MODALITIES,
@@ -241,6 +241,7 @@ def test_jmvae_options_are_their_equation_by_hand():
         hidden=16,
         alpha=0.7,
         attribute_weight=5.0,
+        beta=0.6,
         every_subset=True,
         attribute_recon=2.0,
         image_recon=0.3,
@@ -254,7 +255,9 @@ def test_jmvae_options_are_their_equation_by_hand():
     q = m.posterior(b)
     z = q.rsample()
     lam = {"position": 5.0, "digit": 5.0}
-    expected = nll_by_hand(m.logits(z), b, ["x", "position", "digit"], lam) + kl(q, standard_normal(q.loc))
+    expected = nll_by_hand(m.logits(z), b, ["x", "position", "digit"], lam) + 0.6 * kl(
+        q, standard_normal(q.loc)
+    )
     z_p = torch.randn_like(z)  # the prior term: every draw i against every example j
     s_ij = torch.stack([Normal(q.loc[j], q.scale[j]).log_prob(z_p).sum(-1) for j in range(6)], -1).softmax(-1)
     at_p = m.logits(z_p)
@@ -279,6 +282,7 @@ def test_jmvae_options_are_their_equation_by_hand():
     text = m.describe()
     assert (
         "5 log p(position,digit|z)" in text
+        and "+ 0.6 KL(q(z|x,position,digit) || p(z))" in text
         and "q(z|position)) +" in text
         and "0.3 E_q(z|position,digit)[log p(x|z)]" in text
     )

@@ -440,6 +440,11 @@ def test_jmvae_and_telbo_train_an_unlabelled_image_on_its_own_elbo(fixed_noise):
         mu, sd = expert(m, "x", b)
         z = mu + sd * eps((5, 2)).double()
         assert torch.allclose(loss, (-log_lik(m, "x", z, b) + kl_std(mu, sd)).mean(), rtol=1e-6), name
+    m = model("jmvae", beta=0.3)  # JMVAE's beta weighs that ELBO's KL to p(z) too
+    mu, sd = expert(m, "x", b)
+    z = mu + sd * eps((5, 2)).double()
+    expected = (-log_lik(m, "x", z, b) + 0.3 * kl_std(mu, sd)).mean()
+    assert torch.allclose(m.loss(none)[0], expected, rtol=1e-6)
 
 
 # -- networks: replaceable by name, conv for large images ------------------------------------------------

@@ -1,14 +1,16 @@
 """JMVAE-kl (Suzuki, Nakayama & Matsuo 2016, "Joint Multimodal Learning with Deep Generative Models").
 
-    L = -E_q(z|x,y)[log p(x|z) + lambda log p(y|z)] + KL(q(z|x,y) || p(z))
+    L = -E_q(z|x,y)[log p(x|z) + lambda log p(y|z)] + beta KL(q(z|x,y) || p(z))
         + alpha * [ KL(q(z|x,y) || q(z|x)) + sum_S KL(q(z|x,y) || q(z|y_S)) ]
         - gamma_y sum_S E_q(z|y_S)[lambda log p(y_S|z)] - gamma_x E_q(z|y)[log p(x|z)]
         - gamma_p E_p(z)[sum_j s_j(z) (log p(x_j|z) + lambda log p(y_j|z))]
 
-with q(z|y_S) = p(z) prod_{i in S} q(z|y_i). The paper's objective is lambda = 1, S = all attributes only
-and gamma_y = gamma_x = gamma_p = 0 (`--paper`); alpha = 0 is JMVAE-zero (the unimodal encoders are then
+with q(z|y_S) = p(z) prod_{i in S} q(z|y_i). The paper's objective is lambda = beta = 1, S = all attributes
+only and gamma_y = gamma_x = gamma_p = 0 (`--paper`); alpha = 0 is JMVAE-zero (the unimodal encoders are then
 untrained). The options are the knobs that make every attribute query answer right (docs/results-queries.md):
 - lambda (attribute_weight) weighs the attributes' log-likelihood (the TELBO paper's best runs use 50);
+- beta < 1 lets q(z|x,y) keep more of each image (a beta-VAE's prior term), while the alpha terms still
+  pull q(z|x) and q(z|y_S) onto it;
 - every_subset: a KL term for every non-empty attribute subset S, so each single-attribute expert is
   trained on its own and not only inside the product;
 - gamma_y (attribute_recon): the attributes reconstructed from their own posterior q(z|y_S), which keeps
@@ -59,6 +61,7 @@ class JMVAE(JointVAE):
     HELP = {
         "alpha": ("A", "weight of the KL terms to the unimodal posteriors; 0 is JMVAE-zero"),
         "attribute_weight": ("LAMBDA", "weight of every log p(y_i|z)"),
+        "beta": ("B", "beta, the weight of the KL terms to p(z) (MVTCAE and MMVAE+: of every KL term)"),
         "every_subset": (
             None,
             "a KL term for every non-empty attribute subset, not only all attributes together",
@@ -87,6 +90,7 @@ class JMVAE(JointVAE):
     PAPER = {
         "alpha": 1.0,
         "attribute_weight": 1.0,
+        "beta": 1.0,
         "every_subset": False,
         "attribute_recon": 0.0,
         "image_recon": 0.0,
@@ -101,6 +105,7 @@ class JMVAE(JointVAE):
         hidden: int = 512,
         alpha: float = 1.0,
         attribute_weight: float = 1.0,
+        beta: float = 1.0,
         every_subset: bool = True,
         attribute_recon: float = 0.0,
         image_recon: float = 1.0,
@@ -112,7 +117,7 @@ class JMVAE(JointVAE):
         **networks,
     ):
         super().__init__(modalities, z_dim, hidden, components, shared_trunk=shared_trunk, **networks)
-        self.alpha, self.attribute_weight = alpha, attribute_weight
+        self.alpha, self.attribute_weight, self.beta = alpha, attribute_weight, beta
         if image_target not in IMAGE_TARGETS:
             raise ValueError(f"image_target {image_target} (allowed: {', '.join(IMAGE_TARGETS)})")
         self.attribute_recon, self.image_recon, self.image_target = attribute_recon, image_recon, image_target
@@ -141,7 +146,7 @@ class JMVAE(JointVAE):
         recon = self.images_log_likelihood(log_p) + self.attribute_weight * sum(
             log_p[a.name] for a in self.attributes
         )
-        regulariser = kl_prior + self.alpha * (kl_x + sum(kl_y))
+        regulariser = self.beta * kl_prior + self.alpha * (kl_x + sum(kl_y))
         per_example = -recon + (regulariser if self.kl_weight == 1 else self.kl_weight * regulariser)
         named = {f"nll_{n}": -v for n, v in log_p.items()} | {"kl_prior": kl_prior, "kl_x": kl_x}
         named |= {self._kl_name(s): v for s, v in zip(self.subsets, kl_y)}
@@ -167,9 +172,9 @@ class JMVAE(JointVAE):
         return loss, terms(**named) | terms(**drawn)
 
     def image_elbo(self, batch: Batch, q_x: Gaussian, rows: torch.Tensor) -> torch.Tensor:
-        """-E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + KL(q(z|x) || p(z)), per example;
-        decoded for `rows` only (the others are 0). Every row's z is drawn, so the random stream is the same
-        whichever rows need it."""
+        """-E_q(z|x)[log p(x|z) + lambda sum_{observed i} log p(y_i|z)] + beta KL(q(z|x) || p(z)), per
+        example; decoded for `rows` only (the others are 0). Every row's z is drawn, so the random stream is
+        the same whichever rows need it."""
         z = q_x.rsample()
         idx = rows.nonzero().squeeze(-1)
         part = {k: v[idx] for k, v in batch.items()}
@@ -179,7 +184,7 @@ class JMVAE(JointVAE):
         recon = self.images_log_likelihood(log_p) + self.attribute_weight * sum(
             log_p[a] * seen[:, self.names.index(a)] for a in self.attribute_names
         )
-        elbo = -recon + self.kl_weight * kl(q_part, standard_normal(q_part.loc))
+        elbo = -recon + self.kl_weight * self.beta * kl(q_part, standard_normal(q_part.loc))
         return z.new_zeros(len(z)).index_put((idx,), elbo)
 
     def cross_reconstruction(
@@ -267,11 +272,12 @@ class JMVAE(JointVAE):
     def describe(self) -> str:
         x, y = self._x(), self._y()
         lam = "" if self.attribute_weight == 1 else f"{self.attribute_weight:g} "
+        beta = "" if self.beta == 1 else f"{self.beta:g} "
         subsets = [f"q(z|{','.join(s)})" for s in self.subsets]
         kls = " + ".join(f"KL(q(z|{x},{y}) || {t})" for t in [f"q(z|{x})", *subsets])
         text = (
             f"JMVAE (alpha={self.alpha:g}):  L = -E_q(z|{x},{y})[log p({x}|z) + {lam}log p({y}|z)]"
-            f" + KL(q(z|{x},{y}) || p(z)) + {self.alpha:g} * [{kls}]"
+            f" + {beta}KL(q(z|{x},{y}) || p(z)) + {self.alpha:g} * [{kls}]"
         )
         every = tuple(a.name for a in self.attributes)
         if self.attribute_recon:
