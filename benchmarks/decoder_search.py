@@ -249,9 +249,8 @@ class AnnealedPlacedDecoder(networks.PlacedDecoder):
     def __init__(self, z_dim, shape, hidden=512, channels=1, steps: int = 12077, last: float = 0.25):
         super().__init__(z_dim, shape, hidden, channels, posed=True)
         self.steps, self.last = steps, last
-        self.register_buffer(
-            "calls", torch.zeros(())
-        )  # training calls so far: saved, so a run reads at `last`
+        # training calls so far: saved, so a trained run reads at `last`
+        self.register_buffer("calls", torch.zeros(()))
 
     def temperature(self) -> float:
         p = float(self.calls) / self.steps
