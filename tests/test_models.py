@@ -667,7 +667,18 @@ def test_a_placed_glyph_lands_where_z_places_it_over_the_background(shape, chann
         assert dec(torch.zeros(0, 3)).shape == (0, channels * shape[0] * shape[1])
         with low_precision(torch.bfloat16):
             low = dec(z)
+            ink, where = dec.ink(z.reshape(10, 3)), dec.placement(z.reshape(10, 3))
         assert low.dtype == torch.float32 and torch.allclose(low, dec(z), atol=0.1)
+        # the placement in float32 under autocast too (its bfloat16 kernel is slow): the canvas is the
+        # float32 weighted sum of the bfloat16 glyphs, not a bfloat16 one (off by up to ~1e-2)
+        weights = where.float().reshape(10, 1, rows, cols).expand(10, channels, rows, cols)
+        laid = torch.nn.functional.conv_transpose2d(
+            weights.reshape(1, 10 * channels, rows, cols),
+            ink.float().reshape(10 * channels, 1, gh, gw),
+            stride=4,
+            groups=10 * channels,
+        )
+        assert torch.allclose(low, (laid.reshape(10, channels, *shape) + bg).reshape(low.shape), atol=1e-5)
 
 
 def test_posed_turns_scales_and_shifts_a_glyph_rigidly_in_pixels():

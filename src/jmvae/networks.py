@@ -447,6 +447,9 @@ class PlacedDecoder(nn.Module):
         )
         self.where = mlp([z_dim, max(hidden // 4, 1), self.offsets[0] * self.offsets[1]])
         self.background = nn.Parameter(torch.full((channels,), -4.0))
+        # the placement's grouped convolution in float32 even under autocast: its bfloat16 kernel made a
+        # bfloat16 step 1.3x slower (docs/decisions/benchmark-log.md)
+        self.placement_dtype = torch.float32
         self.pose: MLP | None = None  # posed: angle, log scale and shift (x, y; a share of half the glyph)
         if posed:
             self.pose = mlp([z_dim, max(hidden // 4, 1), 4])
@@ -478,9 +481,10 @@ class PlacedDecoder(nn.Module):
         glyph = self.ink(z).reshape(n * c, 1, *self.glyph_shape)
         where = self.placement(z).reshape(n, 1, *self.offsets).expand(n, c, *self.offsets)
         # each example's offset weights convolved with its own glyph (one group each): the weighted placements
-        canvas = F.conv_transpose2d(
-            where.reshape(1, n * c, *self.offsets), glyph, stride=self.stride, groups=n * c
-        )
+        with torch.autocast(z.device.type, enabled=False):
+            dtype = self.placement_dtype
+            where, glyph = where.reshape(1, n * c, *self.offsets).to(dtype), glyph.to(dtype)
+            canvas = F.conv_transpose2d(where, glyph, stride=self.stride, groups=n * c)
         x = canvas.reshape(n, c, *self.shape) + bg
         return x.reshape(*lead, c * self.shape[0] * self.shape[1])  # not -1: a batch of no rows has a width
 
