@@ -262,6 +262,20 @@ class AnnealedPlacedDecoder(networks.PlacedDecoder):
         return torch.softmax(self.where(z) / self.temperature(), -1)
 
 
+class SeparablePlacedDecoder(networks.PlacedDecoder):
+    """--image-decoder posed whose offsets' weights are a row's softmax times a column's (rank one): the
+    default's 81 free weights can paint the digit with a blob of a glyph on the 4-pixel grid of offsets, too
+    coarse for a 4's open top; a rank-one placement can only smear, so the glyph has to hold the shape."""
+
+    def __init__(self, z_dim, shape, hidden=512, channels=1):
+        super().__init__(z_dim, shape, hidden, channels, posed=True)
+        self.where = networks.mlp([z_dim, max(hidden // 4, 1), sum(self.offsets)])
+
+    def placement(self, z: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.where(z).split(self.offsets, -1)
+        return (rows.softmax(-1).unsqueeze(-1) * cols.softmax(-1).unsqueeze(-2)).flatten(-2)
+
+
 def posed_glyph(widths: tuple[int, ...]):
     """--image-decoder posed whose glyph's transposed convolutions have other widths (the default: 64, 32)."""
 
@@ -297,6 +311,9 @@ VARIANTS = {
     "conv3-shared-posed-mixture": ("conv3", MixturePlacedDecoder),  # p(x|z) a mixture over the offsets
     "conv3-shared-posed-sharp4": ("conv3", SharpPlacedDecoder),  # the offsets' logits 4x, starting uniform
     "conv3-shared-posed-anneal": ("conv3", AnnealedPlacedDecoder),  # the offsets' softmax cooled to 1/4
+    # offsets every 2 pixels (as --placement-stride 2)
+    "conv3-shared-posed-fine": ("conv3", functools.partial(networks.PlacedDecoder, posed=True, stride=2)),
+    "conv3-shared-posed-separable": ("conv3", SeparablePlacedDecoder),  # the offsets' weights rank one
     # the preset's default: posed, read through conv3-light's 16-32-64 encoder
     "conv3-shared-posed-light": ("conv3-light", functools.partial(networks.PlacedDecoder, posed=True)),
 }
@@ -304,6 +321,8 @@ INSTALLABLE = (
     "conv3-shared-posed-hard",
     "conv3-shared-posed-sharp4",
     "conv3-shared-posed-anneal",
+    "conv3-shared-posed-fine",
+    "conv3-shared-posed-separable",
 )  # --decoder: posed, laid otherwise
 
 

@@ -295,6 +295,7 @@ def test_generate_bad_input(run_dir, tmp_path, capsys):
         (["--batch-size", "0"], "batch-size 0 (allowed: an integer >= 1)"),
         (["--lr", "-1"], "lr -1.0 (allowed: a number in (0, 1])"),
         (["--lr-schedule", "step"], "lr-schedule step (allowed: constant, cosine, anneal)"),
+        (["--placement-stride", "3"], "placement-stride 3 (allowed: 1, 2, 4)"),
         (["--lr", "fast"], "invalid float value: 'fast'"),
         (["--model", "vae"], "invalid choice: 'vae'"),
         (["--k", "0"], "--k 0 (allowed: an integer >= 1)"),

@@ -632,16 +632,17 @@ def test_image_network_builds_every_image_network_of_a_model_and_trains(network,
     assert torch.isfinite(loss) and model.logits(torch.zeros(2, 4))["x"].shape == (2, 3 * 64 * 64)
 
 
-@pytest.mark.parametrize("shape, channels", [((64, 64), 1), ((32, 48), 3)])
-def test_a_placed_glyph_lands_where_z_places_it_over_the_background(shape, channels):
+@pytest.mark.parametrize("shape, channels, stride", [((64, 64), 1, 4), ((32, 48), 3, 2), ((32, 32), 1, 1)])
+def test_a_placed_glyph_lands_where_z_places_it_over_the_background(shape, channels, stride):
     """PlacedDecoder: with all weight on one offset the glyph sits there, every other pixel at the background
-    logit; with the weight split between two offsets the canvas is their weighted sum (by hand)."""
+    logit; with the weight split between two offsets the canvas is their weighted sum (by hand), for offsets
+    every 4, 2 and 1 pixels (laid by FFT: nothing wraps round the canvas's edges)."""
     from jmvae.networks import PlacedDecoder, low_precision
 
     torch.manual_seed(0)
-    dec = PlacedDecoder(3, shape, hidden=32, channels=channels)
+    dec = PlacedDecoder(3, shape, hidden=32, channels=channels, stride=stride)
     rows, cols = dec.offsets
-    assert (rows, cols) == ((shape[0] // 2) // 4 + 1, (shape[1] // 2) // 4 + 1)
+    assert (rows, cols) == ((shape[0] // 2) // stride + 1, (shape[1] // 2) // stride + 1)
     gh, gw = shape[0] // 2, shape[1] // 2
     z = torch.randn(2, 5, 3)  # leading sample dimension too
     with torch.no_grad():
@@ -654,7 +655,7 @@ def test_a_placed_glyph_lands_where_z_places_it_over_the_background(shape, chann
         def at(k):  # the canvas of the glyph laid at offset k alone
             i, j = divmod(k, cols)
             canvas = bg.expand(2, 5, channels, *shape).clone()
-            canvas[..., 4 * i : 4 * i + gh, 4 * j : 4 * j + gw] = glyph
+            canvas[..., stride * i : stride * i + gh, stride * j : stride * j + gw] = glyph
             return canvas
 
         k1, k2 = cols + 1, rows * cols - 1  # one step in each way; the far corner
@@ -669,13 +670,13 @@ def test_a_placed_glyph_lands_where_z_places_it_over_the_background(shape, chann
             low = dec(z)
             ink, where = dec.ink(z.reshape(10, 3)), dec.placement(z.reshape(10, 3))
         assert low.dtype == torch.float32 and torch.allclose(low, dec(z), atol=0.1)
-        # the placement in float32 under autocast too (its bfloat16 kernel is slow): the canvas is the
-        # float32 weighted sum of the bfloat16 glyphs, not a bfloat16 one (off by up to ~1e-2)
+        # laid in float32 under autocast too (by FFT, which has no bfloat16): the canvas is the float32
+        # weighted sum of the bfloat16 glyphs, not a bfloat16 one (off by up to ~1e-2)
         weights = where.float().reshape(10, 1, rows, cols).expand(10, channels, rows, cols)
         laid = torch.nn.functional.conv_transpose2d(
             weights.reshape(1, 10 * channels, rows, cols),
             ink.float().reshape(10 * channels, 1, gh, gw),
-            stride=4,
+            stride=stride,
             groups=10 * channels,
         )
         assert torch.allclose(low, (laid.reshape(10, channels, *shape) + bg).reshape(low.shape), atol=1e-5)

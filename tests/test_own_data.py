@@ -724,15 +724,23 @@ def test_a_shared_trunk_reads_the_images_once_and_gives_the_unshared_loss_and_su
 def test_a_placed_decoder_run_resumes_exactly_and_loads_and_unfit_images_are_refused(
     tmp_path, train_killed_at_step, capsys, decoder
 ):
-    """--image-decoder placed (posed) on colour images with empty cells: a killed run resumes to the
-    uninterrupted weights, loads with the decoder it trained, and an older run (no such field) keeps the conv
-    decoder; images it cannot draw are refused in one line, nothing written."""
+    """--image-decoder placed (posed, its offsets every 2 pixels) on colour images with empty cells: a killed
+    run resumes to the uninterrupted weights, loads with the decoder it trained, and an older run (no such
+    field) keeps the conv decoder (offsets every 4 pixels); images it cannot draw are refused in one line,
+    nothing written."""
     from jmvae.networks import PlacedDecoder
     from jmvae.report import data_card_section
 
     write_folder(tmp_path / "d", n=48)
+    stride = 2 if decoder == "posed" else 4
     cfg = TrainConfig(
-        data=str(tmp_path / "d"), hidden=16, epochs=3, batch_size=8, seed=2, image_decoder=decoder
+        data=str(tmp_path / "d"),
+        hidden=16,
+        epochs=3,
+        batch_size=8,
+        seed=2,
+        image_decoder=decoder,
+        placement_stride=stride,
     )
     train(cfg, tmp_path / "straight", progress=False, log=lambda *a: None)
     train_killed_at_step(cfg, tmp_path / "killed", 10)
@@ -743,11 +751,15 @@ def test_a_placed_decoder_run_resumes_exactly_and_loads_and_unfit_images_are_ref
     assert any(k.startswith("decoders.x.pose") for k in a) == (decoder == "posed")
     loaded, _, model = load_run(tmp_path / "killed")
     assert loaded.image_decoder == decoder and isinstance(model.decoders["x"], PlacedDecoder)
+    assert (
+        model.decoders["x"].stride == stride and model.decoders["x"].offsets == (32 // 2 // stride + 1,) * 2
+    )
     config = json.loads((tmp_path / "straight" / "config.json").read_text())
     assert config["schema"]["images"]["x"]["decoder"] == decoder
     assert f"conv3 networks, {decoder} decoder)" in data_card_section(config)  # the report names it
-    del config["train"]["image_decoder"]
-    assert TrainConfig.from_json(config["train"]).image_decoder == "conv"
+    del config["train"]["image_decoder"], config["train"]["placement_stride"]
+    older = TrainConfig.from_json(config["train"])
+    assert older.image_decoder == "conv" and older.placement_stride == 4
 
     write_folder(tmp_path / "odd", n=12, size=(36, 36))
     capsys.readouterr()

@@ -469,7 +469,15 @@ def same_as_preset(preset: str, steps: int, model: str = "jmvae") -> list[str]:
     a = TrainConfig(preset=preset, model=model).resolved()
     b = TrainConfig(data="exported", model=model).resolved()
     flags = [f"--steps {steps}"]
-    for name in ("z_dim", "image_network", "image_decoder", "batch_size", "lr", *options(model)):
+    for name in (
+        "z_dim",
+        "image_network",
+        "image_decoder",
+        "placement_stride",
+        "batch_size",
+        "lr",
+        *options(model),
+    ):
         v = getattr(a, name)
         if v == getattr(b, name):
             continue
@@ -526,9 +534,16 @@ def build_parser() -> Parser:
         choices=IMAGE_DECODERS,
         help="p(x|z)'s network: conv (default, but MNIST-A's JMVAE: posed; the --image-network recipe's "
         "transposed convolutions), "
-        "placed (a glyph half the image's size laid at offsets every 4 pixels that z chooses, over a learnt "
+        "placed (a glyph half the image's size laid at offsets that z chooses, over a learnt "
         "background: for an object smaller than the image, such as MNIST-A's digit; images from 32x32 whose "
         "sides divide by 8) or posed (placed, the glyph also turned, scaled and shifted finer as z says)",
+    )
+    t.add_argument(
+        "--placement-stride",
+        type=int,
+        metavar="N",
+        help="placed and posed: pixels between the offsets the glyph is laid at (1, 2 or 4; default 4, but "
+        "MNIST-A's 2: a finer grid draws finer strokes)",
     )
     t.add_argument(
         "--image-size",

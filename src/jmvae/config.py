@@ -22,7 +22,7 @@ from .errors import UserError
 from .modalities import IMAGE_LIKELIHOODS
 from .models import MODELS, options, paper
 from .models.jmvae import IMAGE_TARGETS
-from .networks import GLYPH_DECODERS, IMAGE_DECODERS, IMAGE_NETWORKS
+from .networks import GLYPH_DECODERS, IMAGE_DECODERS, IMAGE_NETWORKS, PLACEMENT_STRIDES
 from .runs import FINISHED, is_finished
 from .samplers import SAMPLERS
 
@@ -94,6 +94,7 @@ LATER_OPTIONS = {
 }  # model options added after runs were recorded, at their "off" value
 LATER_FIELDS = {
     "image_decoder": "conv",
+    "placement_stride": 4,
     "image_network": "conv3",
     "lr_schedule": "constant",
     "precision": "float32",
@@ -150,6 +151,7 @@ class TrainConfig:
     # conv4 (networks.conv_recipe); None: the preset's (PRESET_DEFAULTS), else conv3
     image_decoder: str | None = None  # conv: the network's; placed, posed: a glyph laid at learnt offsets
     # (PlacedDecoder); None: the preset's (PRESET_DEFAULTS), else conv
+    placement_stride: int | None = None  # placed, posed: offsets every N pixels; None: the preset's, else 4
     model: str = "jmvae"
     z_dim: int | None = None  # None: the preset's (PRESET_DEFAULTS, else 2); config.json records the number
     hidden: int = 512
@@ -327,6 +329,11 @@ class TrainConfig:
             ", ".join(IMAGE_DECODERS),
         )
         check(
+            self.placement_stride in (None, *PLACEMENT_STRIDES),
+            f"placement-stride {self.placement_stride}",
+            ", ".join(map(str, PLACEMENT_STRIDES)),
+        )
+        check(
             self.image_likelihood in (None, *IMAGE_LIKELIHOODS),
             f"image-likelihood {self.image_likelihood}",
             ", ".join(IMAGE_LIKELIHOODS),
@@ -400,6 +407,7 @@ class TrainConfig:
             z_dim=z_dim,
             image_decoder=self.image_decoder or preset.get("image_decoder", "conv"),
             image_network=self.image_network or preset.get("image_network", "conv3"),
+            placement_stride=self.placement_stride or preset.get("placement_stride", 4),
             precision=self.resolved_precision(),
             **filled,
         )

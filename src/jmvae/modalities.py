@@ -53,6 +53,7 @@ class Image:
     likelihood: str = "bernoulli"
     network: str = "conv3"  # its encoders and decoder: mlp or a conv recipe (networks.conv_recipe)
     decoder: str = "conv"  # conv: the network's decoder; placed, posed: networks.PlacedDecoder
+    stride: int = 4  # placed, posed: the glyph laid at offsets every `stride` pixels
 
     @property
     def size(self) -> int:

@@ -396,6 +396,7 @@ def z_readers(net: nn.Module) -> list[nn.Linear]:
 # --image-decoder: the recipe's ConvDecoder; PlacedDecoder; PlacedDecoder whose glyph z turns, scales, shifts
 IMAGE_DECODERS = ("conv", "placed", "posed")
 GLYPH_DECODERS = ("placed", "posed")  # the ones PlacedDecoder draws (placed_fits)
+PLACEMENT_STRIDES = (1, 2, 4)  # pixels between its offsets: each divides the glyph's sides (placed_fits)
 
 
 def placed_fits(image: Image) -> bool:
@@ -418,6 +419,21 @@ def posed(ink: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
     with torch.autocast(ink.device.type, enabled=False):
         grid = F.affine_grid(theta, list(ink.shape), align_corners=False)
         return F.grid_sample(ink.float(), grid, align_corners=False)
+
+
+def laid(glyph: torch.Tensor, where: torch.Tensor, stride: int, shape: tuple[int, int]) -> torch.Tensor:
+    """Glyphs (n, C, h, w) laid at every offset, each weighted by `where` (n, 1, rows, cols): the sum over
+    offsets (i, j) of w_ij times the glyph moved stride * (i, j) pixels, on (n, C, *shape) canvases that the
+    offsets span exactly. A convolution, done by FFT in float32 (even under autocast): its cost does not grow
+    with the offsets as a grouped transposed convolution's does (docs/decisions/benchmark-log.md), and the
+    canvas holds the whole linear convolution, so the FFT's circular one does not wrap."""
+    (rows, cols), (h, w) = where.shape[-2:], glyph.shape[-2:]
+    assert ((rows - 1) * stride + h, (cols - 1) * stride + w) == shape, "the offsets must span the canvas"
+    with torch.autocast(glyph.device.type, enabled=False):
+        spikes = where.new_zeros(*where.shape[:-2], *shape, dtype=torch.float32)
+        spikes[..., : (rows - 1) * stride + 1 : stride, : (cols - 1) * stride + 1 : stride] = where.float()
+        padded = F.pad(glyph.float(), (0, shape[1] - w, 0, shape[0] - h))
+        return torch.fft.irfft2(torch.fft.rfft2(spikes) * torch.fft.rfft2(padded), s=shape)
 
 
 class PlacedDecoder(nn.Module):
@@ -447,9 +463,6 @@ class PlacedDecoder(nn.Module):
         )
         self.where = mlp([z_dim, max(hidden // 4, 1), self.offsets[0] * self.offsets[1]])
         self.background = nn.Parameter(torch.full((channels,), -4.0))
-        # the placement's grouped convolution in float32 even under autocast: its bfloat16 kernel made a
-        # bfloat16 step 1.3x slower (docs/decisions/benchmark-log.md)
-        self.placement_dtype = torch.float32
         self.pose: MLP | None = None  # posed: angle, log scale and shift (x, y; a share of half the glyph)
         if posed:
             self.pose = mlp([z_dim, max(hidden // 4, 1), 4])
@@ -476,16 +489,10 @@ class PlacedDecoder(nn.Module):
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])
         n, c, bg = len(z), self.channels, self.background[:, None, None]
-        if n == 0:  # conv_transpose2d takes no zero groups; a batch of no rows has a width too
+        if n == 0:  # a batch of no rows has a width too
             return z.new_zeros(*lead, c * self.shape[0] * self.shape[1])
-        glyph = self.ink(z).reshape(n * c, 1, *self.glyph_shape)
-        where = self.placement(z).reshape(n, 1, *self.offsets).expand(n, c, *self.offsets)
-        # each example's offset weights convolved with its own glyph (one group each): the weighted placements
-        with torch.autocast(z.device.type, enabled=False):
-            dtype = self.placement_dtype
-            where, glyph = where.reshape(1, n * c, *self.offsets).to(dtype), glyph.to(dtype)
-            canvas = F.conv_transpose2d(where, glyph, stride=self.stride, groups=n * c)
-        x = canvas.reshape(n, c, *self.shape) + bg
+        canvas = laid(self.ink(z), self.placement(z).reshape(n, 1, *self.offsets), self.stride, self.shape)
+        x = canvas + bg
         return x.reshape(*lead, c * self.shape[0] * self.shape[1])  # not -1: a batch of no rows has a width
 
 
@@ -505,7 +512,7 @@ def expert(m: Modality, z_dim: int, hidden: int = 512, components: int = 1) -> n
 def modality_decoder(m: Modality, z_dim: int, hidden: int = 512) -> nn.Module:
     """The default decoder p(m|z): logits of the modality."""
     if isinstance(m, Image) and m.decoder in GLYPH_DECODERS:
-        return PlacedDecoder(z_dim, m.shape, hidden, m.channels, posed=m.decoder == "posed")
+        return PlacedDecoder(z_dim, m.shape, hidden, m.channels, m.stride, posed=m.decoder == "posed")
     if isinstance(m, Image) and (recipe := conv_recipe(m)):
         return ConvDecoder(z_dim, m.shape, hidden, m.channels, CONV_WIDTHS[recipe][1])
     return decoder(z_dim, m.out_size, hidden)

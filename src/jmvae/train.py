@@ -62,6 +62,7 @@ def build(
     cfg.validate()
     cfg = cfg.resolved()
     assert cfg.image_decoder is not None and cfg.image_network is not None  # resolved() filled them in
+    assert cfg.placement_stride is not None
     if dataset is not None:
         data = dataset
     else:
@@ -89,6 +90,7 @@ def build(
             likelihood=cfg.image_likelihood or im.likelihood,
             network=cfg.image_network,
             decoder=cfg.image_decoder,
+            stride=cfg.placement_stride,
         )
         for im in data.images
     ]
@@ -177,7 +179,12 @@ def data_card(data: AttributeDataset) -> dict:
 def schema_text(data: AttributeDataset) -> str:
     lines = [
         f"  {im.name}: image {im.shape[0]}x{im.shape[1]}, {'grey' if im.channels == 1 else 'colour'}, "
-        f"{conv_recipe(im) or 'mlp'} networks{f', {im.decoder} decoder' if im.decoder != 'conv' else ''}"
+        f"{conv_recipe(im) or 'mlp'} networks"
+        + (
+            f", {im.decoder} decoder (offsets every {im.stride} pixels)"
+            if im.decoder in GLYPH_DECODERS
+            else ""
+        )
         for im in data.images
     ]
     for a in data.attributes:
