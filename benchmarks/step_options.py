@@ -4,16 +4,17 @@ Each variant is a jmvae model built as `jmvae train` builds it (same data, batch
 options changed; they train on the same batches through the trainer's own hot loop (train.train_steps), in
 blocks of --steps steps, alternating the variants' order every round, and the medians over --rounds blocks
 are printed with every block, and samples/s (a variant may set another `batch_size`). The machine drifts by
-more than most differences between neighbouring minutes, hence the interleaving. The option `memory_format`
-(channels_last, the networks' own since 2026-12-04, or contiguous) is not a TrainConfig field: it puts the
-variant's conv weights in that layout.
+more than most differences between neighbouring minutes, hence the interleaving. Two options are not
+TrainConfig fields: `memory_format` (channels_last, the networks' own since 2026-12-04, or contiguous) puts
+the variant's conv weights in that layout, and `placement` (fft, the glyph decoders' own since 2026-12-06, or
+grouped: the grouped transposed convolution in the products' dtype, as before) is how they lay the glyph.
 
     JMVAE_OFFLINE=1 python benchmarks/step_options.py                                   # the gamma terms
     JMVAE_OFFLINE=1 python benchmarks/step_options.py no-prior:prior_recon=0 draws64:recon_draws=64
     JMVAE_OFFLINE=1 python benchmarks/step_options.py --preset mnist-a --precision bfloat16 \
         nchw:memory_format=contiguous
     JMVAE_OFFLINE=1 python benchmarks/step_options.py --preset mnist-a --precision float32 \
-        fine:placement_stride=2
+        coarse:placement_stride=4 former:placement_stride=4,placement=grouped
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "src")]
 
 import torch  # noqa: E402
 from common import bad_input, config_value, run_main  # noqa: E402
+from placement_speed import grouped  # noqa: E402
 from train_speed import machine  # noqa: E402
 
 from jmvae.config import PRECISIONS, TrainConfig  # noqa: E402
+from jmvae.networks import PlacedDecoder  # noqa: E402
 from jmvae.train import build, make_optimizer, train_steps, training_split  # noqa: E402
 
 GAMMA_TERMS = [
@@ -46,18 +49,29 @@ GAMMA_TERMS = [
 
 
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+SPECIAL = {"memory_format": tuple(LAYOUTS), "placement": ("fft", "grouped")}  # not TrainConfig fields
+
+
+class GroupedPlacedDecoder(PlacedDecoder):
+    """A glyph decoder that lays its glyph as before 2026-12-06: one grouped transposed convolution."""
+
+    def pixels(self, z: torch.Tensor) -> torch.Tensor:
+        lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])
+        where = self.placement(z).reshape(len(z), 1, *self.offsets)
+        canvas = grouped(self.ink(z), where, self.stride, self.shape) + self.background[:, None, None]
+        return canvas.reshape(*lead, -1)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
     """ "name:option=value,option=value" -> (name, {option: value}), values typed like the TrainConfig
-    field; memory_format (channels_last, contiguous) besides."""
+    field; memory_format and placement besides."""
     name, _, spec = text.partition(":")
     options = {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
-        if key == "memory_format":
-            if value not in LAYOUTS:
-                bad_input(f"variant {text}: memory_format={value} (allowed: {', '.join(LAYOUTS)})")
+        if key in SPECIAL:
+            if value not in SPECIAL[key]:
+                bad_input(f"variant {text}: {key}={value} (allowed: {', '.join(SPECIAL[key])})")
             options[key] = value
         else:
             options.update([config_value(TrainConfig, item, f"variant {text}")])
@@ -82,12 +96,15 @@ def main() -> None:
     variants = dict([("default", {}), *map(parse_variant, args.variants)])
     runs = {}
     for name, options in variants.items():
-        layout = options.pop("memory_format", None)
+        layout, placement = options.pop("memory_format", None), options.pop("placement", None)
         c = replace(cfg, **options)
         torch.manual_seed(0)
         _, model = build(c, quiet=True)
         if layout:
             model.to(memory_format=LAYOUTS[layout])
+        for decoder in model.modules():
+            if placement == "grouped" and isinstance(decoder, PlacedDecoder):
+                decoder.__class__ = GroupedPlacedDecoder
         split = training_split(data, c, torch.device("cpu"))
         if args.steps * c.batch_size >= data.n_train:
             bad_input(
@@ -95,7 +112,9 @@ def main() -> None:
                 f"{data.n_train} training examples a block)"
             )
         runs[name] = (model, make_optimizer(model, c.lr), split, c.resolved().precision_dtype(), c.batch_size)
-        options |= {"memory_format": layout} if layout else {}
+        options |= ({"memory_format": layout} if layout else {}) | (
+            {"placement": placement} if placement else {}
+        )
     n = data.n_train
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     print(f"machine: {machine()}")
