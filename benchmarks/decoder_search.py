@@ -147,8 +147,8 @@ class HardPlacedDecoder(networks.PlacedDecoder):
     with the softmax's gradient (straight through): the trained default spreads its glyph over ~15 offsets
     (the softmax's perplexity), a blur the glyph need not learn."""
 
-    def __init__(self, z_dim, shape, hidden=512, channels=1):
-        super().__init__(z_dim, shape, hidden, channels, posed=True)
+    def __init__(self, z_dim, shape, hidden=512, channels=1, stride=4):
+        super().__init__(z_dim, shape, hidden, channels, stride, posed=True)
 
     def placement(self, z: torch.Tensor) -> torch.Tensor:
         soft = super().placement(z)
@@ -163,8 +163,8 @@ class MixturePlacedDecoder(networks.PlacedDecoder):
     explain the image (the responsibilities). Outputs, packed per row: the offsets' logits, the posed ink
     (glyph logits over the background) and the background logit; MixtureImage reads them."""
 
-    def __init__(self, z_dim, shape, hidden=512, channels=1):
-        super().__init__(z_dim, shape, hidden, channels, posed=True)
+    def __init__(self, z_dim, shape, hidden=512, channels=1, stride=4):
+        super().__init__(z_dim, shape, hidden, channels, stride, posed=True)
 
     def pixels(self, z: torch.Tensor) -> torch.Tensor:
         lead, z = z.shape[:-1], z.reshape(-1, z.shape[-1])
@@ -179,7 +179,6 @@ class MixtureImage(Image):
 
     glyph_shape: tuple[int, int] = (32, 32)
     offsets: tuple[int, int] = (9, 9)
-    stride: int = 4
 
     def unpack(self, out: torch.Tensor):
         k, c = self.offsets[0] * self.offsets[1], self.channels
@@ -230,8 +229,8 @@ class SharpPlacedDecoder(networks.PlacedDecoder):
     0, a uniform placement): the softmax can sharpen `gain` times as fast under Adam, whose steps do not
     scale with the gradient, where the default narrows slowly (about 15 offsets at nine passes, 11 at 18)."""
 
-    def __init__(self, z_dim, shape, hidden=512, channels=1, gain: float = 4.0):
-        super().__init__(z_dim, shape, hidden, channels, posed=True)
+    def __init__(self, z_dim, shape, hidden=512, channels=1, stride=4, gain: float = 4.0):
+        super().__init__(z_dim, shape, hidden, channels, stride, posed=True)
         self.gain = gain
         nn.init.zeros_(self.where[-1].weight)
         nn.init.zeros_(self.where[-1].bias)
@@ -246,8 +245,10 @@ class AnnealedPlacedDecoder(networks.PlacedDecoder):
     fifths, then `last` (the glyph learns to stand sharp). The default's spread is the same at q(z|x,y)'s
     mean as at a draw (about 15 offsets): a blur it learns, not a hedge against z's noise."""
 
-    def __init__(self, z_dim, shape, hidden=512, channels=1, steps: int = 12077, last: float = 0.25):
-        super().__init__(z_dim, shape, hidden, channels, posed=True)
+    def __init__(
+        self, z_dim, shape, hidden=512, channels=1, stride=4, steps: int = 12077, last: float = 0.25
+    ):
+        super().__init__(z_dim, shape, hidden, channels, stride, posed=True)
         self.steps, self.last = steps, last
         # training calls so far: saved, so a trained run reads at `last`
         self.register_buffer("calls", torch.zeros(()))
@@ -267,8 +268,8 @@ class SeparablePlacedDecoder(networks.PlacedDecoder):
     default's 81 free weights can paint the digit with a blob of a glyph on the 4-pixel grid of offsets, too
     coarse for a 4's open top; a rank-one placement can only smear, so the glyph has to hold the shape."""
 
-    def __init__(self, z_dim, shape, hidden=512, channels=1):
-        super().__init__(z_dim, shape, hidden, channels, posed=True)
+    def __init__(self, z_dim, shape, hidden=512, channels=1, stride=4):
+        super().__init__(z_dim, shape, hidden, channels, stride, posed=True)
         self.where = networks.mlp([z_dim, max(hidden // 4, 1), sum(self.offsets)])
 
     def placement(self, z: torch.Tensor) -> torch.Tensor:
@@ -311,8 +312,6 @@ VARIANTS = {
     "conv3-shared-posed-mixture": ("conv3", MixturePlacedDecoder),  # p(x|z) a mixture over the offsets
     "conv3-shared-posed-sharp4": ("conv3", SharpPlacedDecoder),  # the offsets' logits 4x, starting uniform
     "conv3-shared-posed-anneal": ("conv3", AnnealedPlacedDecoder),  # the offsets' softmax cooled to 1/4
-    # offsets every 2 pixels (as --placement-stride 2)
-    "conv3-shared-posed-fine": ("conv3", functools.partial(networks.PlacedDecoder, posed=True, stride=2)),
     "conv3-shared-posed-separable": ("conv3", SeparablePlacedDecoder),  # the offsets' weights rank one
     # the preset's default: posed, read through conv3-light's 16-32-64 encoder
     "conv3-shared-posed-light": ("conv3-light", functools.partial(networks.PlacedDecoder, posed=True)),
@@ -321,7 +320,6 @@ INSTALLABLE = (
     "conv3-shared-posed-hard",
     "conv3-shared-posed-sharp4",
     "conv3-shared-posed-anneal",
-    "conv3-shared-posed-fine",
     "conv3-shared-posed-separable",
 )  # --decoder: posed, laid otherwise
 
@@ -335,7 +333,7 @@ def install(variant: str) -> None:
 
     def modality_decoder(m, z_dim: int, hidden: int = 512) -> nn.Module:
         if isinstance(m, Image) and m.decoder in networks.GLYPH_DECODERS:
-            return decoder(z_dim, m.shape, hidden, m.channels)
+            return decoder(z_dim, m.shape, hidden, m.channels, m.stride)  # laid where the run says
         return plain(m, z_dim, hidden)
 
     base.modality_decoder = modality_decoder
@@ -443,10 +441,15 @@ def run_variant(
         )
     elif callable(decoder):  # drawn after the rest: the other networks start as conv3's do
         model.decoders[image.name] = decoder(cfg.z_dim, image.shape, cfg.hidden, image.channels)
+        laid_at = getattr(model.decoders[image.name], "stride", cfg.placement_stride)
+        if "placement_stride" in overrides and laid_at != cfg.placement_stride:
+            bad_input(
+                f"--set placement_stride={cfg.placement_stride} with {variant} (allowed: its {laid_at})"
+            )
         if decoder is MixturePlacedDecoder:  # its packed outputs are read by their own modality
             dec = model.decoders[image.name]
             image = MixtureImage(
-                **asdict(image), glyph_shape=dec.glyph_shape, offsets=dec.offsets, stride=dec.stride
+                **(asdict(image) | {"stride": dec.stride}), glyph_shape=dec.glyph_shape, offsets=dec.offsets
             )
             model.modalities[image.name] = image
             model.images[0] = image

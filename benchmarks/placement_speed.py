@@ -25,11 +25,14 @@ from jmvae.networks import PLACEMENT_STRIDES, laid  # noqa: E402
 
 
 def grouped(glyph: torch.Tensor, where: torch.Tensor, stride: int, shape: tuple[int, int]) -> torch.Tensor:
-    """The reference: each example's weights convolved with its own glyph, one group each (in the autocast
-    dtype, as the decoder did before 2026-12-06)."""
+    """The reference: each example's weights convolved with its own glyph, one group each, in float32 even
+    under autocast, as the decoder laid it before the FFT (its bfloat16 kernel was slower still)."""
     n, c, h, w = glyph.shape
     weights = where.expand(n, c, *where.shape[-2:]).reshape(1, n * c, *where.shape[-2:])
-    canvas = F.conv_transpose2d(weights, glyph.reshape(n * c, 1, h, w), stride=stride, groups=n * c)
+    with torch.autocast(glyph.device.type, enabled=False):
+        canvas = F.conv_transpose2d(
+            weights.float(), glyph.float().reshape(n * c, 1, h, w), stride=stride, groups=n * c
+        )
     return canvas.reshape(n, c, *shape)
 
 

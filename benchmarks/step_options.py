@@ -7,7 +7,7 @@ are printed with every block, and samples/s (a variant may set another `batch_si
 more than most differences between neighbouring minutes, hence the interleaving. Two options are not
 TrainConfig fields: `memory_format` (channels_last, the networks' own since 2026-12-04, or contiguous) puts
 the variant's conv weights in that layout, and `placement` (fft, the glyph decoders' own since 2026-12-06, or
-grouped: the grouped transposed convolution in the products' dtype, as before) is how they lay the glyph.
+grouped: the grouped transposed convolution in float32, as before) is how they lay the glyph.
 
     JMVAE_OFFLINE=1 python benchmarks/step_options.py                                   # the gamma terms
     JMVAE_OFFLINE=1 python benchmarks/step_options.py no-prior:prior_recon=0 draws64:recon_draws=64
