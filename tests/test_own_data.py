@@ -425,6 +425,7 @@ def test_export_round_trip_trains_exactly_as_the_preset(tmp_path, capsys, monkey
     if preset == "mnist-a":  # its JMVAE: the posed decoder through conv3-light, 13 passes of 8,500 renders
         assert said[said.index("--image-decoder") + 1] == "posed" and said[1] == str(13 * (8500 // 128))
         assert said[said.index("--image-network") + 1] == "conv3-light"
+        assert said[said.index("--placement-stride") + 1] == "2"
     short = [*TINY, "--steps", "4", "--precision", "float32", "--low-temperature", "1"]
     assert main(["train", *source, *short, "--out", str(tmp_path / "p")]) == 0
     assert main(["train", "--data", str(tmp_path / "pd"), *said, *short, "--out", str(tmp_path / "d")]) == 0

@@ -249,9 +249,9 @@ def test_mnist_a_jmvae_shares_its_conv_trunk_unless_told_or_its_networks_are_the
 
 
 def test_mnist_a_jmvae_draws_with_the_posed_decoder_through_the_light_encoder_for_13_passes_unless_told():
-    """The preset's JMVAE draws its conv image with the posed decoder through conv3-light for 13 passes (9
-    through another recipe); a flag, another model, the MLP, --paper or a user's data keep conv, conv3 and the
-    dataset's length, and a given length wins."""
+    """The preset's JMVAE draws its conv image with the posed decoder (offsets every 2 pixels) through
+    conv3-light for 13 passes (9 through another recipe); a flag, another model, the MLP, --paper or a
+    user's data keep conv, conv3, offsets every 4 pixels and the dataset's length, and a given length wins."""
     decoder = lambda **kw: TrainConfig(**kw).resolved().image_decoder  # noqa: E731
     assert decoder(preset="mnist-a") == "posed" and decoder(preset="mnist-a", image_decoder="conv") == "conv"
     assert decoder(preset="mnist-a", model="telbo") == decoder(preset="mnist-a", paper=True) == "conv"
@@ -264,6 +264,9 @@ def test_mnist_a_jmvae_draws_with_the_posed_decoder_through_the_light_encoder_fo
     )
     assert network(preset="mnist-a", model="telbo") == network(preset="mnist-a", paper=True) == "conv3"
     assert network(data="folder") == network() == network(preset="polymnist") == "conv3"
+    stride = lambda **kw: TrainConfig(**kw).resolved().placement_stride  # noqa: E731
+    assert stride(preset="mnist-a") == 2 and stride(preset="mnist-a", placement_stride=4) == 4
+    assert stride(preset="mnist-a", model="telbo") == stride(preset="mnist-a", paper=True) == stride() == 4
     data = AttributeDataset("a", [], [], {}, {}, "", full_train_size=1280, default_epochs=6)
     length = lambda **kw: TrainConfig(**kw).plan(
         1280, data.default_steps(128, TrainConfig(**kw).default_epochs())
