@@ -427,7 +427,7 @@ def laid(glyph: torch.Tensor, where: torch.Tensor, stride: int, shape: tuple[int
     offsets span exactly. A convolution, done by FFT in float32 (even under autocast): its cost does not grow
     with the offsets as a grouped transposed convolution's does (docs/decisions/benchmark-log.md), and the
     canvas holds the whole linear convolution, so the FFT's circular one does not wrap."""
-    (rows, cols), (h, w) = where.shape[-2:], glyph.shape[-2:]
+    (rows, cols), (h, w), shape = where.shape[-2:], glyph.shape[-2:], (int(shape[0]), int(shape[1]))
     assert ((rows - 1) * stride + h, (cols - 1) * stride + w) == shape, "the offsets must span the canvas"
     with torch.autocast(glyph.device.type, enabled=False):
         spikes = where.new_zeros(*where.shape[:-2], *shape, dtype=torch.float32)
